@@ -1,0 +1,182 @@
+"""Event models. Every message on an outloop input topic is an :class:`Envelope` whose ``data``
+validates against the model named by its ``type`` (see :data:`EVENT_TYPES`).
+
+Times are timezone-aware UTC. Hook payloads carry no timestamp of their own: the hook shim stamps
+``Envelope.time`` when it receives the payload.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class EventType(StrEnum):
+    HOOK_EVENT = "hook.event"  # one Claude Code hook payload, lossless
+    TOOL_USE = "transcript.tool_use"  # a tool_use block of a transcript assistant record
+    TOOL_RESULT = "transcript.tool_result"  # a tool_result block of a transcript user record
+    TOOL_CALL = "tool.call"  # an already paired tool call (trajectories, ADW tool results)
+    USAGE = "usage.record"  # the usage of one API response
+    WORKFLOW_STARTED = "workflow.started"
+    WORKFLOW_PHASE_CHANGED = "workflow.phase_changed"
+    WORKFLOW_ENDED = "workflow.ended"
+    FLUSH = "control.flush"  # a marker the agents forward so a replay knows it is materialized
+
+
+class _Open(BaseModel):
+    """Keeps unknown fields: producers are newer than we are."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Envelope(_Closed):
+    """Transport envelope (CloudEvents-like). ``subject`` is the partition key: the session id for
+    session-scoped events, the run id for workflow events."""
+
+    specversion: Literal["1"] = "1"
+    id: str = Field(min_length=1, max_length=512)
+    type: EventType
+    source: str = Field(min_length=1, max_length=64)  # hook | transcript | hook-log | trajectory | adw | ...
+    time: AwareDatetime | None = None
+    subject: str = Field(min_length=1, max_length=512)
+    data: dict[str, Any]
+
+
+class HookEvent(_Open):
+    """A Claude Code hook payload exactly as Claude Code sent it. Unknown hook names and unknown fields
+    are accepted and kept; only the fields every payload carries are typed."""
+
+    session_id: str = Field(min_length=1)
+    hook_event_name: str = Field(min_length=1)
+    transcript_path: str | None = None
+    cwd: str | None = None
+    tool_name: str | None = None
+    tool_input: dict[str, Any] | None = None
+    tool_use_id: str | None = None
+    # ``call_key`` is not a Claude Code field: importers of old captures (no tool_use_id) add it
+    # to the envelope data so Pre/Post pairing and hook/transcript joins are deterministic.
+    call_key: str | None = None
+
+
+class ToolUseRecord(_Closed):
+    session_id: str
+    tool_use_id: str
+    tool_name: str
+    tool_input: dict[str, Any] | list[Any] | str | None
+    call_key: str
+    timestamp: AwareDatetime | None = None
+    agent_id: str | None = None
+    is_sidechain: bool = False
+    cwd: str | None = None
+
+
+class ToolResultRecord(_Closed):
+    session_id: str
+    tool_use_id: str
+    is_error: bool = False
+    output_text: str = ""
+    timestamp: AwareDatetime | None = None
+
+
+class ToolCall(_Closed):
+    """One completed (or started, not yet completed) tool call. ``id`` is the tool_use_id when one
+    exists, else ``syn:<call_key>``."""
+
+    id: str
+    tool_use_id: str | None
+    call_key: str | None
+    session_id: str
+    tool_name: str
+    tool_input: dict[str, Any] | list[Any] | str | None = None
+    command: str | None = None
+    file_path: str | None = None
+    status: Literal["started", "ok", "error", "interrupted"]
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    duration_ms: float | None = None
+    input_bytes: int = 0
+    output_bytes: int | None = None
+    output_tokens_est: int | None = None
+    source: str
+
+
+class UsageRecord(_Closed):
+    """Usage of one API response; ``id`` is ``message.id:requestId``."""
+
+    id: str
+    session_id: str
+    model: str | None
+    timestamp: AwareDatetime | None
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cache_read_input_tokens: int = Field(ge=0, default=0)
+    cache_creation_input_tokens: int = Field(ge=0, default=0)
+    cache_creation_5m_tokens: int | None = Field(ge=0, default=None)
+    cache_creation_1h_tokens: int | None = Field(ge=0, default=None)
+    cost_usd: float | None = None  # set by the agent from the price table; producers leave it empty
+    source: str = "transcript"
+
+
+class WorkflowStarted(_Closed):
+    run_id: str
+    workflow: str
+    session_id: str | None = None
+    started_at: AwareDatetime
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkflowPhaseChanged(_Closed):
+    run_id: str
+    phase: str
+    seq: int = Field(ge=0)
+    at: AwareDatetime
+
+
+class WorkflowEnded(_Closed):
+    run_id: str
+    status: Literal["succeeded", "failed", "cancelled"]
+    ended_at: AwareDatetime
+    input_tokens: int = Field(ge=0, default=0)
+    output_tokens: int = Field(ge=0, default=0)
+    cache_read_input_tokens: int = Field(ge=0, default=0)
+    cache_creation_input_tokens: int = Field(ge=0, default=0)
+    cost_usd: float | None = Field(ge=0, default=None)
+
+
+class Flush(_Closed):
+    marker: str
+    partitions: int = Field(ge=1)
+
+
+class DeadLetter(_Closed):
+    """A record outloop could not accept, kept with its original bytes and the reason."""
+
+    id: str  # "<topic>:<partition>:<offset>"
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str  # a short machine-readable code, e.g. "not_json", "schema"
+    detail: str
+    raw: bytes
+    at: datetime
+
+
+EVENT_TYPES: dict[EventType, type[BaseModel]] = {
+    EventType.HOOK_EVENT: HookEvent,
+    EventType.TOOL_USE: ToolUseRecord,
+    EventType.TOOL_RESULT: ToolResultRecord,
+    EventType.TOOL_CALL: ToolCall,
+    EventType.USAGE: UsageRecord,
+    EventType.WORKFLOW_STARTED: WorkflowStarted,
+    EventType.WORKFLOW_PHASE_CHANGED: WorkflowPhaseChanged,
+    EventType.WORKFLOW_ENDED: WorkflowEnded,
+    EventType.FLUSH: Flush,
+}

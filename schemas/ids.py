@@ -1,0 +1,56 @@
+"""Deterministic ids. The same fact always gets the same id, so redelivery and replay upsert
+the same row instead of adding one."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+
+def canonical_json(value: Any) -> bytes:
+    """Key-sorted compact JSON: equal values give equal bytes."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def input_digest(tool_name: str, tool_input: Any) -> str:
+    h = hashlib.blake2b(digest_size=10)
+    h.update(tool_name.encode())
+    h.update(b"\0")
+    h.update(canonical_json(tool_input))
+    return h.hexdigest()
+
+
+def call_key(session_id: str, tool_name: str, tool_input: Any, ordinal: int) -> str:
+    """Key of the ``ordinal``-th call (0-based) with this exact input in this session.
+
+    Used where no ``tool_use_id`` exists: hook payloads of old Claude Code versions are matched to
+    each other (Pre/Post) and to transcript ``tool_use`` blocks by identical input, in order."""
+    return f"{session_id}:{input_digest(tool_name, tool_input)}:{ordinal}"
+
+
+class OrdinalCounter:
+    """Gives the running ordinal of identical inputs within a session, in arrival order."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], int] = {}
+
+    def key(self, session_id: str, tool_name: str, tool_input: Any) -> str:
+        digest = input_digest(tool_name, tool_input)
+        slot = (session_id, digest)
+        n = self._seen.get(slot, 0)
+        self._seen[slot] = n + 1
+        return f"{session_id}:{digest}:{n}"
+
+
+def usage_id(message_id: str, request_id: str | None) -> str:
+    return f"{message_id}:{request_id or ''}"
+
+
+def tool_call_id(tool_use_id: str | None, key: str | None) -> str:
+    if tool_use_id:
+        return tool_use_id
+    if not key:
+        raise ValueError("a tool call needs a tool_use_id or a call key")
+    return f"syn:{key}"

@@ -1,0 +1,70 @@
+"""The topic catalogue: every topic outloop reads or writes, its key and its partition count.
+
+Session-scoped topics share one partition count and are keyed by ``session_id`` so that they are
+co-partitioned; workflow topics are keyed by ``run_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str  # what the message key holds
+    doc: str
+    role: str  # "input" (published by producers) or "output" (written by the agents)
+
+
+@dataclass(frozen=True)
+class TopicCatalogue:
+    prefix: str = "outloop"
+
+    def _t(self, suffix: str, key: str, doc: str, role: str) -> Topic:
+        return Topic(f"{self.prefix}.{suffix}", key, doc, role)
+
+    @property
+    def events(self) -> Topic:
+        return self._t("events", "session_id", "session-scoped input envelopes (hooks, transcripts)", "input")
+
+    @property
+    def workflows(self) -> Topic:
+        return self._t("workflows", "run_id", "workflow run events published by ADWs", "input")
+
+    @property
+    def hook_events(self) -> Topic:
+        return self._t("hook-events", "session_id", "validated hook events (envelopes)", "output")
+
+    @property
+    def tool_calls(self) -> Topic:
+        return self._t("tool-calls", "session_id", "paired tool calls", "output")
+
+    @property
+    def usage(self) -> Topic:
+        return self._t("usage", "session_id", "deduplicated, priced usage records", "output")
+
+    @property
+    def workflow_runs(self) -> Topic:
+        return self._t("workflow-runs", "run_id", "validated workflow run events", "output")
+
+    @property
+    def dead_letters(self) -> Topic:
+        return self._t("dlq", "original key", "rejected records with their bytes and a reason", "output")
+
+    def all(self) -> list[Topic]:
+        return [
+            self.events,
+            self.workflows,
+            self.hook_events,
+            self.tool_calls,
+            self.usage,
+            self.workflow_runs,
+            self.dead_letters,
+        ]
+
+    def outputs(self) -> list[Topic]:
+        return [t for t in self.all() if t.role == "output"]
+
+
+TOPICS = TopicCatalogue()

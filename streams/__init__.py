@@ -1,0 +1,1 @@
+"""The Kafka edge: settings, Faust app, codecs and dead letters, publisher, embedded broker, spool."""

@@ -1,0 +1,116 @@
+"""Frozen settings, read once from ``OUTLOOP_*`` environment variables (one place for every name).
+
+The README's settings table is generated from :data:`SETTINGS_DOC`; keep them together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_HOME = Path(os.path.expanduser("~")) / ".outloop"
+
+# name -> (default as text, description). The default "" means "unset".
+SETTINGS_DOC: dict[str, tuple[str, str]] = {
+    "OUTLOOP_HOME": ("~/.outloop", "state folder: spool, database, broker log"),
+    "OUTLOOP_BROKER": ("", "Kafka bootstrap servers; empty starts the embedded Tansu broker"),
+    "OUTLOOP_DB": ("$OUTLOOP_HOME/outloop.duckdb", "DuckDB file owned by the worker"),
+    "OUTLOOP_SPOOL": ("$OUTLOOP_HOME/spool", "hook spool folder"),
+    "OUTLOOP_TOPIC_PREFIX": ("outloop", "prefix of every topic name"),
+    "OUTLOOP_PARTITIONS": ("4", "partition count of every session-scoped topic"),
+    "OUTLOOP_APP_ID": ("outloop", "Faust application id (consumer group)"),
+    "OUTLOOP_HTTP_HOST": ("127.0.0.1", "address of the worker's HTTP endpoint"),
+    "OUTLOOP_HTTP_PORT": ("6066", "port of the worker's HTTP endpoint (0 picks a free one)"),
+    "OUTLOOP_BATCH_SIZE": ("2000", "events an agent folds per batch"),
+    "OUTLOOP_BATCH_WITHIN": ("0.2", "seconds an agent waits to fill a batch"),
+    "OUTLOOP_SINK_BATCH": ("5000", "rows the DuckDB sink writes per transaction at most"),
+    "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds (Tansu waits half of it)"),
+    "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
+    "OUTLOOP_LOG_LEVEL": ("info", "worker log level"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    broker: str | None
+    db: Path
+    spool: Path
+    topic_prefix: str
+    partitions: int
+    app_id: str
+    http_host: str
+    http_port: int
+    batch_size: int
+    batch_within: float
+    sink_batch: int
+    rebalance_timeout: float
+    prices: Path | None
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            value = env.get(name, "")
+            return value if value != "" else SETTINGS_DOC[name][0]
+
+        home = Path(os.path.expanduser(env.get("OUTLOOP_HOME") or str(DEFAULT_HOME)))
+        db = env.get("OUTLOOP_DB") or str(home / "outloop.duckdb")
+        spool = env.get("OUTLOOP_SPOOL") or str(home / "spool")
+        prices = env.get("OUTLOOP_PRICES") or None
+        try:
+            values: dict[str, object] = dict(
+                home=home,
+                broker=env.get("OUTLOOP_BROKER") or None,
+                db=Path(os.path.expanduser(db)),
+                spool=Path(os.path.expanduser(spool)),
+                topic_prefix=get("OUTLOOP_TOPIC_PREFIX"),
+                partitions=int(get("OUTLOOP_PARTITIONS")),
+                app_id=get("OUTLOOP_APP_ID"),
+                http_host=get("OUTLOOP_HTTP_HOST"),
+                http_port=int(get("OUTLOOP_HTTP_PORT")),
+                batch_size=int(get("OUTLOOP_BATCH_SIZE")),
+                batch_within=float(get("OUTLOOP_BATCH_WITHIN")),
+                sink_batch=int(get("OUTLOOP_SINK_BATCH")),
+                rebalance_timeout=float(get("OUTLOOP_REBALANCE_TIMEOUT")),
+                prices=Path(prices) if prices else None,
+                log_level=get("OUTLOOP_LOG_LEVEL"),
+            )
+        except ValueError as exc:
+            raise ValueError(f"bad OUTLOOP_* setting: {exc}") from exc
+        values.update(overrides)
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.partitions < 1:
+            raise ValueError("OUTLOOP_PARTITIONS must be at least 1")
+        return settings
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        out = {
+            "OUTLOOP_HOME": str(self.home),
+            "OUTLOOP_DB": str(self.db),
+            "OUTLOOP_SPOOL": str(self.spool),
+            "OUTLOOP_TOPIC_PREFIX": self.topic_prefix,
+            "OUTLOOP_PARTITIONS": str(self.partitions),
+            "OUTLOOP_APP_ID": self.app_id,
+            "OUTLOOP_HTTP_HOST": self.http_host,
+            "OUTLOOP_HTTP_PORT": str(self.http_port),
+            "OUTLOOP_BATCH_SIZE": str(self.batch_size),
+            "OUTLOOP_BATCH_WITHIN": str(self.batch_within),
+            "OUTLOOP_SINK_BATCH": str(self.sink_batch),
+            "OUTLOOP_REBALANCE_TIMEOUT": str(self.rebalance_timeout),
+            "OUTLOOP_LOG_LEVEL": self.log_level,
+        }
+        if self.broker:
+            out["OUTLOOP_BROKER"] = self.broker
+        if self.prices:
+            out["OUTLOOP_PRICES"] = str(self.prices)
+        return out
