@@ -1,0 +1,71 @@
+"""Shared fixtures. Broker tests use a real Kafka-protocol broker: a testcontainers Kafka when a Docker
+engine answers and OUTLOOP_TEST_DOCKER=1, else the embedded Tansu broker (always available)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRACES = (REPO.parent / "shared" / "data" / "traces-dev").resolve()
+
+
+def traces_dir() -> Path:
+    if not TRACES.is_dir():
+        pytest.skip(f"real traces not present at {TRACES} (../shared beside the checkout)")
+    return TRACES
+
+
+@pytest.fixture(scope="session")
+def traces() -> Path:
+    return traces_dir()
+
+
+def _docker_kafka() -> Iterator[str] | None:
+    if os.environ.get("OUTLOOP_TEST_DOCKER") != "1":
+        return None
+    try:
+        from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    container = KafkaContainer().with_kraft()
+    container.start()
+
+    def gen() -> Iterator[str]:
+        try:
+            yield container.get_bootstrap_server()
+        finally:
+            container.stop()
+
+    return gen()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real broker shared by the session's tests. Tests isolate themselves by
+    topic prefix and consumer group (see ``unique_settings``)."""
+    docker = _docker_kafka()
+    if docker is not None:
+        yield from docker
+        return
+    from streams.broker import EmbeddedBroker
+
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log) as b:
+        yield b.bootstrap
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[object]:
+    """A broker of the test's own, for tests that kill or restart it."""
+    from streams.broker import EmbeddedBroker
+
+    b = EmbeddedBroker(tmp_path / "tansu.log")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
