@@ -93,7 +93,7 @@ class ToolCall(_Closed):
     tool_use_id: str | None
     call_key: str | None
     session_id: str
-    tool_name: str
+    tool_name: str | None  # None only for a result whose tool_use was never seen
     tool_input: dict[str, Any] | list[Any] | str | None = None
     command: str | None = None
     file_path: str | None = None
@@ -156,7 +156,9 @@ class Flush(_Closed):
 
 
 class DeadLetter(_Closed):
-    """A record outloop could not accept, kept with its original bytes and the reason."""
+    """A record outloop could not accept, kept with its original bytes (base64 in JSON) and the reason."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     id: str  # "<topic>:<partition>:<offset>"
     topic: str

@@ -1,0 +1,188 @@
+"""Pairing: hook Pre/Post events and transcript tool_use/tool_result blocks -> tool calls; usage
+records -> deduplicated, priced usage. A pure fold: no Kafka, time comes from the events.
+
+Every input becomes a *view* of one tool call (a dict of ToolCall fields). Views of the same call
+are combined with :func:`agents.toolcalls.merge_tool_calls`, which is order-independent and
+idempotent, and the sink applies the same merge. So correctness never depends on this fold's
+memory: after a restart a lone PostToolUse still yields a complete call (without its duration), and
+the row in DuckDB converges to the same value whatever the delivery order. The bounded cache of
+recent views only lets the fold emit the most complete view it has seen.
+
+Keys: ``tool_use_id`` when present. Hook payloads without one (old Claude Code versions) use a call
+key - the session, a digest of the exact input and its ordinal among identical inputs in the
+session - so the k-th identical PreToolUse pairs with the k-th identical PostToolUse and with the
+k-th identical transcript ``tool_use``. Importers compute it over whole captures; for live events
+the fold counts in memory (documented limit: a worker restart in the middle of a session of such an
+old version restarts those ordinals).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import toolcalls as tc
+from schemas.events import (
+    Envelope,
+    EventType,
+    Flush,
+    HookEvent,
+    ToolCall,
+    ToolResultRecord,
+    ToolUseRecord,
+    UsageRecord,
+)
+from schemas.ids import OrdinalCounter, tool_call_id
+
+PRE = {"PreToolUse"}
+POST = {"PostToolUse", "PostToolUseFailure"}
+
+
+@dataclass
+class BatchOut:
+    """What one batch produces, deduplicated within the batch."""
+
+    hook_events: list[Envelope] = field(default_factory=list)
+    tool_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    usage: dict[str, UsageRecord] = field(default_factory=dict)
+    flushes: list[str] = field(default_factory=list)
+
+
+def usage_rank(u: UsageRecord) -> tuple[int, int, float]:
+    total = u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
+    return (total, u.output_tokens, u.cost_usd or 0.0)
+
+
+class _LRU(OrderedDict[str, Any]):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class Pairing:
+    def __init__(
+        self,
+        price: Callable[[UsageRecord], float | None] | None = None,
+        max_views: int = 100_000,
+        max_sessions: int = 10_000,
+    ) -> None:
+        self.price = price
+        self.views: _LRU = _LRU(max_views)
+        self.counters: _LRU = _LRU(max_sessions)  # session -> (pre counter, post counter)
+
+    # -- per input ---------------------------------------------------------------------------
+    def apply(self, env: Envelope, data: Any, out: BatchOut) -> None:
+        t = env.type
+        if t is EventType.HOOK_EVENT:
+            out.hook_events.append(env)
+            self._hook(env, data, out)
+        elif t is EventType.TOOL_USE:
+            self._emit(self._tool_use(data), out)
+        elif t is EventType.TOOL_RESULT:
+            self._emit(self._tool_result(data), out)
+        elif t is EventType.TOOL_CALL:
+            self._emit(data.model_dump(), out)
+        elif t is EventType.USAGE:
+            self._usage(data, out)
+        elif t is EventType.FLUSH:
+            assert isinstance(data, Flush)
+            out.flushes.append(data.marker)
+        # workflow events travel on their own topic and never reach this fold
+
+    def _emit(self, view: dict[str, Any], out: BatchOut) -> None:
+        key = view["id"]
+        seen = self.views.get(key)
+        merged = view if seen is None else tc.merge_tool_calls(seen, view)
+        self.views.put(key, merged)
+        out.tool_calls[key] = merged
+
+    def _hook(self, env: Envelope, ev: HookEvent, out: BatchOut) -> None:
+        name = ev.hook_event_name
+        if ev.tool_name is None or (name not in PRE and name not in POST):
+            return
+        extra = ev.model_extra or {}
+        tool_input = ev.tool_input
+        key = ev.call_key
+        if not ev.tool_use_id and not key:
+            pre, post = self.counters.get(ev.session_id) or (OrdinalCounter(), OrdinalCounter())
+            self.counters.put(ev.session_id, (pre, post))
+            key = (pre if name in PRE else post).key(ev.session_id, ev.tool_name, tool_input)
+        view: dict[str, Any] = {
+            "id": tool_call_id(ev.tool_use_id, key),
+            "tool_use_id": ev.tool_use_id,
+            "call_key": None if ev.tool_use_id else key,
+            "session_id": ev.session_id,
+            "tool_name": ev.tool_name,
+            "tool_input": tool_input,
+            "command": tc.command_of(ev.tool_name, tool_input),
+            "file_path": tc.file_path_of(ev.tool_name, tool_input),
+            "input_bytes": tc.json_size(tool_input),
+            "source": "hook",
+        }
+        if name in PRE:
+            view.update(status="started", started_at=env.time)
+        else:
+            response = extra.get("tool_response", extra.get("tool_result"))
+            if name == "PostToolUseFailure" and response is None:
+                response = extra.get("error")
+            size = len(tc.output_text(response).encode("utf-8", "surrogatepass"))
+            view.update(
+                status=tc.hook_status(response, name),
+                ended_at=env.time,
+                output_bytes=size,
+                output_tokens_est=tc.estimate_tokens(size),
+            )
+        self._emit(view, out)
+
+    def _tool_use(self, r: ToolUseRecord) -> dict[str, Any]:
+        return {
+            "id": r.tool_use_id,
+            "tool_use_id": r.tool_use_id,
+            "call_key": r.call_key,
+            "session_id": r.session_id,
+            "tool_name": r.tool_name,
+            "tool_input": r.tool_input,
+            "command": tc.command_of(r.tool_name, r.tool_input),
+            "file_path": tc.file_path_of(r.tool_name, r.tool_input),
+            "status": "started",
+            "started_at": r.timestamp,
+            "input_bytes": tc.json_size(r.tool_input),
+            "source": "transcript",
+        }
+
+    def _tool_result(self, r: ToolResultRecord) -> dict[str, Any]:
+        size = len(r.output_text.encode("utf-8", "surrogatepass"))
+        return {
+            "id": r.tool_use_id,
+            "tool_use_id": r.tool_use_id,
+            "session_id": r.session_id,
+            "status": "error" if r.is_error else "ok",
+            "ended_at": r.timestamp,
+            "output_bytes": size,
+            "output_tokens_est": tc.estimate_tokens(size),
+            "source": "transcript",
+        }
+
+    def _usage(self, u: UsageRecord, out: BatchOut) -> None:
+        if u.cost_usd is None and self.price is not None:
+            cost = self.price(u)
+            if cost is not None:
+                u = u.model_copy(update={"cost_usd": cost})
+        seen = out.usage.get(u.id)
+        if seen is None or usage_rank(u) > usage_rank(seen):
+            out.usage[u.id] = u
+
+
+def tool_call_model(view: dict[str, Any]) -> ToolCall:
+    """A view as a ToolCall (fields a view never saw take their defaults)."""
+    full = {"tool_use_id": None, "call_key": None, "tool_name": None, "status": "started", "input_bytes": 0,
+            **view}
+    return ToolCall.model_validate(full)

@@ -1,0 +1,129 @@
+"""Thin Faust agents: decode, fold, emit, dead-letter.
+
+* ``sessions`` reads the session-scoped input topic in batches (``take_events``), folds each batch
+  with :class:`agents.pairing.Pairing` and emits hook events, tool calls and usage records to their
+  output topics on the partition the input came from (outputs stay co-partitioned and a flush
+  marker follows everything its partition produced before it).
+* ``workflows`` validates workflow run events and forwards them.
+Bad records become dead letters with their bytes and a reason; they never stop an agent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import faust
+import orjson
+
+from agents.pairing import BatchOut, Pairing, tool_call_model
+from schemas.events import EventType, Flush
+from streams.app import Topics
+from streams.codec import Decoded, Rejected, dead_letter, decode, encode
+from streams.settings import Settings
+
+log = logging.getLogger("outloop.agents")
+
+
+def flush_value(marker: str, partition: int) -> bytes:
+    return orjson.dumps({"control": "flush", "marker": marker, "partition": partition})
+
+
+class Emitter:
+    """Collects the sends of one batch and awaits them together."""
+
+    def __init__(self) -> None:
+        self.pending: list[Awaitable[Any]] = []
+
+    def send(self, topic: faust.TopicT, key: bytes | None, value: bytes, partition: int) -> None:
+        self.pending.append(topic.send(key=key, value=value, partition=partition))
+
+    async def drain(self) -> None:
+        for fut in self.pending:
+            await fut
+        self.pending.clear()
+
+
+def _key(subject: str) -> bytes:
+    return subject.encode()
+
+
+def register(app: faust.App, topics: Topics, settings: Settings,
+             price: Callable[[Any], float | None] | None) -> None:
+    pairing = Pairing(price=price)
+    stats = app_stats(app)
+
+    def reject(out: Emitter, ev: faust.EventT, reason: Any) -> None:
+        msg = ev.message
+        dl = dead_letter(msg.value, reason, msg.topic, msg.partition, msg.offset, msg.key)
+        out.send(topics.dead_letters, msg.key, encode(dl), msg.partition)
+        stats["dead_letters"] += 1
+
+    async def emit_session_batch(events: Iterable[faust.EventT]) -> None:
+        out = Emitter()
+        per_partition: dict[int, BatchOut] = {}
+        for ev in events:
+            msg = ev.message
+            result = decode(msg.value)
+            if not isinstance(result, Decoded):
+                reject(out, ev, result)
+                continue
+            if result.envelope.type.value.startswith("workflow."):
+                reject(out, ev, Rejected("wrong_topic", f"{result.envelope.type.value} belongs on the workflow topic"))
+                continue
+            batch = per_partition.setdefault(msg.partition, BatchOut())
+            pairing.apply(result.envelope, result.data, batch)
+            if result.envelope.type is EventType.FLUSH:
+                _emit_partition(out, msg.partition, per_partition.pop(msg.partition))
+            stats["events"] += 1
+        for partition, batch in per_partition.items():
+            _emit_partition(out, partition, batch)
+        await out.drain()
+
+    def _emit_partition(out: Emitter, partition: int, batch: BatchOut) -> None:
+        for env in batch.hook_events:
+            out.send(topics.hook_events, _key(env.subject), encode(env), partition)
+        for view in batch.tool_calls.values():
+            call = tool_call_model(view)
+            out.send(topics.tool_calls, _key(call.session_id), encode(call), partition)
+        for usage in batch.usage.values():
+            out.send(topics.usage, _key(usage.session_id), encode(usage), partition)
+        for marker in batch.flushes:
+            value = flush_value(marker, partition)
+            for t in (topics.hook_events, topics.tool_calls, topics.usage, topics.dead_letters):
+                out.send(t, None, value, partition)
+
+    @app.agent(topics.events, name="sessions")
+    async def sessions(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            await emit_session_batch(events)
+
+    @app.agent(topics.workflows, name="workflows")
+    async def workflows(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            out = Emitter()
+            for ev in events:
+                msg = ev.message
+                result = decode(msg.value)
+                if not isinstance(result, Decoded):
+                    reject(out, ev, result)
+                elif result.envelope.type is EventType.FLUSH:
+                    assert isinstance(result.data, Flush)
+                    value = flush_value(result.data.marker, msg.partition)
+                    for t in (topics.workflow_runs, topics.dead_letters):
+                        out.send(t, None, value, msg.partition)
+                elif not result.envelope.type.value.startswith("workflow."):
+                    reject(out, ev, Rejected("wrong_topic", f"{result.envelope.type.value} on the workflow topic"))
+                else:
+                    out.send(topics.workflow_runs, msg.key, msg.value or b"", msg.partition)
+                    stats["workflow_events"] += 1
+            await out.drain()
+
+
+def app_stats(app: faust.App) -> dict[str, int]:
+    existing = getattr(app, "_outloop_stats", None)
+    if existing is None:
+        existing = {"events": 0, "dead_letters": 0, "workflow_events": 0}
+        app._outloop_stats = existing  # type: ignore[attr-defined]
+    return existing
