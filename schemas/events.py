@@ -160,7 +160,7 @@ class DeadLetter(_Closed):
 
     model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
-    id: str  # "<topic>:<partition>:<offset>"
+    id: str  # "dl:" + digest of the record key and bytes (see streams.codec.dead_letter)
     topic: str
     partition: int
     offset: int

@@ -6,6 +6,7 @@ agents consume raw bytes and call :func:`decode` themselves.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,8 +68,14 @@ def dead_letter(
     raw: bytes | None, rejected: Rejected, topic: str, partition: int, offset: int, key: bytes | None,
     now: datetime | None = None,
 ) -> DeadLetter:
+    """A dead letter whose id depends only on the record's key and bytes: redelivering or replaying
+    the same bad record yields the same row, while its last position stays in topic/partition/offset."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(key or b"")
+    digest.update(b"\0")
+    digest.update(raw or b"")
     return DeadLetter(
-        id=f"{topic}:{partition}:{offset}",
+        id=f"dl:{digest.hexdigest()}",
         topic=topic,
         partition=partition,
         offset=offset,
