@@ -1,0 +1,247 @@
+"""The ``outloop`` command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streams.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="outloop: watch coding agents, move deterministic work out of the LLM loop.")
+hooks_app = typer.Typer(no_args_is_help=True, help="Claude Code hook integration.")
+app.add_typer(hooks_app, name="hooks")
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings(db: Path | None = None, **overrides: Any) -> Settings:
+    try:
+        s = Settings.from_env()
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if db is not None:
+        overrides["db"] = db.expanduser().resolve()
+    return replace(s, **overrides) if overrides else s
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def up() -> None:
+    """Run broker (embedded unless OUTLOOP_BROKER is set), worker and forwarder until Ctrl-C."""
+    from outloop.runtime import Stack, StackError
+
+    s = _settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with Stack(s, forwarder=True) as stack:
+            st = stack.settings
+            err.print(f"broker   {st.broker}{' (embedded)' if stack.broker else ''}")
+            err.print(f"worker   http://{st.http_host}:{st.http_port}  (log {stack.worker_log})")
+            err.print(f"database {st.db}")
+            err.print(f"spool    {st.spool}")
+            err.print("outloop is up; Ctrl-C stops it")
+            try:
+                while not stop.wait(0.5):
+                    if stack.worker is None or stack.worker.poll() is not None:
+                        raise _fail(f"the worker stopped; see {stack.worker_log}")
+            except KeyboardInterrupt:
+                pass
+            err.print("stopping...")
+    except StackError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def worker() -> None:
+    """Run only the worker (agents + DuckDB sink + HTTP); needs OUTLOOP_BROKER."""
+    from streams.worker import run
+
+    run(_settings())
+
+
+@app.command()
+def forward(once: Annotated[bool, typer.Option(help="drain the spool once and exit")] = False) -> None:
+    """Ship the hook spool to Kafka (OUTLOOP_BROKER); deletes only what the broker acknowledged."""
+    from streams.forwarder import Forwarder
+
+    s = _settings()
+    if not s.broker:
+        raise _fail("OUTLOOP_BROKER is not set ('outloop up' runs a forwarder against its own broker)")
+    fwd = Forwarder.from_settings(s)
+    if once:
+        n = fwd.run_once()
+        err.print(f"forwarded {n} events")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        fwd.run_forever(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command()
+def replay(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders; default: ~/.claude/projects")] = None,  # type: ignore[assignment]
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for materialization")] = 600.0,
+) -> None:
+    """Import transcripts, hook logs and trajectories, materialize them, print a summary."""
+    from outloop.replay import replay as run_replay
+    from outloop.runtime import StackError
+    from streams.importers.detect import default_claude_projects
+
+    if not paths:
+        paths = [default_claude_projects()]
+    s = _settings(db)
+    try:
+        summary = run_replay(paths, s, console=err, show_progress=err.is_terminal and not as_json,
+                             timeout=timeout)
+    except (FileNotFoundError, StackError, TimeoutError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        from outloop.report import print_summary
+
+        print_summary(out, summary, s.db)
+
+
+def _render(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
+    if fmt == "json":
+        data = [dict(zip(columns, r, strict=True)) for r in rows]
+        sys.stdout.write(orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(columns)
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        table = Table(*columns)
+        for r in rows:
+            table.add_row(*("" if v is None else str(v) for v in r))
+        out.print(table)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="a read-only SQL statement")],
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+) -> None:
+    """Query the database: through the running worker, or read-only from the file."""
+    from outloop.client import QueryError
+    from outloop.client import query as run_query
+
+    if fmt not in ("table", "csv", "json"):
+        raise _fail("--format must be table, csv or json", 2)
+    s = _settings(db)
+    try:
+        columns, rows = run_query(s.db, s.http_host, s.http_port, sql)
+    except QueryError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:  # duckdb errors on the read-only path
+        raise _fail(f"{type(exc).__name__}: {exc}") from None
+    _render(columns, rows, fmt)
+
+
+@hooks_app.command("install")
+def hooks_install(
+    settings_path: Annotated[Path, typer.Option("--settings", help="Claude Code settings.json")] = Path(
+        "~/.claude/settings.json"),
+) -> None:
+    """Add the outloop hook to every Claude Code hook event (idempotent; keeps a backup)."""
+    from outloop.hooks_install import install_hooks
+    from streams.shim import hook_command
+
+    try:
+        result = install_hooks(settings_path.expanduser(), hook_command())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    err.print(str(result))
+
+
+@hooks_app.command("uninstall")
+def hooks_uninstall(
+    settings_path: Annotated[Path, typer.Option("--settings", help="Claude Code settings.json")] = Path(
+        "~/.claude/settings.json"),
+) -> None:
+    """Remove the outloop hook entries (keeps a backup)."""
+    from outloop.hooks_install import uninstall_hooks
+    from streams.shim import hook_command
+
+    try:
+        result = uninstall_hooks(settings_path.expanduser(), hook_command())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    err.print(str(result))
+
+
+@hooks_app.command("command")
+def hooks_command() -> None:
+    """Print the hook command line outloop installs."""
+    from streams.shim import hook_command
+
+    out.print(hook_command(), soft_wrap=True, highlight=False)
+
+
+@app.command()
+def schema(dest: Annotated[Path, typer.Argument(help="folder to write one JSON Schema per event type")]) -> None:
+    """Export the JSON Schema of every event type."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(dest):
+        err.print(str(path))
+
+
+@app.command()
+def demo(
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default: a fresh file in a temp folder)")] = None,
+    sessions: Annotated[int, typer.Option(help="sessions in the generated sample")] = 6,
+) -> None:
+    """The main job on the embedded default: generate a realistic sample, replay it, print a report."""
+    import tempfile
+
+    from outloop.replay import replay as run_replay
+    from outloop.report import print_demo
+    from outloop.runtime import StackError
+    from outloop.sample import write_sample
+
+    work = Path(tempfile.mkdtemp(prefix="outloop-demo-"))
+    sample = work / "sample"
+    files = write_sample(sample, sessions=sessions)
+    err.print(f"generated a sample of {len(files)} files in {sample}")
+    s = _settings(db or work / "demo.duckdb", home=work / "home", broker=None, http_port=0)
+    try:
+        summary = run_replay([sample], s, console=err, show_progress=err.is_terminal)
+    except StackError as exc:
+        raise _fail(str(exc)) from None
+    print_demo(out, summary, s.db)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Reading outloop's database: through the worker's HTTP endpoint while a worker owns the file,
+read-only straight from the file otherwise."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class QueryError(RuntimeError):
+    pass
+
+
+class WorkerClient:
+    def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
+        self.base = f"http://{host}:{port}"
+        self.timeout = timeout
+
+    def _request(self, path: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        data = orjson.dumps(body) if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                return orjson.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = orjson.loads(exc.read()).get("error", str(exc))
+            except (orjson.JSONDecodeError, AttributeError):
+                message = str(exc)
+            raise QueryError(message) from None
+
+    def health(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        try:
+            result = self._request("/health", timeout=timeout)
+        except (OSError, QueryError):
+            return None
+        return result if isinstance(result, dict) else None
+
+    def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[list[Any]]]:
+        result = self._request("/query", {"sql": sql, "params": params})
+        return result["columns"], result["rows"]
+
+
+def query_file(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[list[Any]]]:
+    """Read-only query of a database file no worker holds."""
+    from sinks.query import open_readonly, run_readonly
+
+    if not db.exists():
+        raise QueryError(f"no database at {db} (run 'outloop replay' or 'outloop up' first)")
+    con = open_readonly(db)
+    try:
+        return run_readonly(con, sql, params)
+    finally:
+        con.close()
+
+
+def query(db: Path, host: str, port: int, sql: str, params: list[Any] | None = None
+          ) -> tuple[list[str], list[list[Any]]]:
+    """Through a running worker if one answers on host:port, else read-only from the file."""
+    client = WorkerClient(host, port)
+    if client.health() is not None:
+        return client.query(sql, params)
+    return query_file(db, sql, params)

@@ -1,0 +1,150 @@
+"""``outloop replay``: import files, publish every event, run the topology until all of it is
+materialized in DuckDB, then report what the database holds for the replayed sessions.
+
+"Materialized" is decided by flush markers, not by guessing: after the last event, one marker is
+published to every partition of both input topics; the agents forward it behind everything that
+partition produced, and the sink records it. When every output partition has shown the marker,
+every event published before it is in DuckDB.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from outloop.client import WorkerClient
+from outloop.runtime import Stack
+from schemas.events import Envelope, EventType, Flush
+from schemas.topics import TopicCatalogue
+from streams.importers import ImportStats
+from streams.importers.detect import iter_paths
+from streams.settings import Settings
+
+SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters")
+WORKFLOW_OUTPUTS = ("workflow_runs", "dead_letters")
+
+
+@dataclass
+class ReplaySummary:
+    files: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    damaged_lines: int = 0
+    sessions: int = 0
+    tool_calls: int = 0
+    tool_calls_by_source: dict[str, int] = field(default_factory=dict)
+    usage_records: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _flush_envelopes(marker: str, partitions: int) -> list[Envelope]:
+    return [
+        Envelope(id=f"flush:{marker}:{p}", type=EventType.FLUSH, source="replay", subject=f"flush-{p}",
+                 data=Flush(marker=marker, partitions=partitions).model_dump())
+        for p in range(partitions)
+    ]
+
+
+def publish_markers(pub: Any, cat: TopicCatalogue, marker: str, partitions: int) -> int:
+    """Send a flush marker to every partition of both input topics; returns how many output
+    partitions must show it."""
+    for topic, suffix in ((cat.events.name, ""), (cat.workflows.name, ":wf")):
+        for env in _flush_envelopes(marker + suffix, partitions):
+            p = int(env.subject.rsplit("-", 1)[1])
+            pub.raw(topic, env.subject.encode(), env.model_dump_json().encode(), partition=p)
+    pub.flush()
+    return partitions * (len(SESSION_OUTPUTS) + len(WORKFLOW_OUTPUTS))
+
+
+def wait_for_marker(client: WorkerClient, marker: str, expected: int, timeout: float,
+                    on_progress: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, rows = client.query("SELECT count(*) FROM flush_markers WHERE marker = ? OR marker = ?",
+                               [marker, marker + ":wf"])
+        seen = int(rows[0][0])
+        if on_progress:
+            on_progress(seen)
+        if seen >= expected:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {seen}/{expected} output partitions confirmed after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def summarize(client: WorkerClient, sessions: list[str], summary: ReplaySummary) -> None:
+    ids = [sessions]
+    _, rows = client.query(
+        "SELECT source, count(*) FROM tool_calls WHERE session_id IN (SELECT unnest(?::VARCHAR[])) "
+        "GROUP BY source ORDER BY source", ids)
+    summary.tool_calls_by_source = {r[0]: int(r[1]) for r in rows}
+    summary.tool_calls = sum(summary.tool_calls_by_source.values())
+    _, rows = client.query(
+        "SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
+        "coalesce(sum(cache_read_input_tokens),0), coalesce(sum(cache_creation_input_tokens),0), sum(cost_usd) "
+        "FROM usage WHERE session_id IN (SELECT unnest(?::VARCHAR[]))", ids)
+    n, inp, out, cread, cwrite, cost = rows[0]
+    summary.usage_records = int(n)
+    summary.tokens = {"input": int(inp), "output": int(out), "cache_read": int(cread),
+                      "cache_creation": int(cwrite), "total": int(inp) + int(out) + int(cread) + int(cwrite)}
+    summary.cost_usd = round(float(cost), 6) if cost is not None else None
+    _, rows = client.query("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")
+    summary.dead_letters_by_reason = {r[0]: int(r[1]) for r in rows}
+
+
+def replay(paths: list[Path], settings: Settings, *, console: Console | None = None,
+           show_progress: bool = False, timeout: float = 600.0) -> ReplaySummary:
+    from streams.publisher import Publisher
+
+    started = time.monotonic()
+    console = console or Console(stderr=True)
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file or folder: {', '.join(map(str, missing))}")
+    stats = ImportStats()
+    summary = ReplaySummary()
+    sessions: set[str] = set()
+    by_type: Counter[str] = Counter()
+    cat = TopicCatalogue(prefix=settings.topic_prefix)
+    with Stack(settings) as stack, Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=not show_progress, transient=True,
+    ) as progress:
+        s = stack.settings
+        assert s.broker is not None
+        publishing = progress.add_task("publishing events", total=None)
+        with Publisher(s.broker, catalogue=cat, partitions=s.partitions) as pub:
+            for env in iter_paths(paths, stats):
+                pub.envelope(env)
+                by_type[env.type.value] += 1
+                if not env.type.value.startswith("workflow."):
+                    sessions.add(env.subject)
+                progress.advance(publishing)
+            pub.flush()
+            marker = uuid.uuid4().hex
+            expected = publish_markers(pub, cat, marker, s.partitions)
+        progress.update(publishing, total=progress.tasks[publishing].completed)
+        waiting = progress.add_task("materializing", total=expected)
+        wait_for_marker(stack.client, marker, expected, timeout,
+                        on_progress=lambda seen: progress.update(waiting, completed=seen))
+        summarize(stack.client, sorted(sessions), summary)
+    summary.files = dict(stats.files_by_format)
+    summary.events = dict(sorted(by_type.items()))
+    summary.rejected = dict(stats.skipped_by_reason)
+    summary.damaged_lines = stats.damaged_lines
+    summary.sessions = len(sessions)
+    summary.elapsed_s = round(time.monotonic() - started, 2)
+    return summary
