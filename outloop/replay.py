@@ -35,8 +35,10 @@ WORKFLOW_OUTPUTS = ("workflow_runs", "dead_letters")
 class ReplaySummary:
     files: dict[str, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # files skipped, by reason
     damaged_lines: int = 0
+    damaged_by_file: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # records dropped on purpose (duplicates...)
     sessions: int = 0
     tool_calls: int = 0
     tool_calls_by_source: dict[str, int] = field(default_factory=dict)
@@ -143,8 +145,10 @@ def replay(paths: list[Path], settings: Settings, *, console: Console | None = N
         summarize(stack.client, sorted(sessions), summary)
     summary.files = dict(stats.files_by_format)
     summary.events = dict(sorted(by_type.items()))
-    summary.rejected = dict(stats.skipped_by_reason)
-    summary.damaged_lines = stats.damaged_lines
+    summary.rejected = dict(Counter(stats.skipped_files.values()))
+    summary.damaged_lines = stats.damaged_total
+    summary.damaged_by_file = dict(stats.damaged_by_file)
+    summary.dropped = dict(stats.notes)
     summary.sessions = len(sessions)
     summary.elapsed_s = round(time.monotonic() - started, 2)
     return summary

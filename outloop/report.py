@@ -25,7 +25,9 @@ def print_summary(console: Console, s: ReplaySummary, db: Path) -> None:
         _kv(t, f"  {kind}", n)
     _kv(t, "damaged lines skipped", s.damaged_lines)
     for reason, n in s.rejected.items():
-        _kv(t, f"  skipped: {reason}", n)
+        _kv(t, f"files skipped: {reason}", n)
+    for what, n in s.dropped.items():
+        _kv(t, f"dropped on purpose: {what}", n)
     _kv(t, "sessions", s.sessions)
     _kv(t, "tool calls", s.tool_calls)
     for source, n in s.tool_calls_by_source.items():

@@ -120,7 +120,7 @@ class UsageRecord(_Closed):
     cache_creation_input_tokens: int = Field(ge=0, default=0)
     cache_creation_5m_tokens: int | None = Field(ge=0, default=None)
     cache_creation_1h_tokens: int | None = Field(ge=0, default=None)
-    cost_usd: float | None = None  # set by the agent from the price table; producers leave it empty
+    cost_usd: float | None = None  # from the source when it states one (trajectories), else priced by the agent
     source: str = "transcript"
 
 

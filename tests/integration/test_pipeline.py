@@ -1,0 +1,109 @@
+"""End to end on a real broker: files -> importers -> Kafka -> Faust agents -> DuckDB."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from outloop.replay import replay
+from outloop.runtime import Stack
+from outloop.sample import write_sample
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+DATA_TABLES = ("hook_events", "tool_calls", "usage", "workflow_runs", "workflow_events", "dead_letters")
+
+
+def settings_for(tmp: Path, broker: str, db: Path | None = None) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return Settings.from_env({}, home=tmp / "home", broker=broker, db=db or tmp / "out.duckdb",
+                             topic_prefix=f"t{tag}", app_id=f"outloop-{tag}", http_port=0)
+
+
+def dump(db: Path) -> dict[str, list[tuple]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        out = {}
+        for table in DATA_TABLES:
+            cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+            out[table] = sorted(con.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall(), key=repr)
+        return out
+    finally:
+        con.close()
+
+
+def test_replay_sample_twice_changes_no_row(tmp_path: Path, broker: str) -> None:
+    sample = tmp_path / "sample"
+    write_sample(sample, sessions=3)
+    s = settings_for(tmp_path, broker)
+    first = replay([sample], s)
+    assert first.tool_calls > 0 and first.usage_records > 0
+    before = dump(s.db)
+    # a second replay, on fresh topics of the same broker, into the same database
+    second = replay([sample], replace(s, topic_prefix=s.topic_prefix + "b", app_id=s.app_id + "b"))
+    assert dump(s.db) == before
+    assert (second.tool_calls, second.usage_records, second.tokens) == (
+        first.tool_calls, first.usage_records, first.tokens)
+
+
+def test_malformed_events_become_dead_letters_while_valid_ones_flow(tmp_path: Path, broker: str) -> None:
+    from outloop.replay import publish_markers, wait_for_marker
+    from schemas.topics import TopicCatalogue
+    from streams.publisher import Publisher
+
+    s = settings_for(tmp_path, broker)
+    cat = TopicCatalogue(prefix=s.topic_prefix)
+    good = {"id": "ok-1", "type": "hook.event", "source": "test", "subject": "sess",
+            "time": "2026-03-01T10:00:00Z",
+            "data": {"session_id": "sess", "hook_event_name": "BrandNewHook", "whatever": [1, 2]}}
+    bad = {
+        "not_json": b"{nope",
+        "not_object": b"[1,2,3]",
+        "data": orjson.dumps({**good, "id": "bad-1", "data": {"session_id": 7, "hook_event_name": "X"}}),
+        "unknown_type": orjson.dumps({**good, "id": "bad-2", "type": "mystery.event"}),
+        "envelope": orjson.dumps({**good, "id": "bad-3", "time": "not a time"}),
+    }
+    with Stack(s) as stack:
+        with Publisher(stack.settings.broker, catalogue=cat, partitions=s.partitions) as pub:
+            for value in bad.values():
+                pub.raw(cat.events.name, b"sess", value)
+            pub.raw(cat.events.name, b"sess", orjson.dumps(good))
+            pub.flush()
+            expected = publish_markers(pub, cat, "m1", s.partitions)
+        wait_for_marker(stack.client, "m1", expected, timeout=120)
+        _, rows = stack.client.query("SELECT reason, count(*) FROM dead_letters GROUP BY reason")
+        assert dict((r, int(n)) for r, n in rows) == {reason: 1 for reason in bad}
+        _, rows = stack.client.query("SELECT hook_event_name, payload FROM hook_events")
+        assert len(rows) == 1 and rows[0][0] == "BrandNewHook"
+        assert orjson.loads(rows[0][1])["whatever"] == [1, 2]
+
+
+@pytest.mark.traces
+@pytest.mark.slow
+def test_replay_traces_dev_matches_direct_computation(tmp_path: Path, broker: str, traces: Path) -> None:
+    from tests.integration.direct import transcript_truth
+
+    s = settings_for(tmp_path, broker)
+    summary = replay([traces], s)
+    truth = transcript_truth(traces)
+    con = duckdb.connect(str(s.db), read_only=True)
+    try:
+        n_calls = con.execute(
+            "SELECT count(*) FROM tool_calls WHERE source LIKE '%transcript%'").fetchone()[0]
+        assert n_calls == len(truth.tool_use_ids)
+        assert set(r[0] for r in con.execute(
+            "SELECT tool_use_id FROM tool_calls WHERE source LIKE '%transcript%'").fetchall()) == truth.tool_use_ids
+        sums = con.execute(
+            "SELECT sum(input_tokens), sum(output_tokens), sum(cache_read_input_tokens), "
+            "sum(cache_creation_input_tokens), count(*) FROM usage WHERE source = 'transcript'").fetchone()
+        assert sums == (truth.input, truth.output, truth.cache_read, truth.cache_creation, len(truth.usage_ids))
+    finally:
+        con.close()
+    assert summary.damaged_lines == truth.damaged_lines
+    assert summary.damaged_lines > 0
