@@ -1,0 +1,372 @@
+"""The publisher client (kafka-python) for ADWs, importers and the spool forwarder.
+
+Every event goes out as an :class:`~schemas.events.Envelope` serialised with ``model_dump_json``,
+keyed by ``env.subject`` (session id, or run id for ``workflow.*`` events) so session-scoped topics
+stay co-partitioned. Producer: ``acks='all'``, idempotent, a few ms of linger for batching.
+
+Sends return a :class:`Delivery` at once; ``flush()`` waits for the broker, after which
+``Delivery.acked`` says which records it acknowledged (the forwarder deletes only those).
+Every broker or client failure surfaces as :class:`PublishError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka import errors as kerr
+from kafka.admin import NewTopic
+
+from schemas.events import (
+    Envelope,
+    EventType,
+    ToolCall,
+    ToolResultRecord,
+    ToolUseRecord,
+    UsageRecord,
+    WorkflowEnded,
+    WorkflowPhaseChanged,
+    WorkflowStarted,
+)
+from schemas.topics import TOPICS, TopicCatalogue
+from streams.spool import uuid7
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+class PublishError(RuntimeError):
+    """The broker did not take a record (unreachable, timed out, refused). ``cause`` is the client's
+    own exception when there is one."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class RecordTooLarge(PublishError):
+    """This record can never be sent as it is (larger than the producer's ``max_request_size``)."""
+
+
+class Delivery:
+    """The fate of one send. ``acked`` is True once the broker acknowledged the record (``acks=all``)."""
+
+    __slots__ = ("topic", "key", "id", "_future")
+
+    def __init__(self, topic: str, key: bytes | None, id: str | None, future: Any) -> None:
+        self.topic = topic
+        self.key = key
+        self.id = id
+        self._future = future
+
+    @property
+    def done(self) -> bool:
+        return bool(self._future.is_done)
+
+    @property
+    def acked(self) -> bool:
+        return bool(self._future.is_done and self._future.succeeded())
+
+    @property
+    def error(self) -> PublishError | None:
+        if not self._future.is_done or self._future.succeeded():
+            return None
+        return _wrap(self._future.exception, f"send to {self.topic} failed")
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Block until acknowledged; returns kafka-python's ``RecordMetadata`` (topic, partition,
+        offset). Raises :class:`PublishError`."""
+        try:
+            return self._future.get(timeout=timeout)
+        except kerr.KafkaError as exc:
+            raise _wrap(exc, f"send to {self.topic} failed") from exc
+
+    def __repr__(self) -> str:
+        state = "acked" if self.acked else ("failed" if self.done else "pending")
+        return f"Delivery(topic={self.topic!r}, id={self.id!r}, {state})"
+
+
+def _wrap(exc: BaseException | None, what: str) -> PublishError:
+    if isinstance(exc, PublishError):
+        return exc
+    if isinstance(exc, kerr.MessageSizeTooLargeError):
+        return RecordTooLarge(f"{what}: {exc}", exc)
+    return PublishError(f"{what}: {exc}", exc)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Publisher:
+    """Publishes outloop events. Thread-safe for sends (kafka-python's producer is)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        catalogue: TopicCatalogue = TOPICS,
+        partitions: int = 4,
+        *,
+        prefix: str | None = None,
+        replication_factor: int = 1,
+        linger_ms: int = 5,
+        client_id: str = "outloop-publisher",
+        timeout: float = 10.0,
+        max_request_size: int = DEFAULT_MAX_REQUEST_BYTES,
+        **producer_config: Any,
+    ) -> None:
+        """``prefix`` is a shorthand for ``catalogue=TopicCatalogue(prefix)``. ``timeout`` bounds each
+        wait on the broker (connect, metadata, request); a record not acknowledged within
+        ``3 * timeout`` fails. Extra keyword arguments go to ``KafkaProducer``."""
+        self.bootstrap = bootstrap
+        self.catalogue = TopicCatalogue(prefix=prefix) if prefix is not None else catalogue
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.timeout = timeout
+        ms = int(timeout * 1000)
+        config: dict[str, Any] = dict(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            max_request_size=max_request_size,
+            bootstrap_timeout_ms=ms,
+            max_block_ms=ms,
+            request_timeout_ms=ms,
+            delivery_timeout_ms=3 * ms + linger_ms,
+        )
+        config.update(producer_config)
+        try:
+            self._producer: KafkaProducer | None = KafkaProducer(**config)
+        except kerr.KafkaError as exc:
+            raise PublishError(f"cannot connect to Kafka at {bootstrap}: {exc}", exc) from exc
+
+    # -- topics -------------------------------------------------------------------------------
+    def ensure_topics(self) -> list[str]:
+        """Create every topic of the catalogue that does not exist yet, with ``partitions``
+        partitions; returns the names created. Existing topics are left as they are."""
+        wanted = [t.name for t in self.catalogue.all()]
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap,
+                client_id="outloop-admin",
+                request_timeout_ms=int(self.timeout * 1000),
+            )
+        except (kerr.KafkaError, OSError) as exc:
+            msg = f"cannot reach Kafka at {self.bootstrap} to create topics: {exc}"
+            raise PublishError(msg, exc) from exc
+        created: list[str] = []
+        try:
+            existing = set(admin.list_topics())
+            for name in wanted:
+                if name in existing:
+                    continue
+                try:  # one by one: kafka-python raises on the first "already exists" of a batch
+                    admin.create_topics([NewTopic(name, self.partitions, self.replication_factor)])
+                    created.append(name)
+                except kerr.TopicAlreadyExistsError:
+                    pass  # created concurrently by another client
+        except kerr.KafkaError as exc:
+            raise PublishError(f"creating topics on {self.bootstrap} failed: {exc}", exc) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                admin.close()
+        return created
+
+    # -- sending ------------------------------------------------------------------------------
+    def topic_for(self, type: EventType | str) -> str:
+        """``workflow.*`` events go to the workflows topic, everything else to the events topic."""
+        kind = str(type)
+        return self.catalogue.workflows.name if kind.startswith("workflow.") else self.catalogue.events.name
+
+    def envelope(self, env: Envelope, *, partition: int | None = None) -> Delivery:
+        value = env.model_dump_json().encode()
+        key = env.subject.encode()
+        return self._send(self.topic_for(env.type), key, value, env.id, partition=partition)
+
+    def raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Mapping[str, bytes] | None = None,
+        *,
+        partition: int | None = None,
+    ) -> Delivery:
+        """Bytes sent as they are: records that are not valid events (the agents dead-letter them)
+        or envelopes serialised elsewhere."""
+        hdrs = list(headers.items()) if headers else None
+        return self._send(topic, key, value, None, headers=hdrs, partition=partition)
+
+    def _require(self) -> KafkaProducer:
+        if self._producer is None:
+            raise PublishError("publisher is closed")
+        return self._producer
+
+    def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        id: str | None,
+        *,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Delivery:
+        producer = self._require()
+        try:
+            future = producer.send(topic, value=value, key=key, headers=headers, partition=partition)
+        except kerr.KafkaError as exc:
+            raise _wrap(exc, f"send to {topic} failed") from exc
+        return Delivery(topic, key, id, future)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record sent so far is acknowledged or failed. Raises
+        :class:`PublishError` when that takes longer than ``timeout`` seconds."""
+        try:
+            self._require().flush(timeout)
+        except kerr.KafkaError as exc:
+            raise PublishError(f"flush to {self.bootstrap} did not complete within {timeout}s", exc) from exc
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush for up to ``timeout`` s, then close; records still pending are abandoned (their
+        deliveries fail), never waited for without bound."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=timeout)
+        except kerr.KafkaError:
+            # kafka-python's close() raises when its flush times out and leaves the sender thread
+            # running; stop it without sending what is left.
+            sender = getattr(producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+                sender.join(timeout)
+            producer._closed = True  # type: ignore[attr-defined]
+            log.warning("publisher closed with unacknowledged records (broker %s)", self.bootstrap)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- one call per event type --------------------------------------------------------------
+    def hook_event(
+        self,
+        payload: Mapping[str, Any],
+        received_at: datetime | str | None = None,
+        id: str | None = None,
+        *,
+        source: str = "hook",
+    ) -> Delivery:
+        """A Claude Code hook payload, lossless. ``id`` should be made once (a UUIDv7) and reused when
+        the same payload is sent again; a new one is made when it is None."""
+        session = payload.get("session_id")
+        if not isinstance(session, str) or not session:
+            raise ValueError("a hook payload needs a non-empty string session_id")
+        env = Envelope(
+            id=id or uuid7(),
+            type=EventType.HOOK_EVENT,
+            source=source,
+            time=received_at if received_at is not None else _now(),
+            subject=session,
+            data=dict(payload),
+        )
+        return self.envelope(env)
+
+    def tool_use(
+        self, record: ToolUseRecord, *, source: str = "transcript", id: str | None = None
+    ) -> Delivery:
+        """id: the ``tool_use_id``."""
+        return self._typed(EventType.TOOL_USE, record, record.session_id, id or record.tool_use_id,
+                           record.timestamp, source)
+
+    def tool_result(
+        self, record: ToolResultRecord, *, source: str = "transcript", id: str | None = None
+    ) -> Delivery:
+        """id: ``<tool_use_id>:result``."""
+        return self._typed(EventType.TOOL_RESULT, record, record.session_id,
+                           id or f"{record.tool_use_id}:result", record.timestamp, source)
+
+    def tool_call(self, call: ToolCall, *, id: str | None = None) -> Delivery:
+        """id: ``ToolCall.id``; source: ``ToolCall.source``."""
+        return self._typed(EventType.TOOL_CALL, call, call.session_id, id or call.id,
+                           call.ended_at or call.started_at, call.source)
+
+    def usage(self, record: UsageRecord, *, id: str | None = None) -> Delivery:
+        """id: ``UsageRecord.id`` (``message.id:requestId``)."""
+        return self._typed(EventType.USAGE, record, record.session_id, id or record.id,
+                           record.timestamp, record.source)
+
+    def workflow_started(
+        self,
+        run_id: str,
+        workflow: str,
+        *,
+        session_id: str | None = None,
+        started_at: datetime | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        source: str = "adw",
+        id: str | None = None,
+    ) -> Delivery:
+        """id: ``<run_id>:started``."""
+        rec = WorkflowStarted(run_id=run_id, workflow=workflow, session_id=session_id,
+                              started_at=started_at or _now(), attributes=dict(attributes or {}))
+        return self._typed(EventType.WORKFLOW_STARTED, rec, run_id, id or f"{run_id}:started",
+                           rec.started_at, source)
+
+    def workflow_phase_changed(
+        self,
+        run_id: str,
+        phase: str,
+        seq: int,
+        *,
+        at: datetime | None = None,
+        source: str = "adw",
+        id: str | None = None,
+    ) -> Delivery:
+        """id: ``<run_id>:<seq>``."""
+        rec = WorkflowPhaseChanged(run_id=run_id, phase=phase, seq=seq, at=at or _now())
+        return self._typed(EventType.WORKFLOW_PHASE_CHANGED, rec, run_id, id or f"{run_id}:{seq}",
+                           rec.at, source)
+
+    def workflow_ended(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        ended_at: datetime | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read_input_tokens: int = 0,
+        cache_creation_input_tokens: int = 0,
+        cost_usd: float | None = None,
+        source: str = "adw",
+        id: str | None = None,
+    ) -> Delivery:
+        """id: ``<run_id>:ended``."""
+        rec = WorkflowEnded.model_validate(dict(
+            run_id=run_id, status=status, ended_at=ended_at or _now(), input_tokens=input_tokens,
+            output_tokens=output_tokens, cache_read_input_tokens=cache_read_input_tokens,
+            cache_creation_input_tokens=cache_creation_input_tokens, cost_usd=cost_usd,
+        ))
+        return self._typed(EventType.WORKFLOW_ENDED, rec, run_id, id or f"{run_id}:ended",
+                           rec.ended_at, source)
+
+    def _typed(
+        self, type: EventType, record: Any, subject: str, id: str, time: datetime | None, source: str
+    ) -> Delivery:
+        env = Envelope(id=id, type=type, source=source, time=time, subject=subject,
+                       data=record.model_dump(mode="json"))
+        return self.envelope(env)

@@ -1,0 +1,150 @@
+"""The Claude Code hook shim: stdin -> one spool record. Runs on every tool call of the agent.
+
+Contract (the hook never harms the agent): stdlib only, prints nothing on stdout, always exits 0,
+ends within ``DEADLINE`` seconds whatever happens (unwritable or full spool, endless stdin), never
+talks to the broker. Bytes that are not a hook payload are kept exactly as read; the forwarder turns
+them into dead letters downstream.
+
+Run it as a file with ``python -I -S <this file>`` (see :func:`hook_command`): isolated mode skips
+site-packages and their ``.pth`` import hooks, which cost more than the whole shim.
+"""
+
+# contextlib.suppress is not used: importing contextlib costs the shim more than it saves.
+# ruff: noqa: SIM105
+
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a file: make the sibling spool module importable
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from streams.spool import Spool, default_spool_dir  # noqa: E402
+
+MAX_BYTES = 16 * 1024 * 1024  # stdin kept at most; the rest is read and discarded
+SOFT_DEADLINE = 1.5  # stop reading stdin, keep what was read, write it
+DEADLINE = 2.0  # hard stop: exit 0 whatever is happening
+_CHUNK = 1 << 20
+
+
+class _Deadline(BaseException):
+    """Raised by the watchdog inside whatever the shim is doing."""
+
+
+_fired = [False]
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if _fired[0]:
+        os._exit(0)
+    _fired[0] = True
+    try:
+        _signal.setitimer(_signal.ITIMER_REAL, max(DEADLINE - SOFT_DEADLINE, 0.05))
+    except Exception:
+        pass
+    raise _Deadline
+
+
+try:  # the C module: ``signal.py`` would import enum, which costs more than the shim
+    import _signal
+except ImportError:  # pragma: no cover - other interpreters
+    import signal as _signal
+
+
+def _arm() -> None:
+    try:
+        _signal.signal(_signal.SIGALRM, _on_signal)
+        _signal.signal(_signal.SIGTERM, _on_signal)
+        _signal.setitimer(_signal.ITIMER_REAL, SOFT_DEADLINE)
+    except Exception:
+        pass
+
+
+def _disarm() -> None:
+    try:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+    except Exception:
+        pass
+
+
+def read_stdin(chunks: list[bytes], limit: int = MAX_BYTES) -> str | None:
+    """Read fd 0 to its end into ``chunks`` (kept even when interrupted), keeping at most ``limit``
+    bytes. Returns ``"size"`` when bytes were discarded, else None. A closed fd 0 reads as empty."""
+    kept = 0
+    trunc = None
+    while True:
+        try:
+            block = os.read(0, _CHUNK)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; belt and braces
+            continue
+        except OSError:  # EBADF (closed stdin), EIO ...
+            return trunc
+        if not block:
+            return trunc
+        room = limit - kept
+        if room <= 0:
+            trunc = "size"
+            continue
+        if len(block) > room:
+            block = block[:room]
+            trunc = "size"
+        chunks.append(block)
+        kept += len(block)
+
+
+def _complain(what: str, exc: BaseException) -> None:
+    """One line on stderr (Claude Code shows it in verbose mode only; stdout stays empty)."""
+    try:
+        os.write(2, f"outloop-hook: {what}: {exc!r}\n".encode("utf-8", "replace")[:1000])
+    except Exception:
+        pass
+
+
+def _run(ns: int) -> None:
+    chunks: list[bytes] = []
+    trunc: str | None
+    try:
+        trunc = read_stdin(chunks)
+    except _Deadline:
+        trunc = "timeout"
+    try:
+        Spool(default_spool_dir(), fsync=os.environ.get("OUTLOOP_SPOOL_FSYNC") == "1").write(
+            b"".join(chunks), ns=ns, trunc=trunc
+        )
+    except _Deadline as exc:
+        _complain("spool write timed out", exc)
+    except BaseException as exc:  # full disk, unwritable folder, a file where the folder should be
+        _complain("spool write failed", exc)
+
+
+def main() -> int:
+    """Entry point. Always returns 0."""
+    ns = time.time_ns()  # the receive time: Claude Code hands the payload over at once
+    try:
+        _arm()
+        _run(ns)
+    except BaseException as exc:  # never an exception, never a non-zero exit
+        _complain("failed", exc)
+    try:
+        _fired[0] = True  # from here on a late signal exits 0 at once
+        _disarm()
+    except BaseException:
+        pass
+    return 0
+
+
+def shim_path() -> str:
+    return os.path.abspath(__file__)
+
+
+def hook_command(python: str | None = None) -> str:
+    """The command line to register in Claude Code's settings: this file run by the current
+    interpreter in isolated mode without site (no ``.pth`` processing: the shim is stdlib only)."""
+    import shlex
+
+    return shlex.join([python or sys.executable, "-I", "-S", shim_path()])
+
+
+if __name__ == "__main__":
+    main()
+    os._exit(0)  # skip interpreter teardown; nothing is buffered (we print nothing)
