@@ -85,9 +85,16 @@ def forward(once: Annotated[bool, typer.Option(help="drain the spool once and ex
     s = _settings()
     if not s.broker:
         raise _fail("OUTLOOP_BROKER is not set ('outloop up' runs a forwarder against its own broker)")
+    from streams.publisher import PublishError
+
     fwd = Forwarder.from_settings(s)
     if once:
-        n = fwd.run_once()
+        try:
+            n = fwd.run_once()
+        except PublishError as exc:
+            raise _fail(f"broker {s.broker}: {exc} (nothing unacknowledged was deleted)") from None
+        finally:
+            fwd.close()
         err.print(f"forwarded {n} events")
         return
     stop = threading.Event()
