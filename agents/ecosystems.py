@@ -1,0 +1,459 @@
+"""Rules for the common ecosystems: python, node, go, rust, java (maven/gradle), make-like task runners,
+docker, git/gh, system administration. Registered into :data:`agents.programs.RULES` on import."""
+
+from __future__ import annotations
+
+import re
+
+from agents.categories import (
+    DES,
+    NET,
+    RO,
+    UNK,
+    WR,
+    Verdict,
+    looks_like_path,
+    mask_text,
+    option_value,
+    paths_target,
+    positionals,
+    verdict,
+    word_target,
+)
+from agents.programs import RULES, Call, rule, simple
+
+# ---- task names (npm scripts, make targets, gradle tasks, just recipes) ---------------------------
+_TASK_WORDS = (
+    ("typecheck", ("typecheck", "type-check", "types", "tsc", "check-types", "mypy", "pyright")),
+    ("lint", ("lint", "eslint", "stylelint", "clippy", "vet", "detekt", "checkstyle", "ruff", "flake8")),
+    ("format", ("format", "fmt", "prettier", "spotless", "black", "isort")),
+    (
+        "test",
+        (
+            "test",
+            "spec",
+            "e2e",
+            "jest",
+            "vitest",
+            "cypress",
+            "playwright",
+            "coverage",
+            "check",
+            "verify",
+            "bench",
+        ),
+    ),
+    (
+        "build",
+        (
+            "build",
+            "compile",
+            "bundle",
+            "dist",
+            "package",
+            "assemble",
+            "jar",
+            "generate",
+            "gen",
+            "all",
+            "release",
+            "clean",
+            "docs",
+            "wheel",
+            "sdist",
+        ),
+    ),
+    ("install", ("install", "deps", "bootstrap", "setup", "restore", "vendor")),
+    ("run", ("dev", "start", "serve", "run", "preview", "watch", "demo", "up")),
+)
+
+
+def task_category(name: str, default: str = "run") -> str:
+    low = name.lower()
+    tokens = set(re.split(r"[^a-z]+", low))
+    for cat, words in _TASK_WORDS:
+        if any(w in tokens for w in words):
+            return cat
+    for cat, words in _TASK_WORDS:
+        if any(low.startswith(w) or low.endswith(w) for w in words if len(w) > 3):
+            return cat
+    return default
+
+
+def tasks_verdict(tool: str, tasks: list[str], default: str) -> Verdict:
+    if not tasks:
+        return verdict(default, tool, "*")
+    cats = [task_category(t, default) for t in tasks]
+    order = ("test", "lint", "typecheck", "format", "build", "install", "run")
+    best = min(cats, key=lambda x: order.index(x) if x in order else 99)
+    return verdict(best, tool, "+".join(word_target(t.lstrip(":")) for t in tasks[:4]))
+
+
+# ---- python -------------------------------------------------------------------------------------
+PY_MODULES = {
+    "pytest": "test",
+    "py.test": "test",
+    "unittest": "test",
+    "nose2": "test",
+    "doctest": "test",
+    "tox": "test",
+    "nox": "test",
+    "pylint": "lint",
+    "flake8": "lint",
+    "ruff": "lint",
+    "pyflakes": "lint",
+    "pycodestyle": "lint",
+    "bandit": "lint",
+    "mypy": "typecheck",
+    "pyright": "typecheck",
+    "black": "format",
+    "isort": "format",
+    "autopep8": "format",
+    "yapf": "format",
+    "py_compile": "build",
+    "compileall": "build",
+    "build": "build",
+    "pip": "install",
+    "venv": "env",
+    "virtualenv": "env",
+    "http.server": "run",
+    "json.tool": "read",
+    "sphinx": "build",
+    "coverage": "test",
+    "pydoc": "read",
+    "site": "env",
+    "ensurepip": "install",
+}
+INLINE_WRITE = re.compile(
+    r"""open\([^)]*,\s*(?:mode\s*=\s*)?['"][wa+]|\.write_text\(|\.write_bytes\(|writeFileSync|fs\.writeFile"""
+    r"""|fileinput\.input\([^)]*inplace|shutil\.(?:copy|move)|os\.(?:rename|replace)\("""
+)
+_TEST_DIR = re.compile(r"(?:^|/)(?:tests?|testing|__tests__|spec)/")
+TEST_SCRIPTS = {
+    "runtests.py",
+    "run_tests.py",
+    "runtests",
+    "run-tests",
+    "run_tests.sh",
+    "run-tests.sh",
+    "runtests.sh",
+    "test.sh",
+    "tests.sh",
+    "run_test.sh",
+    "test_runner.py",
+}
+
+
+def is_test_script(path: str) -> bool:
+    p = path.replace("\\", "/")
+    base = p.rsplit("/", 1)[-1]
+    return (
+        base in TEST_SCRIPTS
+        or p.endswith("bin/test")
+        or p in ("test", "./test")
+        or bool(_TEST_DIR.search(p) and re.match(r"^(?:test_.*|.*_test|.*\.test|.*\.spec)\.\w+$", base))
+    )
+
+
+def inline_code(tool: str, code: str | None) -> Verdict:
+    """Inline code (``python -c``, ``python - <<EOF``, ``node -e``): run, or edit when it visibly
+    rewrites a file."""
+    if code and INLINE_WRITE.search(code):
+        return verdict("edit", tool, "inline", WR)
+    return verdict("run", tool, "inline", UNK)
+
+
+def script_verdict(tool: str, script: str, rest: list[str]) -> Verdict:
+    if is_test_script(script):
+        base = script.replace("\\", "/").rsplit("/", 1)[-1]
+        if base in TEST_SCRIPTS or script.replace("\\", "/").endswith("bin/test") or base == "test":
+            pos = positionals(rest, ("--settings", "--parallel", "-k", "--verbosity", "-v"))
+            return verdict("test", script_tool(script), labels_target(pos))
+        return verdict("test", tool, paths_target([script]))
+    return verdict("run", tool, paths_target([script]), UNK)
+
+
+def script_tool(script: str) -> str:
+    p = script.replace("\\", "/").lstrip("./")
+    return "bin/test" if p.endswith("bin/test") else p.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
+def labels_target(pos: list[str]) -> str:
+    """Test labels: paths collapse like paths; dotted labels keep their common dotted prefix."""
+    if not pos:
+        return "*"
+    if any(looks_like_path(p) for p in pos):
+        return paths_target(pos)
+    parts = [p.split(".") for p in pos]
+    common = []
+    for comps in zip(*parts, strict=False):
+        if len(set(comps)) != 1:
+            break
+        common.append(comps[0])
+    return mask_text(".".join(common)) if common else "*"
+
+
+_PY_VALUES = ("-W", "-X", "-O")
+
+
+@rule("python", "python3", "py", "pypy", "pypy3", "python2")
+def python(c: Call) -> Verdict:
+    args = c.args
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "-c":
+            return inline_code("python", args[i + 1] if i + 1 < len(args) else "")
+        if a == "-m" and i + 1 < len(args):
+            return python_module(c, args[i + 1], args[i + 2 :])
+        if a == "-":
+            return inline_code("python", c.stdin_text())
+        if a in _PY_VALUES:
+            i += 2
+            continue
+        if a.startswith("-"):
+            if a in ("--version", "-V"):
+                return verdict("env", "python", "version", RO)
+            i += 1
+            continue
+        if a.endswith("manage.py"):
+            return manage_py(args[i + 1 :])
+        if a.endswith("setup.py"):
+            sub = positionals(args[i + 1 :])
+            cat = {"test": "test", "install": "install", "develop": "install"}.get(
+                sub[0] if sub else "", "build"
+            )
+            return verdict(cat, "setup.py", word_target(sub[0]) if sub else "*")
+        return script_verdict("python", a, args[i + 1 :])
+    stdin = c.stdin_text()
+    return inline_code("python", stdin) if stdin is not None else verdict("run", "python", "repl", UNK)
+
+
+def python_module(c: Call, module: str, rest: list[str]) -> Verdict:
+    if module in ("pytest", "py.test"):
+        return pytest(Call("pytest", rest, c.step))
+    if module == "pip":
+        return pip(Call("pip", rest, c.step))
+    if module in ("unittest", "nose2", "doctest"):
+        return verdict("test", module, labels_target(positionals(rest, ("-k", "-p", "-s", "-t"))))
+    if module == "django":
+        return manage_py(rest)
+    if module in RULES and module not in ("build",):
+        return RULES[module](Call(module, rest, c.step, c.piped_in, c.heredocs, c.analyzer, c.depth, module))
+    cat = PY_MODULES.get(module)
+    if cat is None:
+        return verdict("run", "python", word_target(module.split(".")[0]) if module else "*", UNK)
+    target = paths_target([p for p in positionals(rest) if looks_like_path(p)])
+    return verdict(
+        cat,
+        module,
+        target,
+        RO if cat in ("read", "env") else None,
+        "filter" if module == "json.tool" and c.piped_in else None,
+    )
+
+
+def manage_py(rest: list[str]) -> Verdict:
+    pos = positionals(rest, ("--settings", "--parallel", "-k", "--verbosity", "-v", "--pythonpath"))
+    sub = pos[0] if pos else ""
+    if sub == "test":
+        return verdict("test", "manage.py", labels_target(pos[1:]))
+    cat = {
+        "runserver": "run",
+        "check": "lint",
+        "makemigrations": "edit",
+        "collectstatic": "build",
+        "shell": "run",
+        "migrate": "run",
+    }.get(sub, "run")
+    return verdict(cat, "manage.py", word_target(sub) if sub else "*")
+
+
+_PYTEST_VALUES = (
+    "-k",
+    "-m",
+    "-p",
+    "-o",
+    "-c",
+    "--rootdir",
+    "--maxfail",
+    "-n",
+    "--tb",
+    "-W",
+    "--junitxml",
+    "--cov",
+    "--durations",
+    "--log-level",
+    "--basetemp",
+    "--deselect",
+    "--ignore",
+    "-r",
+    "--confcutdir",
+    "--timeout",
+    "--cov-report",
+    "--override-ini",
+    "--import-mode",
+)
+
+
+@rule("pytest", "py.test")
+def pytest(c: Call) -> Verdict:
+    if "--version" in c.args or "-V" in c.args:
+        return verdict("env", "pytest", "version", RO)
+    pos = positionals(c.args, _PYTEST_VALUES)
+    return verdict("test", "pytest", paths_target(pos))
+
+
+@rule("tox", "nox")
+def tox(c: Call) -> Verdict:
+    env = option_value(c.args, "-e", "-s", "--session", "--sessions")
+    cat = task_category(env, "test") if env else "test"
+    return verdict(cat, c.prog, word_target(env) if env else "*")
+
+
+for _m in (
+    "pylint",
+    "flake8",
+    "pyflakes",
+    "pycodestyle",
+    "pydocstyle",
+    "bandit",
+    "vulture",
+    "pylama",
+    "prospector",
+    "eslint",
+    "stylelint",
+    "golangci-lint",
+    "staticcheck",
+    "revive",
+    "govulncheck",
+    "cppcheck",
+    "clang-tidy",
+    "rubocop",
+    "ktlint",
+    "checkstyle",
+    "phpstan",
+    "phpcs",
+    "swiftlint",
+    "detekt",
+    "tflint",
+    "standard",
+    "oxlint",
+    "xo",
+    "credo",
+    "pmd",
+    "spotbugs",
+    "sqlfluff",
+    "djlint",
+):
+    RULES[_m] = simple("lint")
+for _m in ("mypy", "pyright", "pytype", "basedpyright", "pyre", "vue-tsc", "svelte-check", "psalm", "flow"):
+    RULES[_m] = simple("typecheck")
+for _m in (
+    "black",
+    "isort",
+    "autopep8",
+    "yapf",
+    "prettier",
+    "gofmt",
+    "goimports",
+    "rustfmt",
+    "clang-format",
+    "google-java-format",
+    "php-cs-fixer",
+    "autoflake",
+    "dprint",
+    "stylua",
+    "swiftformat",
+    "gofumpt",
+    "ormolu",
+    "elm-format",
+    "terraform-fmt",
+    "taplo",
+    "docformatter",
+    "pyupgrade",
+):
+    RULES[_m] = simple("format")
+for _m in (
+    "jest",
+    "vitest",
+    "mocha",
+    "ava",
+    "tap",
+    "karma",
+    "jasmine",
+    "rspec",
+    "phpunit",
+    "pest",
+    "ctest",
+    "gotestsum",
+    "ginkgo",
+    "bats",
+    "nextest",
+    "behave",
+    "robot",
+    "ward",
+    "hypothesis",
+    "trial",
+    "busted",
+):
+    RULES[_m] = simple("test")
+
+
+@rule("ruff")
+def ruff(c: Call) -> Verdict:
+    pos = positionals(c.args, ("--config", "--select", "--ignore", "--target-version", "--line-length"))
+    sub = pos[0] if pos else "check"
+    cat = "format" if sub == "format" else "lint"
+    return verdict(cat, "ruff", sub if sub in ("check", "format") else "check")
+
+
+@rule("coverage")
+def coverage(c: Call) -> Verdict:
+    pos = positionals(c.args)
+    if pos and pos[0] == "run":
+        rest = c.args[c.args.index("run") + 1 :]
+        inner = python(Call("python", rest, c.step, c.piped_in, c.heredocs, c.analyzer, c.depth, "python"))
+        return inner if inner.category == "test" else verdict("test", "coverage", inner.target)
+    return verdict("test", "coverage", word_target(pos[0]) if pos else "*", WR)
+
+
+@rule("pip", "pip3", "pipx", "uv-pip")
+def pip(c: Call) -> Verdict:
+    pos = positionals(c.args, ("-r", "-c", "-e", "--index-url", "-i", "--target", "-t", "--python"))
+    sub = pos[0] if pos else ""
+    if sub in (
+        "install",
+        "download",
+        "uninstall",
+        "sync",
+        "compile",
+        "wheel",
+        "inject",
+        "upgrade",
+        "reinstall",
+    ):
+        return verdict("install", c.prog.replace("uv-pip", "pip"), sub, DES if sub == "uninstall" else NET)
+    return verdict("env", c.prog.replace("uv-pip", "pip"), word_target(sub) if sub else "*", RO)
+
+
+@rule("conda", "mamba", "micromamba")
+def conda(c: Call) -> Verdict:
+    pos = positionals(c.args, ("-n", "--name", "-c", "--channel", "-p", "--prefix"))
+    sub = pos[0] if pos else ""
+    if sub == "run":
+        i = c.args.index("run")
+        rest = c.args[i + 1 :]
+        while rest and rest[0].startswith("-"):
+            rest = rest[2:] if rest[0] in ("-n", "--name", "-p", "--prefix") else rest[1:]
+        return c.sub(rest) if rest else verdict("env", c.prog, "run")
+    if sub in ("install", "create", "update", "upgrade", "remove", "uninstall"):
+        return verdict("install", c.prog, sub)
+    return verdict("env", c.prog, word_target(sub) if sub else "*", RO)
+
+
+RULES["sphinx-build"] = simple("build", target="none")
+RULES["mkdocs"] = lambda c: verdict(
+    "run" if "serve" in c.args else "build", "mkdocs", "serve" if "serve" in c.args else "build"
+)
+RULES["maturin"] = simple("build", target="word")

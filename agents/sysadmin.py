@@ -1,0 +1,508 @@
+"""Rules for version control (every git and gh command is vcs), system package managers, system and
+network administration (env), and Windows PowerShell / cmd. Registered into
+:data:`agents.programs.RULES` on import."""
+
+from __future__ import annotations
+
+import re
+
+from agents.categories import (
+    DES,
+    NET,
+    RO,
+    UNK,
+    WR,
+    Verdict,
+    basename,
+    looks_like_path,
+    positionals,
+    verdict,
+    word_target,
+    words,
+)
+from agents.programs import RULES, Call, rule, subcommand
+
+# ---- git / gh ------------------------------------------------------------------------------------
+_GIT_RO = {
+    "status",
+    "diff",
+    "log",
+    "show",
+    "blame",
+    "rev-parse",
+    "ls-files",
+    "grep",
+    "describe",
+    "shortlog",
+    "reflog",
+    "rev-list",
+    "cat-file",
+    "ls-tree",
+    "whatchanged",
+    "name-rev",
+    "merge-base",
+    "check-ignore",
+    "help",
+    "version",
+    "count-objects",
+    "fsck",
+    "var",
+    "for-each-ref",
+    "show-ref",
+    "range-diff",
+}
+_GIT_NET = {"push", "pull", "fetch", "clone", "ls-remote", "submodule", "lfs"}
+_GIT_VALUES = ("-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path")
+
+
+def _git_effect(sub: str, rest: list[str]) -> str:
+    if sub in _GIT_NET:
+        return (
+            DES
+            if sub == "push"
+            and any(a in ("-f", "--force", "--force-with-lease", "--delete", "-d") for a in rest)
+            else NET
+        )
+    if sub in _GIT_RO:
+        return RO
+    if (
+        sub == "reset"
+        and "--hard" in rest
+        or sub == "clean"
+        and any(a.startswith("-") and "f" in a for a in rest)
+    ):
+        return DES
+    if sub == "restore" or (
+        sub == "checkout"
+        and (
+            "--" in rest
+            or any(looks_like_path(a) and a != "." and "/" in a or a.endswith(".py") for a in rest)
+        )
+    ):
+        return DES  # discards working-tree changes
+    if sub == "checkout" and rest[:1] == ["."]:
+        return DES
+    if sub == "branch":
+        return (
+            DES if any(a in ("-D", "-d", "--delete") for a in rest) else (RO if not positionals(rest) else WR)
+        )
+    if sub == "stash":
+        return DES if any(a in ("drop", "clear") for a in rest) else WR
+    if sub in ("remote", "config", "tag", "worktree"):
+        return (
+            RO
+            if not positionals(rest, ("--get", "--file", "-f"))
+            or "-v" in rest
+            or "--get" in rest
+            or "--list" in rest
+            or "-l" in rest
+            else WR
+        )
+    return WR
+
+
+@rule("git", "hub")
+def git(c: Call) -> Verdict:
+    pos = positionals(c.args, _GIT_VALUES, stop_at_dashdash=True)
+    if not pos:
+        return verdict("vcs", "git", "version" if "--version" in c.args else "*", RO)
+    sub = pos[0]
+    rest = c.args[c.args.index(sub) + 1 :]
+    return verdict("vcs", "git", word_target(sub), _git_effect(sub, rest))
+
+
+@rule("gh", "glab", "tea")
+def gh(c: Call) -> Verdict:
+    pos = positionals(
+        c.args,
+        (
+            "-R",
+            "--repo",
+            "-L",
+            "--limit",
+            "--json",
+            "--jq",
+            "-q",
+            "-t",
+            "--title",
+            "-b",
+            "--body",
+            "-F",
+            "-f",
+            "--state",
+            "-s",
+            "--label",
+            "-l",
+            "--template",
+            "-X",
+            "--method",
+            "-H",
+            "--header",
+            "--base",
+            "--head",
+            "-a",
+            "--assignee",
+            "-w",
+            "--body-file",
+            "--search",
+            "-S",
+            "--branch",
+        ),
+    )
+    words = [p for p in pos[:2] if re.match(r"^[a-z][a-z-]*$", p)]
+    if words and words[0] == "api":
+        words = ["api"]
+    delete = any(w in ("delete", "close", "merge") for w in words)
+    return verdict("vcs", c.prog, "-".join(words) or "*", DES if delete else NET)
+
+
+for _m in ("tig", "lazygit", "git-lfs", "jj", "hg", "svn", "fossil"):
+    RULES[_m] = (
+        git
+        if _m != "jj"
+        else (lambda c: verdict("vcs", "jj", word_target((positionals(c.args) or ["*"])[0])))
+    )
+
+# ---- system package managers -----------------------------------------------------------------------
+_PKG_INSTALL = {
+    "install",
+    "upgrade",
+    "update",
+    "reinstall",
+    "remove",
+    "uninstall",
+    "purge",
+    "autoremove",
+    "add",
+    "del",
+    "tap",
+    "dist-upgrade",
+    "full-upgrade",
+    "-S",
+    "-Syu",
+    "-U",
+    "-i",
+    "refresh",
+}
+
+
+@rule(
+    "brew",
+    "apt",
+    "apt-get",
+    "yum",
+    "dnf",
+    "pacman",
+    "apk",
+    "zypper",
+    "snap",
+    "flatpak",
+    "port",
+    "choco",
+    "winget",
+    "scoop",
+    "opkg",
+    "mas",
+    "nix-env",
+    "pkg",
+    "emerge",
+    "xbps-install",
+    "dpkg",
+    "rpm",
+    "apt-cache",
+)
+def system_pm(c: Call) -> Verdict:
+    pos = positionals(c.args, ("-t", "--target-release", "-o"))
+    sub = pos[0] if pos else (c.args[0] if c.args else "")
+    if c.prog == "brew" and sub == "services":
+        action = pos[1] if len(pos) > 1 else "list"
+        return verdict(
+            "env", "brew", "services-" + word_target(action), RO if action in ("list", "info") else WR
+        )
+    if sub in _PKG_INSTALL or (c.prog in ("dpkg", "rpm") and sub in ("-i", "--install")):
+        destructive = sub in ("remove", "uninstall", "purge", "autoremove", "del")
+        return verdict("install", c.prog, word_target(sub.lstrip("-")), DES if destructive else NET)
+    if "--version" in c.args or c.args == ["-v"]:
+        return verdict("env", c.prog, "version", RO)
+    return verdict("env", c.prog, word_target(sub.lstrip("-")) if sub else "*", RO)
+
+
+# ---- env: system and network administration -------------------------------------------------------
+_ENV_RO = words(
+    "which where whereis type uname whoami id groups hostname uptime date env printenv locale nproc "
+    "lscpu arch ps pgrep top htop free df vmstat iostat lsof netstat ss ifconfig ipconfig ip route "
+    "arp lsblk lsusb lspci dmesg journalctl logread sw_vers system_profiler systeminfo tasklist "
+    "mountvol ulimit getconf sysctl lsmod last w who finger getent dscl scutil networksetup pmset "
+    "csrutil spctl codesign mdls plutil tty stty tput infocmp wmic get-process get-service get- "
+    "itemproperty get-netadapter get-nettcpconnection get-netfirewallprofile get-netfirewallrule get- "
+    "localuser get-mpcomputerstatus get-mppreference get-acl get-wmiobject get-ciminstance get- "
+    "scheduledtask get-hotfix get-eventlog get-command get-host get-volume get-pnpdevice get- "
+    "windowsoptionalfeature get-windowscapability get-bitlockervolume get-smbserverconfiguration get- "
+    "item get-date get-location get-windowshelloforbusiness get-webauthnsetting resolve-path lynis "
+    "osqueryi osquery gpg-agent fdesetup tmutil security softwareupdate diskutil certutil net "
+    "whoami.exe pwd mount showmount nvidia-smi sensors hostnamectl timedatectl loginctl printenv-all "
+    "systemd-analyze launchctl-list cmd-ver ver tmux screen"
+)
+_ENV_NET = words(
+    "ping ping6 traceroute tracert tracepath mtr dig nslookup host whois curl wget http https httpie "
+    "nc ncat netcat telnet ssh-keyscan openssl resolve-dnsname test-netconnection invoke-webrequest "
+    "invoke-restmethod iwr irm aria2c ftp sftp nmap arping"
+)
+_ENV_DES = words(
+    "kill pkill killall taskkill shutdown reboot halt poweroff stop-process stop-service disable- "
+    "scheduledtask remove-itemproperty uci-delete"
+)
+_ENV_WR = words(
+    "systemctl service launchctl uci defaults iptables ip6tables nft ufw firewall-cmd crontab useradd "
+    "usermod userdel passwd chsh modprobe sysctl-w hdiutil gpg ssh-keygen ssh-add set-itemproperty "
+    "new-itemproperty set-service start-service restart-service set-netfirewallprofile add- "
+    "mppreference set-mppreference enable-scheduledtask start-process set-executionpolicy new-service "
+    "op xattr socketfilterfw auditpol bcdedit secedit reg sc icacls setx update-alternatives ldconfig "
+    "timedatectl-set chflags nvram sudoers visudo"
+)
+for _m in _ENV_RO:
+    RULES.setdefault(_m, lambda c: verdict("env", c.prog, subcommand(c.args), RO))
+for _m in _ENV_NET:
+    RULES.setdefault(_m, lambda c: verdict("env", c.prog, "*", NET))
+for _m in _ENV_DES:
+    RULES.setdefault(_m, lambda c: verdict("env", c.prog, "*", DES))
+for _m in _ENV_WR:
+    RULES.setdefault(_m, lambda c: _admin(c))
+
+_READ_SUBS = {
+    "show",
+    "status",
+    "list",
+    "list-units",
+    "is-active",
+    "is-enabled",
+    "get",
+    "read",
+    "export",
+    "info",
+    "print",
+    "cat",
+    "query",
+    "-L",
+    "-l",
+    "-S",
+    "--list",
+    "list-keys",
+    "--list-keys",
+    "--list-secret-keys",
+    "-k",
+    "-K",
+    "--fingerprint",
+    "--version",
+    "find-generic-password",
+    "dump-keychain",
+    "help",
+}
+_DES_SUBS = {
+    "stop",
+    "disable",
+    "delete",
+    "remove",
+    "kill",
+    "mask",
+    "unload",
+    "bootout",
+    "-D",
+    "-F",
+    "-X",
+    "flush",
+    "--delete-keys",
+    "--delete-secret-keys",
+    "userdel",
+}
+
+
+def _admin(c: Call) -> Verdict:
+    pos = [a for a in c.args if not a.startswith("--") or a in _READ_SUBS or a in _DES_SUBS]
+    sub = next((a for a in pos if a in _READ_SUBS or a in _DES_SUBS or not a.startswith("-")), "")
+    if c.prog.startswith(("stop-", "remove-", "disable-")):
+        effect = DES
+    elif any(
+        re.match(r"^[-/]{0,2}(?:get|list|show|status|print|query|info|export|check|enum)", a) for a in c.args
+    ) and not any(
+        re.match(r"^[-/]{0,2}(?:set|add|delete|remove|write|enable|disable|load|unload|import)", a)
+        for a in c.args
+    ):
+        effect = RO
+    elif c.prog in ("hdiutil",):
+        effect = DES if sub == "detach" else WR
+    elif sub in _READ_SUBS or not c.args:
+        effect = RO
+    elif sub in _DES_SUBS:
+        effect = DES
+    else:
+        effect = WR
+    target = (
+        subcommand(c.args)
+        if c.args and not c.args[0].startswith(("-", "/"))
+        else (word_target(sub.lstrip("-/")) if sub else "*")
+    )
+    return verdict("env", c.prog, target, effect)
+
+
+@rule("ssh")
+def ssh(c: Call) -> Verdict:
+    rest = list(c.args)
+    while rest and rest[0].startswith("-"):
+        flag = rest[0]
+        rest = (
+            rest[2:]
+            if flag
+            in (
+                "-p",
+                "-i",
+                "-l",
+                "-o",
+                "-F",
+                "-J",
+                "-L",
+                "-R",
+                "-D",
+                "-b",
+                "-c",
+                "-E",
+                "-e",
+                "-m",
+                "-O",
+                "-Q",
+                "-S",
+                "-W",
+                "-w",
+                "-B",
+            )
+            else rest[1:]
+        )
+    if len(rest) <= 1:
+        return verdict("env", "ssh", "login", NET)
+    inner = c.text(" ".join(rest[1:]))
+    return Verdict(inner.category, inner.tool, inner.target, _worst(inner.effect, NET), inner.role)
+
+
+def _worst(a: str, b: str) -> str:
+    from agents.categories import worst
+
+    return worst(a, b)
+
+
+@rule("init.d")
+def init_d(c: Call) -> Verdict:
+    action = c.args[0] if c.args else ""
+    return verdict(
+        "env",
+        basename(c.raw0),
+        word_target(action),
+        RO if action in ("status", "") else DES if action in ("stop",) else WR,
+    )
+
+
+# ---- PowerShell and cmd ----------------------------------------------------------------------------
+_PS_STMT = re.compile(r"""('(?:[^']|'')*'|"(?:[^"`]|`.)*"|[{}();|]|[^\s'"{}();|]+)""")
+
+
+@rule("powershell", "pwsh", "powershell.exe")
+def powershell(c: Call) -> Verdict:
+    args = list(c.args)
+    text = None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        low = a.lower()
+        if low in ("-command", "-c"):
+            text = " ".join(args[i + 1 :])
+            break
+        if low in ("-file", "-f") and i + 1 < len(args):
+            return verdict("run", "powershell", "file", UNK)
+        if low in ("-executionpolicy", "-windowstyle", "-outputformat", "-inputformat", "-workingdirectory"):
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        text = " ".join(args[i:])
+        break
+    if not text:
+        return verdict("env", "powershell", "*", RO)
+    return c.analyzer.powershell(text, c)
+
+
+_PS_KEYWORDS = {"try", "catch", "finally", "else", "if", "elseif", "foreach", "while", "switch", "do", "for"}
+
+
+def ps_statements(text: str) -> list[list[list[str]]]:
+    """Statements of pipelines (split on ``|``) of words. Statements end at ``;`` and at the braces of
+    code blocks (after try/catch/else or an ``if (...)``/``foreach (...)`` head); script blocks given to
+    cmdlets (``Where-Object { ... }``) and argument sub-expressions are skipped; a ``( ... )`` that opens
+    a statement is read as a statement."""
+    toks = [m.group() for m in _PS_STMT.finditer(text)]
+    statements: list[list[list[str]]] = [[[]]]
+    i = 0
+    while i < len(toks):
+        tok = toks[i]
+        cur = statements[-1][-1]
+        if tok == ";" or tok == "}":
+            statements.append([[]])
+        elif tok == "{":
+            prev = cur[-1].lower() if cur else ""
+            if not cur or prev in _PS_KEYWORDS or prev == ")":
+                statements.append([[]])
+            else:
+                i = _skip_group(toks, i, "{", "}")
+                cur.append("{}")
+        elif tok == "(":
+            prev = cur[-1].lower() if cur else ""
+            if cur or prev in _PS_KEYWORDS:
+                i = _skip_group(toks, i, "(", ")")
+                cur.append(")" if prev in _PS_KEYWORDS else "()")
+        elif tok == ")":
+            pass  # the end of a statement-level "( ... )": what follows pipes on from it
+        elif tok == "|":
+            statements[-1].append([])
+        else:
+            cur.append(tok[1:-1] if tok[:1] in ("'", '"') and len(tok) > 1 else tok)
+        i += 1
+    out = []
+    for st in statements:
+        pipes = [w for w in st if w and w[0].lower() not in _PS_KEYWORDS]
+        if pipes:
+            out.append(pipes)
+    return out
+
+
+def _skip_group(toks: list[str], i: int, open_: str, close: str) -> int:
+    depth = 0
+    while i < len(toks):
+        if toks[i] == open_:
+            depth += 1
+        elif toks[i] == close:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return i
+
+
+@rule("cmd", "cmd.exe")
+def cmd_exe(c: Call) -> Verdict:
+    for i, a in enumerate(c.args):
+        if a.lower() in ("/c", "/k", "/s/c"):
+            return c.text(" ".join(c.args[i + 1 :]))
+    return verdict("env", "cmd", "*", RO)
+
+
+@rule("dir")
+def win_dir(c: Call) -> Verdict:
+    return verdict("search", "dir", paths_or_star([a for a in c.args if not a.startswith("/")]), RO)
+
+
+def paths_or_star(paths: list[str]) -> str:
+    from agents.categories import paths_target
+
+    return paths_target(paths) if paths else "*"
+
+
+__all__ = ["ps_statements", "RO", "UNK", "WR"]
