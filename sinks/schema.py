@@ -1,0 +1,149 @@
+"""DuckDB tables and views of the materializer, applied as numbered migrations recorded in
+``schema_version``. Every table is keyed by a deterministic id (see ``schemas.ids``), so a
+redelivered or replayed record upserts the row it already made.
+
+Quoting: ``"at"``, ``"offset"``, ``"partition"`` and ``"timestamp"`` are SQL keywords; quote them
+(``SELECT "at" FROM dead_letters``) or qualify them (``d.at``).
+
+Reading side: join ``tool_calls``, ``usage``, ``hook_events`` on ``session_id``; ``workflow_runs``
+on ``run_id``; ``v_session_summary`` and ``v_daily_usage`` are ready-made rollups.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+
+TABLES = """
+CREATE TABLE consumer_offsets (
+    topic VARCHAR NOT NULL, "partition" INTEGER NOT NULL,
+    next_offset BIGINT NOT NULL,    -- the next offset to read; written with the rows it covers
+    anchor VARCHAR,                 -- '<offset>:<digest>' of the record at the log's first offset
+    PRIMARY KEY (topic, "partition"));
+CREATE TABLE hook_events (
+    id VARCHAR PRIMARY KEY, session_id VARCHAR, hook_event_name VARCHAR, tool_name VARCHAR,
+    tool_use_id VARCHAR, received_at TIMESTAMPTZ, source VARCHAR,
+    payload JSON,                   -- the hook payload exactly as received
+    digest VARCHAR NOT NULL);       -- tie-break between two versions of one id: the smaller wins
+CREATE TABLE tool_calls (
+    id VARCHAR PRIMARY KEY,         -- tool_use_id, else 'syn:<call_key>'
+    tool_use_id VARCHAR, call_key VARCHAR, session_id VARCHAR NOT NULL, tool_name VARCHAR,
+    command VARCHAR, file_path VARCHAR, status VARCHAR NOT NULL,
+    started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, duration_ms DOUBLE,
+    input_bytes BIGINT, output_bytes BIGINT, output_tokens_est BIGINT,
+    source VARCHAR NOT NULL,        -- '+'-joined sources that saw the call (hook, transcript, ...)
+    tool_input JSON);               -- canonical (key-sorted) JSON
+CREATE TABLE usage (
+    id VARCHAR PRIMARY KEY,         -- 'message.id:requestId'
+    session_id VARCHAR NOT NULL, model VARCHAR, "timestamp" TIMESTAMPTZ,
+    input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,
+    cache_read_input_tokens BIGINT NOT NULL, cache_creation_input_tokens BIGINT NOT NULL,
+    cache_creation_5m_tokens BIGINT, cache_creation_1h_tokens BIGINT,
+    cost_usd DOUBLE, source VARCHAR, digest VARCHAR NOT NULL);
+CREATE TABLE workflow_events (
+    id VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, type VARCHAR NOT NULL, "at" TIMESTAMPTZ,
+    source VARCHAR, data JSON, digest VARCHAR NOT NULL);
+CREATE TABLE workflow_runs (
+    run_id VARCHAR PRIMARY KEY, workflow VARCHAR, session_id VARCHAR,
+    status VARCHAR NOT NULL,        -- running | succeeded | failed | cancelled
+    started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, phase VARCHAR, phase_seq INTEGER,
+    input_tokens BIGINT, output_tokens BIGINT, cache_read_input_tokens BIGINT,
+    cache_creation_input_tokens BIGINT, cost_usd DOUBLE, events INTEGER NOT NULL);
+CREATE TABLE dead_letters (
+    id VARCHAR PRIMARY KEY,         -- 'dl:' + digest of the record's key and bytes
+    topic VARCHAR, "partition" INTEGER, "offset" BIGINT, key VARCHAR,
+    reason VARCHAR NOT NULL, detail VARCHAR, raw BLOB, "at" TIMESTAMPTZ NOT NULL);
+CREATE TABLE flush_markers (
+    marker VARCHAR NOT NULL, topic VARCHAR NOT NULL, "partition" INTEGER NOT NULL,
+    seen_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (marker, topic, "partition"));
+"""
+
+VIEWS = """
+CREATE OR REPLACE VIEW v_session_summary AS
+WITH calls AS (
+    SELECT session_id, count(*) AS tool_calls,
+           count(*) FILTER (WHERE status = 'error') AS tool_errors,
+           count(*) FILTER (WHERE status = 'started') AS tool_calls_open,
+           coalesce(sum(output_bytes), 0) AS tool_output_bytes,
+           coalesce(sum(output_tokens_est), 0) AS tool_output_tokens_est,
+           min(started_at) AS first_call_at, max(coalesce(ended_at, started_at)) AS last_call_at
+    FROM tool_calls GROUP BY session_id),
+spend AS (
+    SELECT session_id, count(*) AS api_responses,
+           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           sum(cache_read_input_tokens) AS cache_read_tokens,
+           sum(cache_creation_input_tokens) AS cache_creation_tokens,
+           sum(input_tokens + output_tokens + cache_read_input_tokens + cache_creation_input_tokens)
+               AS total_tokens,
+           sum(cost_usd) AS cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_responses,
+           min("timestamp") AS first_usage_at, max("timestamp") AS last_usage_at
+    FROM usage GROUP BY session_id)
+SELECT coalesce(c.session_id, s.session_id) AS session_id,
+       coalesce(c.tool_calls, 0) AS tool_calls, coalesce(c.tool_errors, 0) AS tool_errors,
+       coalesce(c.tool_calls_open, 0) AS tool_calls_open,
+       coalesce(c.tool_output_bytes, 0) AS tool_output_bytes,
+       coalesce(c.tool_output_tokens_est, 0) AS tool_output_tokens_est,
+       coalesce(s.api_responses, 0) AS api_responses,
+       coalesce(s.input_tokens, 0) AS input_tokens, coalesce(s.output_tokens, 0) AS output_tokens,
+       coalesce(s.cache_read_tokens, 0) AS cache_read_tokens,
+       coalesce(s.cache_creation_tokens, 0) AS cache_creation_tokens,
+       coalesce(s.total_tokens, 0) AS total_tokens, s.cost_usd,
+       coalesce(s.unpriced_responses, 0) AS unpriced_responses,
+       least(c.first_call_at, s.first_usage_at) AS first_seen_at,
+       greatest(c.last_call_at, s.last_usage_at) AS last_seen_at
+FROM calls c FULL OUTER JOIN spend s ON c.session_id = s.session_id;
+
+CREATE OR REPLACE VIEW v_daily_usage AS
+SELECT CAST(timezone('UTC', "timestamp") AS DATE) AS day, model, count(*) AS api_responses,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cache_read_input_tokens) AS cache_read_tokens,
+       sum(cache_creation_input_tokens) AS cache_creation_tokens, sum(cost_usd) AS cost_usd
+FROM usage GROUP BY ALL;
+
+CREATE OR REPLACE VIEW v_tool_commands AS
+SELECT session_id, tool_name, coalesce(command, file_path) AS target, count(*) AS calls,
+       count(*) FILTER (WHERE status = 'error') AS errors,
+       coalesce(sum(output_tokens_est), 0) AS output_tokens_est, median(duration_ms) AS median_ms
+FROM tool_calls GROUP BY ALL;
+"""
+
+# (version, description, SQL). Append only: a released migration never changes.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
+    (2, "views: v_session_summary, v_daily_usage, v_tool_commands", VIEWS),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND schema_name = 'main'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply the migrations the file lacks, each in its own transaction; returns the version."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "description VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
+    have = current_version(con)
+    if have > SCHEMA_VERSION:
+        raise RuntimeError(f"database schema v{have} is newer than this outloop (v{SCHEMA_VERSION})")
+    for version, description, sql in MIGRATIONS:
+        if version <= have:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in duckdb.extract_statements(sql):
+                con.execute(statement)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
+                        [version, description, datetime.now(UTC)])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION

@@ -1,0 +1,153 @@
+"""The upserts: Arrow staging views -> ``INSERT ... ON CONFLICT`` per table, inside the caller's
+transaction. Each rule equals the Python fold of ``sinks.decode``, so the stored row is the same
+whatever the batch boundaries, the order or the number of deliveries:
+
+* tool_calls - field by field as :func:`agents.toolcalls.merge_tool_calls` (least identity and text,
+  highest status rank, earliest start, latest end, largest sizes and duration, union of sources);
+  then a ``syn:<call_key>`` row (hook call without tool_use_id) is merged into the row of the real
+  tool_use_id carrying that call_key and deleted.
+* usage - the whole record with the largest (total tokens, output tokens, cost, digest).
+* hook_events, workflow_events - the version with the smallest digest (versions of one id are
+  normally identical). dead_letters - the first seen. flush_markers - the first sighting.
+* workflow_runs - recomputed from all stored events of the runs the batch touched.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from sinks.decode import SCHEMAS, Folded
+
+_TOOL_TEXT = ("tool_use_id", "call_key", "session_id", "tool_name", "command", "file_path")
+_TOOL_MAX = ("input_bytes", "output_bytes", "output_tokens_est")
+_RANK = "list_position(['started', 'ok', 'error', 'interrupted'], {}.status)"
+
+
+def tool_call_merge(t: str, e: str) -> list[str]:
+    """SET clauses merging row ``e`` into row ``t`` (both aliases) like ``merge_tool_calls``."""
+    started, ended = f"least({t}.started_at, {e}.started_at)", f"greatest({t}.ended_at, {e}.ended_at)"
+    derived = (f"CASE WHEN {started} IS NOT NULL AND {ended} IS NOT NULL THEN greatest(0.0, "
+               f"(epoch_us({ended}) - epoch_us({started}))::DOUBLE / 1000000.0 * 1000.0) END")
+    sets = [f"{c} = least({t}.{c}, {e}.{c})" for c in _TOOL_TEXT]
+    sets += [f"{c} = greatest({t}.{c}, {e}.{c})" for c in _TOOL_MAX]
+    sets += [
+        f"tool_input = CASE WHEN {e}.tool_input IS NULL THEN {t}.tool_input WHEN {t}.tool_input IS NULL "
+        f"THEN {e}.tool_input WHEN {t}.tool_input::VARCHAR <= {e}.tool_input::VARCHAR THEN {t}.tool_input "
+        f"ELSE {e}.tool_input END",
+        f"status = CASE WHEN {_RANK.format(t)} >= {_RANK.format(e)} THEN {t}.status ELSE {e}.status END",
+        f"started_at = {started}",
+        f"ended_at = {ended}",
+        f"duration_ms = greatest({t}.duration_ms, {e}.duration_ms, {derived})",
+        f"source = CASE WHEN {t}.source = {e}.source THEN {t}.source ELSE array_to_string(list_sort("
+        f"list_distinct(string_split({t}.source, '+') || string_split({e}.source, '+'))), '+') END",
+    ]
+    return sets
+
+
+def _columns(table: str, skip: tuple[str, ...] = ()) -> list[str]:
+    return [f'"{c}"' for c in SCHEMAS[table].names if c not in skip]
+
+
+def _insert(table: str) -> str:
+    cols = ", ".join(_columns(table))
+    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stg_{table}"
+
+
+def _replace_where(table: str, key: str, condition: str) -> str:
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in _columns(table, (key,)))
+    return f"{_insert(table)} ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {condition}"
+
+
+def _usage_rank(t: str) -> str:
+    total = " + ".join(f"{t}.{c}" for c in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                           "cache_creation_input_tokens"))
+    return f"({total}, {t}.output_tokens, coalesce({t}.cost_usd, 0.0), {t}.digest)"
+
+
+UPSERT: dict[str, str] = {
+    "tool_calls": _insert("tool_calls") + " ON CONFLICT (id) DO UPDATE SET "
+                  + ", ".join(tool_call_merge("tool_calls", "EXCLUDED")),
+    "usage": _replace_where("usage", "id", f"{_usage_rank('EXCLUDED')} > {_usage_rank('usage')}"),
+    "hook_events": _replace_where("hook_events", "id", "EXCLUDED.digest < hook_events.digest"),
+    "workflow_events": _replace_where("workflow_events", "id", "EXCLUDED.digest < workflow_events.digest"),
+    "dead_letters": _replace_where("dead_letters", "id", (
+        '(EXCLUDED.at, EXCLUDED.topic, EXCLUDED."partition", EXCLUDED."offset") < '
+        '(dead_letters.at, dead_letters.topic, dead_letters."partition", dead_letters."offset")')),
+    "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING",
+}
+
+_JOINABLE = ("SELECT * FROM tool_calls WHERE id LIKE 'syn:%' AND call_key IN "
+             "(SELECT call_key FROM stg_tool_calls WHERE call_key IS NOT NULL)")
+JOIN_SYN = [
+    f"UPDATE tool_calls SET {', '.join(s for s in tool_call_merge('tool_calls', 's'))} "
+    f"FROM ({_JOINABLE}) AS s WHERE tool_calls.call_key = s.call_key AND tool_calls.id NOT LIKE 'syn:%'",
+    "DELETE FROM tool_calls WHERE id LIKE 'syn:%' AND call_key IN (SELECT call_key FROM tool_calls "
+    "WHERE id NOT LIKE 'syn:%' AND call_key IN (SELECT call_key FROM stg_tool_calls))",
+]
+
+_FIRST = 'ORDER BY "at", id'
+_LAST = 'ORDER BY "at" DESC, id DESC'
+
+
+def _last_ended(field: str, sql_type: str) -> str:
+    return f"first(CAST(data->>'{field}' AS {sql_type}) {_LAST})"
+
+
+REFOLD_RUNS = f"""
+INSERT OR REPLACE INTO workflow_runs
+WITH ev AS (SELECT * FROM workflow_events WHERE run_id IN (SELECT run_id FROM stg_workflow_events)),
+started AS (
+    SELECT run_id, first(data->>'workflow' {_FIRST}) AS workflow,
+           first(data->>'session_id' {_FIRST}) AS session_id, min("at") AS started_at
+    FROM ev WHERE type = 'workflow.started' GROUP BY run_id),
+ended AS (
+    SELECT run_id, first(data->>'status' {_LAST}) AS status, max("at") AS ended_at,
+           {_last_ended('input_tokens', 'BIGINT')} AS input_tokens,
+           {_last_ended('output_tokens', 'BIGINT')} AS output_tokens,
+           {_last_ended('cache_read_input_tokens', 'BIGINT')} AS cache_read,
+           {_last_ended('cache_creation_input_tokens', 'BIGINT')} AS cache_write,
+           {_last_ended('cost_usd', 'DOUBLE')} AS cost_usd
+    FROM ev WHERE type = 'workflow.ended' GROUP BY run_id),
+phases AS (
+    SELECT run_id,
+           first(data->>'phase' ORDER BY CAST(data->>'seq' AS INTEGER) DESC, "at" DESC, id DESC) AS phase,
+           max(CAST(data->>'seq' AS INTEGER)) AS phase_seq
+    FROM ev WHERE type = 'workflow.phase_changed' GROUP BY run_id),
+counts AS (SELECT run_id, count(*) AS events FROM ev GROUP BY run_id)
+SELECT c.run_id, s.workflow, s.session_id, coalesce(e.status, 'running'), s.started_at, e.ended_at,
+       p.phase, p.phase_seq, coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0),
+       coalesce(e.cache_read, 0), coalesce(e.cache_write, 0), e.cost_usd, c.events
+FROM counts c LEFT JOIN started s USING (run_id) LEFT JOIN ended e USING (run_id)
+     LEFT JOIN phases p USING (run_id)
+"""
+
+OFFSETS = (_insert("consumer_offsets") + ' ON CONFLICT (topic, "partition") DO UPDATE SET '
+           " next_offset = EXCLUDED.next_offset, "
+           "anchor = coalesce(EXCLUDED.anchor, consumer_offsets.anchor)")
+
+
+def _staged(con: duckdb.DuckDBPyConnection, table: str, data: object, statements: list[str]) -> None:
+    name = f"stg_{table}"
+    con.register(name, data)
+    for sql in statements:
+        con.execute(sql)  # on failure the view stays until the next register of its name replaces it:
+    con.unregister(name)  # unregistering inside an aborted transaction would hide the real error
+
+
+def apply(con: duckdb.DuckDBPyConnection, folded: Folded,
+          anchors: dict[tuple[str, int], str | None] | None = None) -> dict[str, int]:
+    """Write one folded batch and its offsets; the caller owns the transaction. Returns rows per table."""
+    written: dict[str, int] = {}
+    for table, rows in folded.rows.items():
+        if not rows:
+            continue
+        statements = [UPSERT[table]]
+        if table == "tool_calls" and folded.has_call_keys():
+            statements += JOIN_SYN
+        elif table == "workflow_events":
+            statements.append(REFOLD_RUNS)
+        _staged(con, table, folded.arrow(table), statements)
+        written[table] = len(rows)
+    if folded.offsets:
+        _staged(con, "consumer_offsets", folded.offsets_arrow(anchors or {}), [OFFSETS])
+    return written

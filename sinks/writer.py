@@ -1,0 +1,196 @@
+"""The one owner of the DuckDB file: batched, idempotent writes and a thread-safe read path.
+
+Each :meth:`DuckSink.write_batch` is one transaction holding the rows of the batch AND the
+consumer offsets after it, so a crash replays exactly the batches whose rows are missing and the
+upserts (``sinks.upsert``) make a replayed batch a no-op. Rows go in through Arrow staging views and
+one ``INSERT ... ON CONFLICT`` per table - never row at a time.
+
+A batch DuckDB or Arrow refuses for a terminal reason (a value it cannot store) is split in halves until the
+refused record is alone; that record becomes a ``sink_write`` dead letter and the rest is written.
+Transient failures (write conflicts, I/O, memory) are raised for the caller to retry.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sinks.decode import Folded, Message, TopicPartition, fold
+from sinks.query import run_readonly, use_utc
+from sinks.schema import migrate
+from sinks.upsert import apply
+from streams.codec import Rejected, dead_letter
+
+
+class ErrorKind(Enum):
+    TRANSIENT = "transient"  # retry the same batch later
+    TERMINAL = "terminal"  # retrying the same input cannot succeed
+
+
+_TRANSIENT = tuple(getattr(duckdb, name) for name in (
+    "TransactionException", "IOException", "OutOfMemoryException", "InterruptException", "HTTPException",
+) if hasattr(duckdb, name))
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """Transient: conflicts, I/O, memory, interrupts. Terminal: everything else (bad data, schema,
+    a closed or invalidated database, programming errors)."""
+    if isinstance(exc, _TRANSIENT):
+        return ErrorKind.TRANSIENT
+    return ErrorKind.TERMINAL
+
+
+class SinkError(RuntimeError):
+    """The sink cannot go on (even a dead letter could not be written)."""
+
+
+@dataclass(frozen=True)
+class StoredOffset:
+    next_offset: int
+    anchor: str | None
+
+
+@dataclass
+class WriteResult:
+    records: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    decode_errors: int = 0
+    refused: int = 0  # records DuckDB refused, stored as sink_write dead letters
+
+    def add(self, other: WriteResult) -> None:
+        self.records += other.records
+        self.decode_errors += other.decode_errors
+        self.refused += other.refused
+        for table, n in other.rows.items():
+            self.rows[table] = self.rows.get(table, 0) + n
+
+
+class DuckSink:
+    def __init__(self, path: str | Path, clock: Callable[[], datetime] | None = None) -> None:
+        self.path = Path(path)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self.totals = WriteResult()
+        self.open()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> DuckSink:
+        if self._con is None:
+            self._con = duckdb.connect(str(self.path))
+            use_utc(self._con)
+            migrate(self._con)
+            self._reader = self._con.cursor()
+        return self
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            for con in (self._reader, self._con):
+                if con is not None:
+                    con.close()
+            self._con = self._reader = None
+
+    def __enter__(self) -> DuckSink:
+        return self.open()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise SinkError("the sink is closed")
+        return self._con
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    # -- writing -----------------------------------------------------------------------------
+    def write_batch(self, messages: list[Message],
+                    anchors: dict[TopicPartition, str | None] | None = None) -> WriteResult:
+        """Upsert the rows of ``messages`` (topic, partition, offset, key, value) and store, in the
+        same transaction, the next offset of every partition they came from (with its anchor)."""
+        with self._write_lock:
+            result = self._write(messages, anchors or {})
+            self.totals.add(result)
+            return result
+
+    def _write(self, messages: list[Message], anchors: dict[TopicPartition, str | None]) -> WriteResult:
+        if not messages:
+            return WriteResult()
+        folded = fold(messages, self.clock())
+        try:
+            with self.transaction() as con:
+                rows = apply(con, folded, anchors)
+            return WriteResult(folded.records, rows, folded.decode_errors)
+        except (duckdb.Error, pa.ArrowException, OverflowError, UnicodeError) as exc:
+            if classify_error(exc) is ErrorKind.TRANSIENT:
+                raise
+            if len(messages) == 1:
+                return self._refuse(messages[0], exc, anchors)
+        half = len(messages) // 2
+        result = self._write(messages[:half], anchors)
+        result.add(self._write(messages[half:], anchors))
+        return result
+
+    def _refuse(self, message: Message, exc: Exception, anchors: dict[TopicPartition, str | None]
+                ) -> WriteResult:
+        topic, partition, offset, key, value = message
+        dl = dead_letter(value, Rejected("sink_write", f"{type(exc).__name__}: {exc}"[:500]),
+                         topic, partition, offset, key, now=self.clock())
+        folded = Folded()
+        folded.records = 1
+        folded.rows["dead_letters"][dl.id] = dl.model_dump()
+        folded.offsets[(topic, partition)] = offset + 1
+        try:
+            with self.transaction() as con:
+                rows = apply(con, folded, anchors)
+        except duckdb.Error as second:
+            raise SinkError(f"cannot store record {topic}:{partition}:{offset} ({exc}) nor its dead letter "
+                            f"({second})") from second
+        return WriteResult(1, rows, 0, refused=1)
+
+    def reset_partition(self, topic: str, partition: int) -> None:
+        """The log of ``topic``/``partition`` restarted: read it again from its start."""
+        with self._write_lock, self.transaction() as con:
+            con.execute('UPDATE consumer_offsets SET next_offset = 0, anchor = NULL '
+                        'WHERE topic = ? AND "partition" = ?', [topic, partition])
+
+    def stored_offsets(self) -> dict[TopicPartition, StoredOffset]:
+        rows = self.query('SELECT topic, "partition", next_offset, anchor FROM consumer_offsets')[1]
+        return {(t, int(p)): StoredOffset(int(n), a) for t, p, n, a in rows}
+
+    # -- reading (any thread) ----------------------------------------------------------------
+    def query(self, sql: str, params: Any = None, max_rows: int | None = None
+              ) -> tuple[list[str], list[list[Any]]]:
+        """One read-only statement (see ``sinks.query``) on a cursor of its own; safe to call from
+        other threads while a write runs. Sees committed batches only."""
+        with self._read_lock:
+            if self._reader is None:
+                raise SinkError("the sink is closed")
+            cursor = self._reader.cursor()
+        try:
+            return run_readonly(cursor, sql, params, max_rows)
+        finally:
+            cursor.close()

@@ -1,0 +1,238 @@
+"""DuckSink on a real DuckDB file: idempotence, merge rules, transactions, dead letters."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from schemas.events import EventType
+from sinks.decode import tool_call_row
+from sinks.writer import DuckSink, ErrorKind, classify_error
+from tests.unit import sinkdata as d
+
+DATA_TABLES = ("hook_events", "tool_calls", "usage", "workflow_events", "workflow_runs", "dead_letters",
+               "flush_markers")
+
+
+def dump(sink: DuckSink, tables: tuple[str, ...] = DATA_TABLES) -> dict[str, list[tuple[Any, ...]]]:
+    out = {}
+    for table in tables:
+        columns, rows = sink.query(f"SELECT * FROM {table}")
+        out[table] = sorted((tuple(r) for r in rows), key=repr)
+    return out
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[DuckSink]:
+    with DuckSink(tmp_path / "sink.duckdb", clock=d.clock) as s:
+        yield s
+
+
+def corpus(seed: int) -> tuple[list[dict[str, Any]], list[tuple[str, int, int, bytes | None, bytes | None]]]:
+    rng = random.Random(seed)
+    views = d.random_views(rng)
+    items = [d.tool_msg(v) for v in views]
+    items += [d.usage_msg(id=f"m{i % 7}:r", input_tokens=rng.randrange(100), output_tokens=rng.randrange(100),
+                          cache_read_input_tokens=rng.choice([0, 5]), cost_usd=rng.choice([None, 0.5]))
+              for i in range(20)]
+    items += d.workflow_msgs("run1") + d.workflow_msgs("run2")[:2]
+    items += [d.hook_msg(f"h{i}", tool_use_id=f"toolu_{i:03d}") for i in range(10)]
+    items += [d.dead_letter_msg(b"\xff\x00raw"), ("t.usage", b"s1", b"not json"),
+              ("t.tool-calls", None, b"[1]")]
+    items += [d.flush_msg("tool-calls", "m1", 0), d.flush_msg("usage", "m1", 0)]
+    return views, d.with_offsets(items)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_split_reordered_or_repeated_give_identical_tables(tmp_path: Path, seed: int) -> None:
+    views, messages = corpus(seed)
+    with DuckSink(tmp_path / "one.duckdb", clock=d.clock) as one:
+        one.write_batch(messages)
+        reference = dump(one)
+        one.write_batch(messages)  # the same batch again
+        assert dump(one) == reference
+    rng = random.Random(seed * 100)
+    shuffled = messages + rng.sample(messages, len(messages) // 3)  # redelivered duplicates
+    rng.shuffle(shuffled)
+    with DuckSink(tmp_path / "many.duckdb", clock=d.clock) as many:
+        i = 0
+        while i < len(shuffled):
+            n = rng.randrange(1, 25)
+            many.write_batch(shuffled[i:i + n])
+            i += n
+        assert dump(many) == reference
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_tool_calls_equal_the_python_merge_reference(sink: DuckSink, seed: int) -> None:
+    views, messages = corpus(seed)
+    for i in range(0, len(messages), 7):
+        sink.write_batch(messages[i:i + 7])
+    columns, rows = sink.query("SELECT * FROM tool_calls")
+    stored = {r[0]: dict(zip(columns, r, strict=True)) for r in rows}
+    expected = {k: tool_call_row(v) for k, v in d.expected_tool_calls(views).items()}
+    assert set(stored) == set(expected)
+    for key, row in expected.items():
+        assert {c: row.get(c) for c in columns} == stored[key], key
+
+
+def test_syn_row_joins_the_real_row_in_either_order(tmp_path: Path) -> None:
+    key = "s1:abc:0"
+    syn_pre = d.tool_view(f"syn:{key}", call_key=key, tool_input={"command": "ls"}, command="ls",
+                          started_at=d.T0, input_bytes=17)
+    syn_post = d.tool_view(f"syn:{key}", call_key=key, status="ok", ended_at=d.T0.replace(second=4),
+                           output_bytes=800, output_tokens_est=200)
+    real = d.tool_view("toolu_9", call_key=key, tool_input={"command": "ls"}, command="ls",
+                       started_at=d.T0.replace(microsecond=5), source="transcript")
+    results = []
+    for order in itertools.permutations([syn_pre, syn_post, real]):
+        for batched in (False, True):
+            with DuckSink(tmp_path / f"{len(results)}.duckdb", clock=d.clock) as s:
+                msgs = d.with_offsets([d.tool_msg(v) for v in order])
+                for batch in ([msgs] if batched else [[m] for m in msgs]):
+                    s.write_batch(batch)
+                results.append(dump(s, ("tool_calls",))["tool_calls"])
+    assert all(r == results[0] for r in results)
+    (row,) = results[0]
+    assert row[:4] == ("toolu_9", "toolu_9", key, "s1")
+    assert row[7] == "ok" and row[10] == 4000.0 and row[12] == 800 and row[14] == "hook+transcript"
+
+
+def test_usage_keeps_the_largest_record_whole(tmp_path: Path) -> None:
+    small = d.usage_msg(input_tokens=10, output_tokens=5, model="claude-opus-4-5")
+    large = d.usage_msg(input_tokens=10, output_tokens=50, cache_creation_input_tokens=7, cost_usd=0.1)
+    tie_a = d.usage_msg(input_tokens=60, output_tokens=10, source="a")  # same total and output as tie_b
+    tie_b = d.usage_msg(input_tokens=50, output_tokens=10, cache_read_input_tokens=10, source="b")
+    seen = set()
+    for order in itertools.permutations([small, large]):
+        with DuckSink(tmp_path / f"u{len(seen)}.duckdb", clock=d.clock) as s:
+            for m in d.with_offsets(list(order)):
+                s.write_batch([m])
+            seen.add(tuple(map(tuple, s.query("SELECT model, output_tokens, cost_usd FROM usage")[1])))
+    assert seen == {(("claude-sonnet-4-5", 50, 0.1),)}
+    winners = set()
+    for order in ([tie_a, tie_b], [tie_b, tie_a]):
+        for split in (False, True):
+            with DuckSink(tmp_path / f"t{len(winners)}{split}{order[0] is tie_a}.duckdb", clock=d.clock) as s:
+                msgs = d.with_offsets(order)
+                for batch in ([[m] for m in msgs] if split else [msgs]):
+                    s.write_batch(batch)
+                rows = s.query("SELECT source, count(*) OVER () FROM usage")[1]
+                winners.add(tuple(map(tuple, rows)))
+    assert len(winners) == 1 and next(iter(winners))[0][1] == 1  # one row, same winner every time
+
+
+def test_workflow_run_fold_is_order_independent(tmp_path: Path) -> None:
+    events = d.workflow_msgs("run7")
+    rows = set()
+    for i, order in enumerate(itertools.permutations(events)):
+        with DuckSink(tmp_path / f"w{i}.duckdb", clock=d.clock) as s:
+            for m in d.with_offsets(list(order)):
+                s.write_batch([m])
+            rows.add(tuple(s.query("SELECT * FROM workflow_runs")[1][0]))
+            assert s.query("SELECT count(*) FROM workflow_events")[1] == [[4]]
+    assert len(rows) == 1
+    row = rows.pop()
+    assert row[:4] == ("run7", "adw_plan", "s1", "succeeded")
+    assert row[6:10] == ("build", 2, 100, 40) and row[12:] == (0.25, 4)
+
+
+def test_running_workflow_without_end(sink: DuckSink) -> None:
+    sink.write_batch(d.with_offsets(d.workflow_msgs("r")[:2]))
+    (row,) = sink.query("SELECT status, phase, phase_seq, ended_at, events FROM workflow_runs")[1]
+    assert row == ["running", "plan", 1, None, 2]
+
+
+class CrashBeforeCommit(DuckSink):
+    """Fails after every statement of the batch ran, before COMMIT."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with super().transaction() as con:
+            yield con
+            raise RuntimeError("power cut")
+
+
+def test_rows_and_offsets_commit_together(tmp_path: Path) -> None:
+    _, messages = corpus(9)
+    path = tmp_path / "crash.duckdb"
+    with CrashBeforeCommit(path, clock=d.clock) as s, pytest.raises(RuntimeError, match="power cut"):
+        s.write_batch(messages)
+    with DuckSink(path, clock=d.clock) as s:
+        assert all(rows == [] for rows in dump(s).values())
+        assert s.stored_offsets() == {}
+        s.write_batch(messages[:10])
+        offsets = s.stored_offsets()
+        assert {k: v.next_offset for k, v in offsets.items()} == {("t.tool-calls", 0): 10}
+
+
+def test_decode_failures_become_dead_letters(sink: DuckSink) -> None:
+    bad = [("t.usage", b"k", b"{not json"), ("t.usage", b"k", b"[1, 2]"), ("t.usage", b"k", None),
+           ("t.tool-calls", b"k", b'{"id": "x"}'), ("t.somewhere", None, b"{}"),
+           d.envelope_msg("hook-events", EventType.USAGE, "e1", "s1", {"x": 1})]
+    messages = d.with_offsets(bad)
+    result = sink.write_batch(messages)
+    assert result.decode_errors == len(bad)
+    sink.write_batch(messages)  # redelivery: same rows
+    _, rows = sink.query('SELECT reason, topic, raw FROM dead_letters ORDER BY topic, "offset"')
+    assert len(rows) == len(bad) and {r[0] for r in rows} == {"sink_decode"}
+    assert sorted(bytes(r[2]) for r in rows) == sorted(b[2] or b"" for b in bad)
+    assert sink.totals.decode_errors == 2 * len(bad)
+
+
+def test_agent_dead_letters_keep_their_raw_bytes(sink: DuckSink) -> None:
+    sink.write_batch(d.with_offsets([d.dead_letter_msg(b"\x00\xffbinary", offset=3)]))
+    _, rows = sink.query('SELECT id, reason, raw, "offset" FROM dead_letters')
+    assert rows == [["dl:abc", "not_json", b"\x00\xffbinary", 3]]
+
+
+def test_a_value_duckdb_refuses_is_isolated(sink: DuckSink) -> None:
+    huge = d.usage_msg(id="huge:1", input_tokens=2**63 + 5)  # valid JSON and model, beyond BIGINT
+    messages = d.with_offsets([d.usage_msg(id=f"ok:{i}") for i in range(5)] + [huge]
+                              + [d.usage_msg(id=f"ok:{i}") for i in range(5, 9)])
+    result = sink.write_batch(messages)
+    assert result.refused == 1
+    assert sink.query("SELECT count(*) FROM usage")[1] == [[9]]
+    assert sink.query("SELECT reason, \"offset\" FROM dead_letters")[1] == [["sink_write", 5]]
+    assert sink.stored_offsets()[("t.usage", 0)].next_offset == 10
+
+
+def test_flush_markers_and_hook_payloads(sink: DuckSink) -> None:
+    hook = d.hook_msg("h1", tool_response={"stdout": "ok", "n": [1, 2.5]}, hook_event_name="PostToolUse")
+    sink.write_batch(d.with_offsets([hook, d.flush_msg("hook-events", "mk", 3), d.flush_msg("dlq", "mk", 3)]))
+    _, rows = sink.query("SELECT marker, topic, \"partition\" FROM flush_markers ORDER BY topic")
+    assert rows == [["mk", "t.dlq", 3], ["mk", "t.hook-events", 3]]
+    _, rows = sink.query("SELECT hook_event_name, tool_use_id, payload->'tool_response'->>'stdout', "
+                         "payload::VARCHAR FROM hook_events")
+    assert rows[0][:3] == ["PostToolUse", "toolu_1", "ok"] and '"n":[1,2.5]' in rows[0][3]
+
+
+def test_error_classification() -> None:
+    assert classify_error(duckdb.TransactionException("conflict")) is ErrorKind.TRANSIENT
+    assert classify_error(duckdb.IOException("disk")) is ErrorKind.TRANSIENT
+    assert classify_error(duckdb.ConstraintException("dup")) is ErrorKind.TERMINAL
+    assert classify_error(duckdb.ConversionException("bad")) is ErrorKind.TERMINAL
+    assert classify_error(ValueError("x")) is ErrorKind.TERMINAL
+
+
+def test_a_write_conflict_is_transient_and_leaves_nothing_behind(sink: DuckSink) -> None:
+    sink.write_batch(d.with_offsets([d.usage_msg(id="a:1")]))
+    other = sink.con.cursor()  # a second writer holding an uncommitted update of the same offsets row
+    other.execute("BEGIN TRANSACTION")
+    other.execute("UPDATE consumer_offsets SET next_offset = 99")
+    batch = [("t.usage", 0, 1, b"s1", d.usage_msg(id="a:2")[2])]
+    with pytest.raises(duckdb.TransactionException) as caught:
+        sink.write_batch(batch)
+    assert classify_error(caught.value) is ErrorKind.TRANSIENT
+    assert sink.query("SELECT id FROM usage")[1] == [["a:1"]]
+    other.execute("ROLLBACK")
+    sink.write_batch(batch)  # the retry of the same batch succeeds
+    assert sink.query("SELECT id FROM usage ORDER BY id")[1] == [["a:1"], ["a:2"]]
+    assert sink.stored_offsets()[("t.usage", 0)].next_offset == 2
