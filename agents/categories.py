@@ -46,7 +46,7 @@ DEFAULT_EFFECT = {
     "test": WR,
     "build": WR,
     "lint": WR,
-    "typecheck": WR,
+    "typecheck": RO,
     "format": WR,
     "install": NET,
     "vcs": WR,

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from agents import ecosystems, platforms, sysadmin, toolchains  # noqa: F401  (register their rules)
 from agents.categories import RO, UNK, WR, Verdict, basename, path_target, verdict, worst
 from agents.ecosystems import is_test_script, script_verdict
-from agents.programs import FILTERS, RULES, Call, local_executable, unknown, version_or_help
+from agents.programs import FILTERS, RULES, Call, local_executable, script_by_name, unknown, version_or_help
 from agents.shell import ASSIGN_RE, Parsed, Pipeline, Step, heredoc_index, parse
 
 MAX_DEPTH = 4
@@ -283,11 +283,9 @@ class Analyzer:
         if prog in _SHELLS:
             pos = [a for a in args if not a.startswith("-")]
             if pos:
-                return (
-                    script_verdict(prog, pos[0], pos[1:])
-                    if not is_test_script(pos[0])
-                    else script_verdict(prog, pos[0], pos[1:])
-                )
+                if is_test_script(pos[0]):
+                    return script_verdict(prog, pos[0], pos[1:])
+                return script_by_name(basename(pos[0]), pos[1:])
             stdin = Call(prog, args, parent.step, False, parent.heredocs, self, parent.depth).stdin_text()
             if stdin is not None:
                 return self.text(stdin, parent)
@@ -392,6 +390,8 @@ def dispatch(c: Call) -> Verdict:
 
 def _prog_name(word: str) -> str:
     name = basename(word).lower()
+    if "@" in name[1:]:
+        name = name[0] + name[1:].split("@", 1)[0]  # npx create-next-app@latest, @scope/pkg@1
     if name in ("gradlew", "mvnw"):
         return name
     return name
@@ -500,7 +500,7 @@ def _apply_redirects(v: Verdict, step: Step, heredocs: tuple[str, ...]) -> Verdi
         v = Verdict("other", v.tool, "*", RO, "noise")
     if not files:
         return v
-    if v.role == "noise" or v.category == "read":
+    if v.role == "noise" or v.category in ("read", "search", "env"):
         return verdict("edit", v.tool, path_target(files[-1]), worst(v.effect, WR))
     return Verdict(v.category, v.tool, v.target, worst(v.effect, WR), v.role)
 

@@ -70,6 +70,9 @@ _TASK_WORDS = (
 
 def task_category(name: str, default: str = "run") -> str:
     low = name.lower()
+    squashed = re.sub(r"[^a-z]+", "", low)
+    if any(w in squashed for w in ("typecheck", "checktypes", "typescheck")):
+        return "typecheck"
     tokens = set(re.split(r"[^a-z]+", low))
     for cat, words in _TASK_WORDS:
         if any(w in tokens for w in words):

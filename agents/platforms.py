@@ -436,3 +436,57 @@ RULES["buf"] = lambda c: verdict(
     "buf",
     word_target((positionals(c.args) or ["*"])[0]),
 )
+
+
+@rule("rails", "artisan")
+def rails(c: Call) -> Verdict:
+    pos = positionals(c.args, ("-e", "--environment", "-p", "--port", "-b"))
+    sub = pos[0] if pos else ""
+    fixed = {
+        "test": "test",
+        "spec": "test",
+        "s": "run",
+        "server": "run",
+        "serve": "run",
+        "c": "run",
+        "console": "run",
+        "tinker": "run",
+        "g": "edit",
+        "generate": "edit",
+        "make": "edit",
+        "routes": "env",
+        "route:list": "env",
+        "about": "env",
+    }
+    cat = fixed.get(sub.split(":", 1)[0] if sub.startswith("make:") else sub)
+    if cat is None:
+        cat = "run" if sub.startswith(("db:", "migrate")) else task_category(sub, "run") if sub else "env"
+    return verdict(cat, c.prog, word_target(sub) if sub else "*")
+
+
+@rule("php")
+def php(c: Call) -> Verdict:
+    if c.args[:1] == ["artisan"]:
+        return rails(Call("artisan", c.args[1:], c.step))
+    if "-l" in c.args:
+        return verdict("lint", "php", paths_target(positionals(c.args)), RO)
+    pos = positionals(c.args, ("-d", "-c"))
+    return verdict("run", "php", paths_target(pos[:1]) if pos else "*", UNK)
+
+
+@rule("nvm", "pyenv", "rbenv", "asdf", "fnm", "volta", "sdk", "mise", "rtx", "corepack", "n", "goenv", "jenv")
+def version_manager(c: Call) -> Verdict:
+    pos = positionals(c.args)
+    sub = pos[0] if pos else ""
+    cat = "install" if sub in ("install", "i", "add", "update", "upgrade", "enable") else "env"
+    return verdict(cat, c.prog, word_target(sub) if sub else "*", NET if cat == "install" else RO)
+
+
+@rule("prisma", "drizzle-kit", "alembic", "sequelize", "knex", "typeorm", "flyway", "liquibase")
+def migrations(c: Call) -> Verdict:
+    pos = positionals(c.args, ("--schema", "-c", "--config", "--name", "-n", "-m", "--message"))
+    sub = pos[0] if pos else ""
+    cats = {"generate": "build", "format": "format", "validate": "lint", "check": "lint", "studio": "run"}
+    cat = cats.get(sub, "run")
+    target = "-".join(p for p in pos[:2] if p.isalpha() and p.islower()) or word_target(sub)
+    return verdict(cat, c.prog, target or "*", WR if cat != "run" else UNK)

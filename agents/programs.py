@@ -103,8 +103,8 @@ def table(category: str, names: str, effect: str | None = None, target: str = "w
 # ---- noise -----------------------------------------------------------------------------------------
 NOISE = frozenset(
     words(
-        "cd pushd popd echo printf sleep true false : export set unset source . clear exit wait shopt "
-        "alias trap local declare typeset read return break continue start-sleep write-host write- "
+        "cd pushd popd pwd echo printf sleep true false : export set unset source . clear exit wait shopt "
+        "alias trap local declare typeset read return break continue start-sleep write-host write-"
         "output set-location unalias hash reset"
     )
 )
@@ -113,7 +113,7 @@ NOISE = frozenset(
 def noise(c: Call) -> Verdict:
     cat = (
         "env"
-        if c.prog in ("cd", "pushd", "popd", "export", "set", "unset", "source", ".", "set-location")
+        if c.prog in ("cd", "pushd", "popd", "pwd", "export", "set", "unset", "source", ".", "set-location")
         else "other"
     )
     return verdict(cat, c.prog, "*", RO, "noise")
@@ -126,8 +126,8 @@ for _n in NOISE:
 FILTERS = frozenset(
     words(
         "grep egrep fgrep rg ag ack head tail wc jq yq sort uniq cut awk gawk sed tr tee less more "
-        "column fmt nl od xxd hexdump base64 findstr select-string select-object where-object sort- "
-        "object format-table format-list measure-object group-object foreach-object out-null out- "
+        "column fmt nl od xxd hexdump base64 findstr select-string select-object where-object sort-"
+        "object format-table format-list measure-object group-object foreach-object out-null out-"
         "string convertfrom-json convertto-json select where ft fl % ? get-member cat bat paste rev "
         "strings comm diff xargs iconv fold expand sha256sum md5sum shasum tac python-json-tool"
     )
@@ -152,12 +152,33 @@ for _m in READERS.split():
             RO,
         ),
     )
-table(
-    "search",
-    "ls ll la dir tree fd fdfind locate mdfind stat du get-childitem gci test-path test [ [[ exa eza lsd",
-    RO,
-    target="paths",
+_SEARCH_VALUES = (
+    "-L",
+    "-I",
+    "-P",
+    "--depth",
+    "-d",
+    "--level",
+    "-t",
+    "--type",
+    "-e",
+    "--extension",
+    "-Filter",
 )
+for _m in words(
+    "ls ll la dir tree fd fdfind locate mdfind stat du get-childitem gci test-path test [ [[ exa eza lsd"
+):
+    RULES.setdefault(
+        _m,
+        lambda c: verdict(
+            "search",
+            c.prog,
+            paths_target(
+                [a for a in positionals(c.args, _SEARCH_VALUES) if not a.isdigit() and a not in ("]", "]]")]
+            ),
+            RO,
+        ),
+    )
 _GREP_VALUES = (
     "-e",
     "-f",
@@ -351,7 +372,20 @@ def local_executable(c: Call) -> Verdict:
         return verdict("env", basename(c.raw0), "version", RO)
     if SYSTEM_DIRS.match(c.raw0.replace("\\", "/")):
         return verdict("env", basename(c.raw0), subcommand(c.args), UNK)
-    return verdict("run", basename(c.raw0), subcommand(c.args), UNK)
+    return script_by_name(basename(c.raw0), c.args)
+
+
+def script_by_name(name: str, args: list[str]) -> Verdict:
+    """A shell script named after a task (``build.sh``, ``scripts/lint``, ``install.sh``) is that task;
+    any other script or program of the project is run."""
+    from agents.ecosystems import task_category
+
+    stem = name.rsplit(".", 1)[0] if name.endswith((".sh", ".bash", ".zsh", ".ps1", ".bat", ".cmd")) else name
+    if "." not in stem:
+        cat = task_category(stem, "run")
+        if cat in ("test", "build", "lint", "typecheck", "format", "install"):
+            return verdict(cat, name, subcommand(args))
+    return verdict("run", name, subcommand(args), UNK)
 
 
 def unknown(c: Call) -> Verdict:
@@ -379,7 +413,22 @@ def version_or_help(c: Call, v: Verdict) -> Verdict:
         "--help" in args or args[-1:] == ["-h"] or args[:1] == ["help"]
     ):
         return verdict("env", v.tool, "help", RO)
+    if v.category in ("lint", "format") and v.effect == WR and c.prog not in TASK_RUNNERS:
+        fixes = any(a in _FIX_FLAGS or a.startswith("--fix") for a in args)
+        checks = any(a in _CHECK_FLAGS for a in args)
+        if (v.category == "lint" and not fixes) or (v.category == "format" and checks and not fixes):
+            return Verdict(v.category, v.tool, v.target, RO, v.role)
     return v
+
+
+TASK_RUNNERS = frozenset(
+    words(
+        "npm yarn pnpm bun make gmake just task mage invoke tox nox gradle gradlew mvn mvnw "
+        "cargo go pre-commit rake composer deno dotnet swift mix flutter dart"
+    )
+)
+_FIX_FLAGS = frozenset(words("--fix -w --write fix --apply --unsafe-fixes -i --in-place format"))
+_CHECK_FLAGS = frozenset(words("--check -l --list-different --diff --dry-run -d --verify"))
 
 
 __all__ = ["Call", "RULES", "FILTERS", "NOISE", "DES", "NET", "RO", "UNK", "WR", "option_value"]

@@ -14,7 +14,6 @@ from agents.categories import (
     WR,
     Verdict,
     basename,
-    looks_like_path,
     positionals,
     verdict,
     word_target,
@@ -52,6 +51,7 @@ _GIT_RO = {
     "range-diff",
 }
 _GIT_NET = {"push", "pull", "fetch", "clone", "ls-remote", "submodule", "lfs"}
+_FILE_ARG = re.compile(r"\.[A-Za-z]{1,5}$|^\./|^\.$|\*")
 _GIT_VALUES = ("-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path")
 
 
@@ -72,12 +72,11 @@ def _git_effect(sub: str, rest: list[str]) -> str:
         and any(a.startswith("-") and "f" in a for a in rest)
     ):
         return DES
+    if sub == "checkout" and any(a in ("-b", "-B", "--orphan", "-t", "--track") for a in rest):
+        return WR
     if sub == "restore" or (
         sub == "checkout"
-        and (
-            "--" in rest
-            or any(looks_like_path(a) and a != "." and "/" in a or a.endswith(".py") for a in rest)
-        )
+        and ("--" in rest or any(_FILE_ARG.search(a) for a in rest if not a.startswith("-")))
     ):
         return DES  # discards working-tree changes
     if sub == "checkout" and rest[:1] == ["."]:
@@ -233,11 +232,11 @@ _ENV_RO = words(
     "lscpu arch ps pgrep top htop free df vmstat iostat lsof netstat ss ifconfig ipconfig ip route "
     "arp lsblk lsusb lspci dmesg journalctl logread sw_vers system_profiler systeminfo tasklist "
     "mountvol ulimit getconf sysctl lsmod last w who finger getent dscl scutil networksetup pmset "
-    "csrutil spctl codesign mdls plutil tty stty tput infocmp wmic get-process get-service get- "
-    "itemproperty get-netadapter get-nettcpconnection get-netfirewallprofile get-netfirewallrule get- "
-    "localuser get-mpcomputerstatus get-mppreference get-acl get-wmiobject get-ciminstance get- "
-    "scheduledtask get-hotfix get-eventlog get-command get-host get-volume get-pnpdevice get- "
-    "windowsoptionalfeature get-windowscapability get-bitlockervolume get-smbserverconfiguration get- "
+    "csrutil spctl codesign mdls plutil tty stty tput infocmp wmic get-process get-service get-"
+    "itemproperty get-netadapter get-nettcpconnection get-netfirewallprofile get-netfirewallrule get-"
+    "localuser get-mpcomputerstatus get-mppreference get-acl get-wmiobject get-ciminstance get-"
+    "scheduledtask get-hotfix get-eventlog get-command get-host get-volume get-pnpdevice get-"
+    "windowsoptionalfeature get-windowscapability get-bitlockervolume get-smbserverconfiguration get-"
     "item get-date get-location get-windowshelloforbusiness get-webauthnsetting resolve-path lynis "
     "osqueryi osquery gpg-agent fdesetup tmutil security softwareupdate diskutil certutil net "
     "whoami.exe pwd mount showmount nvidia-smi sensors hostnamectl timedatectl loginctl printenv-all "
@@ -249,13 +248,13 @@ _ENV_NET = words(
     "invoke-restmethod iwr irm aria2c ftp sftp nmap arping"
 )
 _ENV_DES = words(
-    "kill pkill killall taskkill shutdown reboot halt poweroff stop-process stop-service disable- "
+    "kill pkill killall taskkill shutdown reboot halt poweroff stop-process stop-service disable-"
     "scheduledtask remove-itemproperty uci-delete"
 )
 _ENV_WR = words(
     "systemctl service launchctl uci defaults iptables ip6tables nft ufw firewall-cmd crontab useradd "
     "usermod userdel passwd chsh modprobe sysctl-w hdiutil gpg ssh-keygen ssh-add set-itemproperty "
-    "new-itemproperty set-service start-service restart-service set-netfirewallprofile add- "
+    "new-itemproperty set-service start-service restart-service set-netfirewallprofile add-"
     "mppreference set-mppreference enable-scheduledtask start-process set-executionpolicy new-service "
     "op xattr socketfilterfw auditpol bcdedit secedit reg sc icacls setx update-alternatives ldconfig "
     "timedatectl-set chflags nvram sudoers visudo"

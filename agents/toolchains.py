@@ -7,6 +7,7 @@ from agents.categories import (
     NET,
     RO,
     UNK,
+    WR,
     Verdict,
     paths_target,
     positionals,
@@ -34,8 +35,6 @@ _PM_INSTALL = {
     "prune",
     "dedupe",
     "rebuild",
-    "audit",
-    "outdated",
     "import",
 }
 _PM_ENV = {
@@ -92,6 +91,9 @@ def node_pm(c: Call) -> Verdict:
         if rest and rest[0] != "--" and sub not in ("create", "init"):
             return c.sub(rest)
         return verdict("other", tool, sub)
+    if sub in ("audit", "outdated"):
+        fix = "fix" in pos[1:]
+        return verdict("install" if fix else "env", tool, "audit-fix" if fix else sub, NET)
     if sub in _PM_INSTALL:
         return verdict(
             "install",
@@ -259,6 +261,8 @@ def go(c: Call) -> Verdict:
         return verdict("install", "go", "get")
     if sub == "mod":
         action = pos[1] if len(pos) > 1 else ""
+        if action == "init":
+            return verdict("edit", "go", "mod-init", WR)
         if action in ("tidy", "download", "vendor"):
             return verdict("install", "go", "mod-" + action)
         return verdict("env", "go", "mod-" + word_target(action) if action else "mod", RO)

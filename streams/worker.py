@@ -42,12 +42,19 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
 
         async def on_start(self) -> None:
             settings.db.parent.mkdir(parents=True, exist_ok=True)
-            sink = DuckSink(settings.db)
+            sink = DuckSink(settings.db).open()
             holder["sink"] = sink
             self._stop = asyncio.Event()
             consumer = SinkConsumer(bootstrap, sink, catalogue, max_batch=settings.sink_batch)
             holder["consumer"] = consumer
             self._task = asyncio.ensure_future(consumer.run(self._stop))
+            self._task.add_done_callback(self._on_done)
+
+        def _on_done(self, task: asyncio.Future[None]) -> None:
+            # the sink must never stop silently: a dead sink takes the worker down with it
+            if not task.cancelled() and task.exception() is not None and not self._stop.is_set():
+                log.error("DuckDB sink stopped: %r", task.exception())
+                asyncio.ensure_future(self.crash(task.exception()))  # type: ignore[arg-type]
 
         async def on_stop(self) -> None:
             self._stop.set()

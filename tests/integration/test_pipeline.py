@@ -32,7 +32,8 @@ def dump(db: Path) -> dict[str, list[tuple]]:
         out = {}
         for table in DATA_TABLES:
             cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-            out[table] = sorted(con.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall(), key=repr)
+            quoted = ", ".join(f'"{c}"' for c in cols)
+            out[table] = sorted(con.execute(f"SELECT {quoted} FROM {table}").fetchall(), key=repr)
         return out
     finally:
         con.close()
