@@ -127,6 +127,7 @@ def option_value(args: Sequence[str], *names: str) -> str | None:
 
 # ---- masking ---------------------------------------------------------------------------------------
 
+_DIGIT = re.compile(r"\d")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HASH = re.compile(
     r"(?<![A-Za-z0-9])(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}(?![A-Za-z0-9])"
@@ -148,7 +149,7 @@ _VAR_PREFIX = re.compile(r"^(?:\$\{?(?:HOME|PWD|TMPDIR|TMP|TEMP|USERPROFILE|CLAU
 
 def mask_text(s: str) -> str:
     """Mask UUIDs, hashes and long numbers inside a target word."""
-    if any(c.isdigit() for c in s):
+    if _DIGIT.search(s):
         s = _UUID.sub("<uuid>", s)
         s = _HASH.sub("<hash>", s)
         s = _LONGNUM.sub("<n>", s)
