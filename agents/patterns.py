@@ -85,6 +85,17 @@ class Welford:
         }
 
 
+def _w_state(w: Welford) -> list[float]:
+    return [w.n, w.mean, w.m2, w.lo if w.n else None, w.hi if w.n else None]  # strict JSON: no infinities
+
+
+def _w_restore(x: list[Any]) -> Welford:
+    n, mean, m2, lo, hi = x
+    return Welford(
+        int(n), float(mean), float(m2), math.inf if lo is None else lo, -math.inf if hi is None else hi
+    )
+
+
 def _ms(t: datetime) -> int:
     if t.tzinfo is None:
         raise ValueError("event times must be timezone-aware")
@@ -193,6 +204,58 @@ class PatternStats:
     def success_rate(self) -> float | None:
         known = self.ok + self.failed
         return self.ok / known if known else None
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-friendly snapshot (for a Faust table or a DuckDB row); :meth:`from_state` restores it
+        exactly, remembered ids included, so idempotency survives a restart."""
+        return {
+            "signature": self.signature,
+            "category": self.category,
+            "side_effect": self.side_effect,
+            "occurrences": self.occurrences,
+            "distinct_sessions": self.distinct_sessions,
+            "output_tokens": self.output_tokens,
+            "tokens": _w_state(self.tokens),
+            "duration": _w_state(self.duration),
+            "ok": self.ok,
+            "failed": self.failed,
+            "first_seen_ms": self.first_seen_ms,
+            "last_seen_ms": self.last_seen_ms,
+            "watermark_ms": self.watermark_ms,
+            "floor_ms": self.floor_ms,
+            "late": self.late,
+            "samples": [list(x) for x in self.samples],
+            "ids": dict(self._ids),
+            "sessions": list(self._sessions.items()),
+            "limits": [self.max_ids, self.max_sessions, self.max_samples],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> PatternStats:
+        max_ids, max_sessions, max_samples = state.get("limits", (100_000, 10_000, 5))
+        st = cls(state["signature"], max_ids=max_ids, max_sessions=max_sessions, max_samples=max_samples)
+        for key in (
+            "category",
+            "side_effect",
+            "occurrences",
+            "distinct_sessions",
+            "output_tokens",
+            "ok",
+            "failed",
+            "first_seen_ms",
+            "last_seen_ms",
+            "watermark_ms",
+            "floor_ms",
+            "late",
+        ):
+            setattr(st, key, state[key])
+        st.tokens = _w_restore(state["tokens"])
+        st.duration = _w_restore(state["duration"])
+        st.samples = [(int(a), str(b), str(c)) for a, b, c in state["samples"]]
+        st._ids = {str(k): int(v) for k, v in state["ids"].items()}
+        st._times = sorted(st._ids.values())
+        st._sessions = OrderedDict((str(k), int(v)) for k, v in state["sessions"])
+        return st
 
     def result(self, now: datetime | None = None) -> dict[str, Any]:
         return {

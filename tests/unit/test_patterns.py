@@ -338,3 +338,24 @@ def test_sequence_memory_is_bounded() -> None:
     for s in range(40):
         _session(miner, f"s{s}", [f"run:x:{s}-{i}" for i in range(10)])
     assert len(miner) <= 50 and len(miner._sessions) <= 5
+
+
+def test_state_round_trip_keeps_idempotency() -> None:
+    import json
+
+    st = PatternStats(SIG)
+    history = [occ(i, T0 + timedelta(minutes=i), session=f"s{i % 2}", tokens=100 * i) for i in range(8)]
+    for o in history[:5]:
+        st.add(o)
+    fresh = PatternStats(SIG)
+    assert (
+        PatternStats.from_state(json.loads(json.dumps(fresh.to_state(), allow_nan=False))).result()
+        == fresh.result()
+    )
+    restored = PatternStats.from_state(json.loads(json.dumps(st.to_state(), allow_nan=False)))
+    assert restored.result() == st.result()
+    assert all(restored.add(o) is False for o in history[:5])  # already counted before the restart
+    for o in history[5:]:
+        restored.add(o)
+        st.add(o)
+    assert restored.result() == st.result()
