@@ -15,6 +15,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from streams.settings import Settings
 
@@ -22,8 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="outloop: watch coding agents, move deterministic work out of the LLM loop.")
 hooks_app = typer.Typer(no_args_is_help=True, help="Claude Code hook integration.")
 app.add_typer(hooks_app, name="hooks")
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
 
 
 def _settings(db: Path | None = None, **overrides: Any) -> Settings:
@@ -146,7 +147,7 @@ def _render(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
     else:
         table = Table(*columns)
         for r in rows:
-            table.add_row(*("" if v is None else str(v) for v in r))
+            table.add_row(*(Text("" if v is None else str(v)) for v in r))
         out.print(table)
 
 
@@ -170,6 +171,57 @@ def query(
     except Exception as exc:  # duckdb errors on the read-only path
         raise _fail(f"{type(exc).__name__}: {exc}") from None
     _render(columns, rows, fmt)
+
+
+PATTERNS_SQL = """
+SELECT signature, category, tool, target, side_effect, occurrence_count, session_count, count_1h, count_24h,
+       count_7d, count_30d, windows_as_of, first_seen, last_seen, confidence_score, status, tokens_total,
+       avg_output_tokens, success_rate, ok_count, failed_count, avg_duration_ms, samples, confidence_breakdown,
+       signature_version
+FROM operation_patterns WHERE (? IS NULL OR category = ?)
+ORDER BY occurrence_count DESC, confidence_score DESC, signature LIMIT ?
+"""
+
+
+@app.command()
+def patterns(
+    top: Annotated[int, typer.Option(help="how many patterns")] = 20,
+    category: Annotated[str | None, typer.Option(help="only this category (test, build, vcs, read, ...)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="full rows: samples and the numbers behind confidence")]
+    = False,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")] = None,
+) -> None:
+    """Repeated operations by signature, with counts, token cost and confidence."""
+    from outloop.client import QueryError
+    from outloop.client import query as run_query
+
+    if top < 1:
+        raise _fail("--top must be at least 1", 2)
+    s = _settings(db)
+    try:
+        columns, rows = run_query(s.db, s.http_host, s.http_port, PATTERNS_SQL, [category, category, top])
+    except QueryError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(f"{type(exc).__name__}: {exc}") from None
+    records = [dict(zip(columns, r, strict=True)) for r in rows]
+    for rec in records:
+        for key in ("samples", "confidence_breakdown"):
+            if isinstance(rec[key], str):
+                rec[key] = orjson.loads(rec[key])
+    if as_json:
+        sys.stdout.write(orjson.dumps(records, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = Table(title="operation patterns")
+    table.add_column("signature", overflow="fold", min_width=28)
+    for name in ("status", "conf", "calls", "sessions", "24h", "tokens", "ok %", "side effect"):
+        table.add_column(name)
+    for rec in records:
+        rate = rec["success_rate"]
+        table.add_row(Text(rec["signature"]), rec["status"], str(rec["confidence_score"]),
+                      str(rec["occurrence_count"]), str(rec["session_count"]), str(rec["count_24h"]),
+                      f"{rec['tokens_total']:,}", "" if rate is None else f"{100 * rate:.0f}", rec["side_effect"])
+    out.print(table)
 
 
 @hooks_app.command("install")

@@ -108,10 +108,45 @@ SELECT session_id, tool_name, coalesce(command, file_path) AS target, count(*) A
 FROM tool_calls GROUP BY ALL;
 """
 
+PATTERNS = """
+ALTER TABLE tool_calls ADD COLUMN signature VARCHAR;
+ALTER TABLE tool_calls ADD COLUMN category VARCHAR;
+ALTER TABLE tool_calls ADD COLUMN side_effect VARCHAR;
+ALTER TABLE tool_calls ADD COLUMN signature_version INTEGER;
+CREATE TABLE pattern_occurrences (
+    signature VARCHAR NOT NULL, tool_use_id VARCHAR NOT NULL,   -- tool_use_id = tool_calls.id
+    session_id VARCHAR NOT NULL, ts TIMESTAMPTZ,                -- event time: started_at, else ended_at
+    category VARCHAR NOT NULL, tool VARCHAR NOT NULL, target VARCHAR NOT NULL,
+    side_effect VARCHAR NOT NULL, status VARCHAR NOT NULL,
+    output_tokens BIGINT, duration_ms DOUBLE,
+    sample VARCHAR,                                             -- the command (or path), secrets redacted
+    signature_version INTEGER NOT NULL,
+    PRIMARY KEY (signature, tool_use_id));
+CREATE TABLE operation_patterns (
+    signature VARCHAR PRIMARY KEY, category VARCHAR, tool VARCHAR, target VARCHAR, side_effect VARCHAR,
+    occurrence_count BIGINT NOT NULL, session_count BIGINT NOT NULL,
+    count_1h BIGINT, count_24h BIGINT, count_7d BIGINT, count_30d BIGINT,
+    windows_as_of TIMESTAMPTZ,                                  -- the event-time watermark of the windows
+    first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
+    confidence_score INTEGER NOT NULL, status VARCHAR NOT NULL,
+    tokens_total BIGINT, avg_output_tokens DOUBLE, success_rate DOUBLE,
+    ok_count BIGINT, failed_count BIGINT, avg_duration_ms DOUBLE,
+    samples JSON, confidence_breakdown JSON, signature_version INTEGER);
+CREATE TABLE session_sequences (
+    session_id VARCHAR NOT NULL, level VARCHAR NOT NULL, ngram VARCHAR NOT NULL, n INTEGER NOT NULL,
+    occurrences BIGINT NOT NULL, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
+    PRIMARY KEY (session_id, level, ngram));
+CREATE OR REPLACE VIEW sequence_patterns AS
+SELECT level, ngram, n, count(DISTINCT session_id) AS session_count, sum(occurrences) AS occurrence_count,
+       min(first_seen) AS first_seen, max(last_seen) AS last_seen
+FROM session_sequences GROUP BY level, ngram, n;
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
     (2, "views: v_session_summary, v_daily_usage, v_tool_commands", VIEWS),
+    (3, "patterns: signatures on tool_calls, occurrences, operation patterns, sequences", PATTERNS),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -13,6 +13,7 @@ Transient failures (write conflicts, I/O, memory) are raised for the caller to r
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,10 +27,13 @@ import duckdb
 import pyarrow as pa
 
 from sinks.decode import Folded, Message, TopicPartition, fold
+from sinks.patterns import materialize, refresh_sequences, stale_signature_ids
 from sinks.query import run_readonly, use_utc
 from sinks.schema import migrate
 from sinks.upsert import apply
 from streams.codec import Rejected, dead_letter
+
+FULL_REFRESH_S = 60.0  # window counts of quiet patterns are refreshed at least this often
 
 
 class ErrorKind(Enum):
@@ -84,6 +88,7 @@ class DuckSink:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self.totals = WriteResult()
+        self._last_full = 0.0
         self.open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -93,6 +98,7 @@ class DuckSink:
             use_utc(self._con)
             migrate(self._con)
             self._reader = self._con.cursor()
+            self._recompute_stale_signatures()
         return self
 
     def close(self) -> None:
@@ -143,6 +149,7 @@ class DuckSink:
         try:
             with self.transaction() as con:
                 rows = apply(con, folded, anchors)
+                self._patterns(con, folded)
             return WriteResult(folded.records, rows, folded.decode_errors)
         except (duckdb.Error, pa.ArrowException, OverflowError, UnicodeError) as exc:
             if classify_error(exc) is ErrorKind.TRANSIENT:
@@ -170,6 +177,27 @@ class DuckSink:
             raise SinkError(f"cannot store record {topic}:{partition}:{offset} ({exc}) nor its dead letter "
                             f"({second})") from second
         return WriteResult(1, rows, 0, refused=1)
+
+    def _patterns(self, con: duckdb.DuckDBPyConnection, folded: Folded) -> None:
+        calls = folded.rows["tool_calls"]
+        now = time.monotonic()
+        full = bool(folded.rows["flush_markers"]) or now - self._last_full > FULL_REFRESH_S
+        if not calls and not full:
+            return
+        keys = [v["call_key"] for v in calls.values() if v.get("call_key")]
+        materialize(con, calls.keys(), keys, full)
+        if full:
+            self._last_full = now
+
+    def _recompute_stale_signatures(self) -> None:
+        """After a signature rule change (SIGNATURE_VERSION), recompute every stored signature."""
+        with self.transaction() as con:
+            ids = stale_signature_ids(con)
+            if ids:
+                materialize(con, ids, [], full=True)
+                con.execute("DELETE FROM session_sequences")
+                sessions = {r[0] for r in con.execute("SELECT DISTINCT session_id FROM pattern_occurrences").fetchall()}
+                refresh_sequences(con, sessions)
 
     def reset_partition(self, topic: str, partition: int) -> None:
         """The log of ``topic``/``partition`` restarted: read it again from its start."""
