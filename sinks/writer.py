@@ -191,6 +191,8 @@ class DuckSink:
 
     def _recompute_stale_signatures(self) -> None:
         """After a signature rule change (SIGNATURE_VERSION), recompute every stored signature."""
+        if not stale_signature_ids(self.con):
+            return
         with self.transaction() as con:
             ids = stale_signature_ids(con)
             if ids:
