@@ -119,7 +119,8 @@ class Folded:
 def tool_call_row(view: dict[str, Any]) -> dict[str, Any]:
     ti = view.get("tool_input")
     canonical = None if ti is None else orjson.dumps(ti, option=orjson.OPT_SORT_KEYS).decode()
-    return {**view, "tool_input": canonical}
+    # a view is stored in its merged normal form (merge_tool_calls(v, v)): duration derived from its times
+    return {**merge_tool_calls(view, view), "tool_input": canonical}
 
 
 def _str(value: Any) -> str | None:

@@ -1,0 +1,120 @@
+"""Pattern materialization on a real DuckDB file: counts are facts, windows follow event time."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sinks.writer import DuckSink
+from tests.unit import sinkdata as d
+
+PYTEST = {"command": "cd api && pytest tests/unit -q"}
+
+
+def call(n: int, *, session: str = "s1", at=d.T0, tool_input=PYTEST, status="ok", tokens=100, ms=1000.0,
+         tool_name="Bash") -> dict:
+    return d.tool_view(f"toolu_{session}_{n}", session_id=session, tool_name=tool_name, tool_input=tool_input,
+                       command=tool_input.get("command"), status=status, started_at=at,
+                       ended_at=at + timedelta(milliseconds=ms), output_tokens_est=tokens)
+
+
+def write(sink: DuckSink, views: list[dict], flush: bool = True) -> None:
+    items = [d.tool_msg(v) for v in views]
+    if flush:
+        items.append(d.flush_msg("tool-calls", "m", 0))
+    sink.write_batch(d.with_offsets(items))
+
+
+def patterns(sink: DuckSink) -> dict[str, dict]:
+    cols, rows = sink.query("SELECT * FROM operation_patterns")
+    return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
+
+
+@pytest.fixture
+def sink(tmp_path: Path):
+    with DuckSink(tmp_path / "p.duckdb", clock=d.clock) as s:
+        yield s
+
+
+def test_counts_windows_and_confidence_from_facts(sink: DuckSink) -> None:
+    # timeline (event time, watermark = T0):  T0-40d  T0-10d  T0-2d  T0-2h  T0
+    ages = [timedelta(days=40), timedelta(days=10), timedelta(days=2), timedelta(hours=2), timedelta(0)]
+    views = [call(i, session=f"s{i % 2}", at=d.T0 - age) for i, age in enumerate(ages)]
+    write(sink, views)
+    row = patterns(sink)["test:pytest:tests/unit"]
+    assert (row["occurrence_count"], row["session_count"]) == (5, 2)
+    assert (row["count_1h"], row["count_24h"], row["count_7d"], row["count_30d"]) == (1, 2, 3, 4)
+    assert row["tokens_total"] == 500 and row["success_rate"] == 1.0 and row["avg_duration_ms"] == 1000.0
+    breakdown = orjson.loads(row["confidence_breakdown"])
+    points = breakdown["frequency"]["points"] + breakdown["consistency"]["points"] + breakdown["success"]["points"]
+    assert round(points) == row["confidence_score"]
+    assert breakdown["consistency"]["cv_duration"] == 0.0  # identical durations: perfectly consistent
+    assert row["status"] == "candidate"
+    assert orjson.loads(row["samples"]) == ["cd api && pytest tests/unit -q"]
+
+
+def test_redelivery_and_partial_views_never_count_twice(sink: DuckSink) -> None:
+    views = [call(i) for i in range(6)]
+    started = [d.tool_view(v["id"], session_id="s1", tool_name="Bash", tool_input=PYTEST, started_at=d.T0)
+               for v in views]
+    write(sink, started, flush=False)
+    write(sink, views)
+    write(sink, list(reversed(views)))
+    row = patterns(sink)["test:pytest:tests/unit"]
+    assert row["occurrence_count"] == 6 and row["ok_count"] == 6
+    _, n = sink.query("SELECT count(*) FROM pattern_occurrences")
+    assert n == [[6]]
+
+
+def test_same_final_state_whatever_the_batching(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    cmds = [{"command": c} for c in ("pytest -q", "npm run build", "git status", "ruff check .")]
+    views = [call(i, session=f"s{i % 3}", at=d.T0 + timedelta(minutes=i), tool_input=rng.choice(cmds),
+                  status=rng.choice(["ok", "error"]), tokens=rng.randint(1, 900), ms=rng.uniform(1, 9000))
+             for i in range(60)]
+    dumps = []
+    for seed in range(3):
+        order = views[:]
+        random.Random(seed).shuffle(order)
+        with DuckSink(tmp_path / f"{seed}.duckdb", clock=d.clock) as s:
+            size = 1 + seed * 7
+            for i in range(0, len(order), size):
+                write(s, order[i:i + size], flush=False)
+            write(s, [], flush=True)
+            dumps.append({t: sorted(s.query(f"SELECT * FROM {t}")[1], key=repr)
+                          for t in ("operation_patterns", "pattern_occurrences", "session_sequences")})
+    assert dumps[0] == dumps[1] == dumps[2]
+
+
+def test_sequences_by_distinct_sessions_without_plan_rhythm(sink: DuckSink) -> None:
+    edit = {"file_path": "/repo/src/app.py", "old_string": "a", "new_string": "b"}
+    todo = {"todos": [{"content": "x", "status": "pending"}]}
+    views = []
+    for s in ("a", "b"):
+        steps = [("Edit", edit), ("TodoWrite", todo), ("Bash", PYTEST), ("Edit", edit), ("Bash", PYTEST)]
+        for i, (tool, inp) in enumerate(steps):
+            views.append(call(i, session=s, at=d.T0 + timedelta(seconds=i), tool_input=inp, tool_name=tool))
+    write(sink, views)
+    _, rows = sink.query("SELECT ngram, session_count, occurrence_count FROM sequence_patterns "
+                         "WHERE level = 'category' AND n = 4")
+    assert rows == [["edit -> test -> edit -> test", 2, 2]]
+    _, plan = sink.query("SELECT count(*) FROM session_sequences WHERE ngram LIKE '%plan%'")
+    assert plan == [[0]]
+
+
+def test_syn_occurrence_goes_when_its_call_joins_the_real_row(sink: DuckSink) -> None:
+    key = "s1:abc:0"
+    syn = d.tool_view(f"syn:{key}", call_key=key, tool_input=PYTEST, command=PYTEST["command"],
+                      started_at=d.T0, status="ok")
+    write(sink, [syn])
+    assert patterns(sink)["test:pytest:tests/unit"]["occurrence_count"] == 1
+    real = d.tool_view("toolu_real", call_key=key, tool_input=PYTEST, command=PYTEST["command"],
+                       started_at=d.T0, source="transcript")
+    write(sink, [real])
+    assert patterns(sink)["test:pytest:tests/unit"]["occurrence_count"] == 1
+    _, ids = sink.query("SELECT tool_use_id FROM pattern_occurrences")
+    assert ids == [["toolu_real"]]
