@@ -236,9 +236,9 @@ def stale_signature_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 
-def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], call_keys: Iterable[str],
-                full: bool) -> None:
-    """Everything pattern-related a written batch implies, in the batch's transaction."""
+def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], call_keys: Iterable[str]) -> None:
+    """Rewrite the occurrences a written batch implies and mark their signatures and sessions dirty,
+    in the batch's transaction (so a crash never loses what a refresh still owes)."""
     ids = set(tool_call_ids)
     keys = sorted(set(call_keys))
     if keys:  # real rows a syn row was merged into changed too
@@ -248,6 +248,27 @@ def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], ca
                 "SELECT id FROM tool_calls WHERE call_key IN (SELECT k FROM pat_keys)").fetchall()}
         finally:
             con.unregister("pat_keys")
-    signatures, sessions = occurrences_for(con, ids) if ids else (set(), set())
-    refresh_patterns(con, None if full else signatures)
-    refresh_sequences(con, sessions)
+    if not ids:
+        return
+    signatures, sessions = occurrences_for(con, ids)
+    dirty = [("signature", s) for s in sorted(signatures)] + [("session", s) for s in sorted(sessions)]
+    if dirty:
+        con.register("pat_dirty", pa.table({"kind": [k for k, _ in dirty], "key": [v for _, v in dirty]}))
+        try:
+            con.execute("INSERT INTO pattern_dirty SELECT kind, key FROM pat_dirty ON CONFLICT DO NOTHING")
+        finally:
+            con.unregister("pat_dirty")
+
+
+def refresh(con: duckdb.DuckDBPyConnection, full: bool = False, sequences: bool = True) -> tuple[int, int]:
+    """Recompute the dirty patterns (all of them when ``full``: window counts move with the watermark)
+    and, with ``sequences``, the n-grams of every dirty session; clear what was refreshed.
+    Returns (patterns, sequence rows) written."""
+    signatures = {r[0] for r in con.execute("SELECT key FROM pattern_dirty WHERE kind = 'signature'").fetchall()}
+    written = refresh_patterns(con, None if full else signatures), 0
+    con.execute("DELETE FROM pattern_dirty WHERE kind = 'signature'")
+    if sequences:
+        sessions = {r[0] for r in con.execute("SELECT key FROM pattern_dirty WHERE kind = 'session'").fetchall()}
+        written = written[0], refresh_sequences(con, sessions)
+        con.execute("DELETE FROM pattern_dirty WHERE kind = 'session'")
+    return written

@@ -136,6 +136,8 @@ CREATE TABLE session_sequences (
     session_id VARCHAR NOT NULL, level VARCHAR NOT NULL, ngram VARCHAR NOT NULL, n INTEGER NOT NULL,
     occurrences BIGINT NOT NULL, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
     PRIMARY KEY (session_id, level, ngram));
+CREATE TABLE pattern_dirty (                                    -- what the next refresh must recompute
+    kind VARCHAR NOT NULL, key VARCHAR NOT NULL, PRIMARY KEY (kind, key));
 CREATE OR REPLACE VIEW sequence_patterns AS
 SELECT level, ngram, n, count(DISTINCT session_id) AS session_count, sum(occurrences) AS occurrence_count,
        min(first_seen) AS first_seen, max(last_seen) AS last_seen

@@ -27,12 +27,14 @@ import duckdb
 import pyarrow as pa
 
 from sinks.decode import Folded, Message, TopicPartition, fold
-from sinks.patterns import materialize, refresh_sequences, stale_signature_ids
+from sinks.patterns import materialize, refresh, stale_signature_ids
 from sinks.query import run_readonly, use_utc
 from sinks.schema import migrate
 from sinks.upsert import apply
 from streams.codec import Rejected, dead_letter
 
+REFRESH_S = 1.0  # patterns and sequences of what changed are recomputed at most this often
+SEQUENCE_REFRESH_S = 15.0  # session n-grams are mined again at most this often (and at flush markers)
 FULL_REFRESH_S = 60.0  # window counts of quiet patterns are refreshed at least this often
 
 
@@ -88,7 +90,7 @@ class DuckSink:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self.totals = WriteResult()
-        self._last_full = 0.0
+        self._last_full = self._last_refresh = self._last_sequences = 0.0
         self.open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -179,27 +181,33 @@ class DuckSink:
         return WriteResult(1, rows, 0, refused=1)
 
     def _patterns(self, con: duckdb.DuckDBPyConnection, folded: Folded) -> None:
+        """Occurrences with every batch; pattern and sequence refreshes at most every REFRESH_S
+        (a full one every FULL_REFRESH_S) and whenever a flush marker arrives, so a replay that saw
+        its markers reads final patterns."""
         calls = folded.rows["tool_calls"]
+        if calls:
+            materialize(con, calls.keys(), [v["call_key"] for v in calls.values() if v.get("call_key")])
         now = time.monotonic()
-        full = bool(folded.rows["flush_markers"]) or now - self._last_full > FULL_REFRESH_S
-        if not calls and not full:
-            return
-        keys = [v["call_key"] for v in calls.values() if v.get("call_key")]
-        materialize(con, calls.keys(), keys, full)
-        if full:
-            self._last_full = now
+        marker = bool(folded.rows["flush_markers"])
+        if marker or now - self._last_refresh >= REFRESH_S:
+            full = marker or now - self._last_full >= FULL_REFRESH_S
+            sequences = marker or now - self._last_sequences >= SEQUENCE_REFRESH_S
+            refresh(con, full, sequences)
+            self._last_refresh = now
+            if full:
+                self._last_full = now
+            if sequences:
+                self._last_sequences = now
 
     def _recompute_stale_signatures(self) -> None:
         """After a signature rule change (SIGNATURE_VERSION), recompute every stored signature."""
         if not stale_signature_ids(self.con):
             return
         with self.transaction() as con:
-            ids = stale_signature_ids(con)
-            if ids:
-                materialize(con, ids, [], full=True)
-                con.execute("DELETE FROM session_sequences")
-                sessions = {r[0] for r in con.execute("SELECT DISTINCT session_id FROM pattern_occurrences").fetchall()}
-                refresh_sequences(con, sessions)
+            materialize(con, stale_signature_ids(con), [])
+            con.execute("INSERT INTO pattern_dirty SELECT DISTINCT 'session', session_id FROM pattern_occurrences "
+                        "ON CONFLICT DO NOTHING")
+            refresh(con, full=True)
 
     def reset_partition(self, topic: str, partition: int) -> None:
         """The log of ``topic``/``partition`` restarted: read it again from its start."""
