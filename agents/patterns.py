@@ -311,6 +311,8 @@ class StatusRules:
     min_occurrences: int = 5
     min_confidence: int = 70
     min_output_tokens: int = 1  # "measurable savings": token spend was measured on the occurrences
+    # the agent's own work, not deterministic operations a tool could take over
+    never_candidate: tuple[str, ...] = ("plan", "delegate", "edit")
 
 
 def _log_share(x: int, saturate: int) -> float:
@@ -380,7 +382,8 @@ def status_of(
 ) -> str:
     """rejected and active are decisions made elsewhere (a person, the routing registry) and win;
     otherwise candidate when occurrences >= 5, confidence >= 70, savings are measurable (output tokens
-    were measured) and the side effect is routable (not destructive or unknown); else detected."""
+    were measured), the side effect is routable (not destructive or unknown) and the category is not the
+    agent's own work (plan, delegate, edit by default); else detected."""
     r = rules or StatusRules()
     if rejected:
         return "rejected"
@@ -392,6 +395,7 @@ def status_of(
         and stats.output_tokens >= r.min_output_tokens
         and stats.tokens.n > 0
         and stats.side_effect not in ("destructive", "unknown")
+        and stats.category not in r.never_candidate
     ):
         return "candidate"
     return "detected"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from outloop.client import query_file
 from outloop.replay import ReplaySummary
@@ -43,19 +44,33 @@ def print_summary(console: Console, s: ReplaySummary, db: Path) -> None:
     console.print(t)
 
 
-TOP_COMMANDS = """
-SELECT coalesce(command, tool_name) AS operation, count(*) AS calls,
-       count(DISTINCT session_id) AS sessions, sum(output_tokens_est) AS output_tokens_est,
-       round(avg(duration_ms)) AS avg_ms
-FROM tool_calls GROUP BY 1 HAVING count(*) > 1 ORDER BY calls DESC, output_tokens_est DESC LIMIT 12
+TOP_PATTERNS = """
+SELECT signature, status, confidence_score AS confidence, occurrence_count AS calls, session_count AS sessions,
+       tokens_total AS output_tokens, round(100 * success_rate) AS ok_pct, side_effect
+FROM operation_patterns WHERE occurrence_count > 1
+ORDER BY tokens_total DESC, occurrence_count DESC, signature LIMIT 12
 """
+
+TOP_SEQUENCES = """
+SELECT ngram, session_count AS sessions, occurrence_count AS occurrences
+FROM sequence_patterns WHERE level = 'category' AND n >= 3 AND session_count > 1
+ORDER BY session_count DESC, occurrence_count DESC, n DESC, ngram LIMIT 8
+"""
+
+
+def _table(console: Console, db: Path, sql: str, title: str) -> None:
+    columns, rows = query_file(db, sql)
+    t = Table(title=title)
+    for i, c in enumerate(columns):
+        t.add_column(c, overflow="fold", min_width=24 if i == 0 else None)
+    for r in rows:
+        t.add_row(*(Text("" if v is None else str(v)) for v in r))
+    console.print(t)
 
 
 def print_demo(console: Console, s: ReplaySummary, db: Path) -> None:
     print_summary(console, s, db)
-    columns, rows = query_file(db, TOP_COMMANDS)
-    t = Table(*columns, title="operations repeated inside the LLM loop")
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
-    console.print(t)
-    console.print(f"query it: outloop query --db {db} \"SELECT * FROM tool_calls LIMIT 5\"")
+    _table(console, db, TOP_PATTERNS, "repeated operations inside the LLM loop (by output tokens spent)")
+    _table(console, db, TOP_SEQUENCES, "recurring loops (category n-grams, by sessions)")
+    console.print(f"more: outloop patterns --db {db} --json   |   outloop query --db {db} \"SELECT ...\"",
+                  soft_wrap=True)
