@@ -178,10 +178,7 @@ class Analyzer:
         call = Call(
             "", list(step.words), step, piped_in, heredocs, self, depth, step.words[0] if step.words else ""
         )
-        if not step.words:
-            v = verdict("env", "assign", "*", RO, "noise")
-        else:
-            v = self.argv(list(step.words), call)
+        v = verdict("env", "assign", "*", RO, "noise") if not step.words else self.argv(list(step.words), call)
         return _apply_redirects(v, step, heredocs)
 
     # -- simple commands ----------------------------------------------------------------------------

@@ -50,7 +50,8 @@ def test_replay_sample_twice_changes_no_row(tmp_path: Path, broker: str) -> None
     # a second replay, on fresh topics of the same broker, into the same database
     second = replay([sample], replace(s, topic_prefix=s.topic_prefix + "b", app_id=s.app_id + "b"))
     after = dump(s.db)
-    changed = {t: (sorted(set(before[t]) - set(after[t]), key=repr)[:3], sorted(set(after[t]) - set(before[t]), key=repr)[:3])
+    changed = {t: (sorted(set(before[t]) - set(after[t]), key=repr)[:3],
+                   sorted(set(after[t]) - set(before[t]), key=repr)[:3])
                for t in before if before[t] != after[t]}
     assert not changed, changed
     assert (second.tool_calls, second.usage_records, second.tokens) == (
