@@ -1,0 +1,67 @@
+"""The live path end to end, as a user runs it: `outloop up`, the hook shim, `outloop query`, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+
+from streams.broker import free_port
+from streams.shim import hook_command
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+OUTLOOP = str(Path(sys.executable).with_name("outloop"))
+
+
+def test_up_hook_query_and_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home"), "OUTLOOP_HTTP_PORT": str(port),
+           "OUTLOOP_APP_ID": f"up-{port}"}
+    env.pop("OUTLOOP_BROKER", None)
+    env.pop("OUTLOOP_DB", None)
+    env.pop("OUTLOOP_SPOOL", None)
+    up = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        payloads = [
+            {"session_id": "live-1", "hook_event_name": "PreToolUse", "tool_name": "Bash",
+             "tool_input": {"command": "pytest -q"}, "tool_use_id": "toolu_live_1", "cwd": "/repo"},
+            {"session_id": "live-1", "hook_event_name": "PostToolUse", "tool_name": "Bash",
+             "tool_input": {"command": "pytest -q"}, "tool_use_id": "toolu_live_1",
+             "tool_response": {"stdout": "3 passed", "stderr": "", "interrupted": False}},
+        ]
+        for payload in payloads:  # the hook fires while the stack may still be starting: it only spools
+            shim = subprocess.run(hook_command(), shell=True, input=orjson.dumps(payload), env=env,
+                                  capture_output=True, timeout=10)
+            assert shim.returncode == 0 and shim.stdout == b""
+        row = None
+        while time.monotonic() < deadline and row is None:
+            q = subprocess.run([OUTLOOP, "query", "--format", "json",
+                                "SELECT status, command, output_bytes FROM tool_calls WHERE id = 'toolu_live_1'"],
+                               env=env, capture_output=True, timeout=30)
+            rows = orjson.loads(q.stdout) if q.returncode == 0 and q.stdout.strip() else []
+            if rows and rows[0]["status"] == "ok":
+                row = rows[0]
+            else:
+                time.sleep(0.5)
+        assert up.poll() is None, up.stderr.read().decode() if up.stderr else ""
+        assert row == {"status": "ok", "command": "pytest -q", "output_bytes": 8}
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert children  # broker and worker
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, f"left running: {[p.pid for p in alive]}"
+        spool = tmp_path / "home" / "spool"
+        assert not [p for p in spool.iterdir() if p.suffix == ".rec"]  # acknowledged, so deleted
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
