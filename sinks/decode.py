@@ -119,8 +119,14 @@ class Folded:
 def tool_call_row(view: dict[str, Any]) -> dict[str, Any]:
     ti = view.get("tool_input")
     canonical = None if ti is None else orjson.dumps(ti, option=orjson.OPT_SORT_KEYS).decode()
-    # a view is stored in its merged normal form (merge_tool_calls(v, v)): duration derived from its times
-    return {**merge_tool_calls(view, view), "tool_input": canonical}
+    row = {**view, "tool_input": canonical}
+    # stored in the merged normal form (what merge_tool_calls(v, v) gives): duration derived from the times
+    started, ended = view.get("started_at"), view.get("ended_at")
+    if started is not None and ended is not None:
+        derived = max(0.0, (ended - started).total_seconds() * 1000.0)
+        duration = view.get("duration_ms")
+        row["duration_ms"] = derived if duration is None else max(duration, derived)
+    return row
 
 
 def _str(value: Any) -> str | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 import duckdb
@@ -43,6 +44,11 @@ OCC_SCHEMA = pa.schema([
 ])
 EFFECT_RANK = "list_position(['read-only', 'writes files', 'network', 'unknown', 'destructive'], side_effect)"
 _CACHE = SignatureCache(maxsize=16384)
+
+
+@lru_cache(maxsize=16384)
+def _sample(text: str) -> str:
+    return redact(text)[:500]
 
 
 def _ids_table(ids: Iterable[str]) -> pa.Table:
@@ -70,7 +76,7 @@ def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str]) -> tuple
         for name, value in (("signature", sig.signature), ("tool_use_id", tid), ("session_id", session),
                             ("ts", ts), ("category", sig.category), ("tool", sig.tool), ("target", sig.target),
                             ("side_effect", sig.side_effect), ("status", status), ("output_tokens", tokens),
-                            ("duration_ms", dur), ("sample", redact(command or file_path or tool_name)[:500]),
+                            ("duration_ms", dur), ("sample", _sample(command or file_path or tool_name)),
                             ("signature_version", sig.version)):
             cols[name].append(value)
     occ = pa.table(cols, schema=OCC_SCHEMA)
