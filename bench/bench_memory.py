@@ -1,0 +1,125 @@
+"""Memory: RSS of the worker (and of the embedded broker) while many events flow.
+
+N events (1,000,000; ``--quick`` 100,000) over 10,000 sessions and 5,000 distinct Bash command
+signatures are published as fast as the kafka-python Publisher goes while a worker
+(``outloop.runtime.Stack``) processes them; psutil samples the worker's and the broker's RSS every
+0.5 s. The curve is printed every tenth of the events processed, then for 15 s after the flow
+stopped (a flat tail means no growth once the pairing windows close). References in the same run:
+the target (500 MB) and the worker's RSS when idle before the flow.
+
+The embedded Tansu broker keeps every message in memory: its growth per message and a projection
+are printed (bounding it needs a production change: see docs/performance.md).
+
+    .venv/bin/python bench/bench_memory.py [--quick] [--events N] [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RssSampler, header, markers, median, publish, row, settings_for, workload  # noqa: E402
+
+from outloop.runtime import Stack  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
+
+TARGET_MB = 500.0
+
+
+def broker_messages(bootstrap: str, prefix: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(t, p) for t in consumer.topics() if t.startswith(prefix + ".")
+                 for p in consumer.partitions_for_topic(t) or []]
+        return sum(consumer.end_offsets(parts).values())
+    finally:
+        consumer.close()
+
+
+def one_run(n: int, tmp: Path) -> dict[str, float]:
+    with EmbeddedBroker(tmp / "broker.log") as broker:
+        s = settings_for(tmp, broker.bootstrap)
+        with Stack(s) as stack:
+            assert stack.worker is not None and broker.pid is not None
+            sampler = RssSampler({"worker": stack.worker.pid, "broker": broker.pid})
+            idle = sampler.rss()
+            sampler.start()
+            producer = threading.Thread(target=publish, daemon=True, args=(
+                broker.bootstrap, f"{s.topic_prefix}.events", workload(n, sessions=10_000, signatures=5_000)))
+            t0 = time.monotonic()
+            producer.start()
+            print(f"    {'events':>10} {'elapsed s':>9} {'worker MB':>10} {'broker MB':>10} {'sink rows':>10}")
+            print(f"    {0:>10,} {0:>9.1f} {idle['worker']:>10.0f} {idle['broker']:>10.0f} {0:>10,}")
+            step, next_mark = max(1, n // 10), max(1, n // 10)
+            while True:
+                health = stack.client.health(timeout=10) or {}
+                seen = int((health.get("agents") or {}).get("events", 0))
+                if seen >= next_mark or seen >= n:
+                    now = sampler.rss()
+                    rows = int((health.get("sink") or {}).get("records", 0))
+                    print(f"    {seen:>10,} {time.monotonic() - t0:>9.1f} {now['worker']:>10.0f} "
+                          f"{now['broker']:>10.0f} {rows:>10,}")
+                    next_mark += step
+                if seen >= n:
+                    break
+                if stack.worker.poll() is not None:
+                    raise RuntimeError(f"the worker died; see {stack.worker_log}")
+                time.sleep(0.5)
+            producer.join()
+            marker, expected = markers(broker.bootstrap, s)
+            from outloop.replay import wait_for_marker
+
+            wait_for_marker(stack.client, marker, expected, timeout=1800)
+            flow_s = time.monotonic() - t0
+            end_flow = sampler.rss()
+            time.sleep(15)
+            tail = sampler.rss()
+            print(f"    all in DuckDB after {flow_s:.0f}s; 15 s later: worker {tail['worker']:.0f} MB, "
+                  f"broker {tail['broker']:.0f} MB")
+            messages = broker_messages(broker.bootstrap, s.topic_prefix)
+            sampler.stop()
+            return {"worker_peak": sampler.peak("worker"), "worker_idle": idle["worker"],
+                    "worker_end": end_flow["worker"], "worker_tail": tail["worker"],
+                    "broker_idle": idle["broker"], "broker_peak": sampler.peak("broker"), "messages": messages,
+                    "events_per_s": n / flow_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100,000 events instead of 1,000,000")
+    ap.add_argument("--events", type=int)
+    ap.add_argument("--runs", type=int, default=1)
+    args = ap.parse_args()
+    n = args.events or (100_000 if args.quick else 1_000_000)
+    header(f"memory: {n:,} events, 10,000 sessions, 5,000 signatures, {args.runs} run(s)")
+    results = []
+    for run in range(args.runs):
+        print(f"  run {run + 1}:")
+        with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+            results.append(one_run(n, Path(tmp)))
+    get = lambda key: [r[key] for r in results]  # noqa: E731
+    row("worker peak RSS", get("worker_peak"), "target", [TARGET_MB] * len(results), "MB",
+        higher_is_better=False, target="<= 1.0x")
+    row("worker peak RSS", get("worker_peak"), "worker idle before the flow", get("worker_idle"), "MB",
+        higher_is_better=False)
+    row("worker RSS 15 s after the flow", get("worker_tail"), "worker RSS at the end of the flow",
+        get("worker_end"), "MB", higher_is_better=False)
+    growth = [(r["broker_peak"] - r["broker_idle"]) for r in results]
+    per_msg = [g * 2**20 / r["messages"] for g, r in zip(growth, results, strict=True)]
+    row("broker RSS growth", growth, "worker peak RSS", get("worker_peak"), "MB", higher_is_better=False)
+    print(f"  broker: {median(get('messages')):,.0f} messages held (inputs + outputs), "
+          f"{median(per_msg):,.0f} bytes of RSS per message; at this rate 1 GB of broker RSS every "
+          f"{2**30 / median(per_msg):,.0f} messages (~{2**30 / median(per_msg) / 2.3:,.0f} input events)")
+    print(f"  processing rate over the run: median {median(get('events_per_s')):,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
