@@ -136,6 +136,11 @@ def one_run(stack: Stack, rate: int, seconds: float, run: int) -> dict[str, list
           f"hook_events {pct(hook, .5):.2f}/{pct(hook, .99):.2f}/{max(hook):.2f}  "
           f"tool_calls {pct(calls, .5):.2f}/{pct(calls, .99):.2f}/{max(calls):.2f}  "
           f"raw consume {pct(raw, .5):.3f}/{pct(raw, .99):.3f}/{max(raw):.3f}")
+    buckets: dict[int, list[float]] = {}
+    for id_, at in produced.items():
+        buckets.setdefault(int((at - t0) // 5), []).append(hook_seen[id_] - at)
+    print("    hook_events p99 per 5 s of producing: "
+          + " ".join(f"{pct(v, .99):.1f}" for _, v in sorted(buckets.items())))
     return {"hook": hook, "calls": calls, "raw": raw}
 
 

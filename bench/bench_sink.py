@@ -98,7 +98,7 @@ PROFILE_POINTS = [  # (label, file suffix, function)
     ("  pydantic model_validate_json", "pydantic/main.py", "model_validate_json"),
     ("  merge fold (Folded.add)", "sinks/decode.py", "add"),
     ("  row digests (canonical JSON + blake2b)", "sinks/decode.py", "digest"),
-    ("  hook payload re-serialisation (_hook_row)", "sinks/decode.py", "_hook_row"),
+    ("  _hook_row (envelope validation, payload JSON, digest)", "sinks/decode.py", "_hook_row"),
     ("Arrow staging tables (Folded.arrow)", "sinks/decode.py", "arrow"),
     ("  tool_call_row (merge normal form + canonical JSON)", "sinks/decode.py", "tool_call_row"),
     ("upsert SQL (register + INSERT ON CONFLICT)", "sinks/upsert.py", "_staged"),

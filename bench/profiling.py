@@ -108,5 +108,10 @@ def print_profile(counts: Counter[str] | None, title: str) -> None:
         return
     total = sum(counts.values())
     print(f"  {title}: {total} samples of busy threads")
+    groups: Counter[str] = Counter()
+    for stage, n in counts.items():
+        head = stage.split(":")[0].split(" (")[0]
+        groups["faust/aiokafka/asyncio" if head.startswith(("faust", "asyncio", "aiokafka")) else head] += n
+    print("    by part: " + ", ".join(f"{g} {100 * n / total:.1f}%" for g, n in groups.most_common()))
     for stage, n in counts.most_common():
         print(f"    {100 * n / total:5.1f}%  {stage}")
