@@ -8,6 +8,11 @@ memory: after a restart a lone PostToolUse still yields a complete call (without
 the row in DuckDB converges to the same value whatever the delivery order. The bounded cache of
 recent views only lets the fold emit the most complete view it has seen.
 
+Secrets: everything a view or a hook event carries onward (tool inputs, commands, paths, the hook
+payload) is redacted with :mod:`agents.redact` before it leaves the fold; sizes, token estimates and
+call keys are computed on the original content. ``secrets`` is what :func:`agents.redact.scan`
+found in the record's raw bytes (empty: nothing to redact; None: search every string).
+
 Keys: ``tool_use_id`` when present. Hook payloads without one (old Claude Code versions) use a call
 key - the session, a digest of the exact input and its ordinal among identical inputs in the
 session - so the k-th identical PreToolUse pairs with the k-th identical PostToolUse and with the
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import toolcalls as tc
+from agents.redact import ALL, redact_json, redact_text
 from schemas.events import (
     Envelope,
     EventType,
@@ -79,17 +85,19 @@ class Pairing:
         self.counters: _LRU = _LRU(max_sessions)  # session -> (pre counter, post counter)
 
     # -- per input ---------------------------------------------------------------------------
-    def apply(self, env: Envelope, data: Any, out: BatchOut) -> None:
+    def apply(self, env: Envelope, data: Any, out: BatchOut, secrets: frozenset[str] | None = ALL) -> None:
         t = env.type
         if t is EventType.HOOK_EVENT:
-            out.hook_events.append(env)
-            self._hook(env, data, out)
+            clean = env if secrets is not None and not secrets else env.model_copy(
+                update={"data": redact_json(env.data, secrets)})
+            out.hook_events.append(clean)
+            self._hook(env, data, out, secrets)
         elif t is EventType.TOOL_USE:
-            self._emit(self._tool_use(data), out)
+            self._emit(self._tool_use(data, secrets), out)
         elif t is EventType.TOOL_RESULT:
             self._emit(self._tool_result(data), out)
         elif t is EventType.TOOL_CALL:
-            self._emit(data.model_dump(), out)
+            self._emit(_redacted(data.model_dump(), secrets), out)
         elif t is EventType.USAGE:
             self._usage(data, out)
         elif t is EventType.FLUSH:
@@ -104,7 +112,7 @@ class Pairing:
         self.views.put(key, merged)
         out.tool_calls[key] = merged
 
-    def _hook(self, env: Envelope, ev: HookEvent, out: BatchOut) -> None:
+    def _hook(self, env: Envelope, ev: HookEvent, out: BatchOut, secrets: frozenset[str] | None) -> None:
         name = ev.hook_event_name
         if ev.tool_name is None or (name not in PRE and name not in POST):
             return
@@ -127,6 +135,7 @@ class Pairing:
             "input_bytes": tc.json_size(tool_input),
             "source": "hook",
         }
+        view = _redacted(view, secrets)
         if name in PRE:
             view.update(status="started", started_at=env.time)
         else:
@@ -142,8 +151,8 @@ class Pairing:
             )
         self._emit(view, out)
 
-    def _tool_use(self, r: ToolUseRecord) -> dict[str, Any]:
-        return {
+    def _tool_use(self, r: ToolUseRecord, secrets: frozenset[str] | None) -> dict[str, Any]:
+        return _redacted({
             "id": r.tool_use_id,
             "tool_use_id": r.tool_use_id,
             "call_key": r.call_key,
@@ -156,7 +165,7 @@ class Pairing:
             "started_at": r.timestamp,
             "input_bytes": tc.json_size(r.tool_input),
             "source": "transcript",
-        }
+        }, secrets)
 
     def _tool_result(self, r: ToolResultRecord) -> dict[str, Any]:
         size = len(r.output_text.encode("utf-8", "surrogatepass"))
@@ -179,6 +188,18 @@ class Pairing:
         seen = out.usage.get(u.id)
         if seen is None or usage_rank(u) > usage_rank(seen):
             out.usage[u.id] = u
+
+
+def _redacted(view: dict[str, Any], secrets: frozenset[str] | None) -> dict[str, Any]:
+    """The view with secrets removed from the fields that carry content (sizes stay as measured)."""
+    if secrets is not None and not secrets:
+        return view
+    for name in ("command", "file_path"):
+        if isinstance(view.get(name), str):
+            view[name] = redact_text(view[name], secrets)
+    if view.get("tool_input") is not None:
+        view["tool_input"] = redact_json(view["tool_input"], secrets)
+    return view
 
 
 def tool_call_model(view: dict[str, Any]) -> ToolCall:

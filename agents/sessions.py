@@ -6,6 +6,8 @@
   marker follows everything its partition produced before it).
 * ``workflows`` validates workflow run events and forwards them.
 Bad records become dead letters with their bytes and a reason; they never stop an agent.
+Secrets never leave an agent: each record's raw bytes are scanned once (:func:`agents.redact.scan`)
+and, when an anchor occurs, the content it carries onward is redacted (dead letters in the codec).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import faust
 import orjson
 
 from agents.pairing import BatchOut, Pairing, tool_call_model
+from agents.redact import redact_json, scan
 from schemas.events import EventType, Flush
 from streams.app import Topics
 from streams.codec import Decoded, Rejected, dead_letter, decode, encode
@@ -73,7 +76,7 @@ def register(app: faust.App, topics: Topics, settings: Settings,
                 reject(out, ev, Rejected("wrong_topic", f"{result.envelope.type.value} belongs on the workflow topic"))
                 continue
             batch = per_partition.setdefault(msg.partition, BatchOut())
-            pairing.apply(result.envelope, result.data, batch)
+            pairing.apply(result.envelope, result.data, batch, secrets=scan(msg.value or b""))
             if result.envelope.type is EventType.FLUSH:
                 _emit_partition(out, msg.partition, per_partition.pop(msg.partition))
             stats["events"] += 1
@@ -116,9 +119,19 @@ def register(app: faust.App, topics: Topics, settings: Settings,
                 elif not result.envelope.type.value.startswith("workflow."):
                     reject(out, ev, Rejected("wrong_topic", f"{result.envelope.type.value} on the workflow topic"))
                 else:
-                    out.send(topics.workflow_runs, msg.key, msg.value or b"", msg.partition)
+                    out.send(topics.workflow_runs, msg.key, _workflow_value(msg.value or b"", result), msg.partition)
                     stats["workflow_events"] += 1
             await out.drain()
+
+
+def _workflow_value(raw: bytes, result: Decoded) -> bytes:
+    """The record as it came, or re-encoded with its data redacted when it may hold a secret."""
+    secrets = scan(raw)
+    if not secrets:
+        return raw
+    env = result.envelope
+    data = redact_json(env.data, secrets)
+    return raw if data == env.data else encode(env.model_copy(update={"data": data}))
 
 
 def app_stats(app: faust.App) -> dict[str, int]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from agents.categories import CATEGORIES, DES, NET, RO, SIDE_EFFECTS, UNK, WR, path_target, word_target
 from agents.commands import Analyzer
+from agents.redact import redact_text as redact  # sample commands are redacted with the project's one redactor
 
 SIGNATURE_VERSION = 1
 """Bumped whenever a rule change can change any signature; stored rows keep the version they were
@@ -206,52 +207,6 @@ def recompute(
             "side_effect": sig.side_effect,
             "signature_version": sig.version,
         }
-
-
-# ---- redaction of sample commands ---------------------------------------------------------------
-_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
-        "[REDACTED_PRIVATE_KEY]",
-    ),
-    (
-        re.compile(r"(?i)\b(authorization|proxy-authorization)(\s*[:=]\s*)(bearer|basic|token)?\s*[^\s'\"]+"),
-        r"\1\2\3 [REDACTED]",
-    ),
-    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"), "Bearer [REDACTED]"),
-    (re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/\s:@'\"]+):([^@/\s'\"]+)@"), r"\1\2:[REDACTED]@"),
-    (
-        re.compile(
-            r"\b(?:sk-ant-[\w-]{10,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}"
-            r"|xox[abprs]-[\w-]{10,}|AKIA[0-9A-Z]{16}|AIza[\w-]{30,}|glpat-[\w-]{20,}|npm_[A-Za-z0-9]{30,}"
-            r"|hf_[A-Za-z0-9]{30,}|eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,})"
-        ),
-        "[REDACTED]",
-    ),
-    (
-        re.compile(
-            r"(?i)\b([\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
-            r"private[_-]?key|client[_-]?secret|auth)[\w.-]*)(\s*[=:]\s*|\s+)(['\"]?)([^\s'\"&;|]{3,})\3"
-        ),
-        r"\1\2\3[REDACTED]\3",
-    ),
-    (
-        re.compile(
-            r"(?i)(--?(?:password|passwd|token|api-key|apikey|secret|pass|key|auth)[= ])(['\"]?)([^\s'\"]+)\2"
-        ),
-        r"\1\2[REDACTED]\2",
-    ),
-    (re.compile(r"(?i)(\bmysql\b[^\n]*?\s-p)(\S+)"), r"\1[REDACTED]"),
-)
-
-
-def redact(text: str) -> str:
-    """Remove secrets from a sample command: tokens and keys of well-known shapes, bearer and basic
-    authorization headers, passwords in ``KEY=value`` / ``--password x`` form, credentials in URLs and
-    private key blocks."""
-    for pattern, repl in _REDACTIONS:
-        text = pattern.sub(repl, text)
-    return text
 
 
 __all__ = [

@@ -2,6 +2,9 @@
 
 Faust's own deserializer is not used: a record it rejects stalls a ``take()`` agent silently, so
 agents consume raw bytes and call :func:`decode` themselves.
+
+Dead letters keep the record's bytes with secrets redacted (:func:`agents.redact.redact_bytes`:
+bytes that are not UTF-8 stay as they were), so no secret reaches the dead-letter topic or DuckDB.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from agents.redact import redact_bytes, redact_text
 from schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType
 
 MAX_EVENT_BYTES = 32 * 1024 * 1024
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +66,29 @@ def decode(raw: bytes | None) -> Decoded | Rejected:
         data = EVENT_TYPES[env.type].model_validate(env.data)
     except ValidationError as exc:
         return Rejected("data", f"{env.type.value}: {_first_error(exc)}")
+    wrong = _unstorable(env)
+    if wrong:
+        return Rejected("envelope", wrong)
+    wrong = _unstorable(data)
+    if wrong:
+        return Rejected("data", f"{env.type.value}: {wrong}")
     return Decoded(env, data)
+
+
+def _unstorable(model: BaseModel) -> str | None:
+    """A typed field the sink could not store: an integer beyond 64 bits (orjson reads integers past
+    the unsigned 64-bit range as floats, which pydantic then accepts), or a time that does not exist
+    in UTC (year 1 at +01:00). Each such record would otherwise be found by the DuckDB writer only
+    after splitting its whole batch, many times slower than dead-lettering it here."""
+    for name, value in model.__dict__.items():
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+            return f"{name}: integer out of the 64-bit range"
+        if isinstance(value, datetime):
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                return f"{name}: time out of range once converted to UTC"
+    return None
 
 
 def dead_letter(
@@ -69,20 +96,24 @@ def dead_letter(
     now: datetime | None = None,
 ) -> DeadLetter:
     """A dead letter whose id depends only on the record's key and bytes: redelivering or replaying
-    the same bad record yields the same row, while its last position stays in topic/partition/offset."""
+    the same bad record yields the same row, while its last position stays in topic/partition/offset.
+    Key, bytes and detail are stored redacted, and the id is a digest of the redacted key and bytes
+    (no digest of a secret is stored either; records that differ only in a secret share one row)."""
+    clean_key = redact_bytes(key) if key else key
+    clean = redact_bytes(raw) if raw else b""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(key or b"")
+    digest.update(clean_key or b"")
     digest.update(b"\0")
-    digest.update(raw or b"")
+    digest.update(clean)
     return DeadLetter(
         id=f"dl:{digest.hexdigest()}",
         topic=topic,
         partition=partition,
         offset=offset,
-        key=key.decode("utf-8", "replace") if key is not None else None,
+        key=clean_key.decode("utf-8", "replace") if clean_key is not None else None,
         reason=rejected.reason,
-        detail=rejected.detail,
-        raw=raw or b"",
+        detail=redact_text(rejected.detail),
+        raw=clean,
         at=now or datetime.now(UTC),
     )
 
