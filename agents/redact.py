@@ -94,9 +94,10 @@ def classify(name: str) -> tuple[str, bool, bool] | None:
             return "token", True, last
         if w in _GLUED:
             return _GLUED[w], w not in _WEAK, last
-        if w in ("key", "keys") and i > 0 and (words[i - 1] in _KEY_QUALIFIERS or (
-                name.replace("-", "_").isupper() and words[i - 1] not in _NOT_SECRET_KEYS)):
+        if w in ("key", "keys") and i > 0 and words[i - 1] in _KEY_QUALIFIERS:
             return "api_key", True, last
+        if w in ("key", "keys") and i > 0 and name.replace("-", "_").isupper() and words[i - 1] not in _NOT_SECRET_KEYS:
+            return "api_key", False, last  # STRIPE_KEY=... in an environment, not UNKNOWN_KEY = b"x" in code
     return None
 
 
@@ -173,8 +174,8 @@ def _assignment(text: str, m: re.Match[str]) -> Iterator[Span]:
     sep = a["sep"].strip()
     if not sep and not (last and (name.startswith("-") or _SET_BEFORE.search(text, max(0, start - 16), start))):
         return  # "password reset", "token is": only flags and `set NAME value` take a spaced value
-    if sep == ":" and not strong and not a["kq"]:
-        return  # "PASS: test_x", "auth: ...": weak names take a colon only as a quoted JSON key
+    if not strong and (a["sep"] != sep if sep == "=" else sep == ":" and not a["kq"]):
+        return  # weak names: "PASS: test_x", `auth = (u, p)` in code; only NAME=value or a quoted JSON key
     group = next(g for g in ("eq", "dq", "sq", "bare") if a[g] is not None)
     value = a[group]
     after = text[a.end(): a.end() + 1]

@@ -29,6 +29,12 @@ from streams.settings import Settings
 log = logging.getLogger("outloop.agents")
 
 
+# only these carry content onward (tool results and usage yield sizes, statuses and ids): the others
+# are not scanned for secrets, which matters for large transcript tool results during a backfill
+_CARRY_CONTENT = frozenset((EventType.HOOK_EVENT, EventType.TOOL_USE, EventType.TOOL_CALL))
+_NOTHING: frozenset[str] = frozenset()
+
+
 def flush_value(marker: str, partition: int) -> bytes:
     return orjson.dumps({"control": "flush", "marker": marker, "partition": partition})
 
@@ -76,7 +82,9 @@ def register(app: faust.App, topics: Topics, settings: Settings,
                 reject(out, ev, Rejected("wrong_topic", f"{result.envelope.type.value} belongs on the workflow topic"))
                 continue
             batch = per_partition.setdefault(msg.partition, BatchOut())
-            pairing.apply(result.envelope, result.data, batch, secrets=scan(msg.value or b""))
+            kind = result.envelope.type
+            secrets = scan(msg.value or b"") if kind in _CARRY_CONTENT else _NOTHING
+            pairing.apply(result.envelope, result.data, batch, secrets=secrets)
             if result.envelope.type is EventType.FLUSH:
                 _emit_partition(out, msg.partition, per_partition.pop(msg.partition))
             stats["events"] += 1

@@ -58,6 +58,7 @@ SECRETS = {
     "STRIPE_SECRET=sk_live_51HxYzAbCdEfGhIjKlMn": ("sk_live_51HxYzAbCdEfGhIjKlMn", "stripe_key"),
     "PGPASSWORD=pgs3cret psql -h db": ("pgs3cret", "password"),
     "DB_PASS=abc123xyz": ("abc123xyz", "password"),
+    "MAILGUN_KEY=key-3ax6xnjp29jd6fds4gc373sgvjxteol0": ("3ax6xnjp29jd6fds4gc373sgvjxteol0", "api_key"),
     "X-Api-Key: 0123456789abcdef": ("0123456789abcdef", "api_key"),
     "const clientSecret = 'cl13nt-s3cr3t';": ("cl13nt-s3cr3t", "secret"),
     '{"refresh_token": "rt-9f8e7d6c5b"}': ("rt-9f8e7d6c5b", "token"),
@@ -73,7 +74,8 @@ KEEP = ["pytest -q tests/unit", "==== 120 passed in 1.20s ====", "tests/test_a.p
         "secretary=ann", "task-abcdefghijklmnopqrstuvwxyz", "call_key=s1:ab12:0", "def f(password: str = None):",
         "if token is None:", "cache_key: xyz", "http://localhost:8080/path", "token_type: bearer",
         "Authorization header missing", "git log --author=alice", "PASS: test_login", "password: ${DB_PASSWORD}",
-        "gpg --list-secret-keys ABCDEF", "see https://user@example.com/x", "café naïve 日本語 key: ✓"]
+        "gpg --list-secret-keys ABCDEF", "see https://user@example.com/x", "café naïve 日本語 key: ✓",
+        'TRUNCATED_KEY = b"outloop_truncated"', 'auth = ("user", pw)', "DB_PASS = config.db_pass"]
 
 
 @pytest.mark.parametrize("text", list(SECRETS))
