@@ -203,7 +203,8 @@ def _redacted(view: dict[str, Any], secrets: frozenset[str] | None) -> dict[str,
 
 
 def tool_call_model(view: dict[str, Any]) -> ToolCall:
-    """A view as a ToolCall (fields a view never saw take their defaults)."""
+    """A view as a ToolCall (fields a view never saw take their defaults; a merge of two views that
+    both lacked a field holds None there, e.g. a tool_result delivered twice has no input_bytes)."""
     full = {"tool_use_id": None, "call_key": None, "tool_name": None, "status": "started", "input_bytes": 0,
-            **view}
+            **{k: v for k, v in view.items() if v is not None}}
     return ToolCall.model_validate(full)
