@@ -54,6 +54,14 @@ class Emitter:
         self.pending.clear()
 
 
+def forwarded_reason(headers: Any) -> str | None:
+    """The ``outloop-reason`` header the hook forwarder puts on bytes that are not a hook payload."""
+    for k, v in headers.items() if isinstance(headers, dict) else headers or ():
+        if k == "outloop-reason" and v:
+            return bytes(v).decode("utf-8", "replace")
+    return None
+
+
 def _key(subject: str) -> bytes:
     return subject.encode()
 
@@ -75,6 +83,9 @@ def register(app: faust.App, topics: Topics, settings: Settings,
         for ev in events:
             msg = ev.message
             result = decode(msg.value)
+            forwarded = forwarded_reason(msg.headers)
+            if forwarded and isinstance(result, Decoded):  # hook input shaped like an envelope: untrusted
+                result = Rejected(forwarded, "hook input the forwarder sent raw")
             if not isinstance(result, Decoded):
                 reject(out, ev, result)
                 continue

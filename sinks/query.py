@@ -77,7 +77,17 @@ def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
     """Open a database file no worker holds, read-only (DuckDB refuses it while a writer has it)."""
     con = duckdb.connect(str(path), read_only=True)
     use_utc(con)
+    confine(con)
     return con
+
+
+def confine(con: duckdb.DuckDBPyConnection) -> None:
+    """No file, URL or extension beyond the database itself, for every cursor of this connection,
+    and the settings cannot be turned back by a query (Python objects registered by the writer
+    still work)."""
+    for setting in ("enable_external_access = false", "autoinstall_known_extensions = false",
+                    "autoload_known_extensions = false", "lock_configuration = true"):
+        con.execute(f"SET {setting}")
 
 
 def use_utc(con: duckdb.DuckDBPyConnection) -> None:

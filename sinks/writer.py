@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from sinks.decode import Folded, Message, TopicPartition, fold
 from sinks.patterns import materialize, refresh, stale_signature_ids
-from sinks.query import run_readonly, use_utc
+from sinks.query import confine, run_readonly, use_utc
 from sinks.schema import migrate
 from sinks.upsert import apply
 from streams.codec import Rejected, dead_letter
@@ -99,6 +99,7 @@ class DuckSink:
             self._con = duckdb.connect(str(self.path))
             use_utc(self._con)
             migrate(self._con)
+            confine(self._con)
             self._reader = self._con.cursor()
             self._recompute_stale_signatures()
         return self

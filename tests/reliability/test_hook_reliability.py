@@ -236,8 +236,6 @@ def test_unparseable_hook_input_ends_as_dead_letters_with_its_exact_bytes(
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="the sessions agent decodes raw-forwarded hook input as an envelope; "
-                   "it should honour the forwarder's outloop-reason header")
 def test_hook_input_shaped_like_an_envelope_is_not_trusted(tmp_path: Path, broker: str, drained_stack: Any) -> None:
     spool = tmp_path / "spool"
     for body in rel.ENVELOPE_SHAPED.values():

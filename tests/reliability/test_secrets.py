@@ -221,9 +221,6 @@ def test_no_secret_in_query_results_or_cli(stack: Stack) -> None:
     assert "[REDACTED:" in everything
 
 
-@pytest.mark.xfail(strict=True, reason="DuckDB external access is left on in the worker: a read-only SELECT "
-                   "can read any file (read_text, glob) or URL the worker can; fix: SET enable_external_access, "
-                   "autoinstall/autoload_known_extensions = false and lock_configuration = true after opening")
 def test_query_endpoint_reads_nothing_but_the_database(stack: Stack, tmp_path: Path) -> None:
     secret_file = tmp_path / "credentials"
     secret_file.write_text(f"aws_secret_access_key = {S['aws_secret']}\n")
