@@ -24,9 +24,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not integration"
 
+# quick sizes; run a benchmark on its own (without --quick) for the full figures (see bench/README.md)
+QUICK_BENCH := pipeline freshness startup sink replay memory query
 bench: $(STAMP)
 	$(BIN)/python bench/bench_signatures.py
 	$(BIN)/python bench/bench_shim.py
+	$(BIN)/python bench/bench_redact.py
+	for b in $(QUICK_BENCH); do $(BIN)/python bench/bench_$$b.py --quick || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
