@@ -6,7 +6,8 @@ no partition stalls on a bad record.
 The CI test runs 20,000 valid + 2,000 malformed (``bench/bench_poison.py`` runs 100,000 + 10,000).
 Backlog phase: 90% of the input is published before the worker starts, so the agents drain a backlog
 and the rate measured is theirs, not the publisher's (from the output topics' record timestamps,
-which the worker's producer stamps as it emits each batch). Live phase: the other 10% goes to the
+which the worker's producer stamps as it emits each batch; and per CPU-second of the worker, which
+is what the test asserts on this shared machine). Live phase: the other 10% goes to the
 same worker at a steady rate, and each record's latency (send to output) shows whether a bad record
 holds up the ones behind it. (Per-partition gaps while draining a backlog measure how the consumer
 takes turns between partitions, up to seconds in the all-valid run too: printed, not asserted.)
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -173,6 +175,7 @@ class Result:
     records: int
     agent_s: float  # first to last output record the agents emitted for the backlog
     e2e_s: float  # worker ready to the backlog confirmed in DuckDB (includes the consumer group join)
+    cpu_s: float  # CPU time of the worker process (agents and sink) over the same span
     max_gap_s: float  # largest progress gap of any partition while draining the backlog
     dead_letters: dict[str, int]
     stored: dict[str, int]
@@ -186,6 +189,11 @@ class Result:
     @property
     def rate(self) -> float:
         return self.records / self.agent_s if self.agent_s > 0 else float("inf")
+
+    @property
+    def cpu_rate(self) -> float:
+        """Records per CPU-second of the worker: what other processes on a shared machine disturb least."""
+        return self.records / self.cpu_s if self.cpu_s > 0 else float("inf")
 
 
 Outputs = dict[tuple[int, int], float]  # (partition, input offset) -> output timestamp
@@ -224,8 +232,11 @@ def run_flood(broker: str, tmp: Path, flood: Flood, live: Flood | None = None, l
         ready = time.monotonic()
         assert stack.worker is not None
         proc, pid = stack.worker, stack.worker.pid
+        cpu0 = psutil.Process(pid).cpu_times()
         wait_for_marker(stack.client, f"m-{tag}", expected, timeout)
         e2e = time.monotonic() - ready
+        cpu1 = psutil.Process(pid).cpu_times()
+        cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
         if live is not None:
             sent = _publish(pub, cat.events.name, live, live_rate)
             pub.flush()
@@ -243,7 +254,7 @@ def run_flood(broker: str, tmp: Path, flood: Flood, live: Flood | None = None, l
     errors = [line for line in log if "Traceback" in line or "[ERROR]" in line or "crash" in line.lower()]
     outputs = read_outputs(broker, cat, flood.partitions, {**flood.offset_of, **(live.offset_of if live else {})})
     backlog = {k: v for k, v in outputs.items() if k not in sent}
-    result = Result(len(flood), max(backlog.values()) - min(backlog.values()), e2e, _max_gap(backlog), dead,
+    result = Result(len(flood), max(backlog.values()) - min(backlog.values()), e2e, cpu, _max_gap(backlog), dead,
                     stored, dict(health.get("agents") or {}), same, errors)
     if live is not None:
         result.live_median_s, result.held, result.held_max_s = _holds(live, outputs, sent)
@@ -304,13 +315,15 @@ def _holds(live: Flood, outputs: Outputs, sent: dict[tuple[int, int], float]) ->
 
 def report(label: str, r: Result, ref: Result | None = None) -> str:
     ratio = f" = {r.rate / ref.rate:.2f}x the all-valid run" if ref else ""
+    cpu = f" = {r.cpu_rate / ref.cpu_rate:.2f}x" if ref else ""
     worst = max(r.held.items(), key=lambda kv: kv[1], default=("-", 0.0))
     live = f"; live: median latency {r.live_median_s:.3f} s" if r.live_median_s else ""
     if r.held:
         live += (f", the record behind a bad one took a median {statistics.median(r.held.values()):+.3f} s longer "
                  f"(worst kind {worst[0]} {worst[1]:+.3f} s, largest single {r.held_max_s:+.3f} s)")
     return (f"{label}: backlog of {r.records:,} records, agents {r.rate:,.0f} rec/s ({r.agent_s:.2f} s){ratio}; "
-            f"end to end {r.e2e_s:.1f} s incl. group join; largest partition gap {r.max_gap_s:.3f} s; "
+            f"worker {r.cpu_rate:,.0f} rec per CPU-s{cpu}; end to end {r.e2e_s:.1f} s incl. group join; "
+            f"largest partition gap {r.max_gap_s:.3f} s; "
             f"dead letters {sum(r.dead_letters.values()):,}{live}")
 
 
@@ -352,7 +365,9 @@ def test_poison_flood(tmp_path: Path, broker: str) -> None:
     assert poison.stored == {"hook_events": flood.hooks + live.hooks, "usage": flood.usage + live.usage,
                              "tool_calls": len(flood.calls | live.calls)}
     assert poison.same_worker and not poison.log_errors, poison.log_errors[:5]
-    assert poison.rate >= 0.8 * reference.rate, report("poison", poison, reference)
+    # throughput: per CPU-second of the worker, which other engineers' runs on this shared 2-core machine
+    # disturb far less than the wall-clock rate (printed too; it swings by +-40% between runs here)
+    assert poison.cpu_rate >= 0.8 * reference.cpu_rate, report("poison", poison, reference)
     # no partition waits on bad records: live, records are not 1 s later than in the all-valid run,
     # and the records right behind bad ones are not 1 s later than the others (median per kind: one
     # late record can also be a pause of this shared machine, which the all-valid run sees as well)
