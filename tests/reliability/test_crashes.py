@@ -4,7 +4,7 @@ must hold every event exactly once and equal the in-memory recomputation (``reco
 
 Scales (CI runs on 2 cores; each test stays within ~60-90 s): forwarder 10,000 spooled events and
 20 kills; broker 20,000 events and 3 kills (scaled down from 100,000); worker ~12,000 events and 10
-kills plus a second worker joining and leaving; sink crash windows ~1,500 records per window.
+kills plus a second worker joining and leaving; sink crash windows ~2,300 records per window.
 """
 
 from __future__ import annotations
