@@ -40,7 +40,7 @@ from schemas.events import (
     ToolUseRecord,
     UsageRecord,
 )
-from schemas.ids import OrdinalCounter, tool_call_id
+from schemas.ids import OrdinalCounter, record_digest, tool_call_id
 
 PRE = {"PreToolUse"}
 POST = {"PostToolUse", "PostToolUseFailure"}
@@ -56,9 +56,10 @@ class BatchOut:
     flushes: list[str] = field(default_factory=list)
 
 
-def usage_rank(u: UsageRecord) -> tuple[int, int, float]:
+def usage_rank(u: UsageRecord) -> tuple[int, int, float, str]:
+    """Largest wins, with the sink's own order (sinks.decode.usage_rank): totals, output, cost, digest."""
     total = u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
-    return (total, u.output_tokens, u.cost_usd or 0.0)
+    return (total, u.output_tokens, u.cost_usd or 0.0, record_digest(dict(u.__dict__)))
 
 
 class _LRU(OrderedDict[str, Any]):

@@ -95,7 +95,12 @@ def register(app: faust.App, topics: Topics, settings: Settings,
             batch = per_partition.setdefault(msg.partition, BatchOut())
             kind = result.envelope.type
             secrets = scan(msg.value or b"") if kind in _CARRY_CONTENT else _NOTHING
-            pairing.apply(result.envelope, result.data, batch, secrets=secrets)
+            try:
+                pairing.apply(result.envelope, result.data, batch, secrets=secrets)
+            except Exception as exc:  # a bug on one event must not lose the batch: keep it as a dead letter
+                log.exception("event %s could not be folded", result.envelope.id)
+                reject(out, ev, Rejected("agent_error", f"{type(exc).__name__}: {exc}"[:500]))
+                continue
             if result.envelope.type is EventType.FLUSH:
                 _emit_partition(out, msg.partition, per_partition.pop(msg.partition))
             stats["events"] += 1

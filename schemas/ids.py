@@ -14,6 +14,11 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
+def record_digest(row: dict[str, Any]) -> str:
+    """Digest of a record's canonical JSON: the deterministic last tie-break between two versions."""
+    return hashlib.blake2b(canonical_json(row), digest_size=16).hexdigest()
+
+
 def input_digest(tool_name: str, tool_input: Any) -> str:
     h = hashlib.blake2b(digest_size=10)
     h.update(tool_name.encode())

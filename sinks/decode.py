@@ -9,7 +9,6 @@ becomes a ``sink_decode`` dead letter; nothing here raises on bad input.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.toolcalls import merge_tool_calls
 from schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
-from schemas.ids import canonical_json
+from schemas.ids import record_digest
 from streams.codec import Rejected, dead_letter
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
@@ -55,8 +54,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-def digest(row: dict[str, Any]) -> str:
-    return hashlib.blake2b(canonical_json(row), digest_size=16).hexdigest()
+digest = record_digest
 
 
 def usage_rank(row: dict[str, Any]) -> tuple[int, int, float, str]:
