@@ -36,6 +36,7 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
     register(app, topics, settings, price=prices.cost_usd)
     catalogue = TopicCatalogue(prefix=settings.topic_prefix)
     holder: dict[str, Any] = {}
+    loopback = settings.http_host in LOOPBACK_NAMES or settings.http_host.startswith("127.")
 
     class SinkService(Service):
         """Owns the DuckDB file for the worker's lifetime."""
@@ -76,6 +77,9 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
     @app.page("/query")
     class Query(faust.web.View):
         async def post(self, request: Any) -> Any:
+            refused = _refuse_cross_site(request, loopback)
+            if refused:
+                return self.bytes(orjson.dumps({"error": refused}), status=403, content_type="application/json")
             sink = holder.get("sink")
             if sink is None:
                 return self.bytes(orjson.dumps({"error": "sink not ready"}), status=503,
@@ -99,6 +103,22 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
                               content_type="application/json")
 
     return app
+
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+def _refuse_cross_site(request: Any, loopback: bool) -> str | None:
+    """A web page can POST to 127.0.0.1 but cannot send a JSON content type without a CORS preflight
+    (which this endpoint never grants), nor forge the Host header: DNS-rebinding and simple cross-site
+    requests are refused."""
+    if request.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+        return "queries must be sent with Content-Type: application/json"
+    host = request.headers.get("Host", "")
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    if loopback and name not in LOOPBACK_NAMES:
+        return f"Host {host!r} is not this machine's loopback address"
+    return None
 
 
 def run(settings: Settings) -> None:
