@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from schemas.events import Envelope, EventType
@@ -75,6 +76,20 @@ class ImportStats:
             "skipped_files": dict(self.skipped_files),
             "notes": dict(self.notes),
         }
+
+
+UNREAD = object()
+
+
+def read_json(path: Path, stats: ImportStats) -> Any:
+    """The file's JSON document, or :data:`UNREAD` after recording why the file was skipped."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except OSError as exc:
+        stats.skip(path, f"unreadable: {exc.__class__.__name__}")
+    except orjson.JSONDecodeError:
+        stats.skip(path, "unknown format: not JSON")
+    return UNREAD
 
 
 def parse_time(value: Any) -> datetime | None:

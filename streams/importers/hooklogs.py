@@ -28,7 +28,7 @@ import orjson
 
 from schemas.events import Envelope, EventType, HookEvent
 from schemas.ids import OrdinalCounter, canonical_json
-from streams.importers import ImportStats, ValidationError, make_envelope
+from streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, read_json
 
 SOURCE = "hook-log"
 
@@ -88,13 +88,8 @@ def hook_envelope(payload: dict[str, Any], ordinal: int, call_key: str | None = 
 
 def load_array(path: Path, stats: ImportStats) -> list[Any] | None:
     """The file's JSON array, or None (file skipped with a reason) when it is not one."""
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        stats.skip(path, f"unreadable: {exc.__class__.__name__}")
-        return None
-    except orjson.JSONDecodeError:
-        stats.skip(path, "unknown format: not JSON")
+    doc = read_json(path, stats)
+    if doc is UNREAD:
         return None
     if not isinstance(doc, list):
         stats.skip(path, "unknown format: not a JSON array")

@@ -34,12 +34,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from agents.toolcalls import estimate_tokens, json_size
 from schemas.events import Envelope, EventType, ToolCall, UsageRecord
 from schemas.ids import OrdinalCounter
-from streams.importers import ImportStats, ValidationError, make_envelope, parse_time
+from streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, parse_time, read_json
 
 SOURCE = "trajectory"
 ACTION_RE = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)  # mini-swe-agent's parse_action
@@ -93,13 +91,8 @@ def _usage(response: dict[str, Any], instance: str, step: int) -> UsageRecord | 
 
 
 def load_trajectory(path: Path, stats: ImportStats) -> dict[str, Any] | None:
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        stats.skip(path, f"unreadable: {exc.__class__.__name__}")
-        return None
-    except orjson.JSONDecodeError:
-        stats.skip(path, "unknown format: not JSON")
+    doc = read_json(path, stats)
+    if doc is UNREAD:
         return None
     if not is_trajectory(doc):
         stats.skip(path, "unknown format: not a mini-swe-agent trajectory")
