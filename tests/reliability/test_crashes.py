@@ -265,7 +265,7 @@ def test_worker_sigkilled_10_times_while_a_second_worker_joins_and_leaves(tmp_pa
                     second.stop_worker()
                 rows = None
                 if k in (1, 4, 8):  # it writes again: kill it in the middle of its work
-                    wait(lambda f=floor: rows_in(stack) > f, 60, "the worker did not resume writing after a kill")
+                    wait(lambda f=floor: rows_in(stack) > f, 150, "the worker did not resume writing after a kill")
                     time.sleep(rng.uniform(0.0, 1.0))
                     rows = floor = rows_in(stack)
                 kills.append((k, "writing" if rows is not None else ("ready" if ready else "starting"), rows))
