@@ -56,10 +56,18 @@ class BatchOut:
     flushes: list[str] = field(default_factory=list)
 
 
-def usage_rank(u: UsageRecord) -> tuple[int, int, float, str]:
-    """Largest wins, with the sink's own order (sinks.decode.usage_rank): totals, output, cost, digest."""
+def usage_rank(u: UsageRecord) -> tuple[int, int, float]:
     total = u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
-    return (total, u.output_tokens, u.cost_usd or 0.0, record_digest(dict(u.__dict__)))
+    return (total, u.output_tokens, u.cost_usd or 0.0)
+
+
+def usage_wins(new: UsageRecord, seen: UsageRecord) -> bool:
+    """Largest wins, in the sink's own order (sinks.decode.usage_rank): totals, output, cost, then the
+    record digest - computed only on a tie, which keeps digests off the per-record path."""
+    a, b = usage_rank(new), usage_rank(seen)
+    if a != b:
+        return a > b
+    return record_digest(dict(new.__dict__)) > record_digest(dict(seen.__dict__))
 
 
 class _LRU(OrderedDict[str, Any]):
@@ -187,7 +195,7 @@ class Pairing:
             if cost is not None:
                 u = u.model_copy(update={"cost_usd": cost})
         seen = out.usage.get(u.id)
-        if seen is None or usage_rank(u) > usage_rank(seen):
+        if seen is None or usage_wins(u, seen):
             out.usage[u.id] = u
 
 
