@@ -82,8 +82,10 @@ class WriteResult:
 
 
 class DuckSink:
-    def __init__(self, path: str | Path, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, path: str | Path, clock: Callable[[], datetime] | None = None,
+                 memory_limit: str | None = None) -> None:
         self.path = Path(path)
+        self.memory_limit = memory_limit
         self.clock = clock or (lambda: datetime.now(UTC))
         self._con: duckdb.DuckDBPyConnection | None = None
         self._reader: duckdb.DuckDBPyConnection | None = None
@@ -97,6 +99,8 @@ class DuckSink:
     def open(self) -> DuckSink:
         if self._con is None:
             self._con = duckdb.connect(str(self.path))
+            if self.memory_limit:
+                self._con.execute("SET memory_limit = ?", [self.memory_limit])
             use_utc(self._con)
             migrate(self._con)
             confine(self._con)

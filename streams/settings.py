@@ -27,6 +27,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_BATCH_SIZE": ("2000", "events an agent folds per batch"),
     "OUTLOOP_BATCH_WITHIN": ("0.2", "seconds an agent waits to fill a batch"),
     "OUTLOOP_SINK_BATCH": ("5000", "rows the DuckDB sink writes per transaction at most"),
+    "OUTLOOP_DB_MEMORY": ("512MB", "DuckDB memory limit of the sink process (beyond it DuckDB spills to disk)"),
     "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds (Tansu waits half of it)"),
     "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
     "OUTLOOP_LOG_LEVEL": ("info", "worker log level"),
@@ -47,6 +48,7 @@ class Settings:
     batch_size: int
     batch_within: float
     sink_batch: int
+    db_memory: str
     rebalance_timeout: float
     prices: Path | None
     log_level: str
@@ -77,6 +79,7 @@ class Settings:
                 batch_size=int(get("OUTLOOP_BATCH_SIZE")),
                 batch_within=float(get("OUTLOOP_BATCH_WITHIN")),
                 sink_batch=int(get("OUTLOOP_SINK_BATCH")),
+                db_memory=get("OUTLOOP_DB_MEMORY"),
                 rebalance_timeout=float(get("OUTLOOP_REBALANCE_TIMEOUT")),
                 prices=Path(prices) if prices else None,
                 log_level=get("OUTLOOP_LOG_LEVEL"),
@@ -107,6 +110,7 @@ class Settings:
             "OUTLOOP_BATCH_SIZE": str(self.batch_size),
             "OUTLOOP_BATCH_WITHIN": str(self.batch_within),
             "OUTLOOP_SINK_BATCH": str(self.sink_batch),
+            "OUTLOOP_DB_MEMORY": self.db_memory,
             "OUTLOOP_REBALANCE_TIMEOUT": str(self.rebalance_timeout),
             "OUTLOOP_LOG_LEVEL": self.log_level,
         }

@@ -1,5 +1,6 @@
-"""The worker process: the Faust agents, the DuckDB sink (the only writer of the database file) and
-the HTTP endpoint through which everything else reads while the worker runs.
+"""The worker process: the Faust agents, the DuckDB sink (the only writer of the database file, in a
+child process of its own: ``sinks.service``) and the HTTP endpoint through which everything else
+reads while the worker runs.
 
 HTTP (loopback by default):
   GET  /health            -> {"ok": true, ...counters}
@@ -9,7 +10,6 @@ HTTP (loopback by default):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from typing import Any
@@ -20,10 +20,8 @@ from mode import Service
 
 from agents.pricing import PriceTable, load_prices
 from agents.sessions import app_stats, register
-from schemas.topics import TopicCatalogue
-from sinks.consumer import SinkConsumer
 from sinks.query import QueryRejected
-from sinks.writer import DuckSink
+from sinks.service import SinkProcess, SinkUnavailable
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -34,44 +32,54 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
     app, topics = create_app(settings, bootstrap)
     prices = load_prices(settings.prices) if settings.prices else PriceTable.default()
     register(app, topics, settings, price=prices.cost_usd)
-    catalogue = TopicCatalogue(prefix=settings.topic_prefix)
     holder: dict[str, Any] = {}
     loopback = settings.http_host in LOOPBACK_NAMES or settings.http_host.startswith("127.")
 
+    sink = SinkProcess(settings.db, bootstrap, topic_prefix=settings.topic_prefix,
+                       max_batch=settings.sink_batch, memory_limit=settings.db_memory or None,
+                       log_level=settings.log_level, home=settings.home)
+
     class SinkService(Service):
-        """Owns the DuckDB file for the worker's lifetime."""
+        """Starts the sink process before the Faust consumer joins its group (its start overlaps
+        the join), and takes the worker down if the sink process dies: a dead sink must never
+        leave a worker that looks healthy."""
 
         async def on_start(self) -> None:
             settings.db.parent.mkdir(parents=True, exist_ok=True)
-            sink = DuckSink(settings.db).open()
+            self._stopping = False
+            sink.start()
             holder["sink"] = sink
-            self._stop = asyncio.Event()
-            consumer = SinkConsumer(bootstrap, sink, catalogue, max_batch=settings.sink_batch)
-            holder["consumer"] = consumer
-            self._task = asyncio.ensure_future(consumer.run(self._stop))
-            self._task.add_done_callback(self._on_done)
+            loop = asyncio.get_running_loop()
+            self._exited = asyncio.Event()
+            loop.add_reader(sink.sentinel, self._exited.set)
+            self.add_future(self._watch())
 
-        def _on_done(self, task: asyncio.Future[None]) -> None:
-            # the sink must never stop silently: a dead sink takes the worker down with it
-            if not task.cancelled() and task.exception() is not None and not self._stop.is_set():
-                log.error("DuckDB sink stopped: %r", task.exception())
-                asyncio.ensure_future(self.crash(task.exception()))  # type: ignore[arg-type]
+        async def _watch(self) -> None:
+            await self._exited.wait()
+            asyncio.get_running_loop().remove_reader(sink.sentinel)
+            if not self._stopping:
+                code = sink.exitcode
+                log.error("DuckDB sink process exited with %s; stopping the worker", code)
+                await self.crash(SinkUnavailable(f"sink process exited with {code}"))
 
         async def on_stop(self) -> None:
-            self._stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, timeout=15)
-            sink = holder.pop("sink", None)
-            if sink is not None:
-                sink.close()
+            self._stopping = True
+            holder.pop("sink", None)
+            code = await asyncio.get_running_loop().run_in_executor(None, sink.stop)
+            log.info("DuckDB sink process stopped (exit code %s)", code)
 
     app.service(SinkService)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        consumer = holder.get("consumer")
-        body = {"ok": "sink" in holder, "agents": dict(app_stats(app)),
-                "sink": consumer.progress() if consumer is not None else None}
+        proc = holder.get("sink")
+        progress = None
+        if proc is not None:
+            loop = asyncio.get_running_loop()
+            ready = proc.ready or await loop.run_in_executor(None, proc.ping)
+            progress = await loop.run_in_executor(None, proc.progress) if ready else None
+        body = {"ok": progress is not None, "agents": dict(app_stats(app)), "sink": progress,
+                "sink_pid": proc.pid if proc is not None else None}
         return web.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/query")
@@ -81,7 +89,7 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
             if refused:
                 return self.bytes(orjson.dumps({"error": refused}), status=403, content_type="application/json")
             sink = holder.get("sink")
-            if sink is None:
+            if sink is None or not sink.ready:
                 return self.bytes(orjson.dumps({"error": "sink not ready"}), status=503,
                                   content_type="application/json")
             try:
@@ -96,6 +104,8 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
                 columns, rows = await loop.run_in_executor(None, sink.query, sql, params)
             except QueryRejected as exc:
                 return self.bytes(orjson.dumps({"error": str(exc)}), status=403, content_type="application/json")
+            except SinkUnavailable as exc:
+                return self.bytes(orjson.dumps({"error": str(exc)}), status=503, content_type="application/json")
             except Exception as exc:  # a bad query is the caller's problem, not the worker's
                 return self.bytes(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}), status=400,
                                   content_type="application/json")
