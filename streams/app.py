@@ -38,7 +38,11 @@ def create_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Topics]:
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         producer_acks=-1,
-        producer_linger_ms=5,
+        producer_linger=0.005,
+        # a batch of ~1 KB outputs per partition per request instead of 16 KB: fewer produce
+        # requests and socket writes per emitted record (the bulk of the agents' produce cost)
+        producer_max_batch_size=512 * 1024,
+        producer_max_request_size=4 * 1024 * 1024,
         store="memory://",
         web_enabled=True,
         web_bind=settings.http_host,
