@@ -100,7 +100,7 @@ def transcript_records(session: str = SESSION) -> list[dict[str, Any]]:
 
 def trajectory(instance: str = "shop__shop-1") -> dict[str, Any]:
     msgs: list[dict[str, Any]] = [{"role": "system", "content": "You are a helpful assistant."}]
-    for i, command in enumerate((f"mysql -u root -p{S['env_pw']} shop -e 'select 1'",
+    for i, command in enumerate((f"API_TOKEN={S['token']} mysql -u root -p{S['env_pw']} shop -e 'select 1'",
                                  f"curl -H 'Authorization: Bearer {S['bearer']}' https://api.example.com/v1/x")):
         msgs.append({"role": "assistant", "content": f"THOUGHT: step {i}\n\n```bash\n{command}\n```",
                      "extra": {"response": {"id": f"gen-{i}", "model": "openai/gpt-5-mini", "created": 1772442000 + i,
