@@ -8,10 +8,16 @@ memory: after a restart a lone PostToolUse still yields a complete call (without
 the row in DuckDB converges to the same value whatever the delivery order. The bounded cache of
 recent views only lets the fold emit the most complete view it has seen.
 
-Secrets: everything a view or a hook event carries onward (tool inputs, commands, paths, the hook
-payload) is redacted with :mod:`agents.redact` before it leaves the fold; sizes, token estimates and
-call keys are computed on the original content. ``secrets`` is what :func:`agents.redact.scan`
-found in the record's raw bytes (empty: nothing to redact; None: search every string).
+Secrets: the publisher redacts every record before it reaches Kafka (:mod:`streams.publisher`);
+this fold redacts again as a second line of defence (redaction is idempotent, so a redacted record
+comes out unchanged): everything a view or a hook event carries onward (tool inputs, commands,
+paths, the hook payload) is redacted with :mod:`agents.redact` before it leaves the fold. Sizes and
+token estimates are those of the original content: measured here, or carried by a record the
+publisher redacted (``input_bytes`` / ``output_bytes`` of transcript records, ``outloop_sizes`` of a
+hook payload, which is dropped from the stored payload). Call keys are digests of the input with its
+secrets redacted (:func:`schemas.ids.input_digest`), equal before and after the publisher.
+``secrets`` is what :func:`agents.redact.scan` found in the record's raw bytes (empty: nothing to
+redact; None: search every string).
 
 Keys: ``tool_use_id`` when present. Hook payloads without one (old Claude Code versions) use a call
 key - the session, a digest of the exact input and its ordinal among identical inputs in the
@@ -97,9 +103,12 @@ class Pairing:
     def apply(self, env: Envelope, data: Any, out: BatchOut, secrets: frozenset[str] | None = ALL) -> None:
         t = env.type
         if t is EventType.HOOK_EVENT:
-            clean = env if secrets is not None and not secrets else env.model_copy(
-                update={"data": redact_json(env.data, secrets)})
-            out.hook_events.append(clean)
+            stored = env.data
+            if tc.SIZES_KEY in stored:  # the publisher's bookkeeping, not part of the payload
+                stored = {k: v for k, v in stored.items() if k != tc.SIZES_KEY}
+            if secrets is None or secrets:
+                stored = redact_json(stored, secrets)
+            out.hook_events.append(env if stored is env.data else env.model_copy(update={"data": stored}))
             self._hook(env, data, out, secrets)
         elif t is EventType.TOOL_USE:
             self._emit(self._tool_use(data, secrets), out)
@@ -127,6 +136,7 @@ class Pairing:
             return
         extra = ev.model_extra or {}
         tool_input = ev.tool_input
+        sizes = tc.carried_sizes(extra)
         key = ev.call_key
         if not ev.tool_use_id and not key:
             pre, post = self.counters.get(ev.session_id) or (OrdinalCounter(), OrdinalCounter())
@@ -141,17 +151,17 @@ class Pairing:
             "tool_input": tool_input,
             "command": tc.command_of(ev.tool_name, tool_input),
             "file_path": tc.file_path_of(ev.tool_name, tool_input),
-            "input_bytes": tc.json_size(tool_input),
+            "input_bytes": sizes.get("input_bytes", tc.json_size(tool_input)),
             "source": "hook",
         }
         view = _redacted(view, secrets)
         if name in PRE:
             view.update(status="started", started_at=env.time)
         else:
-            response = extra.get("tool_response", extra.get("tool_result"))
-            if name == "PostToolUseFailure" and response is None:
-                response = extra.get("error")
-            size = len(tc.output_text(response).encode("utf-8", "surrogatepass"))
+            response = tc.hook_response(extra, name)
+            size = sizes.get("output_bytes")
+            if size is None:
+                size = tc.text_size(tc.output_text(response))
             view.update(
                 status=tc.hook_status(response, name),
                 ended_at=env.time,
@@ -172,12 +182,12 @@ class Pairing:
             "file_path": tc.file_path_of(r.tool_name, r.tool_input),
             "status": "started",
             "started_at": r.timestamp,
-            "input_bytes": tc.json_size(r.tool_input),
+            "input_bytes": r.input_bytes if r.input_bytes is not None else tc.json_size(r.tool_input),
             "source": "transcript",
         }, secrets)
 
     def _tool_result(self, r: ToolResultRecord) -> dict[str, Any]:
-        size = len(r.output_text.encode("utf-8", "surrogatepass"))
+        size = r.output_bytes if r.output_bytes is not None else tc.text_size(r.output_text)
         return {
             "id": r.tool_use_id,
             "tool_use_id": r.tool_use_id,

@@ -83,6 +83,36 @@ def output_text(response: Any) -> str:
     return str(response)
 
 
+def text_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+SIZES_KEY = "outloop_sizes"  # hook payload field the publisher adds when it redacted the payload
+
+
+def hook_response(payload: Any, event_name: str | None = None) -> Any:
+    """What a Post hook payload (a dict, or a HookEvent's extra fields) says the tool returned."""
+    response = payload.get("tool_response", payload.get("tool_result"))
+    if response is None and (event_name or payload.get("hook_event_name")) == "PostToolUseFailure":
+        response = payload.get("error")
+    return response
+
+
+def hook_sizes(payload: dict[str, Any]) -> dict[str, int]:
+    """Input and output sizes of a hook payload as the sessions agent measures them."""
+    return {"input_bytes": json_size(payload.get("tool_input")),
+            "output_bytes": text_size(output_text(hook_response(payload)))}
+
+
+def carried_sizes(payload: Any) -> dict[str, int]:
+    """The original sizes a redacted hook payload carries (:data:`SIZES_KEY`), the valid ones only."""
+    sizes = payload.get(SIZES_KEY) if isinstance(payload, dict) else None
+    if not isinstance(sizes, dict):
+        return {}
+    return {k: v for k, v in sizes.items() if k in ("input_bytes", "output_bytes")
+            and isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
 def estimate_tokens(text_bytes: int) -> int:
     """Output-token estimate of a tool output of ``text_bytes`` bytes (ceil(bytes / 4))."""
     return int(math.ceil(text_bytes / BYTES_PER_TOKEN)) if text_bytes > 0 else 0

@@ -1,4 +1,6 @@
-"""Cost of secret redaction in the agent hot path, beside ``orjson.loads`` of the same payload.
+"""Cost of secret redaction in the agent hot path, beside ``orjson.loads`` of the same payload, and
+at the publisher (where every record is redacted before it reaches Kafka), beside the publisher's own
+encoding of the same envelope.
 
 Payloads are PostToolUse hook events whose tool output is this project's own source code (sinks,
 streams, outloop: realistic code that mentions tokens, keys and passwords) or a verbose pytest log,
@@ -7,6 +9,11 @@ at 1 KB and 100 KB, with and without real-looking secrets. Measured per payload,
   gate       redact.scan(raw): which anchors occur in the record (what a clean record costs)
   walk       redact_json(orjson.loads(raw), scan(raw)) minus the loads: what the agent adds
   no gate    redact_json(value) with every anchor searched in every string
+At the publisher, per envelope (the same payloads as hook events, and every envelope the importers
+make of the real traces when ``../shared/data/traces-dev`` is present), medians of several runs:
+  reference  env.model_dump_json().encode(): what ``Publisher.envelope`` costs without redaction
+  redacted   the same plus streams.publisher.redact_envelope_bytes (gate scan, redaction, re-encoding)
+  ratio      redacted / reference, and the redaction throughput in MB of serialised envelopes per second
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 
 from agents.redact import redact_json, scan  # noqa: E402
+from schemas.events import Envelope, EventType  # noqa: E402
+from streams.publisher import redact_envelope_bytes  # noqa: E402
+
+TRACES = (REPO.parent / "shared" / "data" / "traces-dev").resolve()
 
 SECRETS = ("export GITHUB_TOKEN=ghp_Zx9Qm2Lk7Rt4Vb8Nc1Hd5Jf3Gs6Pw0Ya2Ue4Io\n"
            "curl -H 'Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIzNDU2'\n"
@@ -96,5 +107,62 @@ def main(runs: int = 7) -> None:
                           f"ratio {statistics.median(ratios):6.1f}x   (runs: {runs_us} us)")
 
 
+def _encode_all(envs: list[Envelope]) -> None:
+    for env in envs:
+        env.model_dump_json().encode()
+
+
+def _redact_all(envs: list[Envelope]) -> None:
+    for env in envs:
+        redact_envelope_bytes(env, env.model_dump_json().encode())
+
+
+def _publisher_row(name: str, envs: list[Envelope], runs: int, budget: float) -> None:
+    size = sum(len(e.model_dump_json().encode()) for e in envs)
+    secrets = sum(redact_envelope_bytes(e).count(b"[REDACTED:") for e in envs)
+    refs, reds = [], []
+    for _ in range(runs):
+        refs.append(per_call(lambda: _encode_all(envs), budget))
+        reds.append(per_call(lambda: _redact_all(envs), budget))
+    ratios = [r / e for r, e in zip(reds, refs, strict=True)]
+    extra = [max(r - e, 1e-12) for r, e in zip(reds, refs, strict=True)]
+    ref, red = statistics.median(refs), statistics.median(reds)
+    per = 1e6 / len(envs)
+    print(f"  {name}: {len(envs)} envelopes, {size / 1e6:.2f} MB, {secrets} secrets redacted")
+    print(f"    encode (reference)         {ref * per:9.1f} us/envelope  {size / ref / 1e6:8.1f} MB/s")
+    print(f"    encode + redact            {red * per:9.1f} us/envelope  {size / red / 1e6:8.1f} MB/s   "
+          f"ratio {statistics.median(ratios):5.2f}x   (runs: {', '.join(f'{x:.2f}' for x in ratios)})")
+    print(f"    redaction alone            {statistics.median(extra) * per:9.1f} us/envelope  "
+          f"{statistics.median([size / x / 1e6 for x in extra]):8.1f} MB/s")
+
+
+def trace_envelopes() -> list[Envelope]:
+    from streams.importers import ImportStats
+    from streams.importers.detect import iter_paths
+
+    return list(iter_paths([TRACES], ImportStats())) if TRACES.is_dir() else []
+
+
+def publisher(runs: int = 7) -> None:
+    print("== secret redaction at the publisher, beside the publisher's encoding of the same envelope")
+    print("   (2-core machine shared with other engineers' test runs: absolute figures are noisy; read the ratios)")
+    texts = {"source code": source_text(), "pytest log": pytest_text()}
+    for label, text in texts.items():
+        for size in (1024, 100 * 1024):
+            for secrets in (False, True):
+                raw = payload(text, size, secrets)
+                env = Envelope(id="019c0000-0000-7000-8000-000000000000", type=EventType.HOOK_EVENT, source="hook",
+                               subject="s-1", time="2026-03-01T10:00:00Z", data=orjson.loads(raw))
+                _publisher_row(f"hook event, {label}, {len(raw) / 1024:.0f} KB, {'with' if secrets else 'no'} secrets",
+                               [env] * 20, runs, 0.15)
+    envs = trace_envelopes()
+    if envs:
+        _publisher_row(f"every envelope of the dev traces ({TRACES.name})", envs, max(3, runs // 2), 0.0)
+    else:
+        print(f"  (dev traces not found at {TRACES}: skipped)")
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    main(n)
+    publisher(n)

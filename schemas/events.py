@@ -63,6 +63,9 @@ class HookEvent(_Open):
     # ``call_key`` is not a Claude Code field: importers of old captures (no tool_use_id) add it
     # to the envelope data so Pre/Post pairing and hook/transcript joins are deterministic.
     call_key: str | None = None
+    # ``outloop_sizes`` (not typed, so a malformed one never rejects a payload) is not a Claude Code
+    # field either: the publisher adds it when it redacted the payload, with the sizes of the original
+    # content ({"input_bytes": n, "output_bytes": m}); the sessions agent uses and drops it.
 
 
 class ToolUseRecord(_Closed):
@@ -75,6 +78,8 @@ class ToolUseRecord(_Closed):
     agent_id: str | None = None
     is_sidechain: bool = False
     cwd: str | None = None
+    # set by the publisher when it redacted ``tool_input``: the size of the original input
+    input_bytes: int | None = Field(ge=0, default=None)
 
 
 class ToolResultRecord(_Closed):
@@ -83,6 +88,8 @@ class ToolResultRecord(_Closed):
     is_error: bool = False
     output_text: str = ""
     timestamp: AwareDatetime | None = None
+    # set by the publisher when it redacted ``output_text``: the size of the original output
+    output_bytes: int | None = Field(ge=0, default=None)
 
 
 class ToolCall(_Closed):

@@ -1,5 +1,11 @@
 """Deterministic ids. The same fact always gets the same id, so redelivery and replay upsert
-the same row instead of adding one."""
+the same row instead of adding one.
+
+Ids and digests derived from content (:func:`input_digest`, so call keys, and the hook-log payload
+digest) are computed on the content with its secrets redacted (:mod:`agents.redact`): the publisher
+redacts before anything reaches Kafka, so a digest must give the same value whether it is computed
+before or after that (redaction is idempotent), and no digest of a secret may be published either
+(a short secret could be guessed offline from it)."""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import hashlib
 from typing import Any
 
 import orjson
+
+from agents.redact import redact_json, scan
 
 
 def canonical_json(value: Any) -> bytes:
@@ -19,16 +27,29 @@ def record_digest(row: dict[str, Any]) -> str:
     return hashlib.blake2b(canonical_json(row), digest_size=16).hexdigest()
 
 
+def redacted_json(value: Any) -> bytes:
+    """:func:`canonical_json` of ``value`` with its secrets redacted: equal before and after the
+    publisher's redaction. A value without any redaction anchor costs one extra gate scan."""
+    raw = canonical_json(value)
+    only = scan(raw)
+    if only:
+        clean = redact_json(value, only)
+        if clean != value:
+            return canonical_json(clean)
+    return raw
+
+
 def input_digest(tool_name: str, tool_input: Any) -> str:
+    """Digest of a tool's name and input, secrets redacted (see the module docstring)."""
     h = hashlib.blake2b(digest_size=10)
     h.update(tool_name.encode())
     h.update(b"\0")
-    h.update(canonical_json(tool_input))
+    h.update(redacted_json(tool_input))
     return h.hexdigest()
 
 
 def call_key(session_id: str, tool_name: str, tool_input: Any, ordinal: int) -> str:
-    """Key of the ``ordinal``-th call (0-based) with this exact input in this session.
+    """Key of the ``ordinal``-th call (0-based) with this exact input (secrets redacted) in this session.
 
     Used where no ``tool_use_id`` exists: hook payloads of old Claude Code versions are matched to
     each other (Pre/Post) and to transcript ``tool_use`` blocks by identical input, in order."""

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from schemas.events import Envelope, EventType
 from schemas.topics import TopicCatalogue
-from streams.publisher import Delivery, Publisher, PublishError, RecordTooLarge
+from streams.publisher import Delivery, Publisher, PublishError, RecordTooLarge, redact_envelope, redact_record
 from streams.settings import Settings
 from streams.spool import Spool, SpoolCorrupt, SpoolRecord
 
@@ -189,7 +189,7 @@ class Forwarder:
             headers["outloop-received-at"] = received_at.encode()
         if len(value) > self.max_record_bytes:
             headers["outloop-truncated-from"] = str(len(value)).encode()
-            value = value[: self.max_record_bytes]
+            value = redact_record(value, dead_letter=True)[: self.max_record_bytes]  # a cut secret escapes the rules
         return pub.raw(self.catalogue.events.name, key, value, headers)
 
     def _send_record(self, pub: Publisher, rec: SpoolRecord) -> Delivery:
@@ -200,7 +200,7 @@ class Forwarder:
         if len(rec.raw) + 512 > self.max_record_bytes and (
             len(env.model_dump_json().encode()) > self.max_record_bytes
         ):
-            small = shrink_envelope(env, self.max_record_bytes)
+            small = shrink_envelope(redact_envelope(env), self.max_record_bytes)  # redact before cutting
             if small is None:
                 return self._send_raw(pub, env.subject.encode(), rec.raw, "too_large", rec.id,
                                       rec.received_at)

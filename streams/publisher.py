@@ -7,6 +7,27 @@ stay co-partitioned. Producer: ``acks='all'``, idempotent, a few ms of linger fo
 Sends return a :class:`Delivery` at once; ``flush()`` waits for the broker, after which
 ``Delivery.acked`` says which records it acknowledged (the forwarder deletes only those).
 Every broker or client failure surfaces as :class:`PublishError`.
+
+Secrets are redacted here, before a record leaves the process: every source (the hook forwarder,
+the importers through ``outloop replay``, ADWs) publishes through this class, so no token, key or
+password reaches a Kafka topic. The rules are those of :mod:`agents.redact` (the agents apply them
+again as a second line of defence; redaction is idempotent). Each record is scanned once
+(:func:`agents.redact.scan` on its serialised bytes); a record without any redaction anchor is
+sent as it is.
+
+* Envelopes (:meth:`Publisher.envelope` and every typed call): ``data`` is redacted value by value
+  (:func:`redact_envelope`), so the JSON stays valid and the agents see what they saw before. When
+  the redaction changed a tool's input or output, the sizes of the original content travel with it
+  (``input_bytes`` / ``output_bytes`` of transcript records, ``outloop_sizes`` in a hook payload):
+  sizes and token estimates stay those of the original content.
+* Raw records (:meth:`Publisher.raw`): an envelope sent as bytes is redacted as above; anything
+  else, and any record carrying an ``outloop-reason`` header (bytes the agents will dead-letter), is
+  redacted as text (:func:`agents.redact.redact_bytes`: bytes that are not UTF-8 stay as they are),
+  so a dead letter's bytes are the redacted bytes. The record key and header values are redacted as
+  text too.
+
+``Publisher(..., redact=False)`` turns this off; it exists for tests and benchmarks that need the
+unredacted reference.
 """
 
 from __future__ import annotations
@@ -18,10 +39,14 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+import orjson
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka import errors as kerr
 from kafka.admin import NewTopic
+from pydantic import ValidationError
 
+from agents.redact import ALL, redact_bytes, redact_json, scan
+from agents.toolcalls import SIZES_KEY, hook_sizes, json_size, text_size
 from schemas.events import (
     Envelope,
     EventType,
@@ -104,6 +129,57 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# -- redaction --------------------------------------------------------------------------------------
+def redact_envelope(env: Envelope, only: frozenset[str] | None = ALL) -> Envelope:
+    """``env`` with the secrets of its ``data`` redacted (``env`` itself when there were none), and
+    the sizes of the original content added where a tool's input or output changed. ``only``: what
+    :func:`agents.redact.scan` found in the serialised envelope (default: search everything)."""
+    data = env.data
+    clean = redact_json(data, only)
+    if clean == data:
+        return env
+    kind = env.type
+    if kind is EventType.HOOK_EVENT:
+        if isinstance(data.get("tool_name"), str) and SIZES_KEY not in data:
+            clean[SIZES_KEY] = hook_sizes(data)
+    elif kind is EventType.TOOL_USE:
+        if data.get("input_bytes") is None and clean.get("tool_input") != data.get("tool_input"):
+            clean["input_bytes"] = json_size(data.get("tool_input"))
+    elif kind is EventType.TOOL_RESULT:
+        text = data.get("output_text")
+        if data.get("output_bytes") is None and isinstance(text, str) and clean.get("output_text") != text:
+            clean["output_bytes"] = text_size(text)
+    return env.model_copy(update={"data": clean})
+
+
+def redact_envelope_bytes(env: Envelope, value: bytes | None = None) -> bytes:
+    """The bytes to publish for ``env`` (``value``: its serialisation, when already made)."""
+    if value is None:
+        value = env.model_dump_json().encode()
+    only = scan(value)
+    if not only:
+        return value
+    clean = redact_envelope(env, only)
+    return value if clean is env else clean.model_dump_json().encode()
+
+
+def redact_record(value: bytes, dead_letter: bool = False) -> bytes:
+    """Bytes of a raw record, redacted: an envelope value by value (it stays a valid envelope),
+    anything else, or anything ``dead_letter`` (sent with an ``outloop-reason``), as text."""
+    only = scan(value)
+    if not only:
+        return value
+    if not dead_letter and value[:1] == b"{":
+        try:
+            env = Envelope.model_validate(orjson.loads(value))
+        except (orjson.JSONDecodeError, ValidationError):
+            pass
+        else:
+            clean = redact_envelope(env, only)
+            return value if clean is env else clean.model_dump_json().encode()
+    return redact_bytes(value)
+
+
 class Publisher:
     """Publishes outloop events. Thread-safe for sends (kafka-python's producer is)."""
 
@@ -119,12 +195,15 @@ class Publisher:
         client_id: str = "outloop-publisher",
         timeout: float = 10.0,
         max_request_size: int = DEFAULT_MAX_REQUEST_BYTES,
+        redact: bool = True,
         **producer_config: Any,
     ) -> None:
         """``prefix`` is a shorthand for ``catalogue=TopicCatalogue(prefix)``. ``timeout`` bounds each
         wait on the broker (connect, metadata, request); a record not acknowledged within
-        ``3 * timeout`` fails. Extra keyword arguments go to ``KafkaProducer``."""
+        ``3 * timeout`` fails. ``redact=False`` publishes secrets as they are (tests and benchmarks
+        only). Extra keyword arguments go to ``KafkaProducer``."""
         self.bootstrap = bootstrap
+        self.redact = redact
         self.catalogue = TopicCatalogue(prefix=prefix) if prefix is not None else catalogue
         self.partitions = partitions
         self.replication_factor = replication_factor
@@ -188,6 +267,8 @@ class Publisher:
 
     def envelope(self, env: Envelope, *, partition: int | None = None) -> Delivery:
         value = env.model_dump_json().encode()
+        if self.redact:
+            value = redact_envelope_bytes(env, value)
         key = env.subject.encode()
         return self._send(self.topic_for(env.type), key, value, env.id, partition=partition)
 
@@ -200,8 +281,12 @@ class Publisher:
         *,
         partition: int | None = None,
     ) -> Delivery:
-        """Bytes sent as they are: records that are not valid events (the agents dead-letter them)
-        or envelopes serialised elsewhere."""
+        """Bytes sent as they are, secrets redacted: records that are not valid events (the agents
+        dead-letter them) or envelopes serialised elsewhere (see the module docstring)."""
+        if self.redact:
+            value = redact_record(value, dead_letter=bool(headers and "outloop-reason" in headers))
+            key = redact_bytes(key) if key else key
+            headers = {k: redact_bytes(v) if v else v for k, v in headers.items()} if headers else headers
         hdrs = list(headers.items()) if headers else None
         return self._send(topic, key, value, None, headers=hdrs, partition=partition)
 

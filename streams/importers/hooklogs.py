@@ -13,7 +13,10 @@ an array is the only time order, so ``Envelope.time`` stays empty.
   also the key of the k-th identical transcript ``tool_use`` of that session.
 - Envelope id: ``hl:<hook_event_name>:<blake2b-128 of the key-sorted payload>:<n>``, ``n`` being the
   ordinal of identical payloads in the file (captures do repeat payloads verbatim), so the id depends
-  only on the file's content, not on where it lies.
+  only on the file's content, not on where it lies. The payload is digested with its secrets
+  redacted (:func:`schemas.ids.redacted_json`): the publisher redacts the payload itself, and the
+  id must not be a digest of a secret either. Two payloads that differ only in a secret thus share a
+  digest and are told apart by ``n``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import orjson
 
 from schemas.events import Envelope, EventType, HookEvent
-from schemas.ids import OrdinalCounter, canonical_json
+from schemas.ids import OrdinalCounter, redacted_json
 from streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, read_json
 
 SOURCE = "hook-log"
@@ -64,7 +67,7 @@ def looks_like_hook_log(doc: Any) -> bool:
 
 
 def payload_digest(payload: dict[str, Any]) -> str:
-    return hashlib.blake2b(canonical_json(payload), digest_size=16).hexdigest()
+    return hashlib.blake2b(redacted_json(payload), digest_size=16).hexdigest()
 
 
 def hook_envelope(payload: dict[str, Any], ordinal: int, call_key: str | None = None,
