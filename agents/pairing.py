@@ -92,7 +92,7 @@ class Pairing:
     def __init__(
         self,
         price: Callable[[UsageRecord], float | None] | None = None,
-        max_views: int = 100_000,
+        max_views: int = 20_000,  # calls still open or recently seen; the sink merges the rest
         max_sessions: int = 10_000,
     ) -> None:
         self.price = price

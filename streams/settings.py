@@ -27,7 +27,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_BATCH_SIZE": ("2000", "events an agent folds per batch"),
     "OUTLOOP_BATCH_WITHIN": ("0.2", "seconds an agent waits to fill a batch"),
     "OUTLOOP_SINK_BATCH": ("5000", "rows the DuckDB sink writes per transaction at most"),
-    "OUTLOOP_DB_MEMORY": ("512MB", "DuckDB memory limit of the sink process (beyond it DuckDB spills to disk)"),
+    "OUTLOOP_DB_MEMORY": ("256MB", "DuckDB memory limit of the sink process (beyond it DuckDB spills to disk)"),
     "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds (Tansu waits half of it)"),
     "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
     "OUTLOOP_LOG_LEVEL": ("info", "worker log level"),
