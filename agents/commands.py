@@ -224,9 +224,9 @@ class Analyzer:
                 words = v
                 continue
             if prog in _SHELLS or prog in ("eval", "su", "script"):
-                v = self._shell(prog, args, parent, words[0])
-                if v is not None:
-                    return v
+                inner_verdict = self._shell(prog, args, parent, words[0])
+                if inner_verdict is not None:
+                    return inner_verdict
             break
         if not words:
             return verdict("env", "env", "*", RO, "noise")

@@ -85,7 +85,7 @@ class Welford:
         }
 
 
-def _w_state(w: Welford) -> list[float]:
+def _w_state(w: Welford) -> list[float | None]:
     return [w.n, w.mean, w.m2, w.lo if w.n else None, w.hi if w.n else None]  # strict JSON: no infinities
 
 

@@ -134,12 +134,14 @@ def register(app: faust.App, topics: Topics, settings: Settings,
 
     @app.agent(topics.events, name="sessions")
     async def sessions(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+                settings.batch_size, within=settings.batch_within):
             await emit_session_batch(events)
 
     @app.agent(topics.workflows, name="workflows")
     async def workflows(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+                settings.batch_size, within=settings.batch_within):
             out = Emitter(app.producer)
             for ev in events:
                 msg = ev.message

@@ -15,7 +15,8 @@ class Transcript:
 
     def __init__(self, gen: Gen, session: str, cwd: str, start: datetime, agent: str | None = None) -> None:
         self.gen, self.session, self.cwd, self.agent = gen, session, cwd, agent
-        self.clock, self.parent = start, None
+        self.clock = start
+        self.parent: str | None = None
         self.records: list[dict[str, Any]] = []
         self.context = self.cached = SYSTEM_TOKENS  # tokens in context / in the prompt cache
 
