@@ -1,29 +1,42 @@
-"""Output-topic records -> rows, folded per key. Pure: no DuckDB, the clock is passed in.
+"""Output-topic records -> Arrow staging tables, one per table, every version of a key kept.
+Pure: no DuckDB, the clock is passed in.
 
-A batch may hold several versions of one key; DuckDB refuses an upsert that hits a key twice in
-one statement, so each table's rows are folded here with the same rule the SQL upsert applies
-(see ``sinks.upsert``): tool calls with :func:`agents.toolcalls.merge_tool_calls`, usage by the
-largest totals, everything else by a deterministic "smallest wins". Anything that does not decode
-becomes a ``sink_decode`` dead letter; nothing here raises on bad input.
+Two paths decode a record; both give the same row:
+
+* the fast path (:data:`FAST`) - one C-level ``msgspec`` decode per record into a strict struct
+  (unknown fields, wrong JSON types, integers outside 64 bits, out-of-range values all refuse), the
+  times parsed only in the exact form the agents write (``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``), then the
+  row's digest. It serves usage, tool calls and hook events: nearly every record of the output
+  topics. It never decides that a record is bad: a record it does not vouch for goes to
+* the checked path (:data:`CHECKED`) - the pydantic models, the reference of what is valid. Anything
+  it refuses becomes a ``sink_decode`` dead letter with the reason; nothing here raises on bad input.
+  Workflow events, the agents' dead letters and flush markers always take it (they are rare).
+
+A batch may hold several versions of one key; they are folded in SQL by ``sinks.upsert`` with the
+same rule its upsert applies to stored rows (tool calls as :func:`agents.toolcalls.merge_tool_calls`,
+usage by the largest totals, everything else by a deterministic "smallest wins"), so the stored row
+never depends on batch boundaries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
-from agents.toolcalls import merge_tool_calls
 from schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
 from schemas.ids import record_digest
 from streams.codec import Rejected, dead_letter
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
 TopicPartition = tuple[str, int]
+Row = dict[str, Any]
 
 KINDS = {"hook-events": "hook_events", "tool-calls": "tool_calls", "usage": "usage",
          "workflow-runs": "workflow_events", "dlq": "dead_letters"}
@@ -52,21 +65,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "flush_markers": pa.schema([("marker", S), ("topic", S), ("partition", I32), ("seen_at", TS)]),
     "consumer_offsets": pa.schema([("topic", S), ("partition", I32), ("next_offset", I64), ("anchor", S)]),
 }
-
+TABLES = (*KINDS.values(), "flush_markers")
 
 digest = record_digest
-
-
-def usage_rank(row: dict[str, Any]) -> tuple[int, int, float, str]:
-    """Largest wins: total tokens, then output tokens, then cost, then the record digest."""
-    total = (row["input_tokens"] + row["output_tokens"] + row["cache_read_input_tokens"]
-             + row["cache_creation_input_tokens"])
-    return total, row["output_tokens"], row["cost_usd"] or 0.0, row["digest"]
-
-
-def dead_letter_rank(row: dict[str, Any]) -> tuple[datetime, str, int, int]:
-    """Smallest wins: first seen, then position."""
-    return row["at"], row["topic"], row["partition"], row["offset"]
 
 
 class DecodeError(ValueError):
@@ -75,50 +76,60 @@ class DecodeError(ValueError):
 
 @dataclass
 class Folded:
-    """One batch, folded per table and key."""
+    """One batch, decoded: every version per table as columns (``sinks.upsert`` folds them per key in
+    SQL), the flush markers, the next offset per partition."""
 
-    rows: dict[str, dict[Any, dict[str, Any]]] = field(
-        default_factory=lambda: {name: {} for name in (*KINDS.values(), "flush_markers")})
+    columns: dict[str, dict[str, list[Any]]] = field(
+        default_factory=lambda: {t: {c: [] for c in SCHEMAS[t].names} for t in TABLES})
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    markers: dict[tuple[str, str, int], Row] = field(default_factory=dict)  # first sighting wins
     records: int = 0
     decode_errors: int = 0
 
-    def add(self, table: str, key: Any, row: dict[str, Any]) -> None:
-        rows = self.rows[table]
-        seen = rows.get(key)
-        if seen is None:
-            rows[key] = row
-        elif table == "tool_calls":
-            rows[key] = merge_tool_calls(seen, row)
-        elif table == "usage":
-            rows[key] = max(seen, row, key=usage_rank)
-        elif table == "dead_letters":
-            rows[key] = min(seen, row, key=dead_letter_rank)
-        elif table != "flush_markers":  # flush markers keep the first sighting
-            rows[key] = min(seen, row, key=lambda r: r["digest"])
+    def add(self, table: str, row: Row) -> None:
+        for name, values in self.columns[table].items():
+            values.append(row.get(name))
+
+    def add_marker(self, row: Row) -> None:
+        self.markers.setdefault((row["marker"], row["topic"], row["partition"]), row)
+
+    def count(self, table: str) -> int:
+        return len(self.markers) if table == "flush_markers" else len(self.columns[table]["id"])
 
     def arrow(self, table: str) -> pa.Table:
+        """The staging table of ``table``: every version of every key the batch holds."""
         schema = SCHEMAS[table]
-        rows = list(self.rows[table].values())
-        if table == "tool_calls":
-            rows = [tool_call_row(r) for r in rows]
-        return pa.Table.from_arrays([pa.array([r.get(name) for r in rows], type=f.type)
-                                     for name, f in zip(schema.names, schema, strict=True)], schema=schema)
+        if table == "flush_markers":
+            return pa.Table.from_pylist(list(self.markers.values()), schema=schema)
+        cols = self.columns[table]
+        return pa.Table.from_arrays([pa.array(cols[f.name], type=f.type) for f in schema], schema=schema)
 
     def offsets_arrow(self, anchors: dict[TopicPartition, str | None]) -> pa.Table:
         rows = [{"topic": t, "partition": p, "next_offset": n, "anchor": anchors.get((t, p))}
                 for (t, p), n in sorted(self.offsets.items())]
         return pa.Table.from_pylist(rows, schema=SCHEMAS["consumer_offsets"])
 
-    def has_call_keys(self) -> bool:
-        return any(v.get("call_key") for v in self.rows["tool_calls"].values())
+    @property
+    def rows(self) -> dict[str, dict[Any, Row]]:
+        """Per table the keys written (folded), for pattern materialization: tool calls map each id to
+        its folded ``call_key`` (the least non-null one, as the merge); flush markers to their row."""
+        calls: dict[str, Row] = {}
+        cols = self.columns["tool_calls"]
+        for id_, key in zip(cols["id"], cols["call_key"], strict=True):
+            seen = calls.get(id_)
+            if seen is None:
+                calls[id_] = {"call_key": key}
+            elif key is not None and (seen["call_key"] is None or key < seen["call_key"]):
+                seen["call_key"] = key
+        return {"tool_calls": calls, "flush_markers": dict(self.markers)}
 
 
-def tool_call_row(view: dict[str, Any]) -> dict[str, Any]:
+def tool_call_row(view: Row) -> Row:
+    """A tool-call view in its stored normal form (what ``merge_tool_calls(v, v)`` gives): canonical
+    (key-sorted) ``tool_input`` JSON, the duration at least the one derived from the times."""
     ti = view.get("tool_input")
     canonical = None if ti is None else orjson.dumps(ti, option=orjson.OPT_SORT_KEYS).decode()
     row = {**view, "tool_input": canonical}
-    # stored in the merged normal form (what merge_tool_calls(v, v) gives): duration derived from the times
     started, ended = view.get("started_at"), view.get("ended_at")
     if started is not None and ended is not None:
         derived = max(0.0, (ended - started).total_seconds() * 1000.0)
@@ -127,27 +138,32 @@ def tool_call_row(view: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+# -- the checked path: pydantic, the reference --------------------------------------------------
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _hook_row(value: bytes) -> dict[str, Any]:
+def _hook_event_row(id: str, data: dict[str, Any], subject: str, time: datetime | None, source: str) -> Row:
+    row = {"id": id, "session_id": _str(data.get("session_id")) or subject,
+           "hook_event_name": _str(data.get("hook_event_name")), "tool_name": _str(data.get("tool_name")),
+           "tool_use_id": _str(data.get("tool_use_id")), "received_at": time, "source": source,
+           "payload": orjson.dumps(data).decode()}
+    row["digest"] = digest(row)
+    return row
+
+
+def _hook_row(value: bytes) -> Row:
     env = Envelope.model_validate_json(value)
     if env.type is not EventType.HOOK_EVENT:
         raise DecodeError(f"{env.type.value} on the hook-events topic")
-    data = env.data
-    row = {"id": env.id, "session_id": _str(data.get("session_id")) or env.subject,
-           "hook_event_name": _str(data.get("hook_event_name")), "tool_name": _str(data.get("tool_name")),
-           "tool_use_id": _str(data.get("tool_use_id")), "received_at": env.time, "source": env.source,
-           "payload": orjson.dumps(data).decode()}
-    return {**row, "digest": digest(row)}
+    return _hook_event_row(env.id, env.data, env.subject, env.time, env.source)
 
 
 _WHEN = {EventType.WORKFLOW_STARTED: "started_at", EventType.WORKFLOW_PHASE_CHANGED: "at",
          EventType.WORKFLOW_ENDED: "ended_at"}
 
 
-def _workflow_row(value: bytes) -> dict[str, Any]:
+def _workflow_row(value: bytes) -> Row:
     env = Envelope.model_validate_json(value)
     if env.type not in WORKFLOW_TYPES:
         raise DecodeError(f"{env.type.value} on the workflow-runs topic")
@@ -158,23 +174,23 @@ def _workflow_row(value: bytes) -> dict[str, Any]:
     return {**row, "digest": digest(row)}
 
 
-def _usage_row(value: bytes) -> dict[str, Any]:
+def _usage_row(value: bytes) -> Row:
     row = dict(UsageRecord.model_validate_json(value).__dict__)
     return {**row, "digest": digest(row)}
 
 
-def _tool_call_row(value: bytes) -> dict[str, Any]:
-    return dict(ToolCall.model_validate_json(value).__dict__)
+def _tool_call_row(value: bytes) -> Row:
+    return tool_call_row(dict(ToolCall.model_validate_json(value).__dict__))
 
 
-def _dead_letter_row(value: bytes) -> dict[str, Any]:
+def _dead_letter_row(value: bytes) -> Row:
     row = DeadLetter.model_validate_json(value).model_dump()  # raw bytes travel as base64
     if row["at"].tzinfo is None:
         row["at"] = row["at"].replace(tzinfo=UTC)
     return row
 
 
-def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> dict[str, Any]:
+def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Row:
     marker = obj.get("marker")
     if not isinstance(marker, str) or not marker:
         raise DecodeError("flush marker without a marker id")
@@ -183,18 +199,134 @@ def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> di
             "seen_at": now}
 
 
-_ROWS = {"hook_events": _hook_row, "usage": _usage_row, "workflow_events": _workflow_row,
-         "tool_calls": _tool_call_row, "dead_letters": _dead_letter_row}
+CHECKED: dict[str, Callable[[bytes], Row]] = {
+    "hook_events": _hook_row, "usage": _usage_row, "workflow_events": _workflow_row,
+    "tool_calls": _tool_call_row, "dead_letters": _dead_letter_row}
+
+
+# -- the fast path: msgspec structs, only for the exact forms the agents write ----------------------
+_I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_N64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+class _Usage(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    session_id: str
+    model: str | None
+    timestamp: str | None
+    input_tokens: _N64
+    output_tokens: _N64
+    cache_read_input_tokens: _N64 = 0
+    cache_creation_input_tokens: _N64 = 0
+    cache_creation_5m_tokens: _N64 | None = None
+    cache_creation_1h_tokens: _N64 | None = None
+    cost_usd: float | None = None
+    source: str = "transcript"
+
+
+class _ToolCall(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    tool_use_id: str | None
+    call_key: str | None
+    session_id: str
+    tool_name: str | None
+    status: Literal["started", "ok", "error", "interrupted"]
+    source: str
+    tool_input: dict[str, Any] | list[Any] | str | None = None
+    command: str | None = None
+    file_path: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_ms: float | None = None
+    input_bytes: _I64 = 0
+    output_bytes: _I64 | None = None
+    output_tokens_est: _I64 | None = None
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    type: str
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    data: dict[str, Any]
+    time: str | None = None
+    specversion: Literal["1"] = "1"
+
+
+class _NotFast(Exception):
+    """The fast path does not vouch for this record: the checked path decides."""
+
+
+def _time(text: str | None) -> datetime | None:
+    """A time in the agents' form only: ``YYYY-MM-DDTHH:MM:SSZ`` or with 6 fraction digits."""
+    if text is None:
+        return None
+    n = len(text)
+    if (n != 20 and n != 27) or text[-1] != "Z" or text[10] != "T" or (n == 27 and text[19] != "."):
+        raise _NotFast
+    if not (text[:4].isdigit() and text[5:7].isdigit() and text[8:10].isdigit() and text[11:13].isdigit()
+            and text[14:16].isdigit() and text[17:19].isdigit() and (n == 20 or text[20:26].isdigit())
+            and text[4] == text[7] == "-" and text[13] == text[16] == ":"):
+        raise _NotFast
+    return datetime.fromisoformat(text)  # ValueError for a date or time that does not exist
+
+
+_usage_decoder = msgspec.json.Decoder(_Usage)
+_tool_decoder = msgspec.json.Decoder(_ToolCall)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_USAGE_FIELDS = _Usage.__struct_fields__
+_TOOL_FIELDS = _ToolCall.__struct_fields__
+
+
+def _fast_usage(value: bytes) -> Row:
+    u = _usage_decoder.decode(value)
+    row = dict(zip(_USAGE_FIELDS, msgspec.structs.astuple(u), strict=True))
+    row["timestamp"] = _time(u.timestamp)
+    row["digest"] = digest(row)
+    return row
+
+
+def _fast_tool_call(value: bytes) -> Row:
+    t = _tool_decoder.decode(value)
+    row = dict(zip(_TOOL_FIELDS, msgspec.structs.astuple(t), strict=True))
+    row["started_at"] = _time(t.started_at)
+    row["ended_at"] = _time(t.ended_at)
+    return tool_call_row(row)
+
+
+def _fast_hook(value: bytes) -> Row:
+    env = _envelope_decoder.decode(value)
+    if env.type != "hook.event":
+        raise _NotFast
+    return _hook_event_row(env.id, env.data, env.subject, _time(env.time), env.source)
+
+
+FAST: dict[str, Callable[[bytes], Row]] = {
+    "usage": _fast_usage, "tool_calls": _fast_tool_call, "hook_events": _fast_hook}
+_CHECKED_REFUSES = (orjson.JSONDecodeError, ValidationError, DecodeError, ValueError, TypeError)
 
 
 def fold(messages: list[Message], now: datetime) -> Folded:
+    """Decode ``messages`` into a :class:`Folded` (the name is historical: versions are folded in SQL)."""
     out = Folded()
+    out.records = len(messages)
+    offsets = out.offsets
+    kinds: dict[str, str | None] = {}
     for topic, partition, offset, key, value in messages:
-        out.records += 1
         tp = (topic, partition)
-        out.offsets[tp] = max(out.offsets.get(tp, -1), offset + 1)
+        if offsets.get(tp, -1) <= offset:
+            offsets[tp] = offset + 1
+        kind = kinds.get(topic, "")
+        if kind == "":
+            kind = kinds[topic] = KINDS.get(topic.rsplit(".", 1)[-1])
+        fast = FAST.get(kind) if kind else None
+        if fast is not None and value and b'"control"' not in value:
+            try:
+                out.add(kind, fast(value))  # type: ignore[arg-type]
+                continue
+            except Exception:  # noqa: BLE001 - whatever the fast path refuses, the checked path decides
+                pass
         try:
-            kind = KINDS.get(topic.rsplit(".", 1)[-1])
             if kind is None:
                 raise DecodeError(f"{topic} is not an outloop output topic")
             if not value:
@@ -202,14 +334,12 @@ def fold(messages: list[Message], now: datetime) -> Folded:
             if b'"control"' in value:  # cheap pre-check: only control markers need a second parse
                 obj = orjson.loads(value)
                 if isinstance(obj, dict) and obj.get("control") == "flush":
-                    row = _flush(obj, topic, partition, now)
-                    out.add("flush_markers", (row["marker"], topic, row["partition"]), row)
+                    out.add_marker(_flush(obj, topic, partition, now))
                     continue
-            row = _ROWS[kind](value)
-            out.add(kind, row["id"], row)
-        except (orjson.JSONDecodeError, ValidationError, DecodeError, ValueError, TypeError) as exc:
+            out.add(kind, CHECKED[kind](value))
+        except _CHECKED_REFUSES as exc:
             out.decode_errors += 1
             detail = f"{type(exc).__name__}: {exc}"[:500]
             dl = dead_letter(value, Rejected("sink_decode", detail), topic, partition, offset, key, now=now)
-            out.add("dead_letters", dl.id, dl.model_dump())
+            out.add("dead_letters", dl.model_dump())
     return out

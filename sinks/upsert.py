@@ -1,6 +1,7 @@
-"""The upserts: Arrow staging views -> ``INSERT ... ON CONFLICT`` per table, inside the caller's
-transaction. Each rule equals the Python fold of ``sinks.decode``, so the stored row is the same
-whatever the batch boundaries, the order or the number of deliveries:
+"""The fold and the upserts: Arrow staging views -> ``INSERT ... ON CONFLICT`` per table, inside the
+caller's transaction. A batch's versions of one key are first folded in SQL (:data:`FOLD`) with the
+same rule the upsert then applies against the stored row, so the stored row is the same whatever the
+batch boundaries, the order or the number of deliveries:
 
 * tool_calls - field by field as :func:`agents.toolcalls.merge_tool_calls` (least identity and text,
   highest status rank, earliest start, latest end, largest sizes and duration, union of sources);
@@ -15,8 +16,10 @@ whatever the batch boundaries, the order or the number of deliveries:
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from sinks.decode import SCHEMAS, Folded
+from sinks.decode import SCHEMAS, TABLES, Folded
 
 _TOOL_TEXT = ("tool_use_id", "call_key", "session_id", "tool_name", "command", "file_path")
 _TOOL_MAX = ("input_bytes", "output_bytes", "output_tokens_est")
@@ -126,6 +129,35 @@ OFFSETS = (_insert("consumer_offsets") + ' ON CONFLICT (topic, "partition") DO U
            "anchor = coalesce(EXCLUDED.anchor, consumer_offsets.anchor)")
 
 
+_STATUS = "list_position(['started', 'ok', 'error', 'interrupted'], status)"
+_DERIVED = ("CASE WHEN min(started_at) IS NOT NULL AND max(ended_at) IS NOT NULL THEN greatest(0.0, "
+            "(epoch_us(max(ended_at)) - epoch_us(min(started_at)))::DOUBLE / 1000000.0 * 1000.0) END")
+
+
+def _first(table: str, order: str) -> str:
+    return f"SELECT * FROM raw_{table} QUALIFY row_number() OVER (PARTITION BY id ORDER BY {order}) = 1"
+
+
+_USAGE_TOTAL = " + ".join(f"{c}::HUGEINT" for c in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                                    "cache_creation_input_tokens"))
+# One row per key from the batch's versions (``raw_<table>``), by the rule of the upsert above.
+FOLD: dict[str, str] = {
+    "tool_calls": "SELECT id, " + ", ".join(f"min({c}) AS {c}" for c in _TOOL_TEXT) + f"""
+        , arg_max(status, {_STATUS}) AS status, min(started_at) AS started_at, max(ended_at) AS ended_at,
+        greatest(max(duration_ms), {_DERIVED}) AS duration_ms, """
+                  + ", ".join(f"max({c}) AS {c}" for c in _TOOL_MAX) + """,
+        CASE WHEN count(DISTINCT source) = 1 THEN min(source) ELSE array_to_string(list_sort(list_distinct(
+            flatten(list(string_split(source, '+'))))), '+') END AS source,
+        min(tool_input) AS tool_input
+        FROM raw_tool_calls GROUP BY id""",
+    "usage": _first("usage", f"{_USAGE_TOTAL} DESC, output_tokens DESC, coalesce(cost_usd, 0.0) DESC, "
+                             "digest DESC"),
+    "hook_events": _first("hook_events", "digest"),
+    "workflow_events": _first("workflow_events", "digest"),
+    "dead_letters": _first("dead_letters", '"at", topic, "partition", "offset", reason, detail, key, raw'),
+}
+
+
 def _staged(con: duckdb.DuckDBPyConnection, table: str, data: object, statements: list[str]) -> None:
     name = f"stg_{table}"
     con.register(name, data)
@@ -134,20 +166,31 @@ def _staged(con: duckdb.DuckDBPyConnection, table: str, data: object, statements
     con.unregister(name)  # unregistering inside an aborted transaction would hide the real error
 
 
-def apply(con: duckdb.DuckDBPyConnection, folded: Folded,
+def folded(con: duckdb.DuckDBPyConnection, table: str, staged: pa.Table) -> pa.Table:
+    """The batch's rows of ``table``, one per key: ``staged`` itself when its keys are distinct."""
+    if table not in FOLD or pc.count_distinct(staged.column("id")).as_py() == staged.num_rows:
+        return staged
+    con.register(f"raw_{table}", staged)
+    out = con.sql(FOLD[table]).to_arrow_table().select(SCHEMAS[table].names).cast(SCHEMAS[table])
+    con.unregister(f"raw_{table}")
+    return out
+
+
+def apply(con: duckdb.DuckDBPyConnection, batch: Folded,
           anchors: dict[tuple[str, int], str | None] | None = None) -> dict[str, int]:
-    """Write one folded batch and its offsets; the caller owns the transaction. Returns rows per table."""
+    """Write one batch and its offsets; the caller owns the transaction. Returns rows per table."""
     written: dict[str, int] = {}
-    for table, rows in folded.rows.items():
-        if not rows:
+    for table in TABLES:
+        if not batch.count(table):
             continue
+        rows = folded(con, table, batch.arrow(table))
         statements = [UPSERT[table]]
-        if table == "tool_calls" and folded.has_call_keys():
+        if table == "tool_calls" and pc.max(pc.utf8_length(rows.column("call_key"))).as_py():
             statements += JOIN_SYN
         elif table == "workflow_events":
             statements.append(REFOLD_RUNS)
-        _staged(con, table, folded.arrow(table), statements)
-        written[table] = len(rows)
-    if folded.offsets:
-        _staged(con, "consumer_offsets", folded.offsets_arrow(anchors or {}), [OFFSETS])
+        _staged(con, table, rows, statements)
+        written[table] = rows.num_rows
+    if batch.offsets:
+        _staged(con, "consumer_offsets", batch.offsets_arrow(anchors or {}), [OFFSETS])
     return written

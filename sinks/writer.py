@@ -2,8 +2,10 @@
 
 Each :meth:`DuckSink.write_batch` is one transaction holding the rows of the batch AND the
 consumer offsets after it, so a crash replays exactly the batches whose rows are missing and the
-upserts (``sinks.upsert``) make a replayed batch a no-op. Rows go in through Arrow staging views and
-one ``INSERT ... ON CONFLICT`` per table - never row at a time.
+upserts (``sinks.upsert``) make a replayed batch a no-op. Records are decoded by ``sinks.decode`` (a
+strict msgspec fast path, pydantic for what it does not vouch for) into one Arrow staging table per
+table; versions of a key are folded in SQL and go in with one ``INSERT ... ON CONFLICT`` per table -
+never row at a time.
 
 A batch DuckDB or Arrow refuses for a terminal reason (a value it cannot store) is split in halves until the
 refused record is alone; that record becomes a ``sink_write`` dead letter and the rest is written.
@@ -175,7 +177,7 @@ class DuckSink:
                          topic, partition, offset, key, now=self.clock())
         folded = Folded()
         folded.records = 1
-        folded.rows["dead_letters"][dl.id] = dl.model_dump()
+        folded.add("dead_letters", dl.model_dump())
         folded.offsets[(topic, partition)] = offset + 1
         try:
             with self.transaction() as con:
