@@ -2,10 +2,13 @@
 rows at the same batch size, for tool calls, usage and hook events separately.
 
 The input is what the agents put on the output topics (records serialised by the project's own
-pydantic models). The reference inserts the very rows the sink stores (the Arrow tables of the
-sink's own fold, built before the clock starts) with one plain ``INSERT ... SELECT`` per batch
-into a table of the same schema, one transaction per batch: the physical limit of DuckDB here.
-A cProfile of the writer on the same input then shows where the time goes.
+pydantic models). The reference inserts the very rows the sink stores (the Arrow staging tables of
+the sink's own decoder, built before the clock starts) with one plain ``INSERT ... SELECT`` per
+batch into a table of the same schema, one transaction per batch: the physical limit of DuckDB here.
+The writer is measured twice: as it runs (pattern materialization on) and with pattern
+materialization switched off (``DuckSink._patterns`` replaced by a no-op, here only), which shows
+the decode + fold + upsert part alone. A cProfile of the writer on the same input then shows where
+the time goes.
 
     .venv/bin/python bench/bench_sink.py [--quick] [--rows N] [--batch 5000] [--runs 3]
 """
@@ -65,8 +68,15 @@ def batches(kind: str, n: int, size: int) -> list[list[tuple[str, int, int, byte
     return [msgs[i:i + size] for i in range(0, n, size)]
 
 
-def run_sink(path: Path, chunks: list) -> float:
-    sink = DuckSink(path)
+class NoPatterns(DuckSink):
+    """The writer without pattern materialization (benchmark only)."""
+
+    def _patterns(self, con: duckdb.DuckDBPyConnection, folded: object) -> None:
+        pass
+
+
+def run_sink(path: Path, chunks: list, patterns: bool = True) -> float:
+    sink = (DuckSink if patterns else NoPatterns)(path)
     try:
         t0 = time.perf_counter()
         for chunk in chunks:
@@ -94,13 +104,15 @@ def run_reference(path: Path, kind: str, tables: list) -> float:
 
 
 PROFILE_POINTS = [  # (label, file suffix, function)
-    ("fold: decode + merge (sinks/decode.fold)", "sinks/decode.py", "fold"),
-    ("  pydantic model_validate_json", "pydantic/main.py", "model_validate_json"),
-    ("  merge fold (Folded.add)", "sinks/decode.py", "add"),
+    ("decode (sinks/decode.fold)", "sinks/decode.py", "fold"),
+    ("  fast path: usage (msgspec, time, digest)", "sinks/decode.py", "_fast_usage"),
+    ("  fast path: tool calls (msgspec, times, canonical tool_input)", "sinks/decode.py", "_fast_tool_call"),
+    ("  fast path: hook events (msgspec, time, payload JSON, digest)", "sinks/decode.py", "_fast_hook"),
     ("  row digests (canonical JSON + blake2b)", "sinks/decode.py", "digest"),
-    ("  _hook_row (envelope validation, payload JSON, digest)", "sinks/decode.py", "_hook_row"),
+    ("  checked path: pydantic model_validate_json", "pydantic/main.py", "model_validate_json"),
+    ("  rows into columns (Folded.add)", "sinks/decode.py", "add"),
     ("Arrow staging tables (Folded.arrow)", "sinks/decode.py", "arrow"),
-    ("  tool_call_row (merge normal form + canonical JSON)", "sinks/decode.py", "tool_call_row"),
+    ("fold of a key's versions in SQL (sinks/upsert.folded)", "sinks/upsert.py", "folded"),
     ("upsert SQL (register + INSERT ON CONFLICT)", "sinks/upsert.py", "_staged"),
     ("patterns: materialize (occurrences)", "sinks/patterns.py", "materialize"),
     ("  signature_of (Python)", "agents/signatures.py", "signature_of"),
@@ -110,9 +122,9 @@ PROFILE_POINTS = [  # (label, file suffix, function)
 ]
 
 
-def profile(path: Path, chunks: list) -> None:
+def profile(path: Path, chunks: list, patterns: bool = True) -> None:
     prof = cProfile.Profile()
-    sink = DuckSink(path)
+    sink = (DuckSink if patterns else NoPatterns)(path)
     try:
         prof.enable()
         for chunk in chunks:
@@ -125,6 +137,9 @@ def profile(path: Path, chunks: list) -> None:
     for (file, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.items():
         cum[(file, func)] = cum.get((file, func), 0.0) + ct
     total = sum(ct for (f, fn), ct in cum.items() if f.endswith("sinks/writer.py") and fn == "write_batch")
+    if not patterns:
+        total = sum(ct for (f, fn), ct in cum.items() if f.endswith("sinks/writer.py") and fn == "_write"
+                    and ct > 0) or total
     top = 0.0
     for label, suffix, func in PROFILE_POINTS:
         secs = sum(ct for (f, fn), ct in cum.items() if fn == func and f.endswith(suffix))
@@ -142,6 +157,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int)
     ap.add_argument("--batch", type=int, default=5000, help="records per write_batch (OUTLOOP_SINK_BATCH)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-profile", dest="profile", action="store_false", help="skip the cProfile breakdown")
     args = ap.parse_args()
     n = args.rows or (20_000 if args.quick else 100_000)
     header(f"DuckDB sink: {n:,} rows per kind, batches of {args.batch:,}, {args.runs} runs",
@@ -151,15 +167,21 @@ def main() -> None:
         for kind in KINDS:
             chunks = batches(kind, n, args.batch)
             tables = [fold(c, now).arrow(kind) for c in chunks]
-            sink_rates, ref_rates = [], []
-            for run in range(args.runs):
+            sink_rates, bare_rates, ref_rates = [], [], []
+            for run in range(args.runs):  # interleaved, so that the three share the machine's load
                 ref_rates.append(n / run_reference(Path(tmp) / f"{kind}-ref{run}.duckdb", kind, tables))
                 sink_rates.append(n / run_sink(Path(tmp) / f"{kind}-sink{run}.duckdb", chunks))
+                bare_rates.append(n / run_sink(Path(tmp) / f"{kind}-bare{run}.duckdb", chunks, patterns=False))
             print(f"  {kind}:")
             row(f"DuckSink.write_batch ({kind})", sink_rates, "bare Arrow insert", ref_rates, "rows/s",
                 target=">= 0.7x")
-            print("    where the writer's time goes (cProfile, cumulative, % of write_batch):")
-            profile(Path(tmp) / f"{kind}-prof.duckdb", chunks)
+            row("  same, pattern materialization off", bare_rates, "bare Arrow insert", ref_rates, "rows/s",
+                target=">= 0.7x")
+            if args.profile:
+                for patterns in (True, False):
+                    print(f"    where the writer's time goes, patterns {'on' if patterns else 'off'} "
+                          "(cProfile, cumulative, % of write_batch):")
+                    profile(Path(tmp) / f"{kind}-prof{patterns}.duckdb", chunks, patterns)
 
 
 if __name__ == "__main__":

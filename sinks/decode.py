@@ -76,33 +76,44 @@ class DecodeError(ValueError):
 
 @dataclass
 class Folded:
-    """One batch, decoded: every version per table as columns (``sinks.upsert`` folds them per key in
-    SQL), the flush markers, the next offset per partition."""
+    """One batch, decoded: every version per table (``sinks.upsert`` folds them per key in SQL), the
+    flush markers, the next offset per partition. Fast-path rows are tuples in the staging schema's
+    column order with times as UTC text; checked-path rows are dicts."""
 
-    columns: dict[str, dict[str, list[Any]]] = field(
-        default_factory=lambda: {t: {c: [] for c in SCHEMAS[t].names} for t in TABLES})
+    fast: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: {t: [] for t in FAST})
+    checked: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in KINDS.values()})
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     markers: dict[tuple[str, str, int], Row] = field(default_factory=dict)  # first sighting wins
     records: int = 0
     decode_errors: int = 0
 
     def add(self, table: str, row: Row) -> None:
-        for name, values in self.columns[table].items():
-            values.append(row.get(name))
+        self.checked[table].append(row)
 
     def add_marker(self, row: Row) -> None:
         self.markers.setdefault((row["marker"], row["topic"], row["partition"]), row)
 
     def count(self, table: str) -> int:
-        return len(self.markers) if table == "flush_markers" else len(self.columns[table]["id"])
+        if table == "flush_markers":
+            return len(self.markers)
+        return len(self.checked[table]) + len(self.fast.get(table, ()))
 
     def arrow(self, table: str) -> pa.Table:
         """The staging table of ``table``: every version of every key the batch holds."""
         schema = SCHEMAS[table]
         if table == "flush_markers":
             return pa.Table.from_pylist(list(self.markers.values()), schema=schema)
-        cols = self.columns[table]
-        return pa.Table.from_arrays([pa.array(cols[f.name], type=f.type) for f in schema], schema=schema)
+        rows = self.checked[table]
+        out = pa.Table.from_arrays([pa.array([r.get(f.name) for r in rows], type=f.type) for f in schema],
+                                   schema=schema)
+        fast = self.fast.get(table)
+        if fast:
+            columns = list(zip(*fast, strict=True))
+            arrays = [pa.array(c, type=S).cast(f.type) if f.type == TS else pa.array(c, type=f.type)
+                      for c, f in zip(columns, schema, strict=True)]
+            out = pa.concat_tables([out, pa.Table.from_arrays(arrays, schema=schema)]) if rows else \
+                pa.Table.from_arrays(arrays, schema=schema)
+        return out
 
     def offsets_arrow(self, anchors: dict[TopicPartition, str | None]) -> pa.Table:
         rows = [{"topic": t, "partition": p, "next_offset": n, "anchor": anchors.get((t, p))}
@@ -114,8 +125,9 @@ class Folded:
         """Per table the keys written (folded), for pattern materialization: tool calls map each id to
         its folded ``call_key`` (the least non-null one, as the merge); flush markers to their row."""
         calls: dict[str, Row] = {}
-        cols = self.columns["tool_calls"]
-        for id_, key in zip(cols["id"], cols["call_key"], strict=True):
+        pairs = [(t[0], t[2]) for t in self.fast["tool_calls"]]
+        pairs += [(r["id"], r["call_key"]) for r in self.checked["tool_calls"]]
+        for id_, key in pairs:
             seen = calls.get(id_)
             if seen is None:
                 calls[id_] = {"call_key": key}
@@ -143,12 +155,14 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _hook_event_row(id: str, data: dict[str, Any], subject: str, time: datetime | None, source: str) -> Row:
+def _hook_event_row(id: str, data: dict[str, Any], subject: str, time: datetime | str | None, source: str,
+                    time_json: str | None = None) -> Row:
+    """The stored row (columns in SCHEMAS order); ``time_json``: how the digest writes a time given as text."""
     row = {"id": id, "session_id": _str(data.get("session_id")) or subject,
            "hook_event_name": _str(data.get("hook_event_name")), "tool_name": _str(data.get("tool_name")),
            "tool_use_id": _str(data.get("tool_use_id")), "received_at": time, "source": source,
            "payload": orjson.dumps(data).decode()}
-    row["digest"] = digest(row)
+    row["digest"] = digest(row if time_json is None else {**row, "received_at": time_json})
     return row
 
 
@@ -209,7 +223,7 @@ _I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _N64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
-class _Usage(msgspec.Struct, forbid_unknown_fields=True):
+class _Usage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):  # fields in SCHEMAS order
     id: str
     session_id: str
     model: str | None
@@ -224,26 +238,26 @@ class _Usage(msgspec.Struct, forbid_unknown_fields=True):
     source: str = "transcript"
 
 
-class _ToolCall(msgspec.Struct, forbid_unknown_fields=True):
+class _ToolCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):  # fields in SCHEMAS order
     id: str
     tool_use_id: str | None
     call_key: str | None
     session_id: str
     tool_name: str | None
-    status: Literal["started", "ok", "error", "interrupted"]
-    source: str
-    tool_input: dict[str, Any] | list[Any] | str | None = None
     command: str | None = None
     file_path: str | None = None
+    status: Literal["started", "ok", "error", "interrupted"]
     started_at: str | None = None
     ended_at: str | None = None
     duration_ms: float | None = None
     input_bytes: _I64 = 0
     output_bytes: _I64 | None = None
     output_tokens_est: _I64 | None = None
+    source: str
+    tool_input: dict[str, Any] | list[Any] | str | None = None
 
 
-class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     type: str
     source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -271,37 +285,55 @@ def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text)  # ValueError for a date or time that does not exist
 
 
+def _time_json(text: str | None) -> str | None:
+    """How ``orjson`` writes the time ``_time`` accepted (the digest's form): ``+00:00``, no zero fraction."""
+    if text is None:
+        return None
+    if len(text) == 27 and text[20:26] != "000000":
+        return text[:26] + "+00:00"
+    return text[:19] + "+00:00"
+
+
 _usage_decoder = msgspec.json.Decoder(_Usage)
 _tool_decoder = msgspec.json.Decoder(_ToolCall)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _USAGE_FIELDS = _Usage.__struct_fields__
-_TOOL_FIELDS = _ToolCall.__struct_fields__
+_astuple = msgspec.structs.astuple
 
 
-def _fast_usage(value: bytes) -> Row:
+def _fast_usage(value: bytes) -> tuple[Any, ...]:
     u = _usage_decoder.decode(value)
-    row = dict(zip(_USAGE_FIELDS, msgspec.structs.astuple(u), strict=True))
-    row["timestamp"] = _time(u.timestamp)
-    row["digest"] = digest(row)
-    return row
+    _time(u.timestamp)
+    row = _astuple(u)
+    canonical = dict(zip(_USAGE_FIELDS, row, strict=True))
+    canonical["timestamp"] = _time_json(u.timestamp)
+    return (*row, digest(canonical))
 
 
-def _fast_tool_call(value: bytes) -> Row:
+def _fast_tool_call(value: bytes) -> tuple[Any, ...]:
     t = _tool_decoder.decode(value)
-    row = dict(zip(_TOOL_FIELDS, msgspec.structs.astuple(t), strict=True))
-    row["started_at"] = _time(t.started_at)
-    row["ended_at"] = _time(t.ended_at)
-    return tool_call_row(row)
+    started, ended = _time(t.started_at), _time(t.ended_at)
+    duration = t.duration_ms
+    if started is not None and ended is not None:  # the stored normal form, as tool_call_row
+        derived = max(0.0, (ended - started).total_seconds() * 1000.0)
+        duration = derived if duration is None else max(duration, derived)
+    ti = t.tool_input
+    canonical = None if ti is None else orjson.dumps(ti, option=orjson.OPT_SORT_KEYS).decode()
+    return (t.id, t.tool_use_id, t.call_key, t.session_id, t.tool_name, t.command, t.file_path, t.status,
+            t.started_at, t.ended_at, duration, t.input_bytes, t.output_bytes, t.output_tokens_est, t.source,
+            canonical)
 
 
-def _fast_hook(value: bytes) -> Row:
+def _fast_hook(value: bytes) -> tuple[Any, ...]:
     env = _envelope_decoder.decode(value)
     if env.type != "hook.event":
         raise _NotFast
-    return _hook_event_row(env.id, env.data, env.subject, _time(env.time), env.source)
+    _time(env.time)
+    row = _hook_event_row(env.id, env.data, env.subject, env.time, env.source, _time_json(env.time))
+    return tuple(row.values())
 
 
-FAST: dict[str, Callable[[bytes], Row]] = {
+FAST: dict[str, Callable[[bytes], tuple[Any, ...]]] = {
     "usage": _fast_usage, "tool_calls": _fast_tool_call, "hook_events": _fast_hook}
 _CHECKED_REFUSES = (orjson.JSONDecodeError, ValidationError, DecodeError, ValueError, TypeError)
 
@@ -322,7 +354,7 @@ def fold(messages: list[Message], now: datetime) -> Folded:
         fast = FAST.get(kind) if kind else None
         if fast is not None and value and b'"control"' not in value:
             try:
-                out.add(kind, fast(value))  # type: ignore[arg-type]
+                out.fast[kind].append(fast(value))  # type: ignore[index]
                 continue
             except Exception:  # noqa: BLE001 - whatever the fast path refuses, the checked path decides
                 pass
