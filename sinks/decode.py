@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -120,7 +121,7 @@ class Folded:
                 for (t, p), n in sorted(self.offsets.items())]
         return pa.Table.from_pylist(rows, schema=SCHEMAS["consumer_offsets"])
 
-    @property
+    @cached_property
     def rows(self) -> dict[str, dict[Any, Row]]:
         """Per table the keys written (folded), for pattern materialization: tool calls map each id to
         its folded ``call_key`` (the least non-null one, as the merge); flush markers to their row."""

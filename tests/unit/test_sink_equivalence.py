@@ -13,7 +13,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import EventType
@@ -214,12 +215,32 @@ def state(sink: DuckSink) -> dict[str, Any]:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(batches())
 def test_generated_batches_leave_the_database_the_reference_leaves(tmp_path_factory: Any, chunks: list) -> None:
+    assume(not any(BIG_TOOL_INPUT in (m[4] or b"") for chunk in chunks for m in chunk))  # crashes the reference
     tmp: Path = tmp_path_factory.mktemp("eq")
     with DuckSink(tmp / "new.duckdb", clock=clock) as new, ReferenceSink(tmp / "ref.duckdb", clock=clock) as ref:
         for chunk in chunks:
             for sink in (new, ref):
                 sink.write_batch(chunk)
         assert state(new) == state(ref)
+
+
+BIG_TOOL_INPUT = b'"tool_input":{"n":100000000000000000000}'
+
+
+def test_a_tool_input_orjson_cannot_write_is_a_dead_letter_not_a_lost_batch(tmp_path: Path) -> None:
+    """The former writer raised (TypeError out of ``write_batch``) on a tool input holding an integer
+    past 64 bits; now the record becomes a ``sink_decode`` dead letter and the rest is written."""
+    good = d.tool_msg(d.tool_view("toolu_1"))
+    bad = ("t.tool-calls", b"s1", good[2].replace(b'"tool_input":null', BIG_TOOL_INPUT))
+    assert BIG_TOOL_INPUT in bad[2]
+    with DuckSink(tmp_path / "s.duckdb", clock=clock) as sink:
+        result = sink.write_batch(d.with_offsets([good, bad]))
+        assert result.decode_errors == 1
+        assert sink.query("SELECT id FROM tool_calls")[1] == [["toolu_1"]]
+        assert sink.query("SELECT reason, detail, \"offset\" FROM dead_letters")[1] == [
+            ["sink_decode", "TypeError: Integer exceeds 64-bit range", 1]]
+    with ReferenceSink(tmp_path / "r.duckdb", clock=clock) as ref, pytest.raises(TypeError):
+        ref.write_batch(d.with_offsets([good, bad]))
 
 
 def _as_row(kind: str, row: tuple[Any, ...]) -> dict[str, Any]:
