@@ -68,7 +68,7 @@ def usage_rank(u: UsageRecord) -> tuple[int, int, float]:
 
 
 def usage_wins(new: UsageRecord, seen: UsageRecord) -> bool:
-    """Largest wins, in the sink's own order (sinks.decode.usage_rank): totals, output, cost, then the
+    """Largest wins, in the sink's own order (the usage upsert of sinks.upsert): totals, output, cost, then the
     record digest - computed only on a tie, which keeps digests off the per-record path."""
     a, b = usage_rank(new), usage_rank(seen)
     if a != b:
