@@ -1,14 +1,42 @@
-"""Pattern materialization, inside the sink's write transaction.
+"""Pattern materialization, inside the sink's write transaction, maintained incrementally.
 
-Counts come from facts, never from increments: an occurrence is the row (signature, tool_use_id) of
-``pattern_occurrences``, derived from the merged ``tool_calls`` row each time that row changes, so a
-redelivered or replayed call rewrites the same occurrence. ``operation_patterns`` rows are then
-recomputed as absolute aggregates over the occurrences of the signatures a batch touched, and the
-confidence is computed by :func:`agents.patterns.confidence` (one formula, documented in
-docs/signatures.md). Window counts (1 h, 24 h, 7 d, 30 d) are taken back from the event-time
-watermark - the latest occurrence time in the database - so they do not depend on the wall clock;
-a full refresh (every pattern) runs whenever a batch carries a flush marker and otherwise at most
-once a minute, which keeps the windows of quiet patterns current.
+Facts: an occurrence is the row of ``pattern_occurrences`` keyed by ``tool_use_id`` (one per tool
+call), derived from the merged ``tool_calls`` row each time that row changes, so a redelivered or
+replayed call rewrites the same occurrence (and an identical rewrite changes nothing at all).
+
+State: per-signature aggregates are kept up to date from the *delta* of occurrences each batch
+changes - every occurrence a batch rewrites subtracts its old row's contribution and adds the new
+one (:data:`FOLDS`):
+
+* ``pattern_state`` (signature): counts, exact integer sums and sums of squares (HUGEINT), ok and
+  failed counts, min/max values, first/last seen, distinct sessions;
+* ``pattern_sessions`` (signature, session_id) -> n: ``pattern_state.sessions`` is the number of
+  its rows (rows whose n falls to 0 are deleted);
+* ``pattern_hours`` (signature, UTC hour) -> n: window counts are sums of at most 721 buckets;
+* ``pattern_samples`` (signature, sample) -> n, first time: the first five distinct samples;
+* ``pattern_session_spans`` (session_id) -> n, first/last occurrence time: bounds the sequence re-read.
+
+Sums are subtractable; minima and maxima are not. After a delta, an extreme is recomputed from the
+occurrences only for the keys where a removed value equalled the stored extreme and no added value
+reached it (if one did, the added value *is* the new extreme): a rewrite that keeps its value never
+triggers it, and a new call never does. So every state row equals what a from-scratch aggregate over
+``pattern_occurrences`` gives (``tests/unit/test_incremental_patterns.py`` checks that after random
+batches, redeliveries and syn merges).
+
+``operation_patterns`` rows are then computed for the signatures a batch changed (all of them in a
+full refresh) from that state, with the confidence of :func:`agents.patterns.confidence`, exactly as
+the from-scratch :data:`AGGREGATE` (kept as the definition, for tests and benchmarks) would. Window
+counts (1 h, 24 h, 7 d, 30 d) count the occurrences with ``ts > W - window``, W the event-time
+watermark = the latest occurrence time (``max(pattern_state.last_seen)``): whole hours after the
+boundary hour come from ``pattern_hours``, the boundary hour itself from an exact count over the
+occurrences of that one hour (a ``ts`` range: row-group min/max pruning). A full refresh runs
+whenever a batch carries a flush marker and otherwise at most once a minute, which keeps the windows
+of quiet patterns current.
+
+Keyed access: the rows of a batch are read, deleted and updated through ``IN (?, ...)`` lists of at
+most :data:`CHUNK` keys, which DuckDB answers from the primary-key index instead of a scan, so the
+cost of a batch does not grow with the tables. ``syn:<call_key>`` rows merged away in a batch are
+found from the batch's call keys (their ids are ``syn:`` + key), never by scanning.
 
 Sequences: the n-grams of every touched session are mined again from its ordered occurrences with
 :class:`agents.sequences.SequenceMiner` and replace the session's rows of ``session_sequences``;
@@ -21,8 +49,10 @@ Table updated per event costs ~300 us; the database is the one durable, idempote
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
@@ -31,7 +61,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from agents.patterns import ConfidenceWeights, PatternStats, StatusRules, Welford, confidence, status_of
+from agents.patterns import WINDOWS, ConfidenceWeights, PatternStats, StatusRules, Welford, confidence, status_of
 from agents.sequences import SequenceConfig, SequenceMiner
 from agents.signatures import SIGNATURE_VERSION, SignatureCache, redact, signature_of
 
@@ -42,7 +72,13 @@ OCC_SCHEMA = pa.schema([
     ("side_effect", pa.string()), ("status", pa.string()), ("output_tokens", pa.int64()),
     ("duration_ms", pa.float64()), ("sample", pa.string()), ("signature_version", pa.int32()),
 ])
-EFFECT_RANK = "list_position(['read-only', 'writes files', 'network', 'unknown', 'destructive'], side_effect)"
+OCC_COLUMNS = ", ".join(OCC_SCHEMA.names)
+EFFECTS = "['read-only', 'writes files', 'network', 'unknown', 'destructive']"
+EFFECT_RANK = f"list_position({EFFECTS}, side_effect)"
+MICROS = "round(duration_ms * 1000)::HUGEINT"  # durations as exact integers (microseconds)
+HOUR = "date_trunc('hour', timezone('UTC', ts))"  # the UTC hour of an occurrence (TIMESTAMP)
+CHUNK = 2000  # keys per IN list: DuckDB answers an IN list this short from the primary-key index
+KEYED_MAX = 20_000  # beyond this many keys one scan (a semi-join) is cheaper than index lookups
 _CACHE = SignatureCache(maxsize=16384)
 
 
@@ -55,43 +91,232 @@ def _ids_table(ids: Iterable[str]) -> pa.Table:
     return pa.table({"id": pa.array(sorted(set(ids)), type=pa.string())})
 
 
-def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str]) -> tuple[set[str], set[str]]:
-    """Rewrite the occurrences (and the signature columns) of the tool calls ``ids``; also drop the
-    occurrences of ``syn:`` rows merged away. Returns the touched signatures and sessions."""
-    con.register("pat_ids", _ids_table(ids))
-    try:
-        gone = con.execute(
-            "DELETE FROM pattern_occurrences WHERE tool_use_id IN (SELECT id FROM pat_ids) OR ("
-            "tool_use_id LIKE 'syn:%' AND tool_use_id NOT IN (SELECT id FROM tool_calls WHERE id LIKE 'syn:%')) "
-            "RETURNING signature, session_id").fetchall()
-        rows = con.execute(
-            "SELECT id, session_id, tool_name, tool_input, command, file_path, status, "
-            "coalesce(started_at, ended_at), output_tokens_est, duration_ms FROM tool_calls "
-            "WHERE id IN (SELECT id FROM pat_ids) AND tool_name IS NOT NULL").fetchall()
-    finally:
-        con.unregister("pat_ids")
-    cols: dict[str, list[Any]] = {name: [] for name in OCC_SCHEMA.names}
-    for tid, session, tool_name, tool_input, command, file_path, status, ts, tokens, dur in rows:
-        sig = signature_of(tool_name, orjson.loads(tool_input) if tool_input else None, cache=_CACHE)
-        for name, value in (("signature", sig.signature), ("tool_use_id", tid), ("session_id", session),
-                            ("ts", ts), ("category", sig.category), ("tool", sig.tool), ("target", sig.target),
-                            ("side_effect", sig.side_effect), ("status", status), ("output_tokens", tokens),
-                            ("duration_ms", dur), ("sample", _sample(command or file_path or tool_name)),
-                            ("signature_version", sig.version)):
-            cols[name].append(value)
-    occ = pa.table(cols, schema=OCC_SCHEMA)
-    if occ.num_rows:
-        con.register("pat_occ", occ)
+def _keyed(con: duckdb.DuckDBPyConnection, sql: str, keys: Iterable[str]) -> list[tuple[Any, ...]]:
+    """Run ``sql``, whose ``{keys}`` stands for the set ``keys``, and return its rows: as ``IN (?, ...)``
+    lists of at most CHUNK keys, which DuckDB answers from the primary-key index (cost grows with the
+    keys, not with the table), or, beyond KEYED_MAX keys, as one semi-join over a registered table."""
+    ordered = sorted(set(keys))
+    if not ordered:
+        return []
+    if len(ordered) > KEYED_MAX:
+        con.register("pat_keys", _ids_table(ordered))
         try:
-            con.execute("INSERT INTO pattern_occurrences SELECT * FROM pat_occ")
-            con.execute("UPDATE tool_calls SET signature = o.signature, category = o.category, "
-                        "side_effect = o.side_effect, signature_version = o.signature_version "
-                        "FROM pat_occ o WHERE tool_calls.id = o.tool_use_id")
+            return con.execute(sql.format(keys="SELECT id FROM pat_keys")).fetchall()
+        finally:
+            con.unregister("pat_keys")
+    out: list[tuple[Any, ...]] = []
+    for i in range(0, len(ordered), CHUNK):
+        part = ordered[i:i + CHUNK]
+        out += con.execute(sql.format(keys=", ".join("?" * len(part))), part).fetchall()
+    return out
+
+
+# ---- folds: per-key state maintained from occurrence deltas -------------------------------------
+
+@dataclass(frozen=True)
+class Fold:
+    """A state table maintained from signed occurrence rows (w = +1 added, -1 removed): ``sums`` are
+    added up (the first is the row count ``n``; a row whose n falls to 0 is deleted), ``extremes`` are
+    min/max kept exact by :func:`_apply_fold`. Keys and values are SQL expressions over an occurrence."""
+
+    table: str
+    keys: tuple[tuple[str, str], ...]
+    sums: tuple[tuple[str, str], ...]
+    extremes: tuple[tuple[str, str, str], ...] = ()  # (column, expression, 'min' | 'max')
+    where: str = "true"
+
+    @property
+    def key_names(self) -> list[str]:
+        return [k for k, _ in self.keys]
+
+    def aggregate(self, source: str, weighted: bool) -> str:
+        """SELECT of the fold's columns grouped by its keys over ``source`` (signed rows when
+        ``weighted``: sums, and the extremes of the added and of the removed rows apart)."""
+        cols = [f"{e} AS {k}" for k, e in self.keys]
+        if weighted:
+            cols += [f"coalesce(sum(w * ({e})), 0) AS {c}" for c, e in self.sums]
+            for c, e, agg in self.extremes:
+                cols += [f"{agg}({e}) FILTER (WHERE w > 0) AS add_{c}", f"{agg}({e}) FILTER (WHERE w < 0) AS rem_{c}"]
+        else:
+            cols += [f"coalesce(sum({e}), 0) AS {c}" for c, e in self.sums]
+            cols += [f"{agg}({e}) AS {c}" for c, e, agg in self.extremes]
+        return f"SELECT {', '.join(cols)} FROM {source} WHERE {self.where} GROUP BY ALL"
+
+
+STATE = Fold(
+    "pattern_state", (("signature", "signature"),),
+    sums=(("n", "1"), ("tokens_n", "(output_tokens IS NOT NULL)::BIGINT"), ("tokens_sum", "output_tokens::HUGEINT"),
+          ("tokens_sq", "output_tokens::HUGEINT * output_tokens"), ("duration_n", "(duration_ms IS NOT NULL)::BIGINT"),
+          ("duration_sum", MICROS), ("duration_sq", f"{MICROS} * {MICROS}"), ("ok", "(status = 'ok')::BIGINT"),
+          ("failed", "(status IN ('error', 'interrupted'))::BIGINT")),
+    extremes=(("category", "category", "min"), ("tool", "tool", "min"), ("target", "target", "min"),
+              ("effect_rank", EFFECT_RANK, "max"), ("first_seen", "ts", "min"), ("last_seen", "ts", "max"),
+              ("tokens_min", "output_tokens", "min"), ("tokens_max", "output_tokens", "max"),
+              ("duration_min", "duration_ms", "min"), ("duration_max", "duration_ms", "max"),
+              ("version_min", "signature_version", "min")))
+SESSIONS = Fold("pattern_sessions", (("signature", "signature"), ("session_id", "session_id")), (("n", "1"),))
+HOURS = Fold("pattern_hours", (("signature", "signature"), ("hour", HOUR)), (("n", "1"),), where="ts IS NOT NULL")
+SAMPLES = Fold("pattern_samples", (("signature", "signature"), ("sample", "sample")), (("n", "1"),),
+               (("first_at", "coalesce(ts, TIMESTAMPTZ '9999-01-01')", "min"),), where="sample IS NOT NULL")
+SPANS = Fold("pattern_session_spans", (("session_id", "session_id"),), (("n", "1"),),
+             (("first_ts", "ts", "min"), ("last_ts", "ts", "max")), where="ts IS NOT NULL")
+FOLDS = (STATE, SESSIONS, HOURS, SAMPLES, SPANS)
+
+
+def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[Any, ...], int] | None = None
+                ) -> dict[tuple[Any, ...], tuple[int, int]]:
+    """Apply the signed rows of ``pat_delta`` to ``fold.table``. ``extra`` adds one more summed
+    column (``pattern_state.sessions``). Returns, per key whose count changed, (old n, new n)."""
+    keys = fold.key_names
+    sums = [c for c, _ in fold.sums] + (["sessions"] if extra is not None else [])
+    ext = [c for c, _, _ in fold.extremes]
+    source = "pat_delta"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE pat_d AS {fold.aggregate(source, weighted=True)}")
+    if extra is not None:
+        con.execute("ALTER TABLE pat_d ADD COLUMN sessions BIGINT DEFAULT 0")
+        if extra:
+            con.register("pat_extra", pa.table({"k": [k[0] for k in extra], "v": list(extra.values())}))
+            try:
+                con.execute(f"UPDATE pat_d SET sessions = v FROM pat_extra WHERE pat_d.{keys[0]} = pat_extra.k")
+            finally:
+                con.unregister("pat_extra")
+    unchanged = " AND ".join([f"{c} = 0" for c in sums] + [f"add_{c} IS NOT DISTINCT FROM rem_{c}" for c in ext])
+    con.execute(f"DELETE FROM pat_d WHERE {unchanged}")
+    delta = {tuple(r[:len(keys)]): r[len(keys):] for r in con.execute(
+        f"SELECT {', '.join(keys + ['n'] + [f'add_{c}' for c in ext] + [f'rem_{c}' for c in ext])} FROM pat_d"
+    ).fetchall()}
+    if not delta:
+        return {}
+    t = fold.table
+    sets = [f"{c} = {t}.{c} + EXCLUDED.{c}" for c in sums]
+    sets += [f"{c} = {'least' if agg == 'min' else 'greatest'}({t}.{c}, EXCLUDED.{c})" for c, _, agg in fold.extremes]
+    after = con.execute(
+        f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
+        f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM pat_d "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)} "
+        f"RETURNING {', '.join(keys + ['n'] + ext)}").fetchall()
+    counts: dict[tuple[Any, ...], tuple[int, int]] = {}
+    stale: list[tuple[Any, ...]] = []
+    for row in after:
+        key, n, stored = tuple(row[:len(keys)]), int(row[len(keys)]), row[len(keys) + 1:]
+        dn, adds, rems = delta[key][0], delta[key][1:1 + len(ext)], delta[key][1 + len(ext):]
+        if n < 0:
+            raise RuntimeError(f"{t}: negative count for {key}")  # a delta removed what was never added
+        counts[key] = (n - int(dn), n)
+        # the stored extreme is exact unless a removed value was it and no added value reached it
+        if n and any(r is not None and r == s and a != s for a, r, s in zip(adds, rems, stored, strict=True)):
+            stale.append(key)
+    if stale:
+        _recompute_extremes(con, fold, stale)
+    if any(n == 0 for _, n in counts.values()):
+        con.execute(f"DELETE FROM {t} WHERE n = 0")
+    return counts
+
+
+def _recompute_extremes(con: duckdb.DuckDBPyConnection, fold: Fold, keys: list[tuple[Any, ...]]) -> None:
+    """The extremes of ``keys`` from their occurrences (one scan; only when a removed row held one)."""
+    names = fold.key_names
+    con.register("pat_rk", pa.table({k: pa.array([key[i] for key in keys], type=pa.string())
+                                     for i, k in enumerate(names)}))
+    try:
+        fresh = ", ".join(f"{agg}({e}) AS {c}" for c, e, agg in fold.extremes)
+        con.execute(
+            f"UPDATE {fold.table} SET {', '.join(f'{c} = r.{c}' for c, _, _ in fold.extremes)} FROM ("
+            f"SELECT {', '.join(f'o.{k}' for k in names)}, {fresh} FROM pattern_occurrences o "
+            f"JOIN pat_rk USING ({', '.join(names)}) WHERE {fold.where} GROUP BY ALL) r "
+            f"WHERE {' AND '.join(f'{fold.table}.{k} = r.{k}' for k in names)}")
+    finally:
+        con.unregister("pat_rk")
+
+
+def apply_delta(con: duckdb.DuckDBPyConnection, removed: Sequence[tuple[Any, ...]],
+                added: Sequence[tuple[Any, ...]]) -> None:
+    """Subtract the ``removed`` occurrence rows and add the ``added`` ones (OCC_SCHEMA order) to every
+    state table."""
+    if not removed and not added:
+        return
+    rows = [(-1, r) for r in removed] + [(1, r) for r in added]
+    cols = {"w": pa.array([w for w, _ in rows], type=pa.int32())}
+    for i, field in enumerate(OCC_SCHEMA):
+        cols[field.name] = pa.array([r[i] for _, r in rows], type=field.type)
+    con.register("pat_delta", pa.table(cols))
+    try:
+        sessions: dict[tuple[Any, ...], int] = defaultdict(int)
+        for (sig, _), (old, new) in _apply_fold(con, SESSIONS).items():
+            sessions[(sig,)] += (new > 0) - (old > 0)
+        _apply_fold(con, STATE, {k: v for k, v in sessions.items() if v})
+        for fold in (HOURS, SAMPLES, SPANS):
+            _apply_fold(con, fold)
+    finally:
+        con.unregister("pat_delta")
+        con.execute("DROP TABLE IF EXISTS pat_d")
+
+
+def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
+    """Every state table from scratch, from ``pattern_occurrences`` (the definition the incremental
+    maintenance must always equal)."""
+    for fold in FOLDS:
+        con.execute(f"DELETE FROM {fold.table}")
+        names = fold.key_names + [c for c, _ in fold.sums] + [c for c, _, _ in fold.extremes]
+        con.execute(f"INSERT INTO {fold.table} ({', '.join(names)}) "
+                    f"{fold.aggregate('pattern_occurrences', weighted=False)}")
+    con.execute("UPDATE pattern_state SET sessions = s.k FROM (SELECT signature, count(*) AS k FROM "
+                "pattern_sessions GROUP BY signature) s WHERE pattern_state.signature = s.signature")
+
+
+# ---- occurrences --------------------------------------------------------------------------------
+
+_CALL = ("SELECT id, session_id, tool_name, tool_input, command, file_path, status, coalesce(started_at, ended_at), "
+         "output_tokens_est, duration_ms, signature, category, side_effect, signature_version "
+         "FROM tool_calls WHERE id IN ({keys})")
+_OCC = f"SELECT {OCC_COLUMNS} FROM pattern_occurrences WHERE tool_use_id IN ({{keys}})"
+
+
+def _occurrence(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    tid, session, tool_name, tool_input, command, file_path, status, ts, tokens, dur = row[:10]
+    sig = signature_of(tool_name, orjson.loads(tool_input) if tool_input else None, cache=_CACHE)
+    return (sig.signature, tid, session, ts, sig.category, sig.tool, sig.target, sig.side_effect, status, tokens,
+            dur, _sample(command or file_path or tool_name), sig.version)
+
+
+def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids: Iterable[str] = ()
+                    ) -> tuple[set[str], set[str]]:
+    """Rewrite the occurrences (and the signature columns) of the tool calls ``ids``, drop those of
+    ``gone_ids`` (rows merged away), and apply the difference to the state tables. An occurrence
+    whose row is unchanged is left alone. Returns the signatures and sessions that changed."""
+    ids = set(ids)
+    calls = {r[0]: r for r in _keyed(con, _CALL, ids)}
+    old = {r[1]: r for r in _keyed(con, _OCC, ids | set(gone_ids))}
+    new = {tid: _occurrence(r) for tid, r in calls.items() if r[2] is not None}
+    removed = [row for tid, row in old.items() if new.get(tid) != row]
+    added = [row for tid, row in new.items() if old.get(tid) != row]
+    if removed:
+        _keyed(con, "DELETE FROM pattern_occurrences WHERE tool_use_id IN ({keys})", [r[1] for r in removed])
+    if added:
+        con.register("pat_occ", pa.table({f.name: pa.array([r[i] for r in added], type=f.type)
+                                          for i, f in enumerate(OCC_SCHEMA)}))
+        try:
+            con.execute(f"INSERT INTO pattern_occurrences ({OCC_COLUMNS}) SELECT {OCC_COLUMNS} FROM pat_occ")
         finally:
             con.unregister("pat_occ")
-    signatures = {s for s, _ in gone} | set(cols["signature"])
-    sessions = {s for _, s in gone} | set(cols["session_id"])
-    return signatures, sessions
+    derived = [(tid, o[0], o[4], o[7], o[12]) for tid, o in new.items()  # signature columns that changed
+               if tuple(calls[tid][10:14]) != (o[0], o[4], o[7], o[12])]
+    if derived:
+        con.register("pat_sig", pa.table({
+            "id": pa.array([d[0] for d in derived], type=pa.string()),
+            "signature": pa.array([d[1] for d in derived], type=pa.string()),
+            "category": pa.array([d[2] for d in derived], type=pa.string()),
+            "side_effect": pa.array([d[3] for d in derived], type=pa.string()),
+            "signature_version": pa.array([d[4] for d in derived], type=pa.int32())}))
+        try:
+            _keyed(con, "UPDATE tool_calls SET signature = u.signature, category = u.category, "
+                        "side_effect = u.side_effect, signature_version = u.signature_version FROM pat_sig u "
+                        "WHERE tool_calls.id = u.id AND tool_calls.id IN ({keys})", [d[0] for d in derived])
+        finally:
+            con.unregister("pat_sig")
+    apply_delta(con, removed, added)
+    changed = removed + added
+    return {r[0] for r in changed}, {r[2] for r in changed}
 
 
 AGGREGATE = f"""
@@ -101,7 +326,7 @@ firsts AS (SELECT signature, sample, min(coalesce(ts, TIMESTAMPTZ '9999-01-01'))
            FROM occ GROUP BY signature, sample),
 samples AS (SELECT signature, list(sample ORDER BY t, sample)[1:5] AS samples FROM firsts GROUP BY signature)
 SELECT o.signature, min(category), min(tool), min(target),
-       (['read-only', 'writes files', 'network', 'unknown', 'destructive'])[max({EFFECT_RANK})],
+       ({EFFECTS})[max({EFFECT_RANK})],
        count(*), count(DISTINCT session_id),
        count(*) FILTER (WHERE ts > wm.w - INTERVAL 1 HOUR), count(*) FILTER (WHERE ts > wm.w - INTERVAL 24 HOUR),
        count(*) FILTER (WHERE ts > wm.w - INTERVAL 7 DAY), count(*) FILTER (WHERE ts > wm.w - INTERVAL 30 DAY),
@@ -115,6 +340,9 @@ SELECT o.signature, min(category), min(tool), min(target),
 FROM occ o CROSS JOIN wm LEFT JOIN samples s USING (signature)
 GROUP BY o.signature
 """
+"""The from-scratch definition of a pattern's aggregates (one GROUP BY over every occurrence of the
+signatures ``where`` selects). The sink no longer runs it: :func:`pattern_aggregates` gives the same
+tuples from the incremental state; tests and ``bench/bench_query.py`` compare the two."""
 
 PATTERN_COLUMNS = (
     "signature", "category", "tool", "target", "side_effect", "occurrence_count", "session_count",
@@ -163,23 +391,83 @@ def pattern_row(agg: tuple[Any, ...], weights: ConfidenceWeights, rules: StatusR
     }
 
 
+def window_bounds(watermark: datetime) -> list[tuple[datetime, datetime]]:
+    """Per window (1 h, 24 h, 7 d, 30 d): the boundary B = watermark - window (an occurrence counts
+    when ts > B) and the UTC hour holding B (buckets after it count whole; inside it, occurrences are
+    counted one by one)."""
+    out = []
+    for width in WINDOWS.values():
+        if width % timedelta(hours=1):
+            raise ValueError("window counts from hourly buckets need whole-hour windows")
+        b = (watermark - width).astimezone(UTC)
+        out.append((b, b.replace(minute=0, second=0, microsecond=0)))
+    return out
+
+
+def window_counts(con: duckdb.DuckDBPyConnection, watermark: datetime | None, only: str = ""
+                  ) -> dict[str, list[int]]:
+    """count(ts > watermark - window) per signature and window, exactly: the ``pattern_hours`` buckets
+    after the boundary hour, plus the occurrences inside the boundary hour with ts > boundary (a
+    one-hour ``ts`` range, which row-group min/max statistics prune). ``only`` restricts the
+    signatures (an SQL condition on ``signature``)."""
+    out: dict[str, list[int]] = {}
+    if watermark is None:
+        return out
+    bounds = window_bounds(watermark)
+    hours = [hb.replace(tzinfo=None) for _, hb in bounds]  # pattern_hours.hour is a UTC TIMESTAMP
+    sums = ", ".join("coalesce(sum(n) FILTER (WHERE hour > ?), 0)" for _ in bounds)
+    for sig, *counts in con.execute(
+            f"SELECT signature, {sums} FROM pattern_hours WHERE hour > ? {only} GROUP BY signature",
+            [*hours, min(hours)]).fetchall():
+        out[sig] = [int(c) for c in counts]
+    part = " UNION ALL ".join(f"SELECT signature, {i} AS k FROM pattern_occurrences WHERE ts > ? AND ts < ? {only}"
+                              for i in range(len(bounds)))
+    params = [v for b, hb in bounds for v in (b, hb + timedelta(hours=1))]
+    for sig, k, n in con.execute(f"SELECT signature, k, count(*) FROM ({part}) GROUP BY ALL", params).fetchall():
+        out.setdefault(sig, [0] * len(bounds))[k] += int(n)
+    return out
+
+
+def pattern_aggregates(con: duckdb.DuckDBPyConnection, signatures: set[str] | None) -> list[tuple[Any, ...]]:
+    """The AGGREGATE tuples of ``signatures`` (None: all), from the incremental state."""
+    only = "" if signatures is None else "AND signature IN (SELECT s FROM pat_sigs)"
+    if signatures is not None:
+        con.register("pat_sigs", pa.table({"s": pa.array(sorted(signatures), type=pa.string())}))
+    try:
+        row = con.execute("SELECT max(last_seen) FROM pattern_state").fetchone()
+        watermark = row[0] if row else None
+        state = con.execute(
+            f"SELECT signature, category, tool, target, ({EFFECTS})[effect_rank], n, sessions, first_seen, "
+            "last_seen, tokens_sum, tokens_n, tokens_sum, tokens_sq, tokens_min, tokens_max, duration_n, "
+            "duration_sum, duration_sq, duration_min, duration_max, ok, failed, version_min "
+            f"FROM pattern_state WHERE true {only}").fetchall()
+        windows = window_counts(con, watermark, only)
+        samples = dict(con.execute(
+            "SELECT signature, list(sample ORDER BY first_at, sample)[1:5] FROM pattern_samples "
+            f"WHERE true {only} GROUP BY signature").fetchall())
+    finally:
+        if signatures is not None:
+            con.unregister("pat_sigs")
+    zero = [0] * len(WINDOWS)
+    return [(*s[:7], *windows.get(s[0], zero), watermark, *s[7:22], samples.get(s[0]), s[22]) for s in state]
+
+
 def refresh_patterns(con: duckdb.DuckDBPyConnection, signatures: set[str] | None,
                      weights: ConfidenceWeights | None = None, rules: StatusRules | None = None) -> int:
-    """Recompute ``operation_patterns`` for ``signatures`` (None: all). Returns rows written."""
+    """Recompute ``operation_patterns`` for ``signatures`` (None: all) from the incremental state.
+    Returns rows written."""
     weights, rules = weights or ConfidenceWeights(), rules or StatusRules()
     if signatures is None:
         con.execute("DELETE FROM operation_patterns")
-        aggs = con.execute(AGGREGATE.format(where="true")).fetchall()
     else:
         if not signatures:
             return 0
         con.register("pat_sigs", pa.table({"s": pa.array(sorted(signatures), type=pa.string())}))
         try:
             con.execute("DELETE FROM operation_patterns WHERE signature IN (SELECT s FROM pat_sigs)")
-            aggs = con.execute(AGGREGATE.format(where="signature IN (SELECT s FROM pat_sigs)")).fetchall()
         finally:
             con.unregister("pat_sigs")
-    rows = [pattern_row(a, weights, rules) for a in aggs]
+    rows = [pattern_row(a, weights, rules) for a in pattern_aggregates(con, signatures)]
     if rows:
         table = pa.Table.from_pylist(rows)
         con.register("pat_rows", table)
@@ -193,16 +481,20 @@ def refresh_patterns(con: duckdb.DuckDBPyConnection, signatures: set[str] | None
 
 def refresh_sequences(con: duckdb.DuckDBPyConnection, sessions: set[str],
                       config: SequenceConfig | None = None) -> int:
+    """Mine the n-grams of ``sessions`` again. Their occurrences are read within the sessions' time
+    span (``pattern_session_spans``), a ``ts`` range that row-group statistics prune, not the table."""
     if not sessions:
         return 0
     config = config or SequenceConfig()
     con.register("pat_sessions", pa.table({"s": pa.array(sorted(sessions), type=pa.string())}))
     try:
         con.execute("DELETE FROM session_sequences WHERE session_id IN (SELECT s FROM pat_sessions)")
-        occ = con.execute(
+        span = con.execute("SELECT min(first_ts), max(last_ts) FROM pattern_session_spans "
+                           "WHERE session_id IN (SELECT s FROM pat_sessions)").fetchone()
+        occ = [] if span is None or span[0] is None else con.execute(
             "SELECT session_id, tool_use_id, signature, ts, status FROM pattern_occurrences "
-            "WHERE session_id IN (SELECT s FROM pat_sessions) AND ts IS NOT NULL "
-            "ORDER BY session_id, ts, tool_use_id").fetchall()
+            "WHERE ts >= ? AND ts <= ? AND session_id IN (SELECT s FROM pat_sessions) "
+            "ORDER BY session_id, ts, tool_use_id", [span[0], span[1]]).fetchall()
     finally:
         con.unregister("pat_sessions")
     out: list[dict[str, Any]] = []
@@ -241,22 +533,29 @@ def stale_signature_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in rows]
 
 
-
 def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], call_keys: Iterable[str]) -> None:
-    """Rewrite the occurrences a written batch implies and mark their signatures and sessions dirty,
-    in the batch's transaction (so a crash never loses what a refresh still owes)."""
+    """Rewrite the occurrences a written batch implies, update the state tables, and mark the changed
+    signatures and sessions dirty, in the batch's transaction (so a crash never loses what a refresh
+    still owes).
+
+    A ``syn:<call_key>`` row merged in this batch into the real row carrying its call key is gone
+    from ``tool_calls``; its id is known from the batch's call keys. It was either written in this
+    batch (its id is among ``tool_call_ids``) or stored before (then it holds an occurrence, unless
+    it never had a tool name). Only for those keys are the real rows that received the merge looked
+    up by call key (a real row carrying a key of this batch is normally in the batch itself)."""
     ids = set(tool_call_ids)
-    keys = sorted(set(call_keys))
-    if keys:  # real rows a syn row was merged into changed too
-        con.register("pat_keys", pa.table({"k": pa.array(keys, type=pa.string())}))
-        try:
-            ids |= {r[0] for r in con.execute(
-                "SELECT id FROM tool_calls WHERE call_key IN (SELECT k FROM pat_keys)").fetchall()}
-        finally:
-            con.unregister("pat_keys")
-    if not ids:
+    syn = {f"syn:{k}" for k in call_keys} - ids
+    if not ids and not syn:
         return
-    signatures, sessions = occurrences_for(con, ids)
+    written_syn = {i for i in ids if i.startswith("syn:")}
+    merged = written_syn - {r[0] for r in _keyed(con, "SELECT id FROM tool_calls WHERE id IN ({keys})", written_syn)}
+    merged |= {r[0] for r in _keyed(con, "SELECT tool_use_id FROM pattern_occurrences WHERE tool_use_id IN ({keys})",
+                                    syn)}
+    if merged:  # the real rows those syn rows were merged into changed too
+        keys = {m[4:] for m in merged}
+        ids |= {r[0] for r in _keyed(
+            con, "SELECT id FROM tool_calls WHERE id NOT LIKE 'syn:%' AND call_key IN ({keys})", keys)}
+    signatures, sessions = occurrences_for(con, ids, syn)
     dirty = [("signature", s) for s in sorted(signatures)] + [("session", s) for s in sorted(sessions)]
     if dirty:
         con.register("pat_dirty", pa.table({"kind": [k for k, _ in dirty], "key": [v for _, v in dirty]}))

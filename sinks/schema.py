@@ -144,11 +144,71 @@ SELECT level, ngram, n, count(DISTINCT session_id) AS session_count, sum(occurre
 FROM session_sequences GROUP BY level, ngram, n;
 """
 
+INCREMENTAL_PATTERNS = """
+CREATE TABLE pattern_occurrences_by_call (                      -- one occurrence per tool call
+    signature VARCHAR NOT NULL, tool_use_id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, ts TIMESTAMPTZ,
+    category VARCHAR NOT NULL, tool VARCHAR NOT NULL, target VARCHAR NOT NULL,
+    side_effect VARCHAR NOT NULL, status VARCHAR NOT NULL,
+    output_tokens BIGINT, duration_ms DOUBLE, sample VARCHAR, signature_version INTEGER NOT NULL);
+INSERT INTO pattern_occurrences_by_call SELECT * FROM pattern_occurrences;
+DROP TABLE pattern_occurrences;
+ALTER TABLE pattern_occurrences_by_call RENAME TO pattern_occurrences;
+CREATE TABLE pattern_state (                                    -- per signature, maintained from deltas
+    signature VARCHAR PRIMARY KEY, category VARCHAR, tool VARCHAR, target VARCHAR,
+    effect_rank INTEGER,                                        -- worst side effect, 1 read-only .. 5 destructive
+    n BIGINT NOT NULL, sessions BIGINT NOT NULL DEFAULT 0,      -- occurrences; rows of pattern_sessions
+    first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
+    tokens_n BIGINT NOT NULL, tokens_sum HUGEINT NOT NULL, tokens_sq HUGEINT NOT NULL,
+    tokens_min BIGINT, tokens_max BIGINT,
+    duration_n BIGINT NOT NULL, duration_sum HUGEINT NOT NULL,  -- duration sums in whole microseconds
+    duration_sq HUGEINT NOT NULL, duration_min DOUBLE, duration_max DOUBLE,
+    ok BIGINT NOT NULL, failed BIGINT NOT NULL, version_min INTEGER);
+CREATE TABLE pattern_sessions (
+    signature VARCHAR NOT NULL, session_id VARCHAR NOT NULL, n BIGINT NOT NULL,
+    PRIMARY KEY (signature, session_id));
+CREATE TABLE pattern_hours (                                    -- window buckets
+    signature VARCHAR NOT NULL, hour TIMESTAMP NOT NULL,        -- the UTC hour of the occurrences
+    n BIGINT NOT NULL, PRIMARY KEY (signature, hour));
+CREATE TABLE pattern_samples (
+    signature VARCHAR NOT NULL, sample VARCHAR NOT NULL, n BIGINT NOT NULL,
+    first_at TIMESTAMPTZ NOT NULL,                              -- earliest occurrence; 9999-01-01 when none has a time
+    PRIMARY KEY (signature, sample));
+CREATE TABLE pattern_session_spans (                            -- occurrences with a time, per session
+    session_id VARCHAR PRIMARY KEY, n BIGINT NOT NULL, first_ts TIMESTAMPTZ, last_ts TIMESTAMPTZ);
+INSERT INTO pattern_sessions (signature, session_id, n)
+SELECT signature, session_id, count(*) FROM pattern_occurrences GROUP BY ALL;
+INSERT INTO pattern_state (signature, n, sessions, tokens_n, tokens_sum, tokens_sq, duration_n, duration_sum,
+                           duration_sq, ok, failed, category, tool, target, effect_rank, first_seen, last_seen,
+                           tokens_min, tokens_max, duration_min, duration_max, version_min)
+SELECT o.signature, count(*), any_value(s.k), count(output_tokens), coalesce(sum(output_tokens::HUGEINT), 0),
+       coalesce(sum(output_tokens::HUGEINT * output_tokens), 0), count(duration_ms),
+       coalesce(sum(round(duration_ms * 1000)::HUGEINT), 0),
+       coalesce(sum(round(duration_ms * 1000)::HUGEINT * round(duration_ms * 1000)::HUGEINT), 0),
+       count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status IN ('error', 'interrupted')),
+       min(category), min(tool), min(target),
+       max(list_position(['read-only', 'writes files', 'network', 'unknown', 'destructive'], side_effect)),
+       min(ts), max(ts), min(output_tokens), max(output_tokens), min(duration_ms), max(duration_ms),
+       min(signature_version)
+FROM pattern_occurrences o
+JOIN (SELECT signature, count(*) AS k FROM pattern_sessions GROUP BY signature) s USING (signature)
+GROUP BY o.signature;
+INSERT INTO pattern_hours (signature, hour, n)
+SELECT signature, date_trunc('hour', timezone('UTC', ts)), count(*) FROM pattern_occurrences
+WHERE ts IS NOT NULL GROUP BY ALL;
+INSERT INTO pattern_samples (signature, sample, n, first_at)
+SELECT signature, sample, count(*), min(coalesce(ts, TIMESTAMPTZ '9999-01-01')) FROM pattern_occurrences
+WHERE sample IS NOT NULL GROUP BY ALL;
+INSERT INTO pattern_session_spans (session_id, n, first_ts, last_ts)
+SELECT session_id, count(*), min(ts), max(ts) FROM pattern_occurrences WHERE ts IS NOT NULL GROUP BY ALL;
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
     (2, "views: v_session_summary, v_daily_usage, v_tool_commands", VIEWS),
     (3, "patterns: signatures on tool_calls, occurrences, operation patterns, sequences", PATTERNS),
+    (4, "incremental patterns: occurrences keyed by tool call; per-signature state, sessions, hourly buckets, "
+        "samples, session spans (backfilled)", INCREMENTAL_PATTERNS),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
