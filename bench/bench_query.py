@@ -1,21 +1,26 @@
-"""Query: the heaviest pattern queries over 10 million tool calls, beside the simplest aggregate over
-the same rows measured in the same run.
+"""Query: the pattern queries and the sink's per-batch cost over 10 million tool calls, each beside
+a reference measured in the same run.
 
-The database is bulk-generated with Arrow into a file made by the project's own migrations:
-``tool_calls`` (Bash calls over 10,000 sessions and 5,000 distinct commands, Zipf-like frequencies)
-and ``pattern_occurrences`` filled consistently (the signature, category, side effect and redacted
-sample of each command come from the project's ``signature_of`` / ``redact``). Measured:
+The database is bulk-generated with Arrow into a file made by the project's own migrations up to
+version 3 (the layout before incremental patterns): ``tool_calls`` (Bash calls over 10,000 sessions
+and 5,000 distinct commands, Zipf-like frequencies) and ``pattern_occurrences`` filled consistently
+(the signature, category, side effect and redacted sample of each command come from the project's
+``signature_of`` / ``redact``); then migration 4 re-keys the occurrences and backfills the
+incremental state (timed). Measured:
 
-* the ``operation_patterns`` full refresh aggregate (``sinks.patterns.AGGREGATE``) and the whole
-  ``refresh_patterns`` (aggregate + confidence in Python + rewrite), and the incremental refresh
-  of 10 dirty signatures the sink runs every second;
-* ``outloop patterns`` (``outloop.cli.PATTERNS_SQL``), a GROUP BY signature over ``tool_calls``;
-* one sink write (5,000 new tool calls through ``DuckSink.write_batch``) into this database beside
-  the same write into an empty one: how the per-batch cost grows with the table.
+* the full refresh the sink runs at every flush marker and every minute (``refresh_patterns(None)``:
+  state + hourly buckets + confidence + rewrite), its read part alone (``pattern_aggregates``), and
+  the incremental refresh of 10 dirty signatures (the rarest, the most frequent);
+* the from-scratch aggregate the refresh used to run (``sinks.patterns.AGGREGATE``, all signatures),
+  for comparison;
+* ``outloop patterns`` (``outloop.cli.PATTERNS_SQL``) and a GROUP BY signature over ``tool_calls``;
+* the sink: 5,000 new tool calls through ``DuckSink.write_batch`` right after open (runs the full
+  refresh), 5,000 more new calls as "started" views, then the same 5,000 completed (a rewrite of
+  every occurrence: the delta path) - into this database beside the same writes into an empty one.
 
-Reference: ``SELECT signature, count(*) FROM pattern_occurrences GROUP BY signature``.
+Reference for the queries: ``SELECT signature, count(*) FROM pattern_occurrences GROUP BY signature``.
 
-    .venv/bin/python bench/bench_query.py [--quick] [--rows N] [--runs 3] [--keep FILE]
+    .venv/bin/python bench/bench_query.py [--quick] [--rows N] [--runs 5] [--keep FILE]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,7 +44,7 @@ import pyarrow.compute as pc  # noqa: E402
 from common import T0, commands, header, median, row  # noqa: E402
 
 from agents.signatures import redact, signature_of  # noqa: E402
-from sinks.patterns import AGGREGATE, refresh_patterns  # noqa: E402
+from sinks.patterns import AGGREGATE, pattern_aggregates, refresh_patterns  # noqa: E402
 from sinks.schema import migrate  # noqa: E402
 
 SESSIONS, SIGNATURES, CHUNK = 10_000, 5_000, 1_000_000
@@ -102,11 +108,12 @@ def chunk(start: int, n: int, d: dict[str, pa.Array], rng: random.Random) -> tup
     return calls, occ
 
 
-def generate(path: Path, rows: int) -> float:
+def generate(path: Path, rows: int) -> tuple[float, float]:
+    """Fill a version-3 database, then migrate it (re-key + backfill). Returns (fill s, migration s)."""
     t0 = time.perf_counter()
     con = duckdb.connect(str(path))
     try:
-        migrate(con)
+        migrate(con, upto=3)
         d, rng = dictionaries(), random.Random(7)
         for start in range(0, rows, CHUNK):
             calls, occ = chunk(start, min(CHUNK, rows - start), d, rng)
@@ -115,13 +122,18 @@ def generate(path: Path, rows: int) -> float:
                 cols = ", ".join(f'"{c}"' for c in data.column_names)
                 con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM gen")
                 con.unregister("gen")
+        con.execute("CHECKPOINT")
+        filled = time.perf_counter()
+        migrate(con)
+        con.execute("CHECKPOINT")
+        migrated = time.perf_counter()
         con.execute("BEGIN TRANSACTION")
         refresh_patterns(con, None)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
     finally:
         con.close()
-    return time.perf_counter() - t0
+    return filled - t0, migrated - filled
 
 
 def timed(fn: Callable[[], object], runs: int, warm: bool = True) -> list[float]:
@@ -135,27 +147,40 @@ def timed(fn: Callable[[], object], runs: int, warm: bool = True) -> list[float]
     return out
 
 
-def sink_write(path: Path, start: int) -> tuple[float, float]:
-    """Two batches of 5,000 new tool calls on a freshly opened sink: the first one also runs the
-    full pattern refresh (as after every worker start), the second only materializes occurrences
-    (its refresh is not due within REFRESH_S)."""
-    from bench_sink import value
+def call_value(i: int, cmds: list[str], done: bool) -> bytes:
+    """Tool call ``i`` as the sessions agent emits it: "started" (PreToolUse only) or completed."""
+    from schemas.events import ToolCall
 
+    t = T0 + timedelta(seconds=i)
+    cmd = cmds[i % len(cmds)]
+    extra = dict(status="ok", ended_at=t + timedelta(milliseconds=850), duration_ms=850.0, output_bytes=540,
+                 output_tokens_est=135) if done else dict(status="started")
+    return ToolCall(id=f"toolu_{i:09d}", tool_use_id=f"toolu_{i:09d}", call_key=None, session_id=f"sess-{i % 1000:04d}",
+                    tool_name="Bash", tool_input={"command": cmd, "description": "run it"}, command=cmd,
+                    started_at=t, input_bytes=60, source="hook", **extra).model_dump_json().encode()
+
+
+def sink_write(path: Path, start: int) -> tuple[float, float, float]:
+    """Three batches of 5,000 tool calls on a freshly opened sink: new completed calls (the first
+    batch after open also runs the full pattern refresh, as after every worker start); new calls as
+    "started" views; the same calls completed (every occurrence rewritten). The last two run the
+    per-second incremental refresh when it is due (REFRESH_S)."""
     from sinks.writer import DuckSink
 
     cmds = commands(500)
+    plan = [(start, True), (start + 5000, False), (start + 5000, True)]
     out = []
     sink = DuckSink(path)
     try:
-        for b in range(2):
-            msgs = [("bench.tool-calls", i % 4, start + b * 5000 + i, b"k",
-                     value("tool_calls", start + b * 5000 + i, cmds)) for i in range(5000)]
+        for b, (first, done) in enumerate(plan):
+            msgs = [("bench.tool-calls", 0, b * 5000 + i, b"k", call_value(first + i, cmds, done))
+                    for i in range(5000)]
             t0 = time.perf_counter()
             sink.write_batch(msgs)
             out.append(time.perf_counter() - t0)
     finally:
         sink.close()
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 def main() -> None:
@@ -172,62 +197,71 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
         path = args.keep or Path(tmp) / "q.duckdb"
         if not path.exists():
-            print(f"  generated the database in {generate(path, n):.1f}s "
-                  f"({path.stat().st_size / 2**30:.2f} GiB)")
+            filled, migrated = generate(path, n)
+            print(f"  generated the database in {filled:.1f}s ({path.stat().st_size / 2**30:.2f} GiB); "
+                  f"migration 4 (re-key occurrences, backfill the state) {migrated:.1f}s = "
+                  f"{migrated / filled:.2f}x the bulk fill")
         con = duckdb.connect(str(path))
         try:
             got = con.execute("SELECT (SELECT count(*) FROM tool_calls), (SELECT count(*) FROM pattern_occurrences), "
-                              "(SELECT count(*) FROM operation_patterns)").fetchone()
-            print(f"  rows: tool_calls={got[0]:,} pattern_occurrences={got[1]:,} operation_patterns={got[2]:,}")
+                              "(SELECT count(*) FROM operation_patterns), (SELECT count(*) FROM pattern_hours), "
+                              "(SELECT count(*) FROM pattern_sessions)").fetchone()
+            print(f"  rows: tool_calls={got[0]:,} pattern_occurrences={got[1]:,} operation_patterns={got[2]:,} "
+                  f"pattern_hours={got[3]:,} pattern_sessions={got[4]:,}")
             from outloop.cli import PATTERNS_SQL
 
-            def ten(order: str) -> str:
-                sigs = [r[0] for r in con.execute(f"SELECT signature FROM operation_patterns ORDER BY {order} "
-                                                  "LIMIT 10").fetchall()]
-                return "signature IN (" + ", ".join(f"'{s}'" for s in sigs) + ")"
+            def ten(order: str) -> set[str]:
+                return {r[0] for r in con.execute(f"SELECT signature FROM operation_patterns ORDER BY {order} "
+                                                  "LIMIT 10").fetchall()}
 
             cold, hot = ten("occurrence_count, signature"), ten("occurrence_count DESC, signature")
 
-            def full_refresh() -> None:
-                con.execute("BEGIN TRANSACTION")
-                refresh_patterns(con, None)
-                con.execute("ROLLBACK")
+            def refresh(signatures: set[str] | None) -> Callable[[], None]:
+                def run() -> None:
+                    con.execute("BEGIN TRANSACTION")
+                    refresh_patterns(con, signatures)
+                    con.execute("ROLLBACK")
+                return run
 
-            queries = {
-                "operation_patterns AGGREGATE (all signatures)": lambda: con.execute(
-                    AGGREGATE.format(where="true")).fetchall(),
-                "refresh_patterns(all): aggregate+confidence+rewrite": full_refresh,
-                "AGGREGATE, 10 rarest signatures dirty": lambda: con.execute(
-                    AGGREGATE.format(where=cold)).fetchall(),
-                "AGGREGATE, 10 most frequent signatures dirty": lambda: con.execute(
-                    AGGREGATE.format(where=hot)).fetchall(),
-                "outloop patterns (PATTERNS_SQL, top 20)": lambda: con.execute(
-                    PATTERNS_SQL, [None, None, 20]).fetchall(),
-                "GROUP BY signature over tool_calls": lambda: con.execute(
+            queries: dict[str, tuple[Callable[[], object], int]] = {
+                "full refresh: refresh_patterns(all)": (refresh(None), args.runs),
+                "pattern_aggregates(all) (its reads)": (lambda: pattern_aggregates(con, None), args.runs),
+                "incremental refresh, 10 rarest dirty": (refresh(cold), args.runs),
+                "incremental refresh, 10 most frequent dirty": (refresh(hot), args.runs),
+                "outloop patterns (PATTERNS_SQL, top 20)": (lambda: con.execute(
+                    PATTERNS_SQL, [None, None, 20]).fetchall(), args.runs),
+                "GROUP BY signature over tool_calls": (lambda: con.execute(
                     "SELECT signature, count(*), count(DISTINCT session_id), sum(output_tokens_est), "
-                    "avg(duration_ms) FROM tool_calls GROUP BY signature ORDER BY 2 DESC").fetchall(),
+                    "avg(duration_ms) FROM tool_calls GROUP BY signature ORDER BY 2 DESC").fetchall(), args.runs),
+                "from-scratch AGGREGATE (the old full refresh)": (lambda: con.execute(
+                    AGGREGATE.format(where="true")).fetchall(), min(args.runs, 3)),
             }
             ref_sql = "SELECT signature, count(*) FROM pattern_occurrences GROUP BY signature"
             ref = lambda: con.execute(ref_sql).fetchall()  # noqa: E731
-            for name, fn in queries.items():
+            medians = {}
+            for name, (fn, runs_n) in queries.items():
                 fn()  # warm: the first read of a fresh connection loads the blocks
                 refs, runs = [], []
-                for _ in range(args.runs):  # interleaved: query, reference, query, ...
+                for _ in range(runs_n):  # interleaved: query, reference, query, ...
                     runs += timed(fn, 1, warm=False)
                     refs += timed(ref, 1, warm=False)
                 row(name, runs, "reference GROUP BY", refs, "s", higher_is_better=False,
                     target=f"< 1 s: {'met' if median(runs) < 1 else 'NOT met'}")
+                medians[name] = runs
+            row("full refresh vs the old from-scratch AGGREGATE", medians["full refresh: refresh_patterns(all)"],
+                "AGGREGATE", medians["from-scratch AGGREGATE (the old full refresh)"], "s", higher_is_better=False)
+            start = 20_000_000 + int(con.execute("SELECT count(*) FROM tool_calls").fetchone()[0])
         finally:
             con.close()
         empty = Path(tmp) / "empty.duckdb"
         big, small = [], []
-        for run in range(3):
-            small.append(sink_write(empty, 20_000_000 + run * 10_000))
-            big.append(sink_write(path, 20_000_000 + run * 10_000))
-        row("first write_batch (5,000 calls + full refresh)", [b[0] for b in big], "into an empty db",
-            [s[0] for s in small], "s", higher_is_better=False)
-        row("next write_batch (5,000 calls, occurrences)", [b[1] for b in big], "into an empty db",
-            [s[1] for s in small], "s", higher_is_better=False)
+        for run in range(3):  # new ids every run (and every invocation on a kept file): no redelivery
+            small.append(sink_write(empty, start + run * 10_000))
+            big.append(sink_write(path, start + run * 10_000))
+        names = ("write_batch: 5,000 new calls + full refresh", "write_batch: 5,000 new calls, started",
+                 "write_batch: the same 5,000 completed")
+        for i, name in enumerate(names):
+            row(name, [b[i] for b in big], "into an empty db", [s[i] for s in small], "s", higher_is_better=False)
 
 
 if __name__ == "__main__":

@@ -223,15 +223,16 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Apply the migrations the file lacks, each in its own transaction; returns the version."""
+def migrate(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> int:
+    """Apply the migrations the file lacks (up to version ``upto``, default all), each in its own
+    transaction; returns the version."""
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
                 "description VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
     have = current_version(con)
     if have > SCHEMA_VERSION:
         raise RuntimeError(f"database schema v{have} is newer than this outloop (v{SCHEMA_VERSION})")
     for version, description, sql in MIGRATIONS:
-        if version <= have:
+        if version <= have or (upto is not None and version > upto):
             continue
         con.execute("BEGIN TRANSACTION")
         try:
@@ -243,4 +244,4 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    return SCHEMA_VERSION
+    return SCHEMA_VERSION if upto is None else min(upto, SCHEMA_VERSION)
