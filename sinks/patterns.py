@@ -538,19 +538,18 @@ def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], ca
     signatures and sessions dirty, in the batch's transaction (so a crash never loses what a refresh
     still owes).
 
-    A ``syn:<call_key>`` row merged in this batch into the real row carrying its call key is gone
-    from ``tool_calls``; its id is known from the batch's call keys. It was either written in this
-    batch (its id is among ``tool_call_ids``) or stored before (then it holds an occurrence, unless
-    it never had a tool name). Only for those keys are the real rows that received the merge looked
-    up by call key (a real row carrying a key of this batch is normally in the batch itself)."""
+    A ``syn:<call_key>`` row (a hook call without tool_use_id) is merged into the real row carrying
+    its call key and deleted by the upsert of the batch that brings either of them; its id is known
+    from the batch's call keys (``syn:`` + key), so its occurrence is dropped by key. When the real
+    row came in an earlier batch, it changed without being in this one: it is looked up by call key,
+    only for the syn rows of this batch that are gone (a stored syn row means no real row with its
+    key existed, so a merge in a later batch always involves a real row of that batch)."""
     ids = set(tool_call_ids)
     syn = {f"syn:{k}" for k in call_keys} - ids
     if not ids and not syn:
         return
     written_syn = {i for i in ids if i.startswith("syn:")}
     merged = written_syn - {r[0] for r in _keyed(con, "SELECT id FROM tool_calls WHERE id IN ({keys})", written_syn)}
-    merged |= {r[0] for r in _keyed(con, "SELECT tool_use_id FROM pattern_occurrences WHERE tool_use_id IN ({keys})",
-                                    syn)}
     if merged:  # the real rows those syn rows were merged into changed too
         keys = {m[4:] for m in merged}
         ids |= {r[0] for r in _keyed(

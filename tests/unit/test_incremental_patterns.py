@@ -161,14 +161,7 @@ def test_migration_backfills_an_existing_database(tmp_path: Path) -> None:
     tables are backfilled, and the sink goes on from them."""
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
-                "applied_at TIMESTAMPTZ NOT NULL)")
-    from sinks import schema
-
-    for version, description, sql in schema.MIGRATIONS[:3]:
-        for statement in duckdb.extract_statements(sql):
-            con.execute(statement)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, description, d.T0])
+    assert migrate(con, upto=3) == 3
     con.close()
     views = [d.tool_view(f"toolu_{i}", session_id=SESSIONS[i % 3], tool_input={"command": COMMANDS[i % 4]},
                          command=COMMANDS[i % 4], status="ok", started_at=W0 - AGES[i % len(AGES)],

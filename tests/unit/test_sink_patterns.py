@@ -118,3 +118,18 @@ def test_syn_occurrence_goes_when_its_call_joins_the_real_row(sink: DuckSink) ->
     assert patterns(sink)["test:pytest:tests/unit"]["occurrence_count"] == 1
     _, ids = sink.query("SELECT tool_use_id FROM pattern_occurrences")
     assert ids == [["toolu_real"]]
+
+
+def test_window_boundaries_are_exclusive_to_the_microsecond(sink: DuckSink) -> None:
+    # watermark W off the hour; a call counts in a window when ts > W - window (buckets + boundary hour)
+    w = d.T0 + timedelta(minutes=17, seconds=3, microseconds=5)
+    us = timedelta(microseconds=1)
+    ats = [w, w - timedelta(hours=1), w - timedelta(hours=1) + us, w - timedelta(hours=24) + us,
+           w - timedelta(hours=24), w - timedelta(hours=24, minutes=17, seconds=3, microseconds=5),
+           w - timedelta(days=7) + timedelta(minutes=42), w - timedelta(days=30) + us, w - timedelta(days=30)]
+    write(sink, [call(i, at=at) for i, at in enumerate(ats)])
+    row = patterns(sink)["test:pytest:tests/unit"]
+    assert row["windows_as_of"] == w
+    assert (row["count_1h"], row["count_24h"], row["count_7d"], row["count_30d"]) == (2, 4, 7, 8)
+    _, buckets = sink.query("SELECT sum(n) FROM pattern_hours")
+    assert buckets == [[9]]
