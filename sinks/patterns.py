@@ -434,8 +434,7 @@ def pattern_aggregates(con: duckdb.DuckDBPyConnection, signatures: set[str] | No
     if signatures is not None:
         con.register("pat_sigs", pa.table({"s": pa.array(sorted(signatures), type=pa.string())}))
     try:
-        row = con.execute("SELECT max(last_seen) FROM pattern_state").fetchone()
-        watermark = row[0] if row else None
+        watermark = con.execute("SELECT max(last_seen) FROM pattern_state").fetchall()[0][0]
         state = con.execute(
             f"SELECT signature, category, tool, target, ({EFFECTS})[effect_rank], n, sessions, first_seen, "
             "last_seen, tokens_sum, tokens_n, tokens_sum, tokens_sq, tokens_min, tokens_max, duration_n, "
@@ -490,8 +489,8 @@ def refresh_sequences(con: duckdb.DuckDBPyConnection, sessions: set[str],
     try:
         con.execute("DELETE FROM session_sequences WHERE session_id IN (SELECT s FROM pat_sessions)")
         span = con.execute("SELECT min(first_ts), max(last_ts) FROM pattern_session_spans "
-                           "WHERE session_id IN (SELECT s FROM pat_sessions)").fetchone()
-        occ = [] if span is None or span[0] is None else con.execute(
+                           "WHERE session_id IN (SELECT s FROM pat_sessions)").fetchall()[0]
+        occ = [] if span[0] is None else con.execute(
             "SELECT session_id, tool_use_id, signature, ts, status FROM pattern_occurrences "
             "WHERE ts >= ? AND ts <= ? AND session_id IN (SELECT s FROM pat_sessions) "
             "ORDER BY session_id, ts, tool_use_id", [span[0], span[1]]).fetchall()
