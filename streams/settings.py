@@ -25,7 +25,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_HTTP_HOST": ("127.0.0.1", "address of the worker's HTTP endpoint"),
     "OUTLOOP_HTTP_PORT": ("6066", "port of the worker's HTTP endpoint (0 picks a free one)"),
     "OUTLOOP_BATCH_SIZE": ("2000", "events an agent folds per batch"),
-    "OUTLOOP_BATCH_WITHIN": ("0.2", "seconds an agent waits to fill a batch"),
+    "OUTLOOP_BATCH_WITHIN": ("0.1", "seconds an agent waits to fill a batch"),
     "OUTLOOP_SINK_BATCH": ("5000", "rows the DuckDB sink writes per transaction at most"),
     "OUTLOOP_DB_MEMORY": ("256MB", "DuckDB memory limit of the sink process (beyond it DuckDB spills to disk)"),
     "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds (Tansu waits half of it)"),
