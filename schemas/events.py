@@ -29,11 +29,14 @@ class EventType(StrEnum):
 class _Open(BaseModel):
     """Keeps unknown fields: producers are newer than we are."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """NaN and infinities are refused everywhere: they are not JSON, and they would make the "largest
+    wins" rules of the fold and of the sink disagree."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Envelope(_Closed):

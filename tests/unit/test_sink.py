@@ -181,7 +181,10 @@ def test_rows_and_offsets_commit_together(tmp_path: Path) -> None:
 
 
 def test_decode_failures_become_dead_letters(sink: DuckSink) -> None:
+    nan_cost = (b'{"id":"m1:r","session_id":"s1","input_tokens":0,"output_tokens":0,'
+                b'"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"cost_usd":NaN}')
     bad = [("t.usage", b"k", b"{not json"), ("t.usage", b"k", b"[1, 2]"), ("t.usage", b"k", None),
+           ("t.usage", b"k", nan_cost), ("t.usage", b"k", nan_cost.replace(b"NaN", b"Infinity")),
            ("t.tool-calls", b"k", b'{"id": "x"}'), ("t.somewhere", None, b"{}"),
            d.envelope_msg("hook-events", EventType.USAGE, "e1", "s1", {"x": 1})]
     messages = d.with_offsets(bad)
