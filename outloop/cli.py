@@ -45,14 +45,21 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def up() -> None:
-    """Run broker (embedded unless OUTLOOP_BROKER is set), worker and forwarder until Ctrl-C."""
+    """Run broker (embedded unless OUTLOOP_BROKER is set), worker and forwarder until Ctrl-C.
+
+    An embedded broker that exits is restarted with a fresh worker (the forwarder sends its sent
+    journal again); one whose memory passed OUTLOOP_BROKER_MAX_RSS_MB is recycled once drained."""
+    import logging
+
     from outloop.runtime import Stack, StackError
 
     s = _settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("outloop.supervisor").propagate = False  # printed through on_event below
     try:
-        with Stack(s, forwarder=True) as stack:
+        with Stack(s, forwarder=True, supervise=True, on_event=lambda m: err.print(m, markup=False)) as stack:
             st = stack.settings
             err.print(f"broker   {st.broker}{' (embedded)' if stack.broker else ''}")
             err.print(f"worker   http://{st.http_host}:{st.http_port}  (log {stack.worker_log})")
@@ -61,8 +68,8 @@ def up() -> None:
             err.print("outloop is up; Ctrl-C stops it")
             try:
                 while not stop.wait(0.5):
-                    if stack.worker is None or stack.worker.poll() is not None:
-                        raise _fail(f"the worker stopped; see {stack.worker_log}")
+                    if stack.failed.is_set():
+                        raise _fail(stack.failure or "the stack stopped")
             except KeyboardInterrupt:
                 pass
             err.print("stopping...")

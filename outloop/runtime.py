@@ -1,39 +1,264 @@
-"""Starting and stopping the pieces: broker (embedded when none is configured), worker process,
-forwarder. Used by ``outloop up``, ``replay`` and ``demo`` and by the integration tests."""
+"""Starting, stopping and supervising the pieces: broker (embedded when none is configured),
+worker process, forwarder. Used by ``outloop up``, ``replay`` and ``demo`` and by the integration
+tests.
+
+Supervision (``Stack(..., supervise=True)``, what ``outloop up`` runs). The embedded broker keeps
+its log in memory, so its restart must take the worker with it: a worker that outlives it commits
+its old-log positions to the new broker and skips or stalls. When the embedded broker exits on its
+own, the supervisor SIGKILLs the worker first (it commits nothing to the new broker), restarts the
+broker on the same port, re-creates the topics, tells the forwarder to send its sent journal again
+and starts a fresh worker, which reads the new log from its start. The same restart, done on
+purpose once the pipeline is drained, *recycles* a broker whose memory passed
+``OUTLOOP_BROKER_MAX_RSS_MB`` (Tansu 0.6 ignores retention and drops DeleteRecords). The decisions
+are made by :class:`Supervision` (pure, time passed in); :class:`Stack` only observes processes and
+carries the decisions out.
+"""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import enum
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from outloop.client import WorkerClient
-from streams.broker import EmbeddedBroker, free_port, wait_for_kafka
+from streams.broker import BrokerError, EmbeddedBroker, free_port, wait_for_kafka
 from streams.settings import Settings
+
+log = logging.getLogger("outloop.supervisor")
 
 
 class StackError(RuntimeError):
     pass
 
 
-class Stack:
-    """broker + worker (+ forwarder thread). ``settings.http_port == 0`` picks a free port."""
+# -- decisions (pure) ---------------------------------------------------------------------------
+class Action(enum.Enum):
+    NONE = "none"
+    RESTART = "restart"  # the broker exited on its own: kill the worker, restart both
+    FAIL = "fail"  # give up: stop everything, report the reason
+    START_DRAIN = "start_drain"  # the broker is too big: pause the forwarder, publish a drain marker
+    CHECK_DRAIN = "check_drain"  # is everything that reached the broker in DuckDB?
+    ABORT_DRAIN = "abort_drain"  # not drained in time: resume the forwarder, try again later
+    RECYCLE = "recycle"  # drained: restart broker and worker on purpose
 
-    def __init__(self, settings: Settings, *, forwarder: bool = False, log_dir: Path | None = None) -> None:
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+
+
+class Supervision:
+    """What to do with the embedded broker and the worker, from observations; no I/O, ``now`` is a
+    monotonic time in seconds.
+
+    * the broker is dead -> RESTART, unless it died ``max_restarts`` times within ``window`` s
+      already -> FAIL (a crash loop is not hidden);
+    * the worker is dead (and the broker alive) -> FAIL, as ``outloop up`` always did;
+    * broker RSS above ``max_rss`` (bytes; 0 never) -> START_DRAIN, then CHECK_DRAIN on every
+      observation until :meth:`drain_checked` reports it drained (-> RECYCLE) or ``drain_timeout``
+      passed (-> ABORT_DRAIN; no new drain for ``drain_backoff`` s, so a busy pipeline is not
+      paused over and over).
+    """
+
+    def __init__(self, max_rss: int, max_restarts: int = 10, window: float = 600.0,
+                 drain_timeout: float = 120.0, drain_backoff: float = 300.0) -> None:
+        self.max_rss = max_rss
+        self.max_restarts = max_restarts
+        self.window = window
+        self.drain_timeout = drain_timeout
+        self.drain_backoff = drain_backoff
+        self.crashes: collections.deque[float] = collections.deque()
+        self.draining_since: float | None = None
+        self.next_drain = float("-inf")
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_since is not None
+
+    def observe(self, now: float, *, broker_alive: bool, worker_alive: bool, rss: int | None) -> Decision:
+        while self.crashes and self.crashes[0] <= now - self.window:
+            self.crashes.popleft()
+        if not broker_alive:
+            self.draining_since = None
+            if len(self.crashes) >= self.max_restarts:
+                return Decision(Action.FAIL, f"the embedded broker exited {len(self.crashes) + 1} times within "
+                                             f"{self.window:.0f}s; giving up")
+            self.crashes.append(now)
+            return Decision(Action.RESTART, "the embedded broker exited")
+        if not worker_alive:
+            return Decision(Action.FAIL, "the worker stopped")
+        if self.draining_since is not None:
+            if now - self.draining_since > self.drain_timeout:
+                self.draining_since = None
+                self.next_drain = now + self.drain_backoff
+                return Decision(Action.ABORT_DRAIN, f"not drained within {self.drain_timeout:.0f}s; "
+                                                    f"next attempt in {self.drain_backoff:.0f}s")
+            return Decision(Action.CHECK_DRAIN)
+        if self.max_rss and rss is not None and rss > self.max_rss and now >= self.next_drain:
+            self.draining_since = now
+            return Decision(Action.START_DRAIN, f"broker RSS {rss / 2**20:.0f} MB > {self.max_rss / 2**20:.0f} MB")
+        return Decision(Action.NONE)
+
+    def drain_checked(self, now: float, drained: bool) -> Decision:
+        if self.draining_since is None:
+            return Decision(Action.NONE)
+        if drained:
+            self.draining_since = None
+            return Decision(Action.RECYCLE, "the pipeline is drained")
+        return Decision(Action.NONE)
+
+    def drain_failed(self, now: float, reason: str) -> Decision:
+        """The drain could not even start (e.g. the forwarder did not pause): back off."""
+        self.draining_since = None
+        self.next_drain = now + self.drain_backoff
+        return Decision(Action.ABORT_DRAIN, reason)
+
+
+class JournalConfirmation:
+    """When to prove the forwarder's sent journal stored in DuckDB (pure; ``now`` monotonic).
+
+    Every ``every`` s with a non-empty journal, a snapshot of its ids is taken and a flush marker
+    published behind them on every input partition; once the marker reached every output partition
+    in DuckDB, everything in the snapshot is stored and can leave the journal. A broker restart
+    voids a pending proof (its marker died with the log); one that takes longer than ``timeout``
+    is given up and tried again."""
+
+    def __init__(self, every: float, timeout: float = 600.0) -> None:
+        self.every = every
+        self.timeout = timeout
+        self.next_at = every
+        self.pending: tuple[str, list[str], float] | None = None  # marker, ids, published at
+
+    def due(self, now: float, journal_entries: int) -> bool:
+        if not self.every or self.pending is not None or now < self.next_at:
+            return False
+        if journal_entries == 0:
+            self.next_at = now + self.every
+            return False
+        return True
+
+    def started(self, now: float, marker: str, ids: list[str]) -> None:
+        self.pending = (marker, ids, now)
+
+    def expired(self, now: float) -> bool:
+        if self.pending is not None and now - self.pending[2] > self.timeout:
+            self.void(now)
+            return True
+        return False
+
+    def confirmed(self, now: float) -> list[str]:
+        ids = self.pending[1] if self.pending else []
+        self.void(now)
+        return ids
+
+    def void(self, now: float) -> None:
+        self.pending = None
+        self.next_at = now + self.every
+
+
+def high_watermarks(bootstrap: str, positions: dict[tuple[str, int], int]) -> dict[tuple[str, int], int | None]:
+    """The log end of each partition, from a fetch at the given position (Tansu 0.6 answers
+    ListOffsets(latest) wrongly, so ends come from fetch responses). None when unknown."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    if not positions:
+        return {}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="none", max_partition_fetch_bytes=1024, fetch_max_wait_ms=50,
+                             request_timeout_ms=5000, client_id="outloop-supervisor")
+    try:
+        tps = {TopicPartition(t, p): pos for (t, p), pos in positions.items()}
+        consumer.assign(list(tps))
+        for tp, pos in tps.items():
+            consumer.seek(tp, max(0, pos))
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
+            with contextlib.suppress(Exception):  # out of range: the log restarted, its end stays unknown
+                consumer.poll(timeout_ms=200, max_records=1)
+        return {(tp.topic, tp.partition): consumer.highwater(tp) for tp in tps}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The consumer group's committed offsets (0 where it committed none); joins no group."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                             request_timeout_ms=5000, client_id="outloop-supervisor")
+    try:
+        return {(t, p): consumer.committed(TopicPartition(t, p)) or 0 for t, p in partitions}
+    finally:
+        consumer.close()
+
+
+def topic_partitions(bootstrap: str, topics: list[str]) -> list[tuple[str, int]]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5000, client_id="outloop-supervisor")
+    try:
+        return sorted((t, p) for t in topics for p in consumer.partitions_for_topic(t) or ())
+    finally:
+        consumer.close()
+
+
+def process_rss(pid: int | None) -> int | None:
+    import psutil
+
+    if pid is None:
+        return None
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return None
+
+
+class Stack:
+    """broker + worker (+ forwarder thread) (+ supervisor thread). ``settings.http_port == 0``
+    picks a free port. With ``supervise``, a thread watches the processes (see the module doc);
+    ``failure`` then says why the stack gave up, and ``on_event`` receives every line of what the
+    supervisor did (they are logged to ``outloop.supervisor`` and kept in ``events`` too)."""
+
+    def __init__(self, settings: Settings, *, forwarder: bool = False, log_dir: Path | None = None,
+                 supervise: bool = False, on_event: Callable[[str], None] | None = None,
+                 tick: float = 0.5) -> None:
         self.settings = settings
         self.want_forwarder = forwarder
         self.log_dir = log_dir or settings.home / "logs"
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
+        self.forwarder: Any = None  # streams.forwarder.Forwarder while running
         self._fwd_stop = threading.Event()
         self._fwd_thread: threading.Thread | None = None
+        self.want_supervise = supervise
+        self.on_event = on_event
+        self.tick = tick
+        self.supervision = Supervision(int(settings.broker_max_rss_mb * 2**20),
+                                       max_restarts=settings.broker_max_restarts)
+        self.confirmation = JournalConfirmation(settings.journal_confirm)
+        self.events: list[str] = []
+        self.failure: str | None = None
+        self.failed = threading.Event()
+        self.restarts = 0  # broker restarts after it exited on its own
+        self.recycles = 0  # broker restarts on purpose (memory bound)
+        self._sup_stop = threading.Event()
+        self._sup_thread: threading.Thread | None = None
+        self._drain: tuple[str, int, list[str]] | None = None  # marker, expected partitions, journal ids
+        self._journal_expected = 0
 
     @property
     def worker_log(self) -> Path:
@@ -50,14 +275,22 @@ class Stack:
             bootstrap = self.broker.bootstrap
         port = s.http_port or free_port(s.http_host)
         self.settings = s = replace(s, broker=bootstrap, http_port=port)
-        from streams.publisher import Publisher
-
-        with Publisher(bootstrap, partitions=s.partitions, prefix=s.topic_prefix) as pub:
-            pub.ensure_topics()
+        self._ensure_topics()
         self.start_worker(timeout)
         if self.want_forwarder:
             self._start_forwarder()
+        if self.want_supervise:
+            self._sup_thread = threading.Thread(target=self._supervise, name="outloop-supervisor", daemon=True)
+            self._sup_thread.start()
         return self
+
+    def _ensure_topics(self) -> None:
+        from streams.publisher import Publisher
+
+        s = self.settings
+        assert s.broker
+        with Publisher(s.broker, partitions=s.partitions, prefix=s.topic_prefix) as pub:
+            pub.ensure_topics()
 
     def start_worker(self, timeout: float = 30.0) -> None:
         env = {**os.environ, **self.settings.to_env()}
@@ -81,7 +314,7 @@ class Stack:
     def _start_forwarder(self) -> None:
         from streams.forwarder import Forwarder
 
-        fwd = Forwarder.from_settings(self.settings)
+        fwd = self.forwarder = Forwarder.from_settings(self.settings)
         self._fwd_thread = threading.Thread(target=fwd.run_forever, args=(self._fwd_stop,),
                                             name="outloop-forwarder", daemon=True)
         self._fwd_thread.start()
@@ -108,7 +341,205 @@ class Stack:
             self.worker.wait()
         self.worker = None
 
+    # -- supervision ------------------------------------------------------------------------------
+    def _event(self, message: str, level: int = logging.WARNING) -> None:
+        self.events.append(message)
+        log.log(level, "%s", message)
+        if self.on_event is not None:
+            with contextlib.suppress(Exception):
+                self.on_event(message)
+
+    def _supervise(self) -> None:
+        while not self._sup_stop.wait(self.tick):
+            try:
+                if not self.supervise_once(time.monotonic()):
+                    return
+            except Exception as exc:  # a bug must not end supervision silently
+                log.exception("supervisor: a step failed")
+                self._event(f"supervisor: a step failed: {exc!r}")
+
+    def broker_alive(self) -> bool:
+        if self.broker is None:
+            return True  # an external broker is not ours to watch
+        proc = self.broker.proc
+        return proc is not None and proc.poll() is None
+
+    def supervise_once(self, now: float) -> bool:
+        """One observation and what it decides; False once the stack gave up."""
+        broker_alive = self.broker_alive()
+        worker_alive = self.worker is not None and self.worker.poll() is None
+        rss = process_rss(self.broker.pid) if self.broker is not None and broker_alive else None
+        d = self.supervision.observe(now, broker_alive=broker_alive, worker_alive=worker_alive, rss=rss)
+        if d.action is Action.FAIL:
+            detail = f"; see {self.worker_log}" if "worker" in d.reason else ""
+            self.failure = d.reason + detail
+            self._event(f"supervisor: {self.failure}", logging.ERROR)
+            self.failed.set()
+            return False
+        if d.action is Action.RESTART:
+            self._restart_broker(recycle=False)
+            self.confirmation.void(now)
+        elif d.action is Action.START_DRAIN:
+            self._start_drain(now, d.reason)
+        elif d.action is Action.CHECK_DRAIN:
+            try:
+                drained = self._drained()
+            except Exception as exc:  # the worker or the broker is busy: ask again next time
+                log.debug("supervisor: drain check failed: %r", exc)
+                drained = False
+            d = self.supervision.drain_checked(now, drained)
+            if d.action is Action.RECYCLE:
+                self._recycle()
+                self.confirmation.void(time.monotonic())
+        elif d.action is Action.ABORT_DRAIN:
+            self._drain = None
+            self._event(f"supervisor: recycle postponed: {d.reason}; the forwarder resumes")
+            if self.forwarder is not None:
+                self.forwarder.resume()
+        if d.action is Action.NONE and not self.supervision.draining:
+            self._confirm_journal(now)
+        return True
+
+    def _restart_broker(self, *, recycle: bool) -> None:
+        """Kill the worker, restart the broker on the same port, re-create the topics, let the
+        forwarder send its journal again, start a fresh worker."""
+        broker, fwd = self.broker, self.forwarder
+        assert broker is not None
+        proc = broker.proc
+        code = proc.poll() if proc is not None else None
+        if recycle:
+            self._event(f"supervisor: recycling the embedded broker (pid {broker.pid}, port {broker.port}): "
+                        f"killing the worker, restarting the broker empty")
+        else:
+            self._event(f"supervisor: the embedded broker (port {broker.port}) exited with code {code}; "
+                        f"killing the worker so it commits nothing to a new broker, restarting both "
+                        f"(broker log {broker.log_path})")
+        if fwd is not None and not fwd.pause(timeout=60.0):
+            self._event("supervisor: the forwarder did not pause within 60s; restarting anyway")
+        self.kill_worker()
+        if recycle:
+            broker.stop()
+        try:
+            broker.start()
+        except BrokerError as exc:
+            self._event(f"supervisor: the embedded broker did not start again: {exc}", logging.ERROR)
+            if fwd is not None:
+                fwd.resume()
+            return  # the next observation sees it dead and decides again
+        self._ensure_topics()
+        resent = 0
+        if fwd is not None:
+            if not recycle:
+                resent = fwd.broker_restarted()
+            fwd.resume()
+        try:
+            self.start_worker(timeout=120.0)
+        except StackError as exc:
+            self._event(f"supervisor: {exc}", logging.ERROR)
+            return  # the next observation sees the worker dead and gives up
+        if recycle:
+            self.recycles += 1
+        else:
+            self.restarts += 1
+        journal = "" if recycle or fwd is None else f"; the forwarder sends its sent journal ({resent} events) again"
+        self._event(f"supervisor: broker (pid {broker.pid}, port {broker.port}) and a fresh worker "
+                    f"(pid {self.worker.pid if self.worker else None}) are up; the worker reads the new log from "
+                    f"its start{journal}")
+
+    def _markers(self, marker: str) -> int:
+        from outloop.replay import publish_markers
+        from schemas.topics import TopicCatalogue
+        from streams.publisher import Publisher
+
+        s = self.settings
+        assert s.broker
+        cat = TopicCatalogue(prefix=s.topic_prefix)
+        with Publisher(s.broker, catalogue=cat, partitions=s.partitions, client_id="outloop-supervisor") as pub:
+            return publish_markers(pub, cat, marker, s.partitions)
+
+    def _marker_seen(self, marker: str) -> int:
+        _, rows = self.client.query("SELECT count(*) FROM flush_markers WHERE marker = ? OR marker = ?",
+                                    [marker, marker + ":wf"])
+        return int(rows[0][0])
+
+    def _start_drain(self, now: float, reason: str) -> None:
+        fwd = self.forwarder
+        if fwd is not None and not fwd.pause(timeout=30.0):
+            fwd.resume()
+            d = self.supervision.drain_failed(now, "the forwarder did not pause within 30s")
+            self._event(f"supervisor: recycle postponed: {d.reason}")
+            return
+        ids = fwd.spool.sent_ids() if fwd is not None else []
+        marker = f"drain-{uuid.uuid4().hex[:12]}"
+        expected = self._markers(marker)
+        self._drain = (marker, expected, ids)
+        self._event(f"supervisor: {reason}: draining before a recycle (forwarder paused, marker {marker})")
+
+    def _drained(self) -> bool:
+        """Forwarder paused with nothing in flight, the drain marker in DuckDB on every output
+        partition, the agents' committed input offsets at the input log ends, the sink's stored
+        positions at the output log ends."""
+        from schemas.topics import TopicCatalogue
+
+        if self._drain is None:
+            return False
+        marker, expected, _ = self._drain
+        if self.forwarder is not None and not self.forwarder.idle():
+            return False
+        if self._marker_seen(marker) < expected:
+            return False
+        s = self.settings
+        assert s.broker
+        cat = TopicCatalogue(prefix=s.topic_prefix)
+        inputs = topic_partitions(s.broker, [cat.events.name, cat.workflows.name])
+        committed = committed_offsets(s.broker, s.app_id, inputs)
+        if high_watermarks(s.broker, committed) != {tp: off for tp, off in committed.items()}:
+            return False
+        _, rows = self.client.query('SELECT topic, "partition", next_offset FROM consumer_offsets')
+        stored = {(t, int(p)): int(o) for t, p, o in rows}
+        outputs = topic_partitions(s.broker, sorted(t.name for t in cat.outputs()))
+        positions = {tp: stored.get(tp, 0) for tp in outputs}
+        return high_watermarks(s.broker, positions) == positions
+
+    def _recycle(self) -> None:
+        assert self._drain is not None
+        _, _, ids = self._drain
+        self._drain = None
+        fwd = self.forwarder
+        if fwd is not None:
+            n = fwd.spool.drop_sent(ids)
+            self._event(f"supervisor: drained: every event up to the marker is in DuckDB; "
+                        f"{n} sent-journal entries are no longer needed", logging.INFO)
+        self._restart_broker(recycle=True)
+
+    def _confirm_journal(self, now: float) -> None:
+        fwd, conf = self.forwarder, self.confirmation
+        if fwd is None or not conf.every:
+            return
+        if conf.pending is not None:
+            if conf.expired(now):
+                self._event("supervisor: a sent-journal proof took too long; trying again later", logging.INFO)
+                return
+            marker = conf.pending[0]
+            try:
+                seen = self._marker_seen(marker)
+            except Exception:  # the worker is busy or restarting: ask again next time
+                return
+            if seen >= self._journal_expected:
+                n = fwd.spool.drop_sent(conf.confirmed(now))
+                log.info("supervisor: %d sent-journal entries are in DuckDB (marker %s); pruned", n, marker)
+            return
+        ids = fwd.spool.sent_ids()
+        if not conf.due(now, len(ids)):
+            return
+        marker = f"journal-{uuid.uuid4().hex[:12]}"
+        self._journal_expected = self._markers(marker)
+        conf.started(now, marker, ids)
+
     def stop(self) -> None:
+        self._sup_stop.set()
+        if self._sup_thread is not None and self._sup_thread is not threading.current_thread():
+            self._sup_thread.join(timeout=180)
         self._fwd_stop.set()
         if self._fwd_thread is not None:
             self._fwd_thread.join(timeout=15)

@@ -4,8 +4,14 @@ Each spool record becomes a ``hook.event`` :class:`~schemas.events.Envelope` (id
 UUIDv7, time = its receive stamp, source ``hook``, subject = the payload's ``session_id``) on the
 events topic. Bytes that are not a JSON object with a string ``session_id`` are sent raw, with
 ``outloop-*`` headers saying why, so the agents dead-letter them: nothing is dropped. A record
-file is deleted only after the broker acknowledged its send; a crash (even SIGKILL) at any moment
+leaves the spool only after the broker acknowledged its send; a crash (even SIGKILL) at any moment
 resends at most the unacknowledged ones, under the same id, and the sink drops the duplicates.
+
+Acknowledged records go to the spool's sent journal (``sent/``) instead of being deleted, because
+the embedded broker keeps its log in memory: after it restarts, :meth:`Forwarder.broker_restarted`
+makes the next pass send the journal again (same ids: the sink drops what it already stored).
+Entries leave the journal when the supervisor proved them stored in DuckDB (``drop_sent``), or by
+age and size (``journal_max_age``, ``journal_max_bytes``; a size of 0 deletes on acknowledgement).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,6 +129,9 @@ class Forwarder:
         stale_after: float = 300.0,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         publisher_factory: Callable[[], Publisher] | None = None,
+        journal_max_age: float | None = None,
+        journal_max_bytes: int | None = None,
+        prune_every: float = 30.0,
     ) -> None:
         if settings is None and (spool is None or bootstrap is None):
             settings = Settings.from_env()
@@ -130,6 +140,10 @@ class Forwarder:
             bootstrap = bootstrap or settings.broker
             catalogue = catalogue or TopicCatalogue(prefix=settings.topic_prefix)
             partitions = partitions or settings.partitions
+            if journal_max_age is None:
+                journal_max_age = settings.journal_max_age
+            if journal_max_bytes is None:
+                journal_max_bytes = int(settings.journal_max_mb * 2**20)
         if not bootstrap and publisher_factory is None:
             raise ValueError("the forwarder needs a broker address (OUTLOOP_BROKER)")
         assert spool is not None
@@ -145,9 +159,51 @@ class Forwarder:
         self.max_record_bytes = max_record_bytes
         self._factory = publisher_factory
         self._publisher: Publisher | None = None
-        self.forwarded = 0  # records acknowledged and deleted, over the forwarder's life
+        self.forwarded = 0  # records acknowledged (journaled or deleted), over the forwarder's life
         self.raw_sent = 0  # of which sent raw (to be dead-lettered)
         self.last_error: PublishError | None = None
+        self.journal_max_age = 86400.0 if journal_max_age is None else journal_max_age
+        self.journal_max_bytes = 512 * 2**20 if journal_max_bytes is None else journal_max_bytes
+        self.prune_every = prune_every
+        self.resent = 0  # journal entries queued again after broker restarts
+        self._next_prune = 0.0
+        self._restarted = threading.Event()
+        self._paused = threading.Event()
+        self._idle = threading.Event()  # set while no pass runs
+        self._idle.set()
+
+    @property
+    def keep_sent(self) -> bool:
+        return self.journal_max_bytes > 0
+
+    # -- control by a supervisor (any thread) -------------------------------------------------
+    def broker_restarted(self) -> int:
+        """The broker lost its log: move the sent journal back into the spool (the next pass sends
+        it again, oldest first, with what arrived meanwhile) and reconnect. Call it while paused
+        (:meth:`pause`), so that no pass moves records into the journal at the same time. Returns
+        how many journal entries will be sent again."""
+        n = self.spool.requeue_sent()
+        self.resent += n
+        self._restarted.set()
+        if n:
+            log.warning("forwarder: the broker restarted; sending the %d events of the sent journal again", n)
+        return n
+
+    def pause(self, timeout: float = 30.0) -> bool:
+        """Start no new pass; True once no pass is running (within ``timeout``)."""
+        self._paused.set()
+        return self._idle.wait(timeout)
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def idle(self) -> bool:
+        """Paused with no pass running: nothing is in flight."""
+        return self._paused.is_set() and self._idle.is_set()
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Forwarder:
@@ -212,7 +268,11 @@ class Forwarder:
         """Send every record in the spool now, delete those the broker acknowledged; returns how
         many. Raises :class:`PublishError` (after deleting what was acknowledged) when the broker
         fails; records not acknowledged stay in the spool for the next pass."""
+        if self._restarted.is_set():
+            self._restarted.clear()
+            self._drop()  # a fresh producer for the new broker: ids, sequence numbers, metadata
         self.spool.sweep(self.stale_after)
+        self.prune_journal()
         ids = self.spool.ready()
         if not ids:
             return 0
@@ -254,7 +314,7 @@ class Forwarder:
                 error = exc
             for rid, d, is_raw in sent:
                 if d.acked:
-                    self.spool.ack(rid)
+                    self.spool.ack(rid, keep=self.keep_sent)
                     done += 1
                     self.forwarded += 1
                     self.raw_sent += is_raw
@@ -268,6 +328,35 @@ class Forwarder:
         self.last_error = None
         return done
 
+    def prune_journal(self, now: float | None = None, force: bool = False) -> int:
+        """Apply the journal's age and size bounds (at most every ``prune_every`` s unless ``force``)."""
+        mono = time.monotonic()
+        if not force and mono < self._next_prune:
+            return 0
+        self._next_prune = mono + self.prune_every
+        n = self.spool.prune_sent(self.journal_max_age, self.journal_max_bytes, now)
+        if n:
+            log.info("forwarder: pruned %d sent-journal entries by age/size", n)
+        return n
+
+    def _pass(self) -> int:
+        self._idle.clear()
+        try:
+            if self._paused.is_set():
+                return 0
+            return self.run_once()
+        finally:
+            self._idle.set()
+
+    def _sleep(self, stop: threading.Event, seconds: float) -> None:
+        """Wait ``seconds`` or until stopped or told that the broker restarted."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and not self._restarted.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            stop.wait(min(left, 0.1))
+
     def run_forever(
         self,
         stop: threading.Event,
@@ -280,17 +369,22 @@ class Forwarder:
         delay = backoff
         try:
             while not stop.is_set():
+                if self._paused.is_set():
+                    stop.wait(min(idle, 0.1))
+                    continue
+                if self._restarted.is_set():
+                    delay = backoff
                 try:
-                    n = self.run_once()
+                    n = self._pass()
                 except PublishError as exc:
                     log.warning("forwarder: broker unavailable (%s); retrying in %.1fs", exc, delay)
-                    stop.wait(delay)
+                    self._sleep(stop, delay)
                     delay = min(delay * 2, max_backoff)
                     continue
                 except Exception:  # a bug must not end the forwarder thread silently
                     log.exception("forwarder pass failed; retrying in %.1fs", delay)
                     self._drop()
-                    stop.wait(delay)
+                    self._sleep(stop, delay)
                     delay = min(delay * 2, max_backoff)
                     continue
                 delay = backoff

@@ -31,6 +31,15 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds (Tansu waits half of it)"),
     "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
     "OUTLOOP_LOG_LEVEL": ("info", "worker log level"),
+    "OUTLOOP_BROKER_MAX_RSS_MB": ("512", "embedded broker RSS (MB) above which `outloop up` recycles it once the "
+                                  "pipeline is drained; 0 never recycles"),
+    "OUTLOOP_BROKER_MAX_RESTARTS": ("10", "unexpected embedded-broker exits within 10 minutes that `outloop up` "
+                                    "restarts before giving up"),
+    "OUTLOOP_JOURNAL_MAX_AGE": ("86400", "seconds a forwarded hook event stays in the spool's sent journal at most"),
+    "OUTLOOP_JOURNAL_MAX_MB": ("512", "size (MB) of the spool's sent journal at most, oldest pruned first; "
+                                      "0 deletes forwarded events at once (no journal)"),
+    "OUTLOOP_JOURNAL_CONFIRM": ("300", "seconds between checks that prune the journal entries proven in DuckDB "
+                                      "(a flush marker); 0 never checks"),
 }
 
 
@@ -52,6 +61,11 @@ class Settings:
     rebalance_timeout: float
     prices: Path | None
     log_level: str
+    broker_max_rss_mb: float = 512.0
+    broker_max_restarts: int = 10
+    journal_max_age: float = 86400.0
+    journal_max_mb: float = 512.0
+    journal_confirm: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -83,6 +97,11 @@ class Settings:
                 rebalance_timeout=float(get("OUTLOOP_REBALANCE_TIMEOUT")),
                 prices=Path(prices) if prices else None,
                 log_level=get("OUTLOOP_LOG_LEVEL"),
+                broker_max_rss_mb=float(get("OUTLOOP_BROKER_MAX_RSS_MB")),
+                broker_max_restarts=int(get("OUTLOOP_BROKER_MAX_RESTARTS")),
+                journal_max_age=float(get("OUTLOOP_JOURNAL_MAX_AGE")),
+                journal_max_mb=float(get("OUTLOOP_JOURNAL_MAX_MB")),
+                journal_confirm=float(get("OUTLOOP_JOURNAL_CONFIRM")),
             )
         except ValueError as exc:
             raise ValueError(f"bad OUTLOOP_* setting: {exc}") from exc
@@ -94,6 +113,9 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.partitions < 1:
             raise ValueError("OUTLOOP_PARTITIONS must be at least 1")
+        if min(settings.broker_max_rss_mb, settings.broker_max_restarts, settings.journal_max_age,
+               settings.journal_max_mb, settings.journal_confirm) < 0:
+            raise ValueError("OUTLOOP_BROKER_* and OUTLOOP_JOURNAL_* settings must not be negative")
         return settings
 
     def to_env(self) -> dict[str, str]:
@@ -113,6 +135,11 @@ class Settings:
             "OUTLOOP_DB_MEMORY": self.db_memory,
             "OUTLOOP_REBALANCE_TIMEOUT": str(self.rebalance_timeout),
             "OUTLOOP_LOG_LEVEL": self.log_level,
+            "OUTLOOP_BROKER_MAX_RSS_MB": str(self.broker_max_rss_mb),
+            "OUTLOOP_BROKER_MAX_RESTARTS": str(self.broker_max_restarts),
+            "OUTLOOP_JOURNAL_MAX_AGE": str(self.journal_max_age),
+            "OUTLOOP_JOURNAL_MAX_MB": str(self.journal_max_mb),
+            "OUTLOOP_JOURNAL_CONFIRM": str(self.journal_confirm),
         }
         if self.broker:
             out["OUTLOOP_BROKER"] = self.broker

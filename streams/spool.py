@@ -12,6 +12,12 @@ The header may also hold ``"trunc": "size" | "timeout"`` when the shim kept only
 A record is written to a hidden temp file ``.<uuid7>.tmp`` in the same folder and renamed into place,
 so a reader never sees a half-written record. UUIDv7 text sorts by time, so the sorted file names
 are the arrival order (to a fraction of a millisecond across processes).
+
+The *sent journal* ``sent/`` keeps the records the forwarder shipped: an acknowledged record is
+moved there (its modification time set to the acknowledgement), so that what a memory-only broker
+acknowledged and then lost in a restart can be sent again (:meth:`Spool.requeue_sent` moves the
+journal back into the spool). Entries leave the journal when proven stored downstream
+(:meth:`Spool.drop_sent`) or by age and size (:meth:`Spool.prune_sent`).
 """
 
 # contextlib.suppress is not used: importing contextlib costs the shim more than it saves.
@@ -21,6 +27,7 @@ import os
 import time
 
 SUFFIX = ".rec"
+SENT_DIR = "sent"
 TMP_PREFIX = "."
 TMP_SUFFIX = ".tmp"
 FORMAT_VERSION = 1
@@ -188,12 +195,99 @@ class Spool:
         trunc = header.get("trunc")
         return SpoolRecord(rid, received_at, raw, trunc if isinstance(trunc, str) else None)
 
-    def ack(self, id: str) -> None:
-        """Delete the record (its publication was acknowledged). Missing is fine."""
+    def ack(self, id: str, keep: bool = False) -> None:
+        """The record's publication was acknowledged: delete it, or with ``keep`` move it into the
+        sent journal. Missing is fine."""
+        if not keep:
+            try:
+                os.unlink(self.path(id))
+            except FileNotFoundError:
+                pass
+            return
+        dest = self.sent_path(id)
         try:
-            os.unlink(self.path(id))
+            os.rename(self.path(id), dest)
+        except FileNotFoundError:
+            if os.path.isdir(self.sent_folder):
+                return  # gone already
+            os.makedirs(self.sent_folder, 0o700, exist_ok=True)
+            try:
+                os.rename(self.path(id), dest)
+            except FileNotFoundError:
+                return
+        try:
+            os.utime(dest)  # the journal's clock: when the broker acknowledged it
         except FileNotFoundError:
             pass
+
+    # -- the sent journal (the forwarder) -----------------------------------------------------
+    @property
+    def sent_folder(self) -> str:
+        return os.path.join(self.folder, SENT_DIR)
+
+    def sent_path(self, id: str) -> str:
+        return os.path.join(self.sent_folder, id + SUFFIX)
+
+    def _sent_entries(self) -> list[tuple[str, float, int]]:
+        """(id, acknowledged at, bytes) of every journal entry, oldest id first."""
+        try:
+            entries = list(os.scandir(self.sent_folder))
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            if e.name.endswith(SUFFIX) and not e.name.startswith(TMP_PREFIX):
+                try:
+                    st = e.stat()
+                except FileNotFoundError:
+                    continue
+                out.append((e.name[: -len(SUFFIX)], st.st_mtime, st.st_size))
+        out.sort()
+        return out
+
+    def sent_ids(self) -> list[str]:
+        """Ids in the sent journal, oldest first."""
+        return [rid for rid, _, _ in self._sent_entries()]
+
+    def sent_stats(self) -> tuple[int, int]:
+        """(entries, total bytes) of the sent journal."""
+        entries = self._sent_entries()
+        return len(entries), sum(size for _, _, size in entries)
+
+    def requeue_sent(self) -> int:
+        """Move every journal entry back into the spool (to be sent again); returns how many."""
+        moved = 0
+        for rid in self.sent_ids():
+            try:
+                os.rename(self.sent_path(rid), self.path(rid))
+                moved += 1
+            except FileNotFoundError:
+                pass
+        return moved
+
+    def drop_sent(self, ids: "list[str] | set[str]") -> int:
+        """Delete these journal entries (proven stored downstream); returns how many were there."""
+        dropped = 0
+        for rid in ids:
+            try:
+                os.unlink(self.sent_path(rid))
+                dropped += 1
+            except FileNotFoundError:
+                pass
+        return dropped
+
+    def prune_sent(self, max_age: float, max_bytes: int, now: float | None = None) -> int:
+        """Delete journal entries acknowledged more than ``max_age`` seconds ago, then the oldest
+        until the journal holds at most ``max_bytes``; returns how many were deleted."""
+        now = time.time() if now is None else now
+        entries = self._sent_entries()
+        total = sum(size for _, _, size in entries)
+        doomed = []
+        for rid, acked, size in entries:
+            if acked < now - max_age or total > max_bytes:
+                doomed.append(rid)
+                total -= size
+        return self.drop_sent(doomed)
 
     def sweep(self, older_than: float = 300.0, now: float | None = None) -> int:
         """Delete temp files left by shims killed mid-write, older than ``older_than`` seconds."""

@@ -183,3 +183,37 @@ def test_records_written_by_one_process_keep_their_order(tmp_path: Path) -> None
     assert [int(spool.read(r).raw) for r in spool.ready()] == list(range(300))
     for rid in ids[:5]:
         assert spool.read(rid).received_at == utc_iso(uuid7_time_ns(rid))
+
+
+def test_ack_keep_moves_into_the_sent_journal_and_requeue_brings_it_back(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    ids = [spool.write(f"r{i}".encode()) for i in range(4)]
+    before = time.time()
+    spool.ack(ids[1], keep=True)
+    spool.ack(ids[3], keep=True)
+    spool.ack(ids[0])  # without keep: deleted
+    assert spool.ready() == [ids[2]]  # the journal folder is not a record
+    assert spool.sent_ids() == [ids[1], ids[3]]
+    assert spool.sent_stats()[0] == 2 and spool.count() == 1
+    assert os.stat(spool.sent_path(ids[1])).st_mtime >= before - 1  # stamped at acknowledgement
+    spool.ack(ids[1], keep=True)  # acknowledged twice (a resend): fine
+    assert spool.requeue_sent() == 2
+    assert spool.ready() == [ids[1], ids[2], ids[3]] and spool.sent_ids() == []
+    assert spool.read(ids[3]).raw == b"r3"
+
+
+def test_prune_sent_by_age_then_size_oldest_first_and_drop_sent(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    ids = [spool.write(b"x" * 100) for _ in range(6)]
+    for rid in ids:
+        spool.ack(rid, keep=True)
+    now = time.time()
+    os.utime(spool.sent_path(ids[0]), (now - 1000, now - 1000))
+    size = os.stat(spool.sent_path(ids[1])).st_size
+    assert spool.prune_sent(max_age=500, max_bytes=10**9, now=now) == 1
+    assert spool.sent_ids() == ids[1:]
+    assert spool.prune_sent(max_age=500, max_bytes=3 * size, now=now) == 2  # the two oldest go
+    assert spool.sent_ids() == ids[3:]
+    assert spool.drop_sent([ids[3], ids[0]]) == 1
+    assert spool.sent_ids() == ids[4:]
+    assert spool.prune_sent(max_age=500, max_bytes=0, now=now) == 2 and spool.sent_stats() == (0, 0)
