@@ -130,7 +130,8 @@ def test_broker_recycled_past_a_tiny_memory_bound_loses_and_doubles_nothing(tmp_
         stack.supervision.max_rss = idle + 6 * 2**20
         for _ in range(3):
             ids |= spool_hooks(spool, sessions=10, calls=100)
-            wait(lambda n=len(ids): hook_rows(stack) >= n or stack.recycles > 0, 90, "the worker did not write")
+            n = len(ids)
+            wait(lambda n=n: hook_rows(stack) >= n or stack.recycles > 0, 90, "the worker did not write")
         wait(lambda: stack.recycles >= 1, 120, "no recycle")
         assert_exactly_once(stack, ids, 120)
         rss = process_rss(stack.broker.pid)

@@ -3,8 +3,9 @@ embedded broker, the worker, and the DuckDB sink inside its transaction. After e
 must hold every event exactly once and equal the in-memory recomputation (``recompute.py``).
 
 Scales (CI runs on 2 cores; each test stays within ~60-90 s): forwarder 10,000 spooled events and
-20 kills; broker 20,000 events and 3 kills (scaled down from 100,000); worker ~12,000 events and 10
-kills plus a second worker joining and leaving; sink crash windows ~2,300 records per window.
+20 kills; broker ~7,000 events and 5 kills under a supervised stack (scaled down from 100,000);
+worker ~12,000 events and 10 kills plus a second worker joining and leaving; sink crash windows
+~2,300 records per window.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -181,40 +183,45 @@ def rows_in(stack: Stack) -> int:
         return -1
 
 
-def test_broker_sigkilled_mid_stream_and_the_source_republishes(tmp_path: Path, fresh_broker: Any) -> None:
-    """~20,000 events (40 sessions; scaled down from 100,000 to fit CI) in 8 chunks, each followed
-    by a flush marker. The memory-only broker is SIGKILLed 3 times while the worker materializes;
-    its worker dies with it (SIGKILL too, as when the machine or the stack goes down: a worker that
-    outlives a broker restart is a known limit, see docs/reliability.md) and both come back. The
-    broker comes back empty, so the replayable source republishes every chunk whose marker had not
-    reached DuckDB yet. The restarted sink must notice each new log (shorter than, or refilled past,
-    the offsets stored in DuckDB) and the database must equal the recomputation: 0 lost, 0 extra."""
-    inputs = rc.synthetic(seed=5, sessions=40, calls=98)
-    chunks = [inputs[i:i + 2500] for i in range(0, len(inputs), 2500)]
-    s = settings_for(tmp_path, fresh_broker.bootstrap)
+def test_broker_sigkilled_mid_stream_and_the_source_republishes(tmp_path: Path) -> None:
+    """~7,000 events (14 sessions; scaled down from 100,000 to fit CI) in 8 chunks, each followed
+    by a flush marker, through a supervised stack (``outloop up``'s supervision). The memory-only
+    broker is SIGKILLed 5 times while the worker materializes; the supervisor alone SIGKILLs the
+    worker, restarts the broker on the same port and starts a fresh worker. The broker comes back
+    empty, so the replayable source republishes every chunk whose marker had not reached DuckDB
+    yet. The restarted sink must notice each new log (shorter than, or refilled past, the offsets
+    stored in DuckDB) and the database must equal the recomputation: 0 lost, 0 extra."""
+    inputs = rc.synthetic(seed=5, sessions=14, calls=98)
+    chunks = [inputs[i:i + 875] for i in range(0, len(inputs), 875)]
+    s = replace(settings_for(tmp_path, ""), broker=None)
     rng = random.Random(5)
+    kill_at = (1, 2, 3, 4, 5)
     kills: list[tuple[int, int, int]] = []  # (chunk published, chunks confirmed, hook rows) at each kill
-    with Stack(s) as stack:
-        expected = publish(fresh_broker.bootstrap, s, chunks[0], "c0")
+    with Stack(s, supervise=True) as stack:
+        assert stack.broker is not None
+        bootstrap = stack.broker.bootstrap
+        expected = publish(bootstrap, s, chunks[0], "c0")
         wait(lambda: confirmed_chunks(stack, expected) >= 0, 90, "first chunk")
         for k in range(1, len(chunks)):
-            if k in (2, 4, 6):  # the restarted worker is materializing again: kill while it works
+            if k in kill_at:  # the restarted worker is materializing again: kill while it works
                 floor = kills[-1][2] if kills else 0
                 wait(lambda f=floor: rows_in(stack) > f, 90, "the worker did not resume after a restart")
-            publish(fresh_broker.bootstrap, s, chunks[k], f"c{k}")
-            if k not in (2, 4, 6):
+            publish(bootstrap, s, chunks[k], f"c{k}")
+            if k not in kill_at:
                 continue
             time.sleep(rng.uniform(0.1, 1.0))
             done = confirmed_chunks(stack, expected)
             kills.append((k, done, rows_in(stack)))
-            fresh_broker.kill()
-            stack.kill_worker()
-            fresh_broker.start()
-            stack.start_worker()
+            restarts, pid = stack.restarts, stack.broker.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            wait(lambda r=restarts: stack.restarts > r, 120, "the supervisor did not restart broker and worker")
+            assert stack.failure is None and stack.broker.bootstrap == bootstrap
             for j in range(done + 1, k + 1):  # what the broker lost and DuckDB had not confirmed
-                publish(fresh_broker.bootstrap, s, chunks[j], f"c{j}")
+                publish(bootstrap, s, chunks[j], f"c{j}")
         last = len(chunks) - 1
         wait(lambda: confirmed_chunks(stack, expected) >= last, 120, "the last chunk")
+        assert stack.restarts == len(kill_at)
     want, got = rc.recompute(inputs), rc.stored(s.db)
     assert rc.differences(got, want) == {}
     assert got.aggregates() == want.aggregates()
@@ -234,7 +241,6 @@ def test_worker_sigkilled_10_times_while_a_second_worker_joins_and_leaves(tmp_pa
     must time out first, which bounds how many mid-write kills fit in CI's time. A second worker
     process (its own DuckDB file) joins the same consumer group and leaves it again, forcing
     rebalances. The first worker's database must equal the recomputation: 0 lost, 0 extra rows."""
-    from dataclasses import replace
 
     from outloop.runtime import StackError
     from outloop.sample import write_sample
