@@ -8,9 +8,16 @@ stopped (a flat tail means no growth once the pairing windows close). References
 the target (500 MB) and the worker's RSS when idle before the flow.
 
 The embedded Tansu broker keeps every message in memory: its growth per message and a projection
-are printed (bounding it needs a production change: see docs/performance.md).
+are printed.
+
+``--bound MB`` measures the broker's memory bound instead (``OUTLOOP_BROKER_MAX_RSS_MB``): N hook
+events (default 200,000) are spooled in waves of 10,000 and shipped by the forwarder of a
+supervised stack (``outloop up``'s), once with the bound and once without it (the reference, in
+the same run); the broker's RSS is sampled every 0.5 s across its recycles. Each figure is printed
+beside the unbounded one; every run checks that DuckDB holds every event exactly once.
 
     .venv/bin/python bench/bench_memory.py [--quick] [--events N] [--runs 1]
+    .venv/bin/python bench/bench_memory.py --bound 128 [--events N] [--runs 3]
 """
 
 from __future__ import annotations
@@ -92,12 +99,107 @@ def one_run(n: int, tmp: Path) -> dict[str, float]:
                     "events_per_s": n / flow_s}
 
 
+def hook_wave(spool: object, start: int, count: int) -> int:
+    """Spool ``count`` hook events (Pre/Post pairs of 50 sessions) as the shim writes them."""
+    import orjson
+
+    written = 0
+    for i in range(start // 2, (start + count) // 2):
+        session = f"bench-session-{i % 50:03d}-{start // 100_000}"
+        base = {"session_id": session, "cwd": "/w", "tool_name": "Bash",
+                "tool_input": {"command": f"pytest -q tests/unit/test_{i % 97}.py", "description": "tests"},
+                "tool_use_id": f"toolu_bench_{i:09d}"}
+        spool.write(orjson.dumps({**base, "hook_event_name": "PreToolUse"}))  # type: ignore[attr-defined]
+        spool.write(orjson.dumps({**base, "hook_event_name": "PostToolUse",  # type: ignore[attr-defined]
+                                  "tool_response": {"stdout": f"{i % 50} passed\n" * 3, "stderr": ""}}))
+        written += 2
+    return written
+
+
+def bound_run(n: int, tmp: Path, bound_mb: float) -> dict[str, float]:
+    """One supervised stack fed ``n`` spooled hook events; broker RSS sampled across recycles."""
+    from outloop.runtime import process_rss
+    from streams.spool import Spool
+
+    s = settings_for(tmp, None, spool=tmp / "spool", broker_max_rss_mb=bound_mb, journal_confirm=60.0)
+    spool = Spool(s.spool)
+    samples: list[float] = []
+    halt = threading.Event()
+    with Stack(s, forwarder=True, supervise=True) as stack:
+        assert stack.broker is not None
+
+        def sample() -> None:
+            while not halt.wait(0.5):
+                rss = process_rss(stack.broker.pid if stack.broker else None)
+                if rss:
+                    samples.append(rss / 2**20)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.monotonic()
+        sent = 0
+        while sent < n:
+            if spool.count() < 20_000:  # keep the spool folder small, as live hooks would
+                sent += hook_wave(spool, sent, min(10_000, n - sent))
+            else:
+                time.sleep(0.2)
+        deadline = time.monotonic() + 1800
+        rows = 0
+        while time.monotonic() < deadline:
+            if stack.failed.is_set():
+                raise RuntimeError(f"the stack failed: {stack.failure}")
+            try:
+                rows = int(stack.client.query("SELECT count(*) FROM hook_events")[1][0][0])
+            except Exception:  # restarting
+                rows = -1
+            if rows >= n and not spool.count():
+                break
+            time.sleep(0.5)
+        flow_s = time.monotonic() - t0
+        _, result = stack.client.query("SELECT count(*), count(DISTINCT id) FROM hook_events")
+        if result != [[n, n]]:
+            raise RuntimeError(f"hook_events holds {result}, expected {n} distinct events exactly once")
+        halt.set()
+        sampler.join()
+        end = samples[-1] if samples else 0.0
+        recycles = stack.recycles
+    print(f"    bound {bound_mb or 'none':>5} MB: {n:,} events in DuckDB exactly once after {flow_s:.0f}s; "
+          f"broker peak {max(samples):.0f} MB, at the end {end:.0f} MB, {recycles} recycles")
+    return {"peak": max(samples), "end": end, "recycles": recycles, "events_per_s": n / flow_s}
+
+
+def bound_main(args: argparse.Namespace) -> None:
+    n = args.events or 200_000
+    header(f"broker memory bound: {n:,} spooled hook events, bound {args.bound:g} MB, {args.runs} run(s)",
+           "reference: the same flow through a stack without the bound, in the same run")
+    bounded, free = [], []
+    for run in range(args.runs):
+        print(f"  run {run + 1}:")
+        for bound, results in ((args.bound, bounded), (0.0, free)):
+            with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+                results.append(bound_run(n, Path(tmp), bound))
+    get = lambda rs, key: [r[key] for r in rs]  # noqa: E731
+    row("broker peak RSS, bounded", get(bounded, "peak"), "unbounded", get(free, "peak"), "MB",
+        higher_is_better=False)
+    row("broker peak RSS, bounded", get(bounded, "peak"), "the bound", [args.bound] * len(bounded), "MB",
+        higher_is_better=False)
+    row("broker RSS at the end, bounded", get(bounded, "end"), "unbounded", get(free, "end"), "MB",
+        higher_is_better=False)
+    row("events/s to DuckDB, bounded", get(bounded, "events_per_s"), "unbounded", get(free, "events_per_s"),
+        "ev/s")
+    print(f"  recycles per run: {get(bounded, 'recycles')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="100,000 events instead of 1,000,000")
     ap.add_argument("--events", type=int)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--bound", type=float, help="measure the broker memory bound (MB) against no bound")
     args = ap.parse_args()
+    if args.bound:
+        bound_main(args)
+        return
     n = args.events or (100_000 if args.quick else 1_000_000)
     header(f"memory: {n:,} events, 10,000 sessions, 5,000 signatures, {args.runs} run(s)")
     results = []

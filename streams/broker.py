@@ -4,8 +4,11 @@ Started on a free loopback port when no broker URL is configured, waited for unt
 Kafka metadata request, stopped with SIGINT (Tansu ignores SIGTERM). Its log is kept in a file.
 
 Tansu in this build keeps everything in memory: a restart empties every topic and forgets every
-committed offset. Durability on the embedded default lives in the hook spool, the replayable
-sources and DuckDB (see README, "Durability").
+committed offset, and it never trims (``retention.ms``/``retention.bytes`` are ignored). Durability
+on the embedded default lives in the hook spool and its sent journal, the replayable sources and
+DuckDB; ``outloop up`` restarts a broker that exited, and recycles one past its memory bound, on
+the same port (:meth:`EmbeddedBroker.start` again), always with a fresh worker (see
+``outloop.runtime`` and README, "Durability").
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ def test_up_hook_query_and_ctrl_c(tmp_path: Path) -> None:
         gone, alive = psutil.wait_procs(children, timeout=20)
         assert not alive, f"left running: {[p.pid for p in alive]}"
         spool = tmp_path / "home" / "spool"
-        assert not [p for p in spool.iterdir() if p.suffix == ".rec"]  # acknowledged, so deleted
+        assert not [p for p in spool.iterdir() if p.suffix == ".rec"]  # acknowledged, so out of the spool
+        assert len(list((spool / "sent").glob("*.rec"))) == 2  # and kept in the sent journal
     finally:
         if up.poll() is None:
             up.kill()
