@@ -428,9 +428,8 @@ class Stack:
             return  # the next observation sees it dead and decides again
         self._ensure_topics()
         resent = 0
-        if fwd is not None:
-            if not recycle:
-                resent = fwd.broker_restarted()
+        if fwd is not None:  # after a recycle the journal holds nothing undrained: this only reconnects
+            resent = fwd.broker_restarted()
             fwd.resume()
         try:
             self.start_worker(timeout=120.0)
