@@ -336,7 +336,11 @@ class Stack:
             proc.wait()
 
     def kill_worker(self) -> None:
+        """SIGKILL the worker and its process group (its sink child too: it would otherwise finish
+        its write first and hold the DuckDB file while the next worker waits for it)."""
         if self.worker is not None and self.worker.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.worker.pid, signal.SIGKILL)  # its own session: started with start_new_session
             self.worker.kill()
             self.worker.wait()
         self.worker = None
