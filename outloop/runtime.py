@@ -140,10 +140,12 @@ class JournalConfirmation:
     def __init__(self, every: float, timeout: float = 600.0) -> None:
         self.every = every
         self.timeout = timeout
-        self.next_at = every
+        self.next_at: float | None = None  # the first proof comes ``every`` s after the first look
         self.pending: tuple[str, list[str], float] | None = None  # marker, ids, published at
 
     def due(self, now: float, journal_entries: int) -> bool:
+        if self.next_at is None:
+            self.next_at = now + self.every
         if not self.every or self.pending is not None or now < self.next_at:
             return False
         if journal_entries == 0:
@@ -201,7 +203,7 @@ def committed_offsets(bootstrap: str, group: str, partitions: list[tuple[str, in
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                              request_timeout_ms=5000, client_id="outloop-supervisor")
     try:
-        return {(t, p): consumer.committed(TopicPartition(t, p)) or 0 for t, p in partitions}
+        return {(t, p): consumer.committed(TopicPartition(t, p), timeout_ms=5000) or 0 for t, p in partitions}
     finally:
         consumer.close()
 
@@ -214,6 +216,28 @@ def topic_partitions(bootstrap: str, topics: list[str]) -> list[tuple[str, int]]
         return sorted((t, p) for t in topics for p in consumer.partitions_for_topic(t) or ())
     finally:
         consumer.close()
+
+
+def bounded(fn: Callable[[], Any], timeout: float) -> Any:
+    """``fn()`` in a daemon thread; its result, or TimeoutError after ``timeout`` s (the thread is
+    abandoned). Keeps a Kafka client that waits on a dead broker from blocking the supervisor."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:
+            error.append(exc)
+
+    t = threading.Thread(target=run, name="outloop-supervisor-call", daemon=True)
+    t.start()
+    t.join(timeout)
+    if error:
+        raise error[0]
+    if not result:
+        raise TimeoutError(f"no answer within {timeout:.0f}s")
+    return result[0]
 
 
 def process_rss(pid: int | None) -> int | None:
@@ -259,6 +283,10 @@ class Stack:
         self._sup_thread: threading.Thread | None = None
         self._drain: tuple[str, int, list[str]] | None = None  # marker, expected partitions, journal ids
         self._journal_expected = 0
+        self._journal_generation = 0
+        self._journal_lock = threading.Lock()  # journal requeues (restarts) vs proven drops
+        self._generation = 0  # broker incarnations: a journal proof is valid only within one
+        self._confirm_thread: threading.Thread | None = None
 
     @property
     def worker_log(self) -> Path:
@@ -382,26 +410,32 @@ class Stack:
             return False
         if d.action is Action.RESTART:
             self._restart_broker(recycle=False)
-            self.confirmation.void(now)
+            with self._journal_lock:
+                self.confirmation.void(now)
         elif d.action is Action.START_DRAIN:
             self._start_drain(now, d.reason)
         elif d.action is Action.CHECK_DRAIN:
             try:
-                drained = self._drained()
+                drained = bool(bounded(self._drained, 30.0))
             except Exception as exc:  # the worker or the broker is busy: ask again next time
                 log.debug("supervisor: drain check failed: %r", exc)
                 drained = False
             d = self.supervision.drain_checked(now, drained)
             if d.action is Action.RECYCLE:
                 self._recycle()
-                self.confirmation.void(time.monotonic())
+                with self._journal_lock:
+                    self.confirmation.void(time.monotonic())
         elif d.action is Action.ABORT_DRAIN:
             self._drain = None
             self._event(f"supervisor: recycle postponed: {d.reason}; the forwarder resumes")
             if self.forwarder is not None:
                 self.forwarder.resume()
-        if d.action is Action.NONE and not self.supervision.draining:
-            self._confirm_journal(now)
+        if d.action is Action.NONE and not self.supervision.draining and (
+                self._confirm_thread is None or not self._confirm_thread.is_alive()):
+            # in a thread of its own: publishing and querying must never delay a restart
+            self._confirm_thread = threading.Thread(target=self._confirm_journal_logged, args=(now,),
+                                                    name="outloop-journal-proof", daemon=True)
+            self._confirm_thread.start()
         return True
 
     def _restart_broker(self, *, recycle: bool) -> None:
@@ -433,7 +467,9 @@ class Stack:
         self._ensure_topics()
         resent = 0
         if fwd is not None:  # after a recycle the journal holds nothing undrained: this only reconnects
-            resent = fwd.broker_restarted()
+            with self._journal_lock:
+                self._generation += 1
+                resent = fwd.broker_restarted()
             fwd.resume()
         try:
             self.start_worker(timeout=120.0)
@@ -515,7 +551,15 @@ class Stack:
                         f"{n} sent-journal entries are no longer needed", logging.INFO)
         self._restart_broker(recycle=True)
 
+    def _confirm_journal_logged(self, now: float) -> None:
+        try:
+            self._confirm_journal(now)
+        except Exception as exc:  # the worker or the broker is busy or restarting: next time
+            log.debug("supervisor: journal proof step failed: %r", exc)
+
     def _confirm_journal(self, now: float) -> None:
+        """Prune the sent-journal entries a flush marker proves stored in DuckDB. Valid only within
+        one broker incarnation: a restart in between voids the proof (its generation changed)."""
         fwd, conf = self.forwarder, self.confirmation
         if fwd is None or not conf.every:
             return
@@ -524,20 +568,30 @@ class Stack:
                 self._event("supervisor: a sent-journal proof took too long; trying again later", logging.INFO)
                 return
             marker = conf.pending[0]
-            try:
-                seen = self._marker_seen(marker)
-            except Exception:  # the worker is busy or restarting: ask again next time
-                return
-            if seen >= self._journal_expected:
-                n = fwd.spool.drop_sent(conf.confirmed(now))
-                log.info("supervisor: %d sent-journal entries are in DuckDB (marker %s); pruned", n, marker)
+            seen = self._marker_seen(marker)
+            with self._journal_lock:
+                if conf.pending is None or conf.pending[0] != marker:
+                    return
+                if self._generation != self._journal_generation:
+                    conf.void(now)
+                    return
+                if seen >= self._journal_expected:
+                    n = fwd.spool.drop_sent(conf.confirmed(now))
+                    log.info("supervisor: %d sent-journal entries are in DuckDB (marker %s); pruned", n, marker)
             return
-        ids = fwd.spool.sent_ids()
+        with self._journal_lock:
+            ids = fwd.spool.sent_ids()
+            generation = self._generation
         if not conf.due(now, len(ids)):
             return
         marker = f"journal-{uuid.uuid4().hex[:12]}"
-        self._journal_expected = self._markers(marker)
-        conf.started(now, marker, ids)
+        expected = self._markers(marker)
+        with self._journal_lock:
+            if self._generation != generation:  # the broker restarted meanwhile: the marker may be on the new one
+                conf.void(now)
+                return
+            self._journal_expected, self._journal_generation = expected, generation
+            conf.started(now, marker, ids)
 
     def stop(self) -> None:
         self._sup_stop.set()

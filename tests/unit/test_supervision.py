@@ -73,6 +73,7 @@ def test_no_memory_bound_never_drains() -> None:
 def test_journal_confirmation_schedule() -> None:
     c = JournalConfirmation(every=300, timeout=600)
     assert not c.due(0.0, 10)  # not before the first interval
+    assert not JournalConfirmation(every=300).due(10**6, 10)  # counted from the first look, not from 0
     assert not c.due(300.0, 0)  # nothing to prove: wait another interval
     assert not c.due(301.0, 10)
     assert c.due(600.0, 10)
