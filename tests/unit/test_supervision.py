@@ -1,9 +1,9 @@
-"""The supervisor's decisions (``outloop.runtime.Supervision``, ``JournalConfirmation``): pure, the
+"""The supervisor's decisions (``outloop.supervision``): pure, the
 time is passed in."""
 
 from __future__ import annotations
 
-from outloop.runtime import Action, JournalConfirmation, Supervision
+from outloop.supervision import Action, JournalConfirmation, Supervision
 
 MB = 2**20
 

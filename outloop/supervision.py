@@ -1,0 +1,138 @@
+"""The supervisor's decisions, apart from any process or I/O: what to do with the embedded broker and
+the worker (:class:`Supervision`) and when to prove the forwarder's sent journal stored
+(:class:`JournalConfirmation`). ``outloop.runtime.Stack`` observes the processes and carries the
+decisions out; time is passed in (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from dataclasses import dataclass
+
+
+class Action(enum.Enum):
+    NONE = "none"
+    RESTART = "restart"  # the broker exited on its own: kill the worker, restart both
+    FAIL = "fail"  # give up: stop everything, report the reason
+    START_DRAIN = "start_drain"  # the broker is too big: pause the forwarder, publish a drain marker
+    CHECK_DRAIN = "check_drain"  # is everything that reached the broker in DuckDB?
+    ABORT_DRAIN = "abort_drain"  # not drained in time: resume the forwarder, try again later
+    RECYCLE = "recycle"  # drained: restart broker and worker on purpose
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+
+
+class Supervision:
+    """What to do with the embedded broker and the worker, from observations; no I/O, ``now`` is a
+    monotonic time in seconds.
+
+    * the broker is dead -> RESTART, unless it died ``max_restarts`` times within ``window`` s
+      already -> FAIL (a crash loop is not hidden);
+    * the worker is dead (and the broker alive) -> FAIL, as ``outloop up`` always did;
+    * broker RSS above ``max_rss`` (bytes; 0 never) -> START_DRAIN, then CHECK_DRAIN on every
+      observation until :meth:`drain_checked` reports it drained (-> RECYCLE) or ``drain_timeout``
+      passed (-> ABORT_DRAIN; no new drain for ``drain_backoff`` s, so a busy pipeline is not
+      paused over and over).
+    """
+
+    def __init__(self, max_rss: int, max_restarts: int = 10, window: float = 600.0,
+                 drain_timeout: float = 120.0, drain_backoff: float = 300.0) -> None:
+        self.max_rss = max_rss
+        self.max_restarts = max_restarts
+        self.window = window
+        self.drain_timeout = drain_timeout
+        self.drain_backoff = drain_backoff
+        self.crashes: collections.deque[float] = collections.deque()
+        self.draining_since: float | None = None
+        self.next_drain = float("-inf")
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_since is not None
+
+    def observe(self, now: float, *, broker_alive: bool, worker_alive: bool, rss: int | None) -> Decision:
+        while self.crashes and self.crashes[0] <= now - self.window:
+            self.crashes.popleft()
+        if not broker_alive:
+            self.draining_since = None
+            if len(self.crashes) >= self.max_restarts:
+                return Decision(Action.FAIL, f"the embedded broker exited {len(self.crashes) + 1} times within "
+                                             f"{self.window:.0f}s; giving up")
+            self.crashes.append(now)
+            return Decision(Action.RESTART, "the embedded broker exited")
+        if not worker_alive:
+            return Decision(Action.FAIL, "the worker stopped")
+        if self.draining_since is not None:
+            if now - self.draining_since > self.drain_timeout:
+                self.draining_since = None
+                self.next_drain = now + self.drain_backoff
+                return Decision(Action.ABORT_DRAIN, f"not drained within {self.drain_timeout:.0f}s; "
+                                                    f"next attempt in {self.drain_backoff:.0f}s")
+            return Decision(Action.CHECK_DRAIN)
+        if self.max_rss and rss is not None and rss > self.max_rss and now >= self.next_drain:
+            self.draining_since = now
+            return Decision(Action.START_DRAIN, f"broker RSS {rss / 2**20:.0f} MB > {self.max_rss / 2**20:.0f} MB")
+        return Decision(Action.NONE)
+
+    def drain_checked(self, now: float, drained: bool) -> Decision:
+        if self.draining_since is None:
+            return Decision(Action.NONE)
+        if drained:
+            self.draining_since = None
+            return Decision(Action.RECYCLE, "the pipeline is drained")
+        return Decision(Action.NONE)
+
+    def drain_failed(self, now: float, reason: str) -> Decision:
+        """The drain could not even start (e.g. the forwarder did not pause): back off."""
+        self.draining_since = None
+        self.next_drain = now + self.drain_backoff
+        return Decision(Action.ABORT_DRAIN, reason)
+
+
+class JournalConfirmation:
+    """When to prove the forwarder's sent journal stored in DuckDB (pure; ``now`` monotonic).
+
+    Every ``every`` s with a non-empty journal, a snapshot of its ids is taken and a flush marker
+    published behind them on every input partition; once the marker reached every output partition
+    in DuckDB, everything in the snapshot is stored and can leave the journal. A broker restart
+    voids a pending proof (its marker died with the log); one that takes longer than ``timeout``
+    is given up and tried again."""
+
+    def __init__(self, every: float, timeout: float = 600.0) -> None:
+        self.every = every
+        self.timeout = timeout
+        self.next_at: float | None = None  # the first proof comes ``every`` s after the first look
+        self.pending: tuple[str, list[str], float] | None = None  # marker, ids, published at
+
+    def due(self, now: float, journal_entries: int) -> bool:
+        if self.next_at is None:
+            self.next_at = now + self.every
+        if not self.every or self.pending is not None or now < self.next_at:
+            return False
+        if journal_entries == 0:
+            self.next_at = now + self.every
+            return False
+        return True
+
+    def started(self, now: float, marker: str, ids: list[str]) -> None:
+        self.pending = (marker, ids, now)
+
+    def expired(self, now: float) -> bool:
+        if self.pending is not None and now - self.pending[2] > self.timeout:
+            self.void(now)
+            return True
+        return False
+
+    def confirmed(self, now: float) -> list[str]:
+        ids = self.pending[1] if self.pending else []
+        self.void(now)
+        return ids
+
+    def void(self, now: float) -> None:
+        self.pending = None
+        self.next_at = now + self.every
