@@ -14,6 +14,8 @@ Transient failures (write conflicts, I/O, memory) are raised for the caller to r
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +37,23 @@ from sinks.schema import migrate
 from sinks.upsert import apply
 from streams.codec import Rejected, dead_letter
 
+log = logging.getLogger("outloop.sink")
+
 REFRESH_S = 1.0  # patterns and sequences of what changed are recomputed at most this often
 SEQUENCE_REFRESH_S = 15.0  # session n-grams are mined again at most this often (and at flush markers)
 FULL_REFRESH_S = 60.0  # window counts of quiet patterns are refreshed at least this often
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    oom = getattr(duckdb, "OutOfMemoryException", None)
+    return (oom is not None and isinstance(exc, oom)) or "could not allocate" in str(exc).lower()
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 class ErrorKind(Enum):
@@ -88,6 +104,7 @@ class DuckSink:
                  memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.memory_limit = memory_limit
+        self._memory_bytes: int | None = None
         self.clock = clock or (lambda: datetime.now(UTC))
         self._con: duckdb.DuckDBPyConnection | None = None
         self._reader: duckdb.DuckDBPyConnection | None = None
@@ -103,6 +120,8 @@ class DuckSink:
             self._con = duckdb.connect(str(self.path))
             if self.memory_limit:
                 self._con.execute("SET memory_limit = ?", [self.memory_limit])
+                row = self._con.execute("SELECT parse_formatted_bytes(current_setting('memory_limit'))").fetchone()
+                self._memory_bytes = int(row[0]) if row else None
             use_utc(self._con)
             migrate(self._con)
             confine(self._con)
@@ -147,9 +166,36 @@ class DuckSink:
         """Upsert the rows of ``messages`` (topic, partition, offset, key, value) and store, in the
         same transaction, the next offset of every partition they came from (with its anchor)."""
         with self._write_lock:
-            result = self._write(messages, anchors or {})
+            try:
+                result = self._write(messages, anchors or {})
+            except duckdb.Error as exc:
+                self._grow_memory(exc)
+                raise
             self.totals.add(result)
             return result
+
+    def _grow_memory(self, exc: duckdb.Error) -> None:
+        """A write that ran out of DuckDB memory doubles the limit (up to half the machine's RAM)
+        before the caller retries it: the indexes grow with the database, and a limit that fit a
+        young database must not stall an old one. The configuration is locked once open (reads are
+        confined), so the connection is reopened with the new limit. The new limit is logged; set
+        OUTLOOP_DB_MEMORY to start from it next time."""
+        if self._memory_bytes is None or not _out_of_memory(exc):
+            return
+        ceiling = _physical_memory() // 2
+        grown = min(self._memory_bytes * 2, ceiling)
+        if grown <= self._memory_bytes:
+            log.error("sink: out of DuckDB memory at %d MiB, the ceiling (half the RAM)", grown >> 20)
+            return
+        log.warning("sink: a write ran out of DuckDB memory at %d MiB; limit raised to %d MiB (set "
+                    "OUTLOOP_DB_MEMORY to start there)", self._memory_bytes >> 20, grown >> 20)
+        with self._read_lock:
+            for con in (self._reader, self._con):
+                if con is not None:
+                    con.close()
+            self._con = self._reader = None
+            self.memory_limit = f"{grown}B"
+            self.open()
 
     def _write(self, messages: list[Message], anchors: dict[TopicPartition, str | None]) -> WriteResult:
         if not messages:

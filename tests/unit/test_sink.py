@@ -246,3 +246,31 @@ def test_a_write_conflict_is_transient_and_leaves_nothing_behind(sink: DuckSink)
     sink.write_batch(batch)  # the retry of the same batch succeeds
     assert sink.query("SELECT id FROM usage ORDER BY id")[1] == [["a:1"], ["a:2"]]
     assert sink.stored_offsets()[("t.usage", 0)].next_offset == 2
+
+
+def test_out_of_memory_raises_the_limit_and_the_retry_succeeds(tmp_path: Path) -> None:
+    """A DuckDB memory limit that fit a young database must not stall an old one: the failed write
+    is transient, the limit doubles, and the retried batch goes in."""
+    path = tmp_path / "db.duckdb"
+    with DuckSink(path, clock=d.clock) as big:  # a database whose indexes outgrow the limit below
+        big.con.execute("CREATE TABLE filler (id VARCHAR PRIMARY KEY)")
+        big.con.execute("INSERT INTO filler SELECT 'f' || md5(i::VARCHAR) FROM range(400000) r(i)")
+    sink = DuckSink(path, clock=d.clock, memory_limit="4MB")
+    try:
+        start = sink._memory_bytes
+        assert start is not None
+        hits = [d.tool_msg(d.tool_view(f"toolu_{i}", command=f"echo {i} " + "x" * 200)) for i in range(3000)]
+        messages = d.with_offsets(hits)
+        failures = 0
+        while True:
+            try:
+                sink.write_batch(messages)
+                break
+            except duckdb.Error as exc:
+                assert classify_error(exc) is ErrorKind.TRANSIENT, exc
+                failures += 1
+                assert failures < 12, "the limit never grew enough"
+        assert failures >= 1 and sink._memory_bytes > start
+        assert sink.query("SELECT count(*) FROM tool_calls")[1] == [[3000]]
+    finally:
+        sink.close()
