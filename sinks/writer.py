@@ -168,10 +168,11 @@ class DuckSink:
         with self._write_lock:
             try:
                 result = self._write(messages, anchors or {})
+                self.totals.add(result)
+                self._refresh_due()
             except duckdb.Error as exc:
                 self._grow_memory(exc)
                 raise
-            self.totals.add(result)
             return result
 
     def _grow_memory(self, exc: duckdb.Error) -> None:
@@ -234,23 +235,33 @@ class DuckSink:
         return WriteResult(1, rows, 0, refused=1)
 
     def _patterns(self, con: duckdb.DuckDBPyConnection, folded: Folded) -> None:
-        """Occurrences with every batch; pattern and sequence refreshes at most every REFRESH_S
-        (a full one every FULL_REFRESH_S) and whenever a flush marker arrives, so a replay that saw
-        its markers reads final patterns."""
+        """Occurrences (and the dirty marks a refresh owes) with every batch, in its transaction. A
+        batch carrying a flush marker also refreshes every pattern and sequence in that transaction,
+        so whoever sees the marker reads final patterns (``outloop replay`` waits for its markers)."""
         calls = folded.rows["tool_calls"]
         if calls:
             materialize(con, calls.keys(), [v["call_key"] for v in calls.values() if v.get("call_key")])
+        if folded.rows["flush_markers"]:
+            refresh(con, True, True)
+            self._last_refresh = self._last_full = self._last_sequences = time.monotonic()
+
+    def _refresh_due(self) -> None:
+        """The periodic refreshes - patterns at most every REFRESH_S, a full one every FULL_REFRESH_S,
+        sequences every SEQUENCE_REFRESH_S - in a transaction of their own after the batch
+        committed, so the batch's rows are visible without waiting for them. The dirty marks were
+        committed with the batch: a crash in between leaves the refresh owed, never lost."""
         now = time.monotonic()
-        marker = bool(folded.rows["flush_markers"])
-        if marker or now - self._last_refresh >= REFRESH_S:
-            full = marker or now - self._last_full >= FULL_REFRESH_S
-            sequences = marker or now - self._last_sequences >= SEQUENCE_REFRESH_S
+        if now - self._last_refresh < REFRESH_S:
+            return
+        full = now - self._last_full >= FULL_REFRESH_S
+        sequences = now - self._last_sequences >= SEQUENCE_REFRESH_S
+        with self.transaction() as con:
             refresh(con, full, sequences)
-            self._last_refresh = now
-            if full:
-                self._last_full = now
-            if sequences:
-                self._last_sequences = now
+        self._last_refresh = now
+        if full:
+            self._last_full = now
+        if sequences:
+            self._last_sequences = now
 
     def _recompute_stale_signatures(self) -> None:
         """After a signature rule change (SIGNATURE_VERSION), recompute every stored signature."""
