@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -17,24 +16,16 @@ from outloop.runtime import Stack
 from sinks.query import QueryRejected
 from sinks.service import SinkProcess, SinkQueryError, SinkUnavailable
 from tests.integration.test_pipeline import settings_for
+from tests.polling import wait
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_sink_process_answers_refuses_and_stops(tmp_path: Path, broker: str) -> None:
     proc = SinkProcess(tmp_path / "db.duckdb", broker, topic_prefix="sp-" + tmp_path.name, max_batch=100,
                        memory_limit="128MB", log_level="warning", home=tmp_path).start()
     try:
-        assert _wait(proc.ping, 60), "the sink process never answered"
+        wait(proc.ping, 60, "the sink process answering", step=0.05)
         assert proc.query("SELECT current_setting('memory_limit') AS m")[1][0][0].startswith("122")
         assert proc.query("SELECT count(*) FROM tool_calls") == (["count_star()"], [[0]])
         with pytest.raises(QueryRejected):
@@ -79,8 +70,8 @@ def test_sink_process_dies_with_its_parent(tmp_path: Path, broker: str) -> None:
         assert parent.stdout.readline().strip() == "ready"
         parent.kill()  # SIGKILL: no chance to stop the child itself
         parent.wait()
-        assert _wait(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie", 20), \
-            "the sink process outlived its parent"
+        wait(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie", 20,
+             "the sink process gone after its parent", step=0.05)
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -10,7 +10,6 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from outloop.runtime import Stack
 from streams.settings import Settings
 from streams.spool import Spool
+from tests.polling import wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,14 +29,6 @@ def settings_for(tmp: Path, **kw: Any) -> Settings:
     return Settings.from_env({}, **{"home": tmp / "home", "broker": None, "db": tmp / "out.duckdb",
                                     "spool": tmp / "spool", "topic_prefix": f"s{tag}", "app_id": f"sup-{tag}",
                                     "http_port": 0, **kw})
-
-
-def wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(step)
 
 
 def spool_hooks(spool: Spool, sessions: int, calls: int) -> set[str]:

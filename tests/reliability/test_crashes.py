@@ -19,7 +19,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from schemas.topics import TopicCatalogue
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.spool import Spool
+from tests.polling import wait
 from tests.reliability import recompute as rc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,14 +45,6 @@ def settings_for(tmp: Path, broker: str, **kw: Any) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings.from_env({}, **{"home": tmp / "home", "broker": broker, "db": tmp / "out.duckdb",
                                     "topic_prefix": f"r{tag}", "app_id": f"outloop-{tag}", "http_port": 0, **kw})
-
-
-def wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(step)
 
 
 def publish(bootstrap: str, s: Settings, items: list[rc.Input], marker: str | None = None) -> int:
