@@ -168,8 +168,8 @@ class DuckSink:
         with self._write_lock:
             try:
                 result = self._write(messages, anchors or {})
+                self._refresh_due()  # before counting: a refresh that fails makes the caller retry the batch
                 self.totals.add(result)
-                self._refresh_due()
             except duckdb.Error as exc:
                 self._grow_memory(exc)
                 raise
