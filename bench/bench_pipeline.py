@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from common import (  # noqa: E402
     python_env,
     row,
     settings_for,
+    terminate,
     workload,
 )
 from profiling import Profiler, print_profile  # noqa: E402
@@ -81,12 +81,7 @@ def faust_reference(settings: Settings, total: int, out: Path) -> float:
         time.sleep(0.05)
         return float(out.read_text())
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 30)
 
 
 def faust_child() -> None:

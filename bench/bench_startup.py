@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, header, median, python_env, row  # noqa: E402
+from common import REPO, header, median, python_env, row, terminate  # noqa: E402
 
 from outloop.client import WorkerClient  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
@@ -95,12 +94,7 @@ def outloop_up(tmp: Path, extra_env: dict[str, str] | None = None) -> tuple[floa
         ready = time.perf_counter() - t0
     finally:
         t1 = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 60)
     return health, ready, time.perf_counter() - t1, join_wait(home / "logs" / "worker.log")
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -210,3 +212,13 @@ class RssSampler(threading.Thread):
 def python_env() -> dict[str, str]:
     """The environment of child processes: no OUTLOOP_* leaking in from the caller."""
     return {k: v for k, v in os.environ.items() if not k.startswith("OUTLOOP_")}
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, and SIGKILL if it is still running after ``timeout`` s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
