@@ -270,7 +270,8 @@ def test_worker_sigkilled_10_times_while_a_second_worker_joins_and_leaves(tmp_pa
                     second.stop_worker()
                 rows = None
                 if k in (1, 4, 8):  # it writes again: kill it in the middle of its work
-                    wait(lambda f=floor: rows_in(stack) > f, 150, "the worker did not resume writing after a kill")
+                    wait(lambda f=floor: rows_in(stack) > f, 150, "the worker did not resume writing after a kill",
+                             logs=(stack.worker_log, second.worker_log))
                     time.sleep(rng.uniform(0.0, 1.0))
                     rows = floor = rows_in(stack)
                 kills.append((k, "writing" if rows is not None else ("ready" if ready else "starting"), rows))
@@ -281,7 +282,8 @@ def test_worker_sigkilled_10_times_while_a_second_worker_joins_and_leaves(tmp_pa
                 except StackError:
                     ready = False
             publish(broker, s, chunks[-1], f"c{len(chunks) - 1}")
-            wait(lambda: bool((stack.client.health(timeout=1.0) or {}).get("ok")), 60, "the last worker")
+            wait(lambda: bool((stack.client.health(timeout=1.0) or {}).get("ok")), 60, "the last worker",
+                 logs=(stack.worker_log,))
             materialize(stack, "m6")
         finally:
             second.stop_worker()
