@@ -24,7 +24,33 @@ class Topics:
     dead_letters: faust.TopicT
 
 
+def stay_in_group_on_close() -> None:
+    """Make every consumer of this process stop without sending LeaveGroup; the broker evicts it
+    once its session times out instead.
+
+    Why: Tansu 0.6 (the embedded broker) keeps a group's leader when that leader leaves while the
+    group is rebalancing, and it only elects a new leader when the old one is evicted for missed
+    heartbeats. A worker that stops gracefully during a rebalance (a second worker leaving while
+    the first one rejoins after a crash) therefore wedged the group for good: every later member
+    joined as a follower of a leader that no longer existed and never got a partition. Eviction
+    has no such flaw. The cost is that a stopped worker's partitions move to the others after the
+    session timeout (6 s) rather than at once. ``OUTLOOP_LEAVE_GROUP=1`` restores the leave, for
+    brokers without the flaw."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    if getattr(GroupCoordinator._maybe_leave_group, "outloop_stays", False):
+        return
+
+    async def _maybe_leave_group(self: GroupCoordinator) -> None:
+        self.reset_generation()  # what aiokafka does after its LeaveGroup, without the request
+
+    _maybe_leave_group.outloop_stays = True  # type: ignore[attr-defined]
+    GroupCoordinator._maybe_leave_group = _maybe_leave_group  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Topics]:
+    if not settings.leave_group:
+        stay_in_group_on_close()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",

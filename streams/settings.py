@@ -29,6 +29,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_SINK_BATCH": ("5000", "rows the DuckDB sink writes per transaction at most"),
     "OUTLOOP_DB_MEMORY": ("256MB", "DuckDB memory limit of the sink process (beyond it DuckDB spills to disk)"),
     "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds (Tansu waits half of it)"),
+    "OUTLOOP_LEAVE_GROUP": ("0", "1 makes a stopping worker leave its consumer group at once (LeaveGroup); "
+                            "0 lets the broker evict it after the session timeout, see README"),
     "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
     "OUTLOOP_LOG_LEVEL": ("info", "worker log level"),
     "OUTLOOP_BROKER_MAX_RSS_MB": ("512", "embedded broker RSS (MB) above which `outloop up` recycles it once the "
@@ -66,6 +68,7 @@ class Settings:
     journal_max_age: float = 86400.0
     journal_max_mb: float = 512.0
     journal_confirm: float = 300.0
+    leave_group: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -74,6 +77,11 @@ class Settings:
         def get(name: str) -> str:
             value = env.get(name, "")
             return value if value != "" else SETTINGS_DOC[name][0]
+
+        def flag(value: str, name: str) -> bool:
+            if value not in ("0", "1"):
+                raise ValueError(f"{name} must be 0 or 1, not {value!r}")
+            return value == "1"
 
         home = Path(os.path.expanduser(env.get("OUTLOOP_HOME") or str(DEFAULT_HOME)))
         db = env.get("OUTLOOP_DB") or str(home / "outloop.duckdb")
@@ -95,6 +103,7 @@ class Settings:
                 sink_batch=int(get("OUTLOOP_SINK_BATCH")),
                 db_memory=get("OUTLOOP_DB_MEMORY"),
                 rebalance_timeout=float(get("OUTLOOP_REBALANCE_TIMEOUT")),
+                leave_group=flag(get("OUTLOOP_LEAVE_GROUP"), "OUTLOOP_LEAVE_GROUP"),
                 prices=Path(prices) if prices else None,
                 log_level=get("OUTLOOP_LOG_LEVEL"),
                 broker_max_rss_mb=float(get("OUTLOOP_BROKER_MAX_RSS_MB")),
@@ -134,6 +143,7 @@ class Settings:
             "OUTLOOP_SINK_BATCH": str(self.sink_batch),
             "OUTLOOP_DB_MEMORY": self.db_memory,
             "OUTLOOP_REBALANCE_TIMEOUT": str(self.rebalance_timeout),
+            "OUTLOOP_LEAVE_GROUP": "1" if self.leave_group else "0",
             "OUTLOOP_LOG_LEVEL": self.log_level,
             "OUTLOOP_BROKER_MAX_RSS_MB": str(self.broker_max_rss_mb),
             "OUTLOOP_BROKER_MAX_RESTARTS": str(self.broker_max_restarts),
