@@ -56,23 +56,30 @@ def one_run(n: int, tmp: Path) -> dict[str, float]:
         s = settings_for(tmp, broker.bootstrap)
         with Stack(s) as stack:
             assert stack.worker is not None and broker.pid is not None
-            sampler = RssSampler({"worker": stack.worker.pid, "broker": broker.pid})
+            sampler = RssSampler({"worker": stack.worker.pid, "agents": stack.worker.pid, "broker": broker.pid},
+                                 alone=("agents",))
             idle = sampler.rss()
             sampler.start()
             producer = threading.Thread(target=publish, daemon=True, args=(
                 broker.bootstrap, f"{s.topic_prefix}.events", workload(n, sessions=10_000, signatures=5_000)))
             t0 = time.monotonic()
             producer.start()
-            print(f"    {'events':>10} {'elapsed s':>9} {'worker MB':>10} {'broker MB':>10} {'sink rows':>10}")
-            print(f"    {0:>10,} {0:>9.1f} {idle['worker']:>10.0f} {idle['broker']:>10.0f} {0:>10,}")
+            print(f"    {'events':>10} {'elapsed s':>9} {'agents MB':>10} {'sink MB':>8} {'worker MB':>10} "
+                  f"{'broker MB':>10} {'sink rows':>10}")
+            print(f"    {0:>10,} {0:>9.1f} {idle['agents']:>10.0f} {idle['worker'] - idle['agents']:>8.0f} "
+                  f"{idle['worker']:>10.0f} {idle['broker']:>10.0f} {0:>10,}")
             step, next_mark = max(1, n // 10), max(1, n // 10)
+            t_plateau = 0.0  # when a fifth of the events had been processed
             while True:
                 health = stack.client.health(timeout=10) or {}
                 seen = int((health.get("agents") or {}).get("events", 0))
+                if not t_plateau and seen >= n // 5:
+                    t_plateau = time.monotonic()
                 if seen >= next_mark or seen >= n:
                     now = sampler.rss()
                     rows = int((health.get("sink") or {}).get("records", 0))
-                    print(f"    {seen:>10,} {time.monotonic() - t0:>9.1f} {now['worker']:>10.0f} "
+                    print(f"    {seen:>10,} {time.monotonic() - t0:>9.1f} {now['agents']:>10.0f} "
+                          f"{now['worker'] - now['agents']:>8.0f} {now['worker']:>10.0f} "
                           f"{now['broker']:>10.0f} {rows:>10,}")
                     next_mark += step
                 if seen >= n:
@@ -86,11 +93,20 @@ def one_run(n: int, tmp: Path) -> dict[str, float]:
 
             wait_for_marker(stack.client, marker, expected, timeout=1800)
             flow_s = time.monotonic() - t0
+            t_end = time.monotonic()
             end_flow = sampler.rss()
             time.sleep(15)
             tail = sampler.rss()
-            print(f"    all in DuckDB after {flow_s:.0f}s; 15 s later: worker {tail['worker']:.0f} MB, "
-                  f"broker {tail['broker']:.0f} MB")
+            print(f"    all in DuckDB after {flow_s:.0f}s: worker {end_flow['worker']:.0f} MB; 15 s later: agents "
+                  f"{tail['agents']:.0f} MB, sink {tail['worker'] - tail['agents']:.0f} MB, worker "
+                  f"{tail['worker']:.0f} MB, broker {tail['broker']:.0f} MB")
+            plateau = [s["worker"] for t, s in list(sampler.samples) if t_plateau <= t <= t_end]
+            if plateau:
+                print(f"    worker RSS from {n // 5:,} events to the end of the flow: {min(plateau):.0f}-"
+                      f"{max(plateau):.0f} MB (median {median(plateau):.0f})")
+            print(f"    peaks: agents {sampler.peak('agents'):.0f} MB, sink "
+                  f"{max((s['worker'] - s['agents'] for _, s in sampler.samples), default=0):.0f} MB, worker "
+                  f"{sampler.peak('worker'):.0f} MB")
             messages = broker_messages(broker.bootstrap, s.topic_prefix)
             sampler.stop()
             return {"worker_peak": sampler.peak("worker"), "worker_idle": idle["worker"],

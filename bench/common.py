@@ -177,11 +177,12 @@ def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.05, wha
 class RssSampler(threading.Thread):
     """Samples the RSS (MB) of some processes (and their children) every ``interval`` seconds."""
 
-    def __init__(self, pids: dict[str, int], interval: float = 0.5) -> None:
+    def __init__(self, pids: dict[str, int], interval: float = 0.5, alone: tuple[str, ...] = ()) -> None:
         super().__init__(daemon=True)
         import psutil
 
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.alone = set(alone)  # names sampled without their children
         self.interval = interval
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._halt = threading.Event()
@@ -190,7 +191,9 @@ class RssSampler(threading.Thread):
         out = {}
         for name, p in self.procs.items():
             try:
-                total = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+                total = p.memory_info().rss
+                if name not in self.alone:
+                    total += sum(c.memory_info().rss for c in p.children(recursive=True))
             except Exception:  # the process ended
                 total = 0
             out[name] = total / 2**20
