@@ -39,6 +39,15 @@ from streams.broker import EmbeddedBroker  # noqa: E402
 TARGET_MB = 500.0
 
 
+def duckdb_mb(client: object) -> float:
+    """What DuckDB's own accounting says it holds in the sink child (buffer pool and the rest), MB."""
+    try:
+        _, rows = client.query("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")  # type: ignore[attr-defined]
+        return float(rows[0][0] or 0) / 2**20
+    except Exception:  # busy or refused: not a figure
+        return float("nan")
+
+
 def broker_messages(bootstrap: str, prefix: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -64,10 +73,10 @@ def one_run(n: int, tmp: Path) -> dict[str, float]:
                 broker.bootstrap, f"{s.topic_prefix}.events", workload(n, sessions=10_000, signatures=5_000)))
             t0 = time.monotonic()
             producer.start()
-            print(f"    {'events':>10} {'elapsed s':>9} {'agents MB':>10} {'sink MB':>8} {'worker MB':>10} "
-                  f"{'broker MB':>10} {'sink rows':>10}")
+            print(f"    {'events':>10} {'elapsed s':>9} {'agents MB':>10} {'sink MB':>8} {'duckdb MB':>9} "
+                  f"{'worker MB':>10} {'broker MB':>10} {'sink rows':>10}")
             print(f"    {0:>10,} {0:>9.1f} {idle['agents']:>10.0f} {idle['worker'] - idle['agents']:>8.0f} "
-                  f"{idle['worker']:>10.0f} {idle['broker']:>10.0f} {0:>10,}")
+                  f"{duckdb_mb(stack.client):>9.0f} {idle['worker']:>10.0f} {idle['broker']:>10.0f} {0:>10,}")
             step, next_mark = max(1, n // 10), max(1, n // 10)
             t_plateau = 0.0  # when a fifth of the events had been processed
             while True:
@@ -79,8 +88,8 @@ def one_run(n: int, tmp: Path) -> dict[str, float]:
                     now = sampler.rss()
                     rows = int((health.get("sink") or {}).get("records", 0))
                     print(f"    {seen:>10,} {time.monotonic() - t0:>9.1f} {now['agents']:>10.0f} "
-                          f"{now['worker'] - now['agents']:>8.0f} {now['worker']:>10.0f} "
-                          f"{now['broker']:>10.0f} {rows:>10,}")
+                          f"{now['worker'] - now['agents']:>8.0f} {duckdb_mb(stack.client):>9.0f} "
+                          f"{now['worker']:>10.0f} {now['broker']:>10.0f} {rows:>10,}")
                     next_mark += step
                 if seen >= n:
                     break
@@ -98,7 +107,8 @@ def one_run(n: int, tmp: Path) -> dict[str, float]:
             time.sleep(15)
             tail = sampler.rss()
             print(f"    all in DuckDB after {flow_s:.0f}s: worker {end_flow['worker']:.0f} MB; 15 s later: agents "
-                  f"{tail['agents']:.0f} MB, sink {tail['worker'] - tail['agents']:.0f} MB, worker "
+                  f"{tail['agents']:.0f} MB, sink {tail['worker'] - tail['agents']:.0f} MB (DuckDB's accounting "
+                  f"{duckdb_mb(stack.client):.0f} MB), worker "
                   f"{tail['worker']:.0f} MB, broker {tail['broker']:.0f} MB")
             plateau = [s["worker"] for t, s in list(sampler.samples) if t_plateau <= t <= t_end]
             if plateau:

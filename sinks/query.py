@@ -16,11 +16,11 @@ from typing import Any
 
 import duckdb
 
+from sinks.errors import QueryRejected
+
+__all__ = ["QueryRejected", "check_readonly", "confine", "open_readonly", "run_readonly", "use_utc"]
+
 READ_TYPES = {duckdb.StatementType.SELECT}
-
-
-class QueryRejected(ValueError):
-    """The statement is not a single read-only query."""
 
 
 def _words(sql: str) -> list[tuple[int, str]]:

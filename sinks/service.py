@@ -38,6 +38,8 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from sinks.errors import QueryRejected
+
 log = logging.getLogger("outloop.sink")
 
 OPEN_TIMEOUT_S = 60.0  # how long the child waits for a previous owner to release the file
@@ -128,8 +130,6 @@ class SinkProcess:
         if status == "ok":
             return value
         if status == "rejected":
-            from sinks.query import QueryRejected
-
             raise QueryRejected(value)
         raise SinkQueryError(value)
 
@@ -221,8 +221,6 @@ def _open_sink(spec: SinkSpec) -> Any:
 
 def _serve(listener: Listener, sink: Any, consumer: Any, request_stop: Any) -> None:
     """Accept connections until the listener closes; one thread per connection."""
-    from sinks.query import QueryRejected
-
     def handle(conn: Connection) -> None:
         with conn:
             try:

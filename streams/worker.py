@@ -20,7 +20,7 @@ from mode import Service
 
 from agents.pricing import PriceTable, load_prices
 from agents.sessions import app_stats, register
-from sinks.query import QueryRejected
+from sinks.errors import QueryRejected
 from sinks.service import SinkProcess, SinkUnavailable
 from streams.app import create_app
 from streams.settings import Settings
