@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from sinks.errors import QueryRejected
+from streams.heaps import Trimmer, limit_arenas
 
 log = logging.getLogger("outloop.sink")
 
@@ -190,10 +191,9 @@ def _bound_native_heaps() -> None:
     """Keep freed memory from piling up in native heaps: glibc makes an arena per thread that
     allocates (the writer, the request threads) and keeps what each one freed; Arrow's allocator
     keeps freed pages for reuse. Two arenas and the system allocator for Arrow keep the sink's
-    RSS close to what it holds."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    RSS close to what it holds; the periodic trim (:class:`streams.heaps.Trimmer`, started by
+    :func:`_run`) hands back what a batch or a pattern refresh freed."""
+    limit_arenas(2)
     with contextlib.suppress(Exception):
         import pyarrow as pa
 
@@ -272,6 +272,8 @@ async def _run(spec: SinkSpec) -> int:
     from sinks.consumer import SinkConsumer
 
     _bound_native_heaps()
+    trimmer = Trimmer()
+    trimmer.start()
     loop = asyncio.get_running_loop()
     # one writer thread: writes are serial anyway (one transaction at a time), and one thread means
     # one native heap arena for the batches' allocations
@@ -304,6 +306,7 @@ async def _run(spec: SinkSpec) -> int:
         code = 1
     finally:
         stopped.set()
+        trimmer.stop()
         listener.close()
         sink.close()
     return code

@@ -23,6 +23,7 @@ from agents.sessions import app_stats, register
 from sinks.errors import QueryRejected
 from sinks.service import SinkProcess, SinkUnavailable
 from streams.app import create_app
+from streams.heaps import Trimmer, limit_arenas
 from streams.settings import Settings
 
 log = logging.getLogger("outloop.worker")
@@ -137,6 +138,8 @@ def run(settings: Settings) -> None:
 
     if not settings.broker:
         sys.exit("outloop worker needs OUTLOOP_BROKER (use 'outloop up' to start an embedded broker)")
+    limit_arenas(2)  # before Faust and the executors start their threads (see streams.heaps)
+    Trimmer().start()
     (settings.home / "faust").mkdir(parents=True, exist_ok=True)
     app = build(settings, settings.broker)
     Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
