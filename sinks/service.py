@@ -1,8 +1,8 @@
 """The sink process: the one owner of the DuckDB file, running beside the worker's Faust agents.
 
-The worker starts it as a child process (``spawn``) so the sink's Python work - decoding, folding,
-Arrow staging, signatures, pattern maintenance - runs on a core of its own instead of competing
-with the agents for one interpreter. The child consumes the output topics
+The worker starts it as a child process (a fresh interpreter, :meth:`SinkProcess.start`) so the
+sink's Python work - decoding, folding, Arrow staging, signatures, pattern maintenance - runs on a
+core of its own instead of competing with the agents for one interpreter. The child consumes the output topics
 (:class:`sinks.consumer.SinkConsumer`), writes with :class:`sinks.writer.DuckSink`, and answers the
 worker's requests (read-only queries for ``POST /query``, progress for ``GET /health``) over a
 local socket of :mod:`multiprocessing.connection`: authenticated with a random key, one
@@ -26,10 +26,11 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import multiprocessing
 import os
+import pickle
 import secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -56,7 +57,7 @@ class SinkQueryError(RuntimeError):
 
 @dataclass(frozen=True)
 class SinkSpec:
-    """Everything the child needs; picklable (it crosses the ``spawn`` boundary)."""
+    """Everything the child needs; picklable (it reaches the child pickled on its stdin)."""
 
     db: Path
     bootstrap: str
@@ -89,13 +90,31 @@ class SinkProcess:
         self.spec = SinkSpec(db=db, bootstrap=bootstrap, topic_prefix=topic_prefix, max_batch=max_batch,
                              memory_limit=memory_limit, log_level=log_level, address=_address(home),
                              authkey=secrets.token_bytes(32), parent_pid=os.getpid())
-        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sentinel: int | None = None
         self.ready = False
 
     def start(self) -> SinkProcess:
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop
-        self._proc = ctx.Process(target=main, args=(self.spec,), name="outloop-sink", daemon=False)
-        self._proc.start()
+        """Start a fresh interpreter (never fork a process that runs an event loop) on :func:`_child`,
+        with this interpreter's ``sys.path`` and the spec pickled on its stdin. Not through
+        ``multiprocessing``: its spawn starts a resource-tracker process as well (another
+        interpreter, 13 MB of RSS) for semaphores and shared memory the sink never uses. The
+        sentinel is the read end of a pipe whose only write end the child holds: it becomes
+        readable when the child exits, however it exits."""
+        code = f"import sys; sys.path[:0] = {sys.path!r}; from sinks.service import _child; _child()"
+        readable, writable = os.pipe()
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                          pass_fds=(writable,))
+        except BaseException:
+            os.close(readable)
+            raise
+        finally:
+            os.close(writable)
+        self._sentinel = readable
+        assert self._proc.stdin is not None
+        with self._proc.stdin as stdin:
+            stdin.write(pickle.dumps(self.spec))
         return self
 
     @property
@@ -104,15 +123,16 @@ class SinkProcess:
 
     @property
     def sentinel(self) -> int:
-        assert self._proc is not None
-        return self._proc.sentinel
+        assert self._sentinel is not None
+        return self._sentinel
 
     @property
     def exitcode(self) -> int | None:
-        return None if self._proc is None else self._proc.exitcode
+        """None while running; the exit status, or -N after signal N (as ``multiprocessing``)."""
+        return None if self._proc is None else self._proc.poll()
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.is_alive()
+        return self._proc is not None and self._proc.poll() is None
 
     def request(self, op: str, *args: Any, timeout: float | None = None) -> Any:
         """One request on a connection of its own. Raises SinkUnavailable when nobody answers."""
@@ -156,15 +176,17 @@ class SinkProcess:
         proc = self._proc
         if proc is None:
             return None
-        if proc.is_alive():
+        if proc.poll() is None:
             with contextlib.suppress(SinkUnavailable, OSError):
                 self.request("stop", timeout=2.0)
-            proc.join(timeout)
-            if proc.is_alive():
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
                 log.error("sink process did not stop within %.0fs; killing it", timeout)
                 proc.kill()
-                proc.join(5)
-        return proc.exitcode
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+        return proc.poll()
 
 
 # -- the child's side ----------------------------------------------------------------------------
@@ -257,8 +279,15 @@ def _serve(listener: Listener, sink: Any, consumer: Any, request_stop: Any) -> N
         threading.Thread(target=handle, args=(conn,), name="outloop-sink-request", daemon=True).start()
 
 
+def _child() -> None:
+    """The child's entry point: the spec comes pickled on stdin (see :meth:`SinkProcess.start`)."""
+    spec = pickle.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
+    main(spec)
+
+
 def main(spec: SinkSpec) -> None:
-    """The child's entry point (also usable in-process by tests)."""
+    """Run the sink until stopped (the child's work; also usable in-process by tests)."""
     logging.basicConfig(level=spec.log_level.upper(), stream=sys.stderr,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     code = asyncio.run(_run(spec))
