@@ -133,3 +133,25 @@ def test_window_boundaries_are_exclusive_to_the_microsecond(sink: DuckSink) -> N
     assert (row["count_1h"], row["count_24h"], row["count_7d"], row["count_30d"]) == (2, 4, 7, 8)
     _, buckets = sink.query("SELECT sum(n) FROM pattern_hours")
     assert buckets == [[9]]
+
+
+def test_sequences_mined_in_chunks_equal_sequences_mined_at_once(sink: DuckSink,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """refresh_sequences walks the occurrences and inserts n-grams SEQUENCE_CHUNK rows at a time (its
+    memory bound): a session cut by a chunk boundary must come out as if mined in one go."""
+    from sinks import patterns as pat
+
+    edit = {"file_path": "/repo/src/app.py", "old_string": "a", "new_string": "b"}
+    steps = [("Edit", edit), ("Bash", PYTEST), ("Read", {"file_path": "/repo/README.md"}), ("Bash", PYTEST)]
+    views = [call(i, session=f"s{k}", at=d.T0 + timedelta(seconds=i), tool_input=steps[(i + k) % 4][1],
+                  tool_name=steps[(i + k) % 4][0]) for k in range(5) for i in range(7)]
+    write(sink, views)
+    query = "SELECT * FROM session_sequences ORDER BY ALL"
+    at_once = sink.query(query)[1]
+    assert len(at_once) > 20
+
+    monkeypatch.setattr(pat, "SEQUENCE_CHUNK", 3)  # 35 occurrences: 12 chunks, sessions cut across them
+    with sink.transaction() as con:
+        written = pat.refresh_sequences(con, {f"s{k}" for k in range(5)})
+    assert written == len(at_once)
+    assert sink.query(query)[1] == at_once
