@@ -67,15 +67,25 @@ def _usage_rank(t: str) -> str:
     return f"({total}, {t}.output_tokens, coalesce({t}.cost_usd, 0.0), {t}.digest)"
 
 
+_DEAD_LETTER_ORDER = ('"at"', "topic", '"partition"', '"offset"', "reason", "detail", "key", "raw")
+
+
+def _dead_letter_rank(t: str) -> str:
+    """First seen, then position, then the content itself: versions of one id that tie on when and
+    where they were seen (they cannot in practice: the id digests them) still have one winner
+    whatever the order they arrive in. A row value compares a NULL as larger than any value, as the
+    fold's ORDER BY does."""
+    return "(" + ", ".join(f"{t}.{c}" for c in _DEAD_LETTER_ORDER) + ")"
+
+
 UPSERT: dict[str, str] = {
     "tool_calls": _insert("tool_calls") + " ON CONFLICT (id) DO UPDATE SET "
                   + ", ".join(tool_call_merge("tool_calls", "EXCLUDED")),
     "usage": _replace_where("usage", "id", f"{_usage_rank('EXCLUDED')} > {_usage_rank('usage')}"),
     "hook_events": _replace_where("hook_events", "id", "EXCLUDED.digest < hook_events.digest"),
     "workflow_events": _replace_where("workflow_events", "id", "EXCLUDED.digest < workflow_events.digest"),
-    "dead_letters": _replace_where("dead_letters", "id", (
-        '(EXCLUDED.at, EXCLUDED.topic, EXCLUDED."partition", EXCLUDED."offset") < '
-        '(dead_letters.at, dead_letters.topic, dead_letters."partition", dead_letters."offset")')),
+    "dead_letters": _replace_where("dead_letters", "id", f"{_dead_letter_rank('EXCLUDED')} < "
+                                                         f"{_dead_letter_rank('dead_letters')}"),
     "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING",
 }
 
@@ -154,7 +164,7 @@ FOLD: dict[str, str] = {
                              "digest DESC"),
     "hook_events": _first("hook_events", "digest"),
     "workflow_events": _first("workflow_events", "digest"),
-    "dead_letters": _first("dead_letters", '"at", topic, "partition", "offset", reason, detail, key, raw'),
+    "dead_letters": _first("dead_letters", ", ".join(_DEAD_LETTER_ORDER)),
 }
 
 

@@ -38,9 +38,11 @@ def usage_rank(row: dict[str, Any]) -> tuple[int, int, float, str]:
     return total, row["output_tokens"], row["cost_usd"] or 0.0, row["digest"]
 
 
-def dead_letter_rank(row: dict[str, Any]) -> tuple[datetime, str, int, int]:
-    """Smallest wins: first seen, then position."""
-    return row["at"], row["topic"], row["partition"], row["offset"]
+def dead_letter_rank(row: dict[str, Any]) -> tuple[tuple[bool, Any], ...]:
+    """Smallest wins: first seen, then position, then reason, detail, key and raw (a missing value
+    after any present one)."""
+    return tuple((row[c] is None, row[c] if row[c] is not None else 0)
+                 for c in ("at", "topic", "partition", "offset", "reason", "detail", "key", "raw"))
 
 
 class DecodeError(ValueError):

@@ -203,6 +203,24 @@ def test_agent_dead_letters_keep_their_raw_bytes(sink: DuckSink) -> None:
     assert rows == [["dl:abc", "not_json", b"\x00\xffbinary", 3]]
 
 
+def test_dead_letters_of_one_id_keep_one_winner_whatever_the_order(tmp_path: Path) -> None:
+    """Two versions of dead letter ``dl:abc`` seen at the same moment and position but with other
+    raw bytes (and one without a key): in one batch or two, in either order, the same one is kept.
+    The upsert used to compare only when and where they were seen and kept whichever came first."""
+    first, second = d.dead_letter_msg(b"\x01aaa"), d.dead_letter_msg(b"\x00zzz")
+    stored = set()
+    for n, (a, b) in enumerate([(first, second), (second, first)]):
+        for split in (False, True):
+            with DuckSink(tmp_path / f"dl{n}{split}.duckdb", clock=d.clock) as s:
+                if split:
+                    s.write_batch([("t.dlq", 0, 0, *a[1:])])
+                    s.write_batch([("t.dlq", 0, 1, *b[1:])])
+                else:
+                    s.write_batch([("t.dlq", 0, 0, *a[1:]), ("t.dlq", 0, 1, *b[1:])])
+                stored.add(tuple(tuple(r) for r in s.query("SELECT id, raw FROM dead_letters")[1]))
+    assert stored == {(("dl:abc", b"\x00zzz"),)}
+
+
 def test_a_value_duckdb_refuses_is_isolated(sink: DuckSink) -> None:
     huge = d.usage_msg(id="huge:1", input_tokens=2**63 + 5)  # valid JSON and model, beyond BIGINT
     messages = d.with_offsets([d.usage_msg(id=f"ok:{i}") for i in range(5)] + [huge]
