@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from agents import toolcalls as tc
 from agents.redact import ALL, redact_json, redact_text
 from schemas.events import (
@@ -46,6 +48,7 @@ from schemas.events import (
     ToolUseRecord,
     UsageRecord,
 )
+from schemas.fast import FastEnvelope, FastUsage
 from schemas.ids import OrdinalCounter, record_digest, tool_call_id
 
 PRE = {"PreToolUse"}
@@ -56,24 +59,29 @@ POST = {"PostToolUse", "PostToolUseFailure"}
 class BatchOut:
     """What one batch produces, deduplicated within the batch."""
 
-    hook_events: list[Envelope] = field(default_factory=list)
+    hook_events: list[Envelope | FastEnvelope] = field(default_factory=list)
     tool_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
-    usage: dict[str, UsageRecord] = field(default_factory=dict)
+    usage: dict[str, UsageRecord | FastUsage] = field(default_factory=dict)
     flushes: list[str] = field(default_factory=list)
 
 
-def usage_rank(u: UsageRecord) -> tuple[int, int, float]:
+def usage_rank(u: UsageRecord | FastUsage) -> tuple[int, int, float]:
     total = u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
     return (total, u.output_tokens, u.cost_usd or 0.0)
 
 
-def usage_wins(new: UsageRecord, seen: UsageRecord) -> bool:
+def usage_wins(new: UsageRecord | FastUsage, seen: UsageRecord | FastUsage) -> bool:
     """Largest wins, in the sink's own order (the usage upsert of sinks.upsert): totals, output, cost, then the
     record digest - computed only on a tie, which keeps digests off the per-record path."""
     a, b = usage_rank(new), usage_rank(seen)
     if a != b:
         return a > b
-    return record_digest(dict(new.__dict__)) > record_digest(dict(seen.__dict__))
+    return record_digest(usage_fields(new)) > record_digest(usage_fields(seen))
+
+
+def usage_fields(u: UsageRecord | FastUsage) -> dict[str, Any]:
+    """The fields of a usage record, whether the pydantic model or its fast-path mirror."""
+    return msgspec.structs.asdict(u) if isinstance(u, FastUsage) else dict(u.__dict__)
 
 
 class _LRU(OrderedDict[str, Any]):
@@ -91,7 +99,7 @@ class _LRU(OrderedDict[str, Any]):
 class Pairing:
     def __init__(
         self,
-        price: Callable[[UsageRecord], float | None] | None = None,
+        price: Callable[[Any], float | None] | None = None,
         max_views: int = 20_000,  # calls still open or recently seen; the sink merges the rest
         max_sessions: int = 10_000,
     ) -> None:
@@ -100,7 +108,10 @@ class Pairing:
         self.counters: _LRU = _LRU(max_sessions)  # session -> (pre counter, post counter)
 
     # -- per input ---------------------------------------------------------------------------
-    def apply(self, env: Envelope, data: Any, out: BatchOut, secrets: frozenset[str] | None = ALL) -> None:
+    def apply(self, env: Envelope | FastEnvelope, data: Any, out: BatchOut,
+              secrets: frozenset[str] | None = ALL) -> None:
+        """Fold one decoded input: ``env`` and ``data`` are the pydantic models or their fast-path
+        mirrors (:mod:`schemas.fast`), which have the same attributes."""
         t = env.type
         if t is EventType.HOOK_EVENT:
             stored = env.data
@@ -130,11 +141,14 @@ class Pairing:
         self.views.put(key, merged)
         out.tool_calls[key] = merged
 
-    def _hook(self, env: Envelope, ev: HookEvent, out: BatchOut, secrets: frozenset[str] | None) -> None:
+    def _hook(self, env: Envelope | FastEnvelope, ev: HookEvent, out: BatchOut,
+              secrets: frozenset[str] | None) -> None:
         name = ev.hook_event_name
         if ev.tool_name is None or (name not in PRE and name not in POST):
             return
-        extra = ev.model_extra or {}
+        # the payload's untyped fields, read from the payload itself: a HookEvent's extra fields are
+        # exactly its keys that are not typed, and only untyped keys are read here
+        extra = env.data
         tool_input = ev.tool_input
         sizes = tc.carried_sizes(extra)
         key = ev.call_key
@@ -199,7 +213,7 @@ class Pairing:
             "source": "transcript",
         }
 
-    def _usage(self, u: UsageRecord, out: BatchOut) -> None:
+    def _usage(self, u: UsageRecord | FastUsage, out: BatchOut) -> None:
         if u.cost_usd is None and self.price is not None:
             cost = self.price(u)
             if cost is not None:
@@ -227,3 +241,29 @@ def tool_call_model(view: dict[str, Any]) -> ToolCall:
     full = {"tool_use_id": None, "call_key": None, "tool_name": None, "status": "started", "input_bytes": 0,
             **{k: v for k, v in view.items() if v is not None}}
     return ToolCall.model_validate(full)
+
+
+_TOOL_CALL_DEFAULTS: dict[str, Any] = {name: f.default for name, f in ToolCall.model_fields.items()
+                                       if not f.is_required()}
+_TOOL_CALL_FIELDS = tuple(ToolCall.model_fields)
+# what a field that is None or absent in a view becomes in tool_call_model: its defaults, then the model's
+_VIEW_DEFAULTS = {**_TOOL_CALL_DEFAULTS, "tool_use_id": None, "call_key": None, "tool_name": None,
+                  "status": "started", "input_bytes": 0}
+_encode_json = msgspec.json.Encoder().encode
+
+
+def tool_call_json(view: dict[str, Any]) -> bytes:
+    """The JSON of :func:`tool_call_model` of ``view`` without building the model: the same fields in
+    the same order, with the same defaults. A view holds only ToolCall fields, of the types the
+    model has (the fold builds them from validated inputs), so validating it again changes nothing;
+    times are written as pydantic writes them (``...Z`` for UTC, the offset otherwise)."""
+    get = view.get
+    row: dict[str, Any] = {}
+    for name in _TOOL_CALL_FIELDS:
+        value = get(name)
+        if value is None:
+            if name not in _VIEW_DEFAULTS:
+                raise ValueError(f"tool call view without {name}")
+            value = _VIEW_DEFAULTS[name]
+        row[name] = value
+    return _encode_json(row)

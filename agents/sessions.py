@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import orjson
 
-from agents.pairing import BatchOut, Pairing, tool_call_model
+from agents.pairing import BatchOut, Pairing, tool_call_json
 from agents.redact import redact_json, scan
 from schemas.events import EventType, Flush
 from streams.app import Topics
@@ -77,10 +79,85 @@ def _key(subject: str) -> bytes:
     return subject.encode()
 
 
+Message = tuple[str, int, int, bytes | None, bytes | None, Any]  # topic, partition, offset, key, value, headers
+Record = tuple[str, bytes | None, bytes, int]  # topic, key, value, partition
+
+
+@dataclass(frozen=True)
+class SessionOutputs:
+    """The names of the topics the sessions agent writes."""
+
+    hook_events: str
+    tool_calls: str
+    usage: str
+    dead_letters: str
+
+    @classmethod
+    def of(cls, topics: Topics) -> SessionOutputs:
+        return cls(topics.hook_events.get_topic_name(), topics.tool_calls.get_topic_name(),
+                   topics.usage.get_topic_name(), topics.dead_letters.get_topic_name())
+
+
+def session_records(pairing: Pairing, messages: Iterable[Message], names: SessionOutputs, now: datetime,
+                    stats: dict[str, int]) -> list[Record]:
+    """What the sessions agent emits for one batch of input records, in order: decode, fold, encode,
+    dead-letter. Pure but for the fold's memory (``pairing``) and ``stats``; ``now`` stamps dead letters."""
+    out: list[Record] = []
+    per_partition: dict[int, BatchOut] = {}
+
+    def reject(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+               reason: Rejected) -> None:
+        dl = dead_letter(value, reason, topic, partition, offset, key, now=now)
+        out.append((names.dead_letters, key, encode(dl), partition))
+        stats["dead_letters"] += 1
+
+    for topic, partition, offset, key, value, headers in messages:
+        result = decode(value)
+        forwarded = forwarded_reason(headers)
+        if forwarded and isinstance(result, Decoded):  # hook input shaped like an envelope: untrusted
+            result = Rejected(forwarded, "hook input the forwarder sent raw")
+        if not isinstance(result, Decoded):
+            reject(topic, partition, offset, key, value, result)
+            continue
+        kind = result.envelope.type
+        if kind.value.startswith("workflow."):
+            reject(topic, partition, offset, key, value,
+                   Rejected("wrong_topic", f"{kind.value} belongs on the workflow topic"))
+            continue
+        batch = per_partition.setdefault(partition, BatchOut())
+        secrets = scan(value or b"") if kind in _CARRY_CONTENT else _NOTHING
+        try:
+            pairing.apply(result.envelope, result.data, batch, secrets=secrets)
+        except Exception as exc:  # a bug on one event must not lose the batch: keep it as a dead letter
+            log.exception("event %s could not be folded", result.envelope.id)
+            reject(topic, partition, offset, key, value, Rejected("agent_error", f"{type(exc).__name__}: {exc}"[:500]))
+            continue
+        if kind is EventType.FLUSH:
+            _partition_records(out, names, partition, per_partition.pop(partition))
+        stats["events"] += 1
+    for partition, batch in per_partition.items():
+        _partition_records(out, names, partition, batch)
+    return out
+
+
+def _partition_records(out: list[Record], names: SessionOutputs, partition: int, batch: BatchOut) -> None:
+    for env in batch.hook_events:
+        out.append((names.hook_events, _key(env.subject), encode(env), partition))
+    for view in batch.tool_calls.values():
+        out.append((names.tool_calls, _key(view["session_id"]), tool_call_json(view), partition))
+    for usage in batch.usage.values():
+        out.append((names.usage, _key(usage.session_id), encode(usage), partition))
+    for marker in batch.flushes:
+        value = flush_value(marker, partition)
+        for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters):
+            out.append((t, None, value, partition))
+
+
 def register(app: faust.App, topics: Topics, settings: Settings,
              price: Callable[[Any], float | None] | None) -> None:
     pairing = Pairing(price=price)
     stats = app_stats(app)
+    names = SessionOutputs.of(topics)
 
     def reject(out: Emitter, ev: faust.EventT, reason: Any) -> None:
         msg = ev.message
@@ -90,47 +167,9 @@ def register(app: faust.App, topics: Topics, settings: Settings,
 
     async def emit_session_batch(events: Iterable[faust.EventT]) -> None:
         out = Emitter(app.producer)
-        per_partition: dict[int, BatchOut] = {}
-        for ev in events:
-            msg = ev.message
-            result = decode(msg.value)
-            forwarded = forwarded_reason(msg.headers)
-            if forwarded and isinstance(result, Decoded):  # hook input shaped like an envelope: untrusted
-                result = Rejected(forwarded, "hook input the forwarder sent raw")
-            if not isinstance(result, Decoded):
-                reject(out, ev, result)
-                continue
-            if result.envelope.type.value.startswith("workflow."):
-                reject(out, ev, Rejected("wrong_topic", f"{result.envelope.type.value} belongs on the workflow topic"))
-                continue
-            batch = per_partition.setdefault(msg.partition, BatchOut())
-            kind = result.envelope.type
-            secrets = scan(msg.value or b"") if kind in _CARRY_CONTENT else _NOTHING
-            try:
-                pairing.apply(result.envelope, result.data, batch, secrets=secrets)
-            except Exception as exc:  # a bug on one event must not lose the batch: keep it as a dead letter
-                log.exception("event %s could not be folded", result.envelope.id)
-                reject(out, ev, Rejected("agent_error", f"{type(exc).__name__}: {exc}"[:500]))
-                continue
-            if result.envelope.type is EventType.FLUSH:
-                _emit_partition(out, msg.partition, per_partition.pop(msg.partition))
-            stats["events"] += 1
-        for partition, batch in per_partition.items():
-            _emit_partition(out, partition, batch)
+        messages = ((m.topic, m.partition, m.offset, m.key, m.value, m.headers) for m in (ev.message for ev in events))
+        out.pending.extend(session_records(pairing, messages, names, datetime.now(UTC), stats))
         await out.drain()
-
-    def _emit_partition(out: Emitter, partition: int, batch: BatchOut) -> None:
-        for env in batch.hook_events:
-            out.send(topics.hook_events, _key(env.subject), encode(env), partition)
-        for view in batch.tool_calls.values():
-            call = tool_call_model(view)
-            out.send(topics.tool_calls, _key(call.session_id), encode(call), partition)
-        for usage in batch.usage.values():
-            out.send(topics.usage, _key(usage.session_id), encode(usage), partition)
-        for marker in batch.flushes:
-            value = flush_value(marker, partition)
-            for t in (topics.hook_events, topics.tool_calls, topics.usage, topics.dead_letters):
-                out.send(t, None, value, partition)
 
     @app.agent(topics.events, name="sessions")
     async def sessions(stream: faust.StreamT[bytes]) -> None:

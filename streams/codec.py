@@ -3,6 +3,18 @@
 Faust's own deserializer is not used: a record it rejects stalls a ``take()`` agent silently, so
 agents consume raw bytes and call :func:`decode` themselves.
 
+Two paths decode a record, as in ``sinks.decode``:
+
+* the fast path (:func:`decode_fast`): after the one ``orjson`` parse every path does, the envelope
+  and its data are converted by ``msgspec`` (C) into strict structs (:class:`FastEnvelope`,
+  :class:`FastHookEvent`, ...) with the attribute names of the pydantic models. It accepts only
+  what it can vouch for - exact JSON types, the length, range and 64-bit bounds of the models, times
+  only in the form the publisher writes (``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``) - and the session-scoped
+  types (hook events, transcript records, tool calls, usage). It never decides that a record is bad:
+* everything else goes through the checked path (:func:`decode_checked`), the pydantic models,
+  which remain the only judge of a bad record (so rejections and their reasons are those of the
+  models). Workflow events and flush markers always take it.
+
 Dead letters keep the record's bytes with secrets redacted (:func:`agents.redact.redact_bytes`:
 bytes that are not UTF-8 stay as they were), so no secret reaches the dead-letter topic or DuckDB.
 """
@@ -10,15 +22,18 @@ bytes that are not UTF-8 stay as they were), so no secret reaches the dead-lette
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from agents.redact import redact_bytes, redact_text
 from schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType
+from schemas.fast import FastEnvelope, FastHookEvent, FastToolCall, FastToolResult, FastToolUse, FastUsage
 
 MAX_EVENT_BYTES = 32 * 1024 * 1024
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -26,8 +41,9 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    envelope: Envelope
-    data: BaseModel  # ``envelope.data`` validated against the model of ``envelope.type``
+    # the pydantic models (checked path) or their msgspec mirrors (fast path): same attribute names
+    envelope: Envelope | FastEnvelope
+    data: Any  # ``envelope.data`` validated against the model of ``envelope.type``
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +61,7 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def decode(raw: bytes | None) -> Decoded | Rejected:
+    """The fast path where it vouches for the record, else the checked path (same results)."""
     if not raw:
         return Rejected("empty", "empty record value")
     if len(raw) > MAX_EVENT_BYTES:
@@ -53,6 +70,27 @@ def decode(raw: bytes | None) -> Decoded | Rejected:
         obj: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejected("not_json", str(exc)[:500])
+    if type(obj) is dict:
+        fast = decode_fast(obj)
+        if fast is not None:
+            return fast
+    return _checked(obj)
+
+
+def decode_checked(raw: bytes | None) -> Decoded | Rejected:
+    """The checked path alone: pydantic models for every record (the reference of what is valid)."""
+    if not raw:
+        return Rejected("empty", "empty record value")
+    if len(raw) > MAX_EVENT_BYTES:
+        return Rejected("too_large", f"{len(raw)} bytes > {MAX_EVENT_BYTES}")
+    try:
+        obj: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected("not_json", str(exc)[:500])
+    return _checked(obj)
+
+
+def _checked(obj: Any) -> Decoded | Rejected:
     if not isinstance(obj, dict):
         return Rejected("not_object", f"JSON {type(obj).__name__}, expected an object")
     kind = obj.get("type")
@@ -73,6 +111,44 @@ def decode(raw: bytes | None) -> Decoded | Rejected:
     if wrong:
         return Rejected("data", f"{env.type.value}: {wrong}")
     return Decoded(env, data)
+
+
+# -- the fast path: msgspec mirrors of the models (schemas.fast), for the exact forms the publisher writes
+# per type: the struct and the time fields to check for the published form before msgspec parses them
+_FAST: dict[str, tuple[EventType, type[msgspec.Struct], tuple[str, ...]]] = {
+    EventType.HOOK_EVENT.value: (EventType.HOOK_EVENT, FastHookEvent, ()),
+    EventType.TOOL_USE.value: (EventType.TOOL_USE, FastToolUse, ("timestamp",)),
+    EventType.TOOL_RESULT.value: (EventType.TOOL_RESULT, FastToolResult, ("timestamp",)),
+    EventType.TOOL_CALL.value: (EventType.TOOL_CALL, FastToolCall, ("started_at", "ended_at")),
+    EventType.USAGE.value: (EventType.USAGE, FastUsage, ("timestamp",)),
+}
+_convert = msgspec.convert
+_PUBLISHED_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z", re.A)
+_match_time = _PUBLISHED_TIME.fullmatch
+
+
+def _published_time(value: Any) -> bool:
+    return value is None or (type(value) is str and _match_time(value) is not None)
+
+
+def decode_fast(obj: dict[str, Any]) -> Decoded | None:
+    """``obj`` (a parsed record) as structs, or None when the fast path does not vouch for it."""
+    kind = obj.get("type")
+    fast = _FAST.get(kind) if type(kind) is str else None
+    if fast is None or not _published_time(obj.get("time")):
+        return None
+    data = obj.get("data")
+    if type(data) is not dict:
+        return None
+    _, struct, times = fast
+    for name in times:
+        if not _published_time(data.get(name)):
+            return None
+    try:
+        env = _convert(obj, FastEnvelope, strict=True)
+        return Decoded(env, _convert(data, struct, strict=True))
+    except msgspec.ValidationError:
+        return None
 
 
 def _unstorable(model: BaseModel) -> str | None:
@@ -118,5 +194,11 @@ def dead_letter(
     )
 
 
-def encode(model: BaseModel) -> bytes:
+def encode(model: BaseModel | msgspec.Struct) -> bytes:
+    """JSON of a model, or of its fast-path mirror (the same fields; UTC times written ``...Z`` by both)."""
+    if isinstance(model, msgspec.Struct):
+        return _encode_struct(model)
     return model.model_dump_json().encode()
+
+
+_encode_struct = msgspec.json.Encoder().encode
