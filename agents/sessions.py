@@ -43,28 +43,50 @@ def flush_value(marker: str, partition: int) -> bytes:
 
 
 class Emitter:
-    """Collects the sends of one batch, hands them to the producer and awaits their delivery together.
+    """Collects the records of one batch, hands them to the producer and awaits their delivery together.
 
-    Records go straight to the app's Kafka producer rather than through ``Topic.send``: Faust's
+    Records go straight to the Kafka producer rather than through ``Topic.send``: Faust's
     per-message machinery (future-message wrappers, send sensors, declare checks) cost more than the
-    agents' own work. The batch is still delivered (acks=all) before the agent takes its next batch,
-    so Faust commits no input offset whose outputs are not on the broker."""
+    agents' own work. They are appended, in order, to one aiokafka batch per topic and partition
+    (``create_batch`` / ``send_batch``: no future per record) - so each partition receives its
+    records in the order they were emitted, a flush marker after everything before it. A record
+    larger than a batch (512 KB) takes one of its own, as ``send`` would. The batch is still delivered (acks=all)
+    before the agent takes its next batch, so Faust commits no input offset whose outputs are not
+    on the broker."""
 
     def __init__(self, producer: Any) -> None:
-        self.producer = producer
+        self.producer = producer  # Faust's producer; its aiokafka producer does the sending
         self.pending: list[tuple[str, bytes | None, bytes, int]] = []
 
     def send(self, topic: faust.TopicT, key: bytes | None, value: bytes, partition: int) -> None:
         self.pending.append((topic.get_topic_name(), key, value, partition))
 
     async def drain(self) -> None:
-        send = self.producer.send
+        if not self.pending:
+            return
+        kafka = self.producer._ensure_producer()  # the aiokafka producer Faust started
+        open_batches: dict[tuple[str, int], Any] = {}
         delivered: list[Awaitable[Any]] = []
+
+        async def submit(name: str, partition: int) -> None:
+            batch = open_batches.pop((name, partition))
+            batch.close()  # nothing else may be added to it
+            if batch.record_count():
+                delivered.append(await kafka.send_batch(batch, name, partition=partition))
+
         for name, key, value, partition in self.pending:
-            delivered.append(await send(name, key, value, partition, None, None))
+            batch = open_batches.get((name, partition))
+            if batch is None:
+                batch = open_batches[(name, partition)] = kafka.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is not None:
+                continue
+            await submit(name, partition)  # full: send it, start the next one
+            batch = open_batches[(name, partition)] = kafka.create_batch()
+            batch.append(key=key, value=value, timestamp=None)  # the first record always fits (alone if larger)
+        for name, partition in list(open_batches):
+            await submit(name, partition)
         self.pending.clear()
-        if delivered:
-            await asyncio.gather(*delivered)
+        await asyncio.gather(*delivered)
 
 
 def forwarded_reason(headers: Any) -> str | None:

@@ -129,3 +129,38 @@ def test_replay_traces_dev_matches_direct_computation(tmp_path: Path, broker: st
         assert unsigned == 0
     finally:
         con.close()
+
+
+def test_full_and_oversized_output_batches_arrive_whole_and_before_the_marker(tmp_path: Path, broker: str) -> None:
+    """The agents append outputs to one producer batch per topic and partition: batches that fill up
+    (512 KB) are sent and the next one started, a record larger than a batch goes alone, and each
+    partition's flush marker still follows everything emitted before it."""
+    from outloop.replay import publish_markers, wait_for_marker
+    from schemas.topics import TopicCatalogue
+    from streams.publisher import Publisher
+
+    s = settings_for(tmp_path, broker)
+    cat = TopicCatalogue(prefix=s.topic_prefix)
+    turns, big = 1500, "x" * (700 * 1024)
+
+    def hook(name: str, i: int, response: str) -> bytes:
+        data = {"session_id": "sess", "hook_event_name": name, "tool_name": "Bash", "tool_use_id": f"t{i}",
+                "tool_input": {"command": f"echo {i} " + "y" * 600}}
+        if name == "PostToolUse":
+            data["tool_response"] = {"stdout": response, "stderr": ""}
+        return orjson.dumps({"id": f"{name}-{i}", "type": "hook.event", "source": "test", "subject": "sess",
+                             "time": "2026-03-01T10:00:00Z", "data": data})
+
+    with Stack(s) as stack:
+        with Publisher(stack.settings.broker, catalogue=cat, partitions=s.partitions) as pub:
+            for i in range(turns):
+                pub.raw(cat.events.name, b"sess", hook("PreToolUse", i, ""))
+                pub.raw(cat.events.name, b"sess", hook("PostToolUse", i, big if i == turns // 2 else "ok"))
+            pub.flush()
+            expected = publish_markers(pub, cat, "m1", s.partitions)
+        wait_for_marker(stack.client, "m1", expected, timeout=180)
+        _, rows = stack.client.query("SELECT (SELECT count(*) FROM hook_events), count(*), max(output_bytes), "
+                                     "count(*) FILTER (WHERE status = 'ok') FROM tool_calls")
+        assert tuple(int(v) for v in rows[0]) == (2 * turns, turns, len(big), turns)
+        _, rows = stack.client.query("SELECT count(*) FROM dead_letters")
+        assert int(rows[0][0]) == 0
