@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from agents.pairing import BatchOut, Pairing, tool_call_model
+from agents.pairing import BatchOut, Pairing, tool_call_model, usage_fields
 from agents.pricing import PriceTable
 from agents.toolcalls import merge_tool_calls
 from schemas.events import Envelope, EventType, ToolCall, UsageRecord
@@ -149,7 +149,7 @@ def recompute(inputs: list[Input], topic: str = "events") -> Expected:
             full = dict(tool_call_model(view).__dict__)
             views[full["id"]] = merge_tool_calls(views[full["id"]], full) if full["id"] in views else full
         for u in out.usage.values():
-            row = dict(u.__dict__)
+            row = usage_fields(u)
             row["digest"] = digest(row)
             if u.id not in exp.usage or _usage_rank(row) > _usage_rank(exp.usage[u.id]):
                 exp.usage[u.id] = row
