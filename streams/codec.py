@@ -60,34 +60,32 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {first.get('msg')}{more}"[:500]
 
 
-def decode(raw: bytes | None) -> Decoded | Rejected:
-    """The fast path where it vouches for the record, else the checked path (same results)."""
+def _parse(raw: bytes | None) -> Any:
+    """The record's JSON value, or why it has none (a :class:`Rejected`)."""
     if not raw:
         return Rejected("empty", "empty record value")
     if len(raw) > MAX_EVENT_BYTES:
         return Rejected("too_large", f"{len(raw)} bytes > {MAX_EVENT_BYTES}")
     try:
-        obj: Any = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejected("not_json", str(exc)[:500])
+
+
+def decode(raw: bytes | None) -> Decoded | Rejected:
+    """The fast path where it vouches for the record, else the checked path (same results)."""
+    obj = _parse(raw)
     if type(obj) is dict:
         fast = decode_fast(obj)
         if fast is not None:
             return fast
-    return _checked(obj)
+    return obj if isinstance(obj, Rejected) else _checked(obj)
 
 
 def decode_checked(raw: bytes | None) -> Decoded | Rejected:
     """The checked path alone: pydantic models for every record (the reference of what is valid)."""
-    if not raw:
-        return Rejected("empty", "empty record value")
-    if len(raw) > MAX_EVENT_BYTES:
-        return Rejected("too_large", f"{len(raw)} bytes > {MAX_EVENT_BYTES}")
-    try:
-        obj: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return Rejected("not_json", str(exc)[:500])
-    return _checked(obj)
+    obj = _parse(raw)
+    return obj if isinstance(obj, Rejected) else _checked(obj)
 
 
 def _checked(obj: Any) -> Decoded | Rejected:
