@@ -4,8 +4,9 @@ Each :meth:`DuckSink.write_batch` is one transaction holding the rows of the bat
 consumer offsets after it, so a crash replays exactly the batches whose rows are missing and the
 upserts (``sinks.upsert``) make a replayed batch a no-op. Records are decoded by ``sinks.decode`` (a
 strict msgspec fast path, pydantic for what it does not vouch for) into one Arrow staging table per
-table; versions of a key are folded in SQL and go in with one ``INSERT ... ON CONFLICT`` per table -
-never row at a time.
+table; versions of a key are folded in SQL and go in with one ``INSERT ... ON CONFLICT`` per table, or
+a plain ``INSERT`` while the table's batches bring only new keys (``sinks.upsert.Optimism``: a batch
+that meets a stored key is rolled back and written again upserted) - never row at a time.
 
 A batch DuckDB or Arrow refuses for a terminal reason (a value it cannot store) is split in halves until the
 refused record is alone; that record becomes a ``sink_write`` dead letter and the rest is written.
@@ -34,7 +35,7 @@ from sinks.decode import Folded, Message, TopicPartition, fold
 from sinks.patterns import materialize, refresh, stale_signature_ids
 from sinks.query import confine, run_readonly, use_utc
 from sinks.schema import migrate
-from sinks.upsert import apply
+from sinks.upsert import KeyConflict, Optimism, apply
 from streams.codec import Rejected, dead_letter
 
 log = logging.getLogger("outloop.sink")
@@ -111,6 +112,7 @@ class DuckSink:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self.totals = WriteResult()
+        self.optimism = Optimism()
         self._last_full = self._last_refresh = self._last_sequences = 0.0
         self.open()
 
@@ -203,10 +205,17 @@ class DuckSink:
             return WriteResult()
         folded = fold(messages, self.clock())
         try:
-            with self.transaction() as con:
-                rows = apply(con, folded, anchors)
-                self._patterns(con, folded)
-            return WriteResult(folded.records, rows, folded.decode_errors)
+            while True:
+                plain = self.optimism.plain()
+                try:
+                    with self.transaction() as con:
+                        rows = apply(con, folded, anchors, plain)
+                        self._patterns(con, folded)
+                except KeyConflict as conflict:  # rolled back: again, that table upserted
+                    self.optimism.conflicted(conflict.table)
+                    continue
+                self.optimism.written(plain, rows)
+                return WriteResult(folded.records, rows, folded.decode_errors)
         except (duckdb.Error, pa.ArrowException, OverflowError, UnicodeError) as exc:
             if classify_error(exc) is ErrorKind.TRANSIENT:
                 raise

@@ -16,6 +16,7 @@ import pytest
 from agents.signatures import signature_of
 from schemas.events import EventType
 from sinks.decode import tool_call_row
+from sinks.upsert import PLAIN, Optimism
 from sinks.writer import DuckSink, ErrorKind, classify_error
 from tests.unit import sinkdata as d
 
@@ -292,3 +293,54 @@ def test_out_of_memory_raises_the_limit_and_the_retry_succeeds(tmp_path: Path) -
         assert sink.query("SELECT count(*) FROM tool_calls")[1] == [[3000]]
     finally:
         sink.close()
+
+
+def test_optimism_backs_off_a_conflicting_table_and_comes_back() -> None:
+    o = Optimism()
+    assert o.plain() == frozenset(PLAIN)
+    tried = []
+    for _ in range(200):  # usage conflicts whenever it is tried plain
+        plan = o.plain()
+        if "usage" in plan:
+            tried.append(True)
+            o.conflicted("usage")
+            plan = o.plain()
+        else:
+            tried.append(False)
+        assert "hook_events" in plan
+        o.written(plan, {"usage", "hook_events"})
+    gaps = [i for i, t in enumerate(tried) if t]
+    assert [b - a for a, b in zip(gaps, gaps[1:], strict=False)][:8] == [1, 2, 4, 8, 16, 32, 64, 64]
+    o.written(o.plain(), set())  # batches without usage rows do not count
+    while "usage" not in o.plain():
+        o.written(o.plain(), {"usage"})
+    o.written(o.plain(), {"usage"})  # a plain insert that succeeded: the next conflict starts over
+    o.conflicted("usage")
+    assert o.skip["usage"] == 1
+
+
+def test_a_batch_meeting_a_stored_key_is_rolled_back_and_written_upserted(tmp_path: Path) -> None:
+    first = d.with_offsets([d.hook_msg("h1"), d.usage_msg(id="u1:r", output_tokens=5)])
+    second = [("t.hook-events", 0, 2, b"s1", d.hook_msg("h2")[2]),
+              ("t.usage", 0, 2, b"s1", d.usage_msg(id="u1:r", output_tokens=50)[2]),  # stored already
+              ("t.tool-calls", 0, 2, b"s1", d.tool_msg(d.tool_view("toolu_1"))[2])]
+    third = [("t.usage", 0, 3, b"s1", d.usage_msg(id="u2:r")[2])]
+    dumps = []
+    for optimistic in (True, False):
+        with DuckSink(tmp_path / f"{optimistic}.duckdb", clock=d.clock) as s:
+            if not optimistic:
+                s.optimism.plain = frozenset  # type: ignore[method-assign]  # the reference: always upsert
+            for batch in (first, second):
+                s.write_batch(batch)
+            if optimistic:  # usage met u1: the batch was written again with usage upserted (that counts)
+                assert s.optimism.penalty == {"usage": 1} and s.optimism.skip == {"usage": 0}
+            s.write_batch(third)
+            dumps.append((dump(s), s.stored_offsets(), s.totals.records))
+            if optimistic:  # usage plain again, and it went in: the penalty is forgotten
+                assert s.optimism.penalty == {} and s.optimism.plain() == frozenset(PLAIN)
+    assert dumps[0] == dumps[1]
+    tables, offsets, records = dumps[0]
+    assert [r[0] for r in tables["hook_events"]] == ["h1", "h2"] and records == 6
+    assert sorted((r[0], r[5]) for r in tables["usage"]) == [("u1:r", 50), ("u2:r", 5)]
+    assert {k: v.next_offset for k, v in offsets.items()} == {
+        ("t.hook-events", 0): 3, ("t.usage", 0): 4, ("t.tool-calls", 0): 3}
