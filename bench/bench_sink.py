@@ -78,7 +78,12 @@ def batches(kind: str, n: int, size: int) -> list[list[tuple[str, int, int, byte
 
 
 class NoPatterns(DuckSink):
-    """The writer without pattern materialization (benchmark only)."""
+    """The writer without pattern materialization (benchmark only): no occurrences, no state, no
+    signature columns on new tool calls."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._enrich = {}
 
     def _patterns(self, con: duckdb.DuckDBPyConnection, folded: object) -> None:
         pass

@@ -87,6 +87,8 @@ class Folded:
     markers: dict[tuple[str, str, int], Row] = field(default_factory=dict)  # first sighting wins
     records: int = 0
     decode_errors: int = 0
+    fresh: dict[str, pa.Table] = field(default_factory=dict)  # set by sinks.upsert.apply: rows put in by a
+    # plain insert, so every one of them is a key the table did not hold, stored as it is here
 
     def add(self, table: str, row: Row) -> None:
         self.checked[table].append(row)

@@ -60,6 +60,7 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from agents.patterns import WINDOWS, ConfidenceWeights, PatternStats, StatusRules, Welford, confidence, status_of
 from agents.sequences import SequenceConfig, SequenceMiner
@@ -279,14 +280,52 @@ def _occurrence(row: tuple[Any, ...]) -> tuple[Any, ...]:
             dur, _sample(command or file_path or tool_name), sig.version)
 
 
-def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids: Iterable[str] = ()
-                    ) -> tuple[set[str], set[str]]:
+def signature_columns(rows: pa.Table) -> pa.Table:
+    """``rows`` (tool calls as staged) with the signature columns the stored row carries (NULL without a
+    tool name), computed as :func:`occurrences_for` does: new tool calls go in with them."""
+    sigs = [None if name is None else signature_of(name, orjson.loads(ti) if ti else None, cache=_CACHE)
+            for name, ti in zip(rows.column("tool_name").to_pylist(), rows.column("tool_input").to_pylist(),
+                                strict=True)]
+    for name, typ, get in SIGNATURE_COLUMNS:
+        rows = rows.append_column(name, pa.array([None if s is None else get(s) for s in sigs], type=typ))
+    return rows
+
+
+SIGNATURE_COLUMNS = (("signature", pa.string(), lambda s: s.signature), ("category", pa.string(), lambda s: s.category),
+                     ("side_effect", pa.string(), lambda s: s.side_effect),
+                     ("signature_version", pa.int32(), lambda s: s.version))
+
+
+def _fresh_calls(rows: pa.Table) -> dict[str, tuple[Any, ...]]:
+    """The :data:`_CALL` rows of tool calls just put in by a plain insert, from the batch itself."""
+    cols = {c: rows.column(c).to_pylist() for c in (
+        "id", "session_id", "tool_name", "tool_input", "command", "file_path", "status", "output_tokens_est",
+        "duration_ms", "signature", "category", "side_effect", "signature_version")}
+    ts = pc.coalesce(rows.column("started_at"), rows.column("ended_at")).to_pylist()
+    out = {}
+    for i, tid in enumerate(cols["id"]):
+        out[tid] = (tid, cols["session_id"][i], cols["tool_name"][i], cols["tool_input"][i], cols["command"][i],
+                    cols["file_path"][i], cols["status"][i], ts[i], cols["output_tokens_est"][i],
+                    cols["duration_ms"][i], cols["signature"][i], cols["category"][i], cols["side_effect"][i],
+                    cols["signature_version"][i])
+    return out
+
+
+def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids: Iterable[str] = (),
+                    fresh: dict[str, tuple[Any, ...]] | None = None) -> tuple[set[str], set[str]]:
     """Rewrite the occurrences (and the signature columns) of the tool calls ``ids``, drop those of
     ``gone_ids`` (rows merged away), and apply the difference to the state tables. An occurrence
-    whose row is unchanged is left alone. Returns the signatures and sessions that changed."""
+    whose row is unchanged is left alone. Returns the signatures and sessions that changed.
+
+    ``fresh``: rows among ``ids`` that did not exist before this transaction and are stored exactly
+    as given (a plain insert, untouched since, signature columns included): they are neither read
+    back nor looked up among the occurrences (a new tool call has none)."""
     ids = set(ids)
-    calls = {r[0]: r for r in _keyed(con, _CALL, ids)}
-    old = {r[1]: r for r in _keyed(con, _OCC, ids | set(gone_ids))}
+    fresh = fresh or {}
+    known = ids - fresh.keys()
+    calls = {r[0]: r for r in _keyed(con, _CALL, known)}
+    calls.update((tid, row) for tid, row in fresh.items() if tid in ids)
+    old = {r[1]: r for r in _keyed(con, _OCC, known | set(gone_ids))}
     new = {tid: _occurrence(r) for tid, r in calls.items() if r[2] is not None}
     removed = [row for tid, row in old.items() if new.get(tid) != row]
     added = [row for tid, row in new.items() if old.get(tid) != row]
@@ -551,7 +590,8 @@ def stale_signature_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in rows]
 
 
-def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], call_keys: Iterable[str]) -> None:
+def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], call_keys: Iterable[str],
+                fresh: pa.Table | None = None) -> None:
     """Rewrite the occurrences a written batch implies, update the state tables, and mark the changed
     signatures and sessions dirty, in the batch's transaction (so a crash never loses what a refresh
     still owes).
@@ -561,7 +601,11 @@ def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], ca
     from the batch's call keys (``syn:`` + key), so its occurrence is dropped by key. When the real
     row came in an earlier batch, it changed without being in this one: it is looked up by call key,
     only for the syn rows of this batch that are gone (a stored syn row means no real row with its
-    key existed, so a merge in a later batch always involves a real row of that batch)."""
+    key existed, so a merge in a later batch always involves a real row of that batch).
+
+    ``fresh``: the tool calls the batch put in with a plain insert, signature columns included (see
+    ``sinks.upsert.apply``). Those without a call key are stored exactly so (no syn row merges into
+    them) and skip the read-back (:func:`occurrences_for`)."""
     ids = set(tool_call_ids)
     syn = {f"syn:{k}" for k in call_keys} - ids
     if not ids and not syn:
@@ -572,7 +616,10 @@ def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], ca
         keys = {m[4:] for m in merged}
         ids |= {r[0] for r in _keyed(
             con, "SELECT id FROM tool_calls WHERE id NOT LIKE 'syn:%' AND call_key IN ({keys})", keys)}
-    signatures, sessions = occurrences_for(con, ids, syn)
+    untouched = None
+    if fresh is not None:
+        untouched = _fresh_calls(fresh.filter(pc.is_null(fresh.column("call_key"))))
+    signatures, sessions = occurrences_for(con, ids, syn, untouched)
     dirty = [("signature", s) for s in sorted(signatures)] + [("session", s) for s in sorted(sessions)]
     if dirty:
         con.register("pat_dirty", pa.table({"kind": [k for k, _ in dirty], "key": [v for _, v in dirty]}))

@@ -15,7 +15,7 @@ batch boundaries, the order or the number of deliveries:
 ``INSERT ... ON CONFLICT`` costs in proportion to the table (DuckDB 2.0 runs it as a merge against
 the stored keys): 6 us/row into an empty table, 13 at 1M rows, 21 at 2M, where a plain ``INSERT``
 checks the primary key in its index and stays near 2 us/row. Most batches only bring new keys, so a
-table may be written with the plain insert (:data:`PLAIN`, chosen by :class:`Optimism`): for new
+table may be written with a plain insert (tables in :data:`PLAIN`, chosen by :class:`Optimism`): for new
 keys it stores exactly what the upsert would. A key already stored makes it fail with a duplicate-key
 error; :func:`apply` raises :class:`KeyConflict`, the caller rolls the transaction back and writes the
 batch again with that table upserted.
@@ -23,6 +23,7 @@ batch again with that table upserted.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import duckdb
@@ -99,7 +100,7 @@ UPSERT: dict[str, str] = {
     "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING",
 }
 
-PLAIN: dict[str, str] = {table: _insert(table) for table in UPSERT}
+PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
 
 
 class KeyConflict(Exception):
@@ -243,22 +244,29 @@ def _duplicate_key(exc: duckdb.Error) -> bool:
 
 def apply(con: duckdb.DuckDBPyConnection, batch: Folded,
           anchors: dict[tuple[str, int], str | None] | None = None,
-          plain: frozenset[str] = frozenset()) -> dict[str, int]:
+          plain: frozenset[str] = frozenset(),
+          enrich: Mapping[str, Callable[[pa.Table], pa.Table]] | None = None) -> dict[str, int]:
     """Write one batch and its offsets; the caller owns the transaction. Returns rows per table.
     Tables in ``plain`` are written with a plain insert: :class:`KeyConflict` when a key is stored
-    already (the transaction is then aborted: roll back and write again without that table)."""
+    already (the transaction is then aborted: roll back and write again without that table). What a
+    plain insert put in is kept in ``batch.fresh``; ``enrich[table]`` may add stored columns to those
+    rows first (the signature columns of new tool calls, so they need no update afterwards)."""
     written: dict[str, int] = {}
+    batch.fresh.clear()
     for table in TABLES:
         if not batch.count(table):
             continue
         rows = folded(con, table, batch.arrow(table))
         if table in plain:
+            fresh = enrich[table](rows) if enrich and table in enrich else rows
+            cols = ", ".join(f'"{c}"' for c in fresh.column_names)
             try:
-                _staged(con, table, rows, [PLAIN[table]])
+                _staged(con, table, fresh, [f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stg_{table}"])
             except duckdb.Error as exc:
                 if _duplicate_key(exc):
                     raise KeyConflict(table) from exc
                 raise
+            batch.fresh[table] = fresh
             statements = []
         else:
             statements = [UPSERT[table]]

@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from sinks.decode import Folded, Message, TopicPartition, fold
-from sinks.patterns import materialize, refresh, stale_signature_ids
+from sinks.patterns import materialize, refresh, signature_columns, stale_signature_ids
 from sinks.query import confine, run_readonly, use_utc
 from sinks.schema import migrate
 from sinks.upsert import KeyConflict, Optimism, apply
@@ -113,6 +113,7 @@ class DuckSink:
         self._read_lock = threading.Lock()
         self.totals = WriteResult()
         self.optimism = Optimism()
+        self._enrich = {"tool_calls": signature_columns}
         self._last_full = self._last_refresh = self._last_sequences = 0.0
         self.open()
 
@@ -209,7 +210,7 @@ class DuckSink:
                 plain = self.optimism.plain()
                 try:
                     with self.transaction() as con:
-                        rows = apply(con, folded, anchors, plain)
+                        rows = apply(con, folded, anchors, plain, self._enrich)
                         self._patterns(con, folded)
                 except KeyConflict as conflict:  # rolled back: again, that table upserted
                     self.optimism.conflicted(conflict.table)
@@ -249,7 +250,8 @@ class DuckSink:
         so whoever sees the marker reads final patterns (``outloop replay`` waits for its markers)."""
         calls = folded.rows["tool_calls"]
         if calls:
-            materialize(con, calls.keys(), [v["call_key"] for v in calls.values() if v.get("call_key")])
+            materialize(con, calls.keys(), [v["call_key"] for v in calls.values() if v.get("call_key")],
+                        folded.fresh.get("tool_calls"))
         if folded.rows["flush_markers"]:
             refresh(con, True, True)
             self._last_refresh = self._last_full = self._last_sequences = time.monotonic()

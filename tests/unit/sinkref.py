@@ -58,6 +58,7 @@ class Folded:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
     decode_errors: int = 0
+    fresh: dict[str, Any] = field(default_factory=dict)  # the reference always upserts: never a fresh row
 
     def add(self, table: str, key: Any, row: dict[str, Any]) -> None:
         rows = self.rows[table]
