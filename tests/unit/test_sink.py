@@ -344,3 +344,27 @@ def test_a_batch_meeting_a_stored_key_is_rolled_back_and_written_upserted(tmp_pa
     assert sorted((r[0], r[5]) for r in tables["usage"]) == [("u1:r", 50), ("u2:r", 5)]
     assert {k: v.next_offset for k, v in offsets.items()} == {
         ("t.hook-events", 0): 3, ("t.usage", 0): 4, ("t.tool-calls", 0): 3}
+
+
+PATTERN_TABLES = ("pattern_occurrences", "pattern_state", "pattern_sessions", "pattern_hours", "pattern_samples",
+                  "pattern_session_spans", "operation_patterns", "session_sequences")
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_plain_inserts_store_what_upserts_store_patterns_included(tmp_path: Path, seed: int) -> None:
+    """New tool calls put in by a plain insert carry their signature columns and skip the read-back:
+    every table, the pattern tables too, ends as when every batch is upserted and read back."""
+    views, messages = corpus(seed)
+    more = [d.tool_msg(d.tool_view(f"toolu_n{i}", command=f"git status -s {i % 3}")) for i in range(30)]
+    messages += [("t.tool-calls", 0, 1000 + i, k, v) for i, (_, k, v) in enumerate(more)]
+    dumps = []
+    for optimistic in (True, False):
+        with DuckSink(tmp_path / f"{seed}{optimistic}.duckdb", clock=d.clock) as s:
+            if not optimistic:
+                s.optimism.plain = frozenset  # type: ignore[method-assign]
+            for i in range(0, len(messages), 9):
+                s.write_batch(messages[i:i + 9])
+            s.write_batch([("t.tool-calls", 0, 5000, None, d.flush_msg("tool-calls", "m9", 0)[2])])
+            dumps.append(dump(s, DATA_TABLES + PATTERN_TABLES))
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0]["pattern_occurrences"]) >= 30 and any(r[-4] for r in dumps[0]["tool_calls"])
