@@ -9,15 +9,24 @@ output, and redacting twice changes nothing more (so idempotent upserts still co
 Speed: every rule starts from an *anchor*, a regex with a literal prefix, which CPython's ``re``
 finds with a fast substring search (one alternation of all anchors would be tried at every position
 and is several times slower). Keyword anchors run over the lower-cased text. :func:`scan` tells
-which anchors occur at all in a record (plain ``in`` tests on its raw bytes): callers scan each
-record once and hand the result on, so a record without any anchor costs a few substring searches
-and nothing else. Only the anchors found run their rule.
+which anchors occur at all in a record: callers scan each record once and hand the result on, and
+only the anchors found run their rule.
+
+The scan makes one pass over the record for all the gates with Hyperscan where it is installed
+(Linux x86-64; ~1.6 us for a 670-byte record against ~12 us for the 26 gates run one by one):
+each gate is compiled in a looser form (lookarounds dropped, possessive and lazy repeats greedy, a
+back-reference widened to what it refers to), which matches wherever the gate does and sometimes
+where it does not, and every gate Hyperscan reports is confirmed with its own regex. So the scan's
+result is exactly the gates' whichever way it runs; without Hyperscan, or if it fails, the gates run
+one by one.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -242,14 +251,101 @@ _EVERY = frozenset(a.name for a in ANCHORS)
 _ESCAPED = re.compile(rb"\\u00[2-7]")  # JSON escapes that could hide an anchor from the gates (with \/)
 
 
+log = logging.getLogger("outloop.redact")
+_NONE: frozenset[str] = frozenset()
+
+
+def loosened(pattern: str) -> str:
+    """A gate's regex in a form Hyperscan compiles that matches wherever ``pattern`` does: lookaheads
+    dropped, named groups plain, possessive repeats greedy, the back-reference ``(?P=q)`` (to an
+    optional quote) widened to an optional quote. Lazy repeats are left: Hyperscan reports every
+    match, so laziness changes nothing."""
+    p = re.sub(r"\(\?P<\w+>", "(?:", pattern.replace("*+", "*").replace("++", "+"))
+    p = p.replace("(?P=q)", "[\"']?")
+    out, i = [], 0
+    while i < len(p):
+        if p.startswith(("(?=", "(?!"), i):  # skip to the group's closing parenthesis
+            depth, j = 0, i
+            while True:
+                c = p[j]
+                if c == "\\":
+                    j += 2
+                    continue
+                if c == "[":
+                    j += 1
+                    while p[j] != "]" or p[j - 1] == "\\":
+                        j += 1
+                elif c == "(":
+                    depth += 1
+                elif c == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j += 1
+            i = j + 1
+            continue
+        out.append(p[i])
+        i += 1
+    return "".join(out)
+
+
+class _OnePass:
+    """All gates in one Hyperscan database (compiled on first use), a scratch space per thread."""
+
+    def __init__(self) -> None:
+        import hyperscan
+
+        self.hs = hyperscan
+        flags = [hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if a.folded else 0)
+                 | (hyperscan.HS_FLAG_DOTALL if a.gate.flags & re.S else 0) for a in ANCHORS]
+        self.db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self.db.compile(expressions=[loosened(a.gate.pattern.decode()).encode() for a in ANCHORS],
+                        ids=list(range(len(ANCHORS))), elements=len(ANCHORS), flags=flags)
+        self.local = threading.local()
+
+    def candidates(self, data: bytes) -> list[int]:
+        scratch = getattr(self.local, "scratch", None)
+        if scratch is None:
+            scratch = self.local.scratch = self.hs.Scratch(self.db)
+        found: list[int] = []
+        self.db.scan(data, match_event_handler=_collect, context=found, scratch=scratch)
+        return found
+
+
+def _collect(gate: int, start: int, end: int, flags: int, found: list[int]) -> None:
+    found.append(gate)
+
+
+@functools.cache
+def _one_pass() -> _OnePass | None:
+    try:
+        return _OnePass()
+    except ImportError:
+        return None
+    except Exception:  # noqa: BLE001 - a Hyperscan that cannot compile here: the gates run one by one
+        log.warning("secret scan: Hyperscan unusable here, gates run one by one", exc_info=True)
+        return None
+
+
 def scan(raw: bytes | str) -> frozenset[str]:
     """Names of the anchors whose pattern matches somewhere in ``raw`` (a whole record, raw JSON or
     text): no other rule can find a secret in any string of it."""
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
     if (b"\\u00" in data and _ESCAPED.search(data)) or b"\\/" in data:
         return _EVERY
-    low = data.lower()
-    return frozenset(a.name for a in ANCHORS if a.gate.search(low if a.folded else data))
+    one = _one_pass()
+    if one is not None:
+        try:
+            found = one.candidates(data)
+        except Exception:  # noqa: BLE001 - e.g. a scratch in use: this record's gates one by one
+            found = list(range(len(ANCHORS)))
+        if not found:
+            return _NONE
+        gates = [ANCHORS[i] for i in found]
+    else:
+        gates = list(ANCHORS)
+    low = data.lower() if any(a.folded for a in gates) else data
+    return frozenset(a.name for a in gates if a.gate.search(low if a.folded else data))
 
 
 @functools.lru_cache(maxsize=256)

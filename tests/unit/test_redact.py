@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.pairing import BatchOut, Pairing, tool_call_model
+from agents import redact
 from agents.redact import ALL, redact_bytes, redact_json, redact_text, scan, secret_name
 from agents.signatures import redact as signatures_redact
 from schemas.events import Envelope, EventType, HookEvent, ToolUseRecord
@@ -190,3 +191,48 @@ def test_secret_names() -> None:
     for name in ("tokens", "max_tokens", "token_count", "primary_key", "sort_key", "keyboard", "author",
                  "password_file", "secretary", "bypass", "passed", "call_key", "PUBLIC_KEY"):
         assert secret_name(name) is None, name
+
+
+def _gates_one_by_one(raw: bytes) -> frozenset[str]:
+    """The scan as defined: every gate's own regex over the record (folded gates over its lower case)."""
+    if (b"\\u00" in raw and redact._ESCAPED.search(raw)) or b"\\/" in raw:
+        return frozenset(a.name for a in redact.ANCHORS)
+    low = raw.lower()
+    return frozenset(a.name for a in redact.ANCHORS if a.gate.search(low if a.folded else raw))
+
+
+ONE_PASS = pytest.mark.skipif(redact._one_pass() is None, reason="Hyperscan is not installed on this platform")
+
+
+@ONE_PASS
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([*FRAGMENTS, "PASSWORD", "Secret", "-----BEGIN RSA PRIVATE KEY-----\nMIIE",
+                                 "ghp_", "AKIA", "xoxb-", "hooks.slack.com/services/", "sshpass -p", "curl -u a:",
+                                 "--token ", "set SECRET ", "k_live_", "glpat-", "npm_", "hf_", "0123456789abcdef",
+                                 "ABCDEFGHIJKLMNOP", "\\u0041", "\\/"]), min_size=1, max_size=16), st.text(max_size=8))
+def test_the_one_pass_scan_finds_exactly_the_gates(parts: list[str], noise: str) -> None:
+    """Hyperscan's loosened gates report every gate that matches (and the confirmation drops the
+    rest): the scan equals running each gate's regex on its own, in raw bytes and in JSON."""
+    text = noise.join(parts)
+    for raw in (text.encode("utf-8", "surrogateescape"), orjson.dumps({"command": text}),
+                json.dumps({"command": text}).encode()):
+        assert scan(raw) == _gates_one_by_one(raw)
+
+
+@ONE_PASS
+def test_the_one_pass_scan_on_every_realistic_secret_and_ordinary_text() -> None:
+    for text in [*SECRETS, *KEEP]:
+        for raw in (text.encode(), orjson.dumps({"tool_input": {"command": text}})):
+            assert scan(raw) == _gates_one_by_one(raw), text
+    assert all(scan(t.encode()) for t in SECRETS)
+
+
+@ONE_PASS
+def test_every_loosened_gate_still_matches_where_the_gate_does() -> None:
+    """Gate by gate, on the texts that make each one match: Hyperscan reports it."""
+    one = redact._one_pass()
+    assert one is not None
+    for text in SECRETS:
+        raw = text.encode()
+        expected = {i for i, a in enumerate(redact.ANCHORS) if a.gate.search(raw.lower() if a.folded else raw)}
+        assert expected <= set(one.candidates(raw)), text
