@@ -14,11 +14,14 @@ the same port (:meth:`EmbeddedBroker.start` again), always with a fresh worker (
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -66,13 +69,41 @@ def wait_for_kafka(bootstrap: str, timeout: float = 20.0) -> None:
     raise BrokerError(f"broker at {bootstrap} did not answer within {timeout:.0f}s: {last}")
 
 
-class EmbeddedBroker:
-    """A Tansu process on a loopback port. Use as a context manager or call start()/stop()."""
+_PR_SET_PDEATHSIG = 1
 
-    def __init__(self, log_path: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+
+def _killed_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGKILLed when the thread that started it dies (Linux's
+    parent-death signal), or None where there is none. It only calls ``prctl`` (resolved before the
+    fork) and ``getppid``: a parent that died before the call means the child exits at once."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+class EmbeddedBroker:
+    """A Tansu process on a loopback port. Use as a context manager or call start()/stop().
+
+    ``die_with_parent`` (Linux; for test fixtures): the broker is SIGKILLed when the thread that
+    started it dies, so a test run that is itself killed leaves no broker behind. Start it from a
+    thread that outlives it (the main thread)."""
+
+    def __init__(self, log_path: Path, port: int | None = None, host: str = "127.0.0.1",
+                 die_with_parent: bool = False) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,6 +130,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # a Ctrl-C in the terminal is ours to forward, not its
+                preexec_fn=_killed_with(os.getpid()) if self.die_with_parent else None,  # noqa: PLW1509
             )
         finally:
             log.close()

@@ -54,7 +54,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from streams.broker import EmbeddedBroker
 
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log) as b:
+    with EmbeddedBroker(log, die_with_parent=True) as b:
         yield b.bootstrap
 
 
@@ -63,7 +63,7 @@ def fresh_broker(tmp_path: Path) -> Iterator[object]:
     """A broker of the test's own, for tests that kill or restart it."""
     from streams.broker import EmbeddedBroker
 
-    b = EmbeddedBroker(tmp_path / "tansu.log")
+    b = EmbeddedBroker(tmp_path / "tansu.log", die_with_parent=True)
     b.start()
     try:
         yield b

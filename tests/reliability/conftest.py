@@ -25,7 +25,7 @@ from streams.spool import Spool
 @pytest.fixture
 def late_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     """A broker whose address is known but which is not running: the test starts it when it wants."""
-    b = EmbeddedBroker(tmp_path / "tansu.log")
+    b = EmbeddedBroker(tmp_path / "tansu.log", die_with_parent=True)
     try:
         yield b
     finally:

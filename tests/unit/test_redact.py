@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.pairing import BatchOut, Pairing, tool_call_model
 from agents import redact
+from agents.pairing import BatchOut, Pairing, tool_call_model
 from agents.redact import ALL, redact_bytes, redact_json, redact_text, scan, secret_name
 from agents.signatures import redact as signatures_redact
 from schemas.events import Envelope, EventType, HookEvent, ToolUseRecord
