@@ -312,8 +312,8 @@ class _OnePass:
         return found
 
 
-def _collect(gate: int, start: int, end: int, flags: int, found: list[int]) -> None:
-    found.append(gate)
+def _collect(gate: int, start: int, end: int, flags: int, found: object) -> None:
+    found.append(gate)  # type: ignore[attr-defined]  # the list passed as the scan's context
 
 
 @functools.cache
