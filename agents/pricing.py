@@ -112,6 +112,8 @@ class PriceTable:
     version: str = PRICE_TABLE_VERSION
     models: Mapping[str, ModelPrice] = field(default_factory=lambda: dict(BUILTIN))
     exact: Mapping[str, ModelPrice] = field(default_factory=dict)  # other model ids, by prefix
+    _found: dict[str, tuple[str, ModelPrice] | None] = field(default_factory=dict, init=False, repr=False,
+                                                            compare=False)  # lookups by model id (a few ids)
 
     @classmethod
     def default(cls) -> PriceTable:
@@ -121,6 +123,14 @@ class PriceTable:
         """(the table key used, its price) for a model id, or None when it has no price."""
         if not model or model.startswith("<"):
             return None
+        if model in self._found:
+            return self._found[model]
+        found = self._lookup(model)
+        if len(self._found) < 4096:  # model ids are few; a flood of odd ones is not kept
+            self._found[model] = found
+        return found
+
+    def _lookup(self, model: str) -> tuple[str, ModelPrice] | None:
         lowered = model.lower()
         prefixes = [p for p in self.exact if lowered.startswith(p)]
         if prefixes:
