@@ -143,12 +143,14 @@ class Stack:
         self.on_event = on_event
         self.tick = tick
         self.supervision = Supervision(int(settings.broker_max_rss_mb * 2**20),
-                                       max_restarts=settings.broker_max_restarts)
+                                       max_restarts=settings.broker_max_restarts,
+                                       stall_after=settings.stall_restart)
+        self._assigned: tuple[float, int | None] = (float("-inf"), None)  # when asked, what the worker said
         self.confirmation = JournalConfirmation(settings.journal_confirm)
         self.events: list[str] = []
         self.failure: str | None = None
         self.failed = threading.Event()
-        self.restarts = 0  # broker restarts after it exited on its own
+        self.restarts = 0  # broker restarts after it exited on its own, or for a worker without partitions
         self.recycles = 0  # broker restarts on purpose (memory bound)
         self._sup_stop = threading.Event()
         self._sup_thread: threading.Thread | None = None
@@ -272,14 +274,20 @@ class Stack:
         broker_alive = self.broker_alive()
         worker_alive = self.worker is not None and self.worker.poll() is None
         rss = process_rss(self.broker.pid) if self.broker is not None and broker_alive else None
-        d = self.supervision.observe(now, broker_alive=broker_alive, worker_alive=worker_alive, rss=rss)
+        assigned = self.assigned_partitions(now) if broker_alive and worker_alive else None
+        d = self.supervision.observe(now, broker_alive=broker_alive, worker_alive=worker_alive, rss=rss,
+                                     assigned=assigned)
         if d.action is Action.FAIL:
             detail = f"; see {self.worker_log}" if "worker" in d.reason else ""
             self.failure = d.reason + detail
             self._event(f"supervisor: {self.failure}", logging.ERROR)
             self.failed.set()
             return False
-        if d.action is Action.RESTART:
+        if d.action in (Action.RESTART, Action.UNSTICK):
+            if d.action is Action.UNSTICK:
+                self._event(f"supervisor: {d.reason}; killing the embedded broker to start it again")
+                assert self.broker is not None
+                self.broker.kill()
             self._restart_broker(recycle=False)
             with self._journal_lock:
                 self.confirmation.void(now)
@@ -308,6 +316,22 @@ class Stack:
                                                     name="outloop-journal-proof", daemon=True)
             self._confirm_thread.start()
         return True
+
+    ASSIGNED_EVERY = 5.0  # seconds between two questions to the worker about its partitions
+
+    def assigned_partitions(self, now: float) -> int | None:
+        """How many input partitions the worker's consumer holds (its /health), asked at most every
+        ASSIGNED_EVERY s; None when it does not answer, or when the broker is not ours to restart."""
+        if self.broker is None or not self.supervision.stall_after:
+            return None
+        asked, answer = self._assigned
+        if now - asked < self.ASSIGNED_EVERY:
+            return answer
+        health = self.client.health(timeout=2.0)
+        value = health.get("assigned") if health else None
+        answer = value if isinstance(value, int) else None
+        self._assigned = (now, answer)
+        return answer
 
     def _restart_broker(self, *, recycle: bool) -> None:
         """Kill the worker, restart the broker on the same port, re-create the topics, let the

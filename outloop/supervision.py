@@ -19,6 +19,7 @@ class Action(enum.Enum):
     CHECK_DRAIN = "check_drain"  # is everything that reached the broker in DuckDB?
     ABORT_DRAIN = "abort_drain"  # not drained in time: resume the forwarder, try again later
     RECYCLE = "recycle"  # drained: restart broker and worker on purpose
+    UNSTICK = "unstick"  # the worker has held no partition too long: kill the broker, restart both
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,15 @@ class Supervision:
     * broker RSS above ``max_rss`` (bytes; 0 never) -> START_DRAIN, then CHECK_DRAIN on every
       observation until :meth:`drain_checked` reports it drained (-> RECYCLE) or ``drain_timeout``
       passed (-> ABORT_DRAIN; no new drain for ``drain_backoff`` s, so a busy pipeline is not
-      paused over and over).
+      paused over and over);
+    * the worker (alive, broker alive) reported holding no partition on every observation for
+      ``stall_after`` s (0 never) -> UNSTICK: its consumer group does not settle (Tansu 0.6 can
+      keep naming a departed leader); it counts toward ``max_restarts`` like a broker exit.
+      ``assigned`` None (no answer) neither starts nor ends that span.
     """
 
     def __init__(self, max_rss: int, max_restarts: int = 10, window: float = 600.0,
-                 drain_timeout: float = 120.0, drain_backoff: float = 300.0) -> None:
+                 drain_timeout: float = 120.0, drain_backoff: float = 300.0, stall_after: float = 0.0) -> None:
         self.max_rss = max_rss
         self.max_restarts = max_restarts
         self.window = window
@@ -50,16 +55,19 @@ class Supervision:
         self.crashes: collections.deque[float] = collections.deque()
         self.draining_since: float | None = None
         self.next_drain = float("-inf")
+        self.stall_after = stall_after
+        self.unassigned_since: float | None = None
 
     @property
     def draining(self) -> bool:
         return self.draining_since is not None
 
-    def observe(self, now: float, *, broker_alive: bool, worker_alive: bool, rss: int | None) -> Decision:
+    def observe(self, now: float, *, broker_alive: bool, worker_alive: bool, rss: int | None,
+                assigned: int | None = None) -> Decision:
         while self.crashes and self.crashes[0] <= now - self.window:
             self.crashes.popleft()
         if not broker_alive:
-            self.draining_since = None
+            self.draining_since = self.unassigned_since = None
             if len(self.crashes) >= self.max_restarts:
                 return Decision(Action.FAIL, f"the embedded broker exited {len(self.crashes) + 1} times within "
                                              f"{self.window:.0f}s; giving up")
@@ -74,10 +82,31 @@ class Supervision:
                 return Decision(Action.ABORT_DRAIN, f"not drained within {self.drain_timeout:.0f}s; "
                                                     f"next attempt in {self.drain_backoff:.0f}s")
             return Decision(Action.CHECK_DRAIN)
+        stalled = self._stalled(now, assigned)
+        if stalled is not None:
+            return stalled
         if self.max_rss and rss is not None and rss > self.max_rss and now >= self.next_drain:
             self.draining_since = now
             return Decision(Action.START_DRAIN, f"broker RSS {rss / 2**20:.0f} MB > {self.max_rss / 2**20:.0f} MB")
         return Decision(Action.NONE)
+
+    def _stalled(self, now: float, assigned: int | None) -> Decision | None:
+        if not self.stall_after or assigned is None:
+            return None
+        if assigned > 0:
+            self.unassigned_since = None
+            return None
+        if self.unassigned_since is None:
+            self.unassigned_since = now
+        if now - self.unassigned_since < self.stall_after:
+            return None
+        span, self.unassigned_since = now - self.unassigned_since, None
+        if len(self.crashes) >= self.max_restarts:
+            return Decision(Action.FAIL, f"the worker has held no partition for {span:.0f}s and the broker was "
+                                         f"restarted {len(self.crashes)} times within {self.window:.0f}s; giving up")
+        self.crashes.append(now)
+        return Decision(Action.UNSTICK, f"the worker has held no partition for {span:.0f}s with the broker up "
+                                        f"(its consumer group does not settle)")
 
     def drain_checked(self, now: float, drained: bool) -> Decision:
         if self.draining_since is None:

@@ -37,6 +37,9 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
                                   "pipeline is drained; 0 never recycles"),
     "OUTLOOP_BROKER_MAX_RESTARTS": ("10", "unexpected embedded-broker exits within 10 minutes that `outloop up` "
                                     "restarts before giving up"),
+    "OUTLOOP_STALL_RESTART": ("120", "seconds the worker may hold no partition while the embedded broker is up "
+                              "before `outloop up` restarts the broker (a consumer group that never settles); "
+                              "0 never"),
     "OUTLOOP_JOURNAL_MAX_AGE": ("86400", "seconds a forwarded hook event stays in the spool's sent journal at most"),
     "OUTLOOP_JOURNAL_MAX_MB": ("512", "size (MB) of the spool's sent journal at most, oldest pruned first; "
                                       "0 deletes forwarded events at once (no journal)"),
@@ -65,6 +68,7 @@ class Settings:
     log_level: str
     broker_max_rss_mb: float = 512.0
     broker_max_restarts: int = 10
+    stall_restart: float = 120.0
     journal_max_age: float = 86400.0
     journal_max_mb: float = 512.0
     journal_confirm: float = 300.0
@@ -108,6 +112,7 @@ class Settings:
                 log_level=get("OUTLOOP_LOG_LEVEL"),
                 broker_max_rss_mb=float(get("OUTLOOP_BROKER_MAX_RSS_MB")),
                 broker_max_restarts=int(get("OUTLOOP_BROKER_MAX_RESTARTS")),
+                stall_restart=float(get("OUTLOOP_STALL_RESTART")),
                 journal_max_age=float(get("OUTLOOP_JOURNAL_MAX_AGE")),
                 journal_max_mb=float(get("OUTLOOP_JOURNAL_MAX_MB")),
                 journal_confirm=float(get("OUTLOOP_JOURNAL_CONFIRM")),
@@ -123,8 +128,9 @@ class Settings:
         if settings.partitions < 1:
             raise ValueError("OUTLOOP_PARTITIONS must be at least 1")
         if min(settings.broker_max_rss_mb, settings.broker_max_restarts, settings.journal_max_age,
-               settings.journal_max_mb, settings.journal_confirm) < 0:
-            raise ValueError("OUTLOOP_BROKER_* and OUTLOOP_JOURNAL_* settings must not be negative")
+               settings.journal_max_mb, settings.journal_confirm, settings.stall_restart) < 0:
+            raise ValueError("OUTLOOP_BROKER_*, OUTLOOP_STALL_RESTART and OUTLOOP_JOURNAL_* settings must not "
+                             "be negative")
         return settings
 
     def to_env(self) -> dict[str, str]:
@@ -147,6 +153,7 @@ class Settings:
             "OUTLOOP_LOG_LEVEL": self.log_level,
             "OUTLOOP_BROKER_MAX_RSS_MB": str(self.broker_max_rss_mb),
             "OUTLOOP_BROKER_MAX_RESTARTS": str(self.broker_max_restarts),
+            "OUTLOOP_STALL_RESTART": str(self.stall_restart),
             "OUTLOOP_JOURNAL_MAX_AGE": str(self.journal_max_age),
             "OUTLOOP_JOURNAL_MAX_MB": str(self.journal_max_mb),
             "OUTLOOP_JOURNAL_CONFIRM": str(self.journal_confirm),

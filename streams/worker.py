@@ -3,7 +3,7 @@ child process of its own: ``sinks.service``) and the HTTP endpoint through which
 reads while the worker runs.
 
 HTTP (loopback by default):
-  GET  /health            -> {"ok": true, ...counters}
+  GET  /health            -> {"ok": true, "assigned": <input partitions held>, ...counters}
   POST /query             -> body {"sql": "...", "params": [...]}; read-only statements only
 """
 
@@ -27,6 +27,14 @@ from streams.heaps import Trimmer, limit_arenas
 from streams.settings import Settings
 
 log = logging.getLogger("outloop.worker")
+
+
+def _assigned(app: faust.App) -> int | None:
+    """Input partitions the agents' consumer holds now (0 while its group rebalances)."""
+    try:
+        return len(app.consumer.assignment())
+    except Exception:  # noqa: BLE001 - not started yet, or stopping
+        return None
 
 
 def build(settings: Settings, bootstrap: str) -> faust.App:
@@ -80,7 +88,7 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
             ready = proc.ready or await loop.run_in_executor(None, proc.ping)
             progress = await loop.run_in_executor(None, proc.progress) if ready else None
         body = {"ok": progress is not None, "agents": dict(app_stats(app)), "sink": progress,
-                "sink_pid": proc.pid if proc is not None else None}
+                "sink_pid": proc.pid if proc is not None else None, "assigned": _assigned(app)}
         return web.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/query")

@@ -136,3 +136,37 @@ def test_broker_recycled_past_a_tiny_memory_bound_loses_and_doubles_nothing(tmp_
     print(f"\nrecycle: {len(ids)} events, bound {stack.supervision.max_rss / 2**20:.0f} MB (idle "
           f"{idle / 2**20:.0f} MB), {recycles} recycles, broker RSS {rss / 2**20 if rss else 0:.0f} MB at the end, "
           f"journal {journal} entries; exactly once; {time.monotonic() - t0:.0f}s")
+
+
+class BlindableStack(Stack):
+    """Fault injection: while ``blind`` is set, the worker's answer about its partitions reads 0 (as
+    from a worker whose consumer group never settles; the real wedge cannot be produced on demand)."""
+
+    blind = False
+
+    def assigned_partitions(self, now: float) -> int | None:
+        real = super().assigned_partitions(now)
+        return 0 if self.blind and real is not None else real
+
+
+def test_a_worker_holding_no_partition_gets_the_broker_restarted_and_loses_nothing(tmp_path: Path) -> None:
+    """The worker reports holding no partition for longer than OUTLOOP_STALL_RESTART while the broker
+    is up: the supervisor kills and restarts the broker and a fresh worker, the forwarder sends its
+    journal again, and every spooled event is in DuckDB exactly once."""
+    s = settings_for(tmp_path, stall_restart=3.0, journal_confirm=0)
+    spool = Spool(s.spool)
+    with BlindableStack(s, forwarder=True, supervise=True) as stack:
+        stack.ASSIGNED_EVERY = 0.5
+        health = stack.client.health() or {}
+        wait(lambda: (stack.client.health() or {}).get("assigned", 0) >= 2 * s.partitions, 30,
+             f"the worker holds every input partition (health {health})")  # and Faust's leader topic
+        ids = spool_hooks(spool, sessions=4, calls=50)
+        assert_exactly_once(stack, ids, 60)
+        stack.blind = True
+        wait(lambda: stack.restarts == 1, 60, "the supervisor did not restart the broker")
+        stack.blind = False
+        ids |= spool_hooks(spool, sessions=4, calls=50)
+        assert_exactly_once(stack, ids, 90)
+        assert stack.restarts == 1 and stack.failure is None
+    log = "\n".join(stack.events)
+    assert "has held no partition for" in log and "killing the embedded broker" in log

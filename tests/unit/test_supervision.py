@@ -70,6 +70,32 @@ def test_no_memory_bound_never_drains() -> None:
     assert Supervision(max_rss=MB).observe(0.0, broker_alive=True, worker_alive=True, rss=None).action is Action.NONE
 
 
+def held(s: Supervision, now: float, assigned: int | None, broker: bool = True) -> Action:
+    return s.observe(now, broker_alive=broker, worker_alive=True, rss=10 * MB, assigned=assigned).action
+
+
+def test_a_worker_without_partitions_for_too_long_unsticks_the_broker() -> None:
+    s = Supervision(max_rss=0, max_restarts=2, stall_after=60)
+    assert [held(s, t, a) for t, a in ((0, 8), (5, 0), (30, None), (64, 0))] == [Action.NONE] * 4
+    d = s.observe(65, broker_alive=True, worker_alive=True, rss=None, assigned=0)
+    assert d.action is Action.UNSTICK and "no partition for 60s" in d.reason
+    assert held(s, 70, 0) is Action.NONE  # a new span starts: the restarted worker is joining
+    assert held(s, 100, 8) is Action.NONE and held(s, 150, 0) is Action.NONE  # partitions again: span reset
+    assert held(s, 209, 0) is Action.NONE and held(s, 210, 0) is Action.UNSTICK
+    assert held(s, 211, 0) is Action.NONE and held(s, 300, None) is Action.NONE
+    d = s.observe(400, broker_alive=True, worker_alive=True, rss=None, assigned=0)  # 3rd in the window
+    assert d.action is Action.FAIL and "giving up" in d.reason
+
+
+def test_partitions_are_not_watched_when_off_and_a_dead_broker_ends_a_span() -> None:
+    off = Supervision(max_rss=0)
+    assert all(held(off, t, 0) is Action.NONE for t in range(0, 1000, 50))
+    s = Supervision(max_rss=0, stall_after=60)
+    assert held(s, 0, 0) is Action.NONE and held(s, 50, 0, broker=False) is Action.RESTART
+    assert held(s, 100, 0) is Action.NONE and held(s, 159, 0) is Action.NONE  # counted from 100, not 0
+    assert held(s, 160, 0) is Action.UNSTICK
+
+
 def test_journal_confirmation_schedule() -> None:
     c = JournalConfirmation(every=300, timeout=600)
     assert not c.due(0.0, 10)  # not before the first interval
