@@ -49,7 +49,7 @@ from schemas.events import (
     UsageRecord,
 )
 from schemas.fast import FastEnvelope, FastUsage
-from schemas.ids import OrdinalCounter, record_digest, tool_call_id
+from schemas.ids import USAGE_TIE, OrdinalCounter, column_order, tool_call_id
 
 PRE = {"PreToolUse"}
 POST = {"PostToolUse", "PostToolUseFailure"}
@@ -72,11 +72,11 @@ def usage_rank(u: UsageRecord | FastUsage) -> tuple[int, int, float]:
 
 def usage_wins(new: UsageRecord | FastUsage, seen: UsageRecord | FastUsage) -> bool:
     """Largest wins, in the sink's own order (the usage upsert of sinks.upsert): totals, output, cost, then the
-    record digest - computed only on a tie, which keeps digests off the per-record path."""
+    record's own columns (``schemas.ids.column_order``) - compared only on a tie."""
     a, b = usage_rank(new), usage_rank(seen)
     if a != b:
         return a > b
-    return record_digest(usage_fields(new)) > record_digest(usage_fields(seen))
+    return column_order(usage_fields(new), USAGE_TIE) > column_order(usage_fields(seen), USAGE_TIE)
 
 
 def usage_fields(u: UsageRecord | FastUsage) -> dict[str, Any]:

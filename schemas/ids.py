@@ -10,6 +10,7 @@ before or after that (redaction is idempotent), and no digest of a secret may be
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -25,6 +26,22 @@ def canonical_json(value: Any) -> bytes:
 def record_digest(row: dict[str, Any]) -> str:
     """Digest of a record's canonical JSON: the deterministic last tie-break between two versions."""
     return hashlib.blake2b(canonical_json(row), digest_size=16).hexdigest()
+
+
+# The columns that tell two versions of one key apart once the rule of their table ties (the sink's
+# SQL compares the same columns as a row value, sinks.upsert.tie): every stored column but the key.
+USAGE_TIE = ("session_id", "model", "timestamp", "input_tokens", "output_tokens", "cache_read_input_tokens",
+             "cache_creation_input_tokens", "cache_creation_5m_tokens", "cache_creation_1h_tokens", "cost_usd",
+             "source")
+HOOK_TIE = ("session_id", "hook_event_name", "tool_name", "tool_use_id", "received_at", "source", "payload")
+WORKFLOW_TIE = ("run_id", "type", "at", "source", "data")
+
+
+def column_order(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[Any, ...]:
+    """The deterministic last tie-break between two versions of one key, as DuckDB compares the row
+    value of ``columns``: column by column, NULL above every value (strings by code point, which is
+    the byte order of their UTF-8; times by instant; -0.0 equals 0.0, and the sink stores both as 0.0)."""
+    return tuple((1,) if row[name] is None else (0, row[name]) for name in columns)
 
 
 def redacted_json(value: Any) -> bytes:

@@ -5,21 +5,22 @@ Two paths decode a record; both give the same row:
 
 * the fast path (:data:`FAST`) - one C-level ``msgspec`` decode per record into a strict struct
   (unknown fields, wrong JSON types, integers outside 64 bits, out-of-range values all refuse), the
-  times parsed only in the exact form the agents write (``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``), then the
-  row's digest. It serves usage, tool calls and hook events: nearly every record of the output
-  topics. It never decides that a record is bad: a record it does not vouch for goes to
+  times parsed only in the exact form the agents write (``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``). It serves
+  usage, tool calls and hook events: nearly every record of the output topics. It never decides that
+  a record is bad: a record it does not vouch for goes to
 * the checked path (:data:`CHECKED`) - the pydantic models, the reference of what is valid. Anything
   it refuses becomes a ``sink_decode`` dead letter with the reason; nothing here raises on bad input.
   Workflow events, the agents' dead letters and flush markers always take it (they are rare).
 
 A batch may hold several versions of one key; they are folded in SQL by ``sinks.upsert`` with the
 same rule its upsert applies to stored rows (tool calls as :func:`agents.toolcalls.merge_tool_calls`,
-usage by the largest totals, everything else by a deterministic "smallest wins"), so the stored row
-never depends on batch boundaries.
+usage by the largest totals, everything else by a deterministic "smallest wins" on the row's own
+columns), so the stored row never depends on batch boundaries.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,10 +30,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
 from schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
-from schemas.ids import record_digest
 from streams.codec import Rejected, dead_letter
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
@@ -47,8 +48,7 @@ TS = pa.timestamp("us", tz="UTC")
 S, I64, I32, F64 = pa.string(), pa.int64(), pa.int32(), pa.float64()
 SCHEMAS: dict[str, pa.Schema] = {
     "hook_events": pa.schema([("id", S), ("session_id", S), ("hook_event_name", S), ("tool_name", S),
-                              ("tool_use_id", S), ("received_at", TS), ("source", S), ("payload", S),
-                              ("digest", S)]),
+                              ("tool_use_id", S), ("received_at", TS), ("source", S), ("payload", S)]),
     "tool_calls": pa.schema([("id", S), ("tool_use_id", S), ("call_key", S), ("session_id", S),
                              ("tool_name", S), ("command", S), ("file_path", S), ("status", S),
                              ("started_at", TS), ("ended_at", TS), ("duration_ms", F64),
@@ -57,19 +57,15 @@ SCHEMAS: dict[str, pa.Schema] = {
     "usage": pa.schema([("id", S), ("session_id", S), ("model", S), ("timestamp", TS),
                         ("input_tokens", I64), ("output_tokens", I64), ("cache_read_input_tokens", I64),
                         ("cache_creation_input_tokens", I64), ("cache_creation_5m_tokens", I64),
-                        ("cache_creation_1h_tokens", I64), ("cost_usd", F64), ("source", S),
-                        ("digest", S)]),
+                        ("cache_creation_1h_tokens", I64), ("cost_usd", F64), ("source", S)]),
     "workflow_events": pa.schema([("id", S), ("run_id", S), ("type", S), ("at", TS), ("source", S),
-                                  ("data", S), ("digest", S)]),
+                                  ("data", S)]),
     "dead_letters": pa.schema([("id", S), ("topic", S), ("partition", I32), ("offset", I64), ("key", S),
                                ("reason", S), ("detail", S), ("raw", pa.binary()), ("at", TS)]),
     "flush_markers": pa.schema([("marker", S), ("topic", S), ("partition", I32), ("seen_at", TS)]),
     "consumer_offsets": pa.schema([("topic", S), ("partition", I32), ("next_offset", I64), ("anchor", S)]),
 }
 TABLES = (*KINDS.values(), "flush_markers")
-
-digest = record_digest
-
 
 class DecodeError(ValueError):
     pass
@@ -116,6 +112,9 @@ class Folded:
                       for c, f in zip(columns, schema, strict=True)]
             out = pa.concat_tables([out, pa.Table.from_arrays(arrays, schema=schema)]) if rows else \
                 pa.Table.from_arrays(arrays, schema=schema)
+        if table == "usage":  # a zero cost is stored as 0.0: DuckDB does not update 0.0 to -0.0, so the
+            i = schema.get_field_index("cost_usd")  # sign of a stored zero would depend on the order
+            out = out.set_column(i, schema.field(i), pc.add(out.column(i), 0.0))
         return out
 
     def offsets_arrow(self, anchors: dict[TopicPartition, str | None]) -> pa.Table:
@@ -154,26 +153,22 @@ def tool_call_row(view: Row) -> Row:
 
 
 # -- the checked path: pydantic, the reference --------------------------------------------------
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _hook_event_row(id: str, data: dict[str, Any], subject: str, time: datetime | str | None, source: str,
-                    time_json: str | None = None) -> Row:
-    """The stored row (columns in SCHEMAS order); ``time_json``: how the digest writes a time given as text."""
-    row = {"id": id, "session_id": _str(data.get("session_id")) or subject,
-           "hook_event_name": _str(data.get("hook_event_name")), "tool_name": _str(data.get("tool_name")),
-           "tool_use_id": _str(data.get("tool_use_id")), "received_at": time, "source": source,
-           "payload": orjson.dumps(data).decode()}
-    row["digest"] = digest(row if time_json is None else {**row, "received_at": time_json})
-    return row
+def _hook_event_row(id: str, data: dict[str, Any], subject: str, time: datetime | str | None,
+                    source: str) -> tuple[Any, ...]:
+    """The stored row, in SCHEMAS order."""
+    get = data.get
+    session, name, tool, use_id = get("session_id"), get("hook_event_name"), get("tool_name"), get("tool_use_id")
+    return (id, session if type(session) is str and session else subject,
+            name if type(name) is str else None, tool if type(tool) is str else None,
+            use_id if type(use_id) is str else None, time, source, orjson.dumps(data).decode())
 
 
 def _hook_row(value: bytes) -> Row:
     env = Envelope.model_validate_json(value)
     if env.type is not EventType.HOOK_EVENT:
         raise DecodeError(f"{env.type.value} on the hook-events topic")
-    return _hook_event_row(env.id, env.data, env.subject, env.time, env.source)
+    return dict(zip(SCHEMAS["hook_events"].names, _hook_event_row(env.id, env.data, env.subject, env.time,
+                                                                 env.source), strict=True))
 
 
 _WHEN = {EventType.WORKFLOW_STARTED: "started_at", EventType.WORKFLOW_PHASE_CHANGED: "at",
@@ -188,12 +183,11 @@ def _workflow_row(value: bytes) -> Row:
     row = {"id": env.id, "run_id": data.run_id, "type": env.type.value,  # type: ignore[attr-defined]
            "at": getattr(data, _WHEN[env.type]), "source": env.source,
            "data": orjson.dumps(env.data).decode()}
-    return {**row, "digest": digest(row)}
+    return row
 
 
 def _usage_row(value: bytes) -> Row:
-    row = dict(UsageRecord.model_validate_json(value).__dict__)
-    return {**row, "digest": digest(row)}
+    return dict(UsageRecord.model_validate_json(value).__dict__)
 
 
 def _tool_call_row(value: bytes) -> Row:
@@ -274,43 +268,28 @@ class _NotFast(Exception):
     """The fast path does not vouch for this record: the checked path decides."""
 
 
+_AGENT_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z").fullmatch
+
+
 def _time(text: str | None) -> datetime | None:
     """A time in the agents' form only: ``YYYY-MM-DDTHH:MM:SSZ`` or with 6 fraction digits."""
     if text is None:
         return None
-    n = len(text)
-    if (n != 20 and n != 27) or text[-1] != "Z" or text[10] != "T" or (n == 27 and text[19] != "."):
-        raise _NotFast
-    if not (text[:4].isdigit() and text[5:7].isdigit() and text[8:10].isdigit() and text[11:13].isdigit()
-            and text[14:16].isdigit() and text[17:19].isdigit() and (n == 20 or text[20:26].isdigit())
-            and text[4] == text[7] == "-" and text[13] == text[16] == ":"):
+    if _AGENT_TIME(text) is None:
         raise _NotFast
     return datetime.fromisoformat(text)  # ValueError for a date or time that does not exist
-
-
-def _time_json(text: str | None) -> str | None:
-    """How ``orjson`` writes the time ``_time`` accepted (the digest's form): ``+00:00``, no zero fraction."""
-    if text is None:
-        return None
-    if len(text) == 27 and text[20:26] != "000000":
-        return text[:26] + "+00:00"
-    return text[:19] + "+00:00"
 
 
 _usage_decoder = msgspec.json.Decoder(_Usage)
 _tool_decoder = msgspec.json.Decoder(_ToolCall)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
-_USAGE_FIELDS = _Usage.__struct_fields__
 _astuple = msgspec.structs.astuple
 
 
 def _fast_usage(value: bytes) -> tuple[Any, ...]:
     u = _usage_decoder.decode(value)
     _time(u.timestamp)
-    row = _astuple(u)
-    canonical = dict(zip(_USAGE_FIELDS, row, strict=True))
-    canonical["timestamp"] = _time_json(u.timestamp)
-    return (*row, digest(canonical))
+    return _astuple(u)
 
 
 def _fast_tool_call(value: bytes) -> tuple[Any, ...]:
@@ -332,8 +311,7 @@ def _fast_hook(value: bytes) -> tuple[Any, ...]:
     if env.type != "hook.event":
         raise _NotFast
     _time(env.time)
-    row = _hook_event_row(env.id, env.data, env.subject, env.time, env.source, _time_json(env.time))
-    return tuple(row.values())
+    return _hook_event_row(env.id, env.data, env.subject, env.time, env.source)
 
 
 FAST: dict[str, Callable[[bytes], tuple[Any, ...]]] = {

@@ -202,6 +202,12 @@ INSERT INTO pattern_session_spans (session_id, n, first_ts, last_ts)
 SELECT session_id, count(*), min(ts), max(ts) FROM pattern_occurrences WHERE ts IS NOT NULL GROUP BY ALL;
 """
 
+TIE_ON_COLUMNS = """
+ALTER TABLE usage DROP COLUMN digest;
+ALTER TABLE hook_events DROP COLUMN digest;
+ALTER TABLE workflow_events DROP COLUMN digest;
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
@@ -209,6 +215,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (3, "patterns: signatures on tool_calls, occurrences, operation patterns, sequences", PATTERNS),
     (4, "incremental patterns: occurrences keyed by tool call; per-signature state, sessions, hourly buckets, "
         "samples, session spans (backfilled)", INCREMENTAL_PATTERNS),
+    (5, "versions of a usage, hook or workflow row are told apart by their own columns: the record digest "
+        "columns are dropped (stored rows keep the version they hold)", TIE_ON_COLUMNS),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

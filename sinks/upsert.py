@@ -7,9 +7,13 @@ batch boundaries, the order or the number of deliveries:
   highest status rank, earliest start, latest end, largest sizes and duration, union of sources);
   then a ``syn:<call_key>`` row (hook call without tool_use_id) is merged into the row of the real
   tool_use_id carrying that call_key and deleted.
-* usage - the whole record with the largest (total tokens, output tokens, cost, digest).
-* hook_events, workflow_events - the version with the smallest digest (versions of one id are
-  normally identical). dead_letters - the first seen. flush_markers - the first sighting.
+* usage - the whole record with the largest (total tokens, output tokens, cost, then its own columns).
+* hook_events, workflow_events - the version whose own columns are the smallest (versions of one id
+  are normally identical). dead_letters - the first seen. flush_markers - the first sighting.
+
+"Own columns" is :func:`tie`: the row value of every stored column but the key, which DuckDB
+compares column by column with NULL above every value (``schemas.ids.column_order`` is the same
+order in Python, for the agents' own "usage wins" rule).
 * workflow_runs - recomputed from all stored events of the runs the batch touched.
 
 ``INSERT ... ON CONFLICT`` costs in proportion to the table (DuckDB 2.0 runs it as a merge against
@@ -30,6 +34,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.ids import HOOK_TIE, USAGE_TIE, WORKFLOW_TIE
 from sinks.decode import SCHEMAS, TABLES, Folded
 
 _TOOL_TEXT = ("tool_use_id", "call_key", "session_id", "tool_name", "command", "file_path")
@@ -72,10 +77,18 @@ def _replace_where(table: str, key: str, condition: str) -> str:
     return f"{_insert(table)} ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {condition}"
 
 
-def _usage_rank(t: str) -> str:
-    total = " + ".join(f"{t}.{c}" for c in ("input_tokens", "output_tokens", "cache_read_input_tokens",
-                                           "cache_creation_input_tokens"))
-    return f"({total}, {t}.output_tokens, coalesce({t}.cost_usd, 0.0), {t}.digest)"
+def tie(columns: tuple[str, ...], t: str = "") -> str:
+    """The row value of ``columns`` (of alias ``t``): DuckDB compares it column by column, NULL above
+    every value, the same in ``<`` and in ORDER BY."""
+    q = f"{t}." if t else ""
+    return f"({', '.join(f'{q}{chr(34)}{c}{chr(34)}' for c in columns)})"
+
+
+def _usage_rank(t: str = "", total_type: str = "BIGINT") -> str:
+    q = f"{t}." if t else ""
+    total = " + ".join(f"{q}{c}::{total_type}" for c in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                                        "cache_creation_input_tokens"))
+    return f"({total}, {q}output_tokens, coalesce({q}cost_usd, 0.0), {tie(USAGE_TIE, t)})"
 
 
 _DEAD_LETTER_ORDER = ('"at"', "topic", '"partition"', '"offset"', "reason", "detail", "key", "raw")
@@ -93,8 +106,10 @@ UPSERT: dict[str, str] = {
     "tool_calls": _insert("tool_calls") + " ON CONFLICT (id) DO UPDATE SET "
                   + ", ".join(tool_call_merge("tool_calls", "EXCLUDED")),
     "usage": _replace_where("usage", "id", f"{_usage_rank('EXCLUDED')} > {_usage_rank('usage')}"),
-    "hook_events": _replace_where("hook_events", "id", "EXCLUDED.digest < hook_events.digest"),
-    "workflow_events": _replace_where("workflow_events", "id", "EXCLUDED.digest < workflow_events.digest"),
+    "hook_events": _replace_where("hook_events", "id",
+                                  f"{tie(HOOK_TIE, 'EXCLUDED')} < {tie(HOOK_TIE, 'hook_events')}"),
+    "workflow_events": _replace_where("workflow_events", "id",
+                                      f"{tie(WORKFLOW_TIE, 'EXCLUDED')} < {tie(WORKFLOW_TIE, 'workflow_events')}"),
     "dead_letters": _replace_where("dead_letters", "id", f"{_dead_letter_rank('EXCLUDED')} < "
                                                          f"{_dead_letter_rank('dead_letters')}"),
     "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING",
@@ -200,8 +215,6 @@ def _first(table: str, order: str) -> str:
     return f"SELECT * FROM raw_{table} QUALIFY row_number() OVER (PARTITION BY id ORDER BY {order}) = 1"
 
 
-_USAGE_TOTAL = " + ".join(f"{c}::HUGEINT" for c in ("input_tokens", "output_tokens", "cache_read_input_tokens",
-                                                    "cache_creation_input_tokens"))
 # One row per key from the batch's versions (``raw_<table>``), by the rule of the upsert above.
 FOLD: dict[str, str] = {
     "tool_calls": "SELECT id, " + ", ".join(f"min({c}) AS {c}" for c in _TOOL_TEXT) + f"""
@@ -212,10 +225,9 @@ FOLD: dict[str, str] = {
             flatten(list(string_split(source, '+'))))), '+') END AS source,
         min(tool_input) AS tool_input
         FROM raw_tool_calls GROUP BY id""",
-    "usage": _first("usage", f"{_USAGE_TOTAL} DESC, output_tokens DESC, coalesce(cost_usd, 0.0) DESC, "
-                             "digest DESC"),
-    "hook_events": _first("hook_events", "digest"),
-    "workflow_events": _first("workflow_events", "digest"),
+    "usage": _first("usage", f"{_usage_rank(total_type='HUGEINT')} DESC"),
+    "hook_events": _first("hook_events", tie(HOOK_TIE)),
+    "workflow_events": _first("workflow_events", tie(WORKFLOW_TIE)),
     "dead_letters": _first("dead_letters", ", ".join(_DEAD_LETTER_ORDER)),
 }
 

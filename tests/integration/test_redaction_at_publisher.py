@@ -79,7 +79,7 @@ def _run(tmp: Path, broker: str, redact: bool) -> tuple[list[Any], dict[str, Any
         records = consume(bootstrap, cat.events.name, n + published + s.partitions)
         tables: dict[str, Any] = {}
         for table, sql in (
-            ("hook_events", "SELECT * EXCLUDE (id, digest) FROM hook_events"),  # live ids are spool UUIDv7s
+            ("hook_events", "SELECT * EXCLUDE (id) FROM hook_events"),  # live ids are spool UUIDv7s
             ("tool_calls", "SELECT * FROM tool_calls"),
             ("usage", "SELECT * FROM usage"),
             ("dead_letters", 'SELECT * EXCLUDE ("at", topic) FROM dead_letters'),  # topic: the run's prefix

@@ -23,7 +23,7 @@ from agents.pricing import PriceTable
 from agents.toolcalls import merge_tool_calls
 from schemas.events import Envelope, EventType, ToolCall, UsageRecord
 from schemas.ids import call_key
-from sinks.decode import digest, tool_call_row
+from sinks.decode import tool_call_row
 from streams.codec import Decoded, dead_letter, decode, encode
 
 Input = tuple[bytes, bytes]  # key, value on the events topic
@@ -128,7 +128,9 @@ class Expected:
 def _usage_rank(row: dict[str, Any]) -> tuple[Any, ...]:
     total = sum(row[k] for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                                  "cache_creation_input_tokens"))
-    return total, row["output_tokens"], row["cost_usd"] or 0.0, row["digest"]
+    own = tuple((1, 0) if row[c] is None else (0, row[c])  # then the row's own columns: None above every value
+                for c in UsageRecord.model_fields if c != "id")
+    return total, row["output_tokens"], row["cost_usd"] or 0.0, own
 
 
 def recompute(inputs: list[Input], topic: str = "events") -> Expected:
@@ -150,7 +152,6 @@ def recompute(inputs: list[Input], topic: str = "events") -> Expected:
             views[full["id"]] = merge_tool_calls(views[full["id"]], full) if full["id"] in views else full
         for u in out.usage.values():
             row = usage_fields(u)
-            row["digest"] = digest(row)
             if u.id not in exp.usage or _usage_rank(row) > _usage_rank(exp.usage[u.id]):
                 exp.usage[u.id] = row
     real = {v["call_key"]: i for i, v in views.items() if not i.startswith("syn:") and v["call_key"]}
@@ -212,7 +213,7 @@ def stored(db: Path | duckdb.DuckDBPyConnection) -> Expected:
         cols = [c for c in ToolCall.model_fields if c not in DERIVED]
         for row in con.execute(f"SELECT {', '.join(cols)} FROM tool_calls").fetchall():
             got.tool_calls[row[0]] = dict(zip(cols, row, strict=True))
-        ucols = [*UsageRecord.model_fields, "digest"]
+        ucols = list(UsageRecord.model_fields)
         quoted = ", ".join(f'"{c}"' for c in ucols)
         for row in con.execute(f"SELECT {quoted} FROM usage").fetchall():
             got.usage[row[0]] = dict(zip(ucols, row, strict=True))

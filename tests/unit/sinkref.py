@@ -1,5 +1,5 @@
 """The sink's former decoder and fold, kept as a test oracle: every record through the pydantic
-models, every version of a key folded in Python (``merge_tool_calls``, largest usage, smallest digest,
+models, every version of a key folded in Python (``merge_tool_calls``, largest usage, smallest row,
 first dead letter, first flush marker), then the same upsert statements. The vectorized writer must
 leave exactly the database this one leaves."""
 
@@ -16,7 +16,6 @@ from pydantic import BaseModel, ValidationError
 
 from agents.toolcalls import merge_tool_calls
 from schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
-from schemas.ids import record_digest
 from sinks.decode import SCHEMAS
 from sinks.upsert import JOIN_SYN, OFFSETS, REFOLD_RUNS, UPSERT
 from streams.codec import Rejected, dead_letter
@@ -28,14 +27,17 @@ KINDS = {"hook-events": "hook_events", "tool-calls": "tool_calls", "usage": "usa
          "workflow-runs": "workflow_events", "dlq": "dead_letters"}
 WORKFLOW_TYPES = {EventType.WORKFLOW_STARTED, EventType.WORKFLOW_PHASE_CHANGED, EventType.WORKFLOW_ENDED}
 
-digest = record_digest
+def own_columns(table: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    """The last tie-break: the row's stored columns but the key, in table order, each compared with None
+    above every value."""
+    return tuple((1, 0) if row[c] is None else (0, row[c]) for c in SCHEMAS[table].names if c != "id")
 
 
-def usage_rank(row: dict[str, Any]) -> tuple[int, int, float, str]:
-    """Largest wins: total tokens, then output tokens, then cost, then the record digest."""
+def usage_rank(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Largest wins: total tokens, then output tokens, then cost, then the row's own columns."""
     total = (row["input_tokens"] + row["output_tokens"] + row["cache_read_input_tokens"]
              + row["cache_creation_input_tokens"])
-    return total, row["output_tokens"], row["cost_usd"] or 0.0, row["digest"]
+    return total, row["output_tokens"], row["cost_usd"] or 0.0, own_columns("usage", row)
 
 
 def dead_letter_rank(row: dict[str, Any]) -> tuple[tuple[bool, Any], ...]:
@@ -72,7 +74,7 @@ class Folded:
         elif table == "dead_letters":
             rows[key] = min(seen, row, key=dead_letter_rank)
         elif table != "flush_markers":  # flush markers keep the first sighting
-            rows[key] = min(seen, row, key=lambda r: r["digest"])
+            rows[key] = min(seen, row, key=lambda r: own_columns(table, r))
 
     def arrow(self, table: str) -> pa.Table:
         schema = SCHEMAS[table]
@@ -117,7 +119,7 @@ def _hook_row(value: bytes) -> dict[str, Any]:
            "hook_event_name": _str(data.get("hook_event_name")), "tool_name": _str(data.get("tool_name")),
            "tool_use_id": _str(data.get("tool_use_id")), "received_at": env.time, "source": env.source,
            "payload": orjson.dumps(data).decode()}
-    return {**row, "digest": digest(row)}
+    return row
 
 
 _WHEN = {EventType.WORKFLOW_STARTED: "started_at", EventType.WORKFLOW_PHASE_CHANGED: "at",
@@ -132,12 +134,11 @@ def _workflow_row(value: bytes) -> dict[str, Any]:
     row = {"id": env.id, "run_id": data.run_id, "type": env.type.value,  # type: ignore[attr-defined]
            "at": getattr(data, _WHEN[env.type]), "source": env.source,
            "data": orjson.dumps(env.data).decode()}
-    return {**row, "digest": digest(row)}
+    return row
 
 
 def _usage_row(value: bytes) -> dict[str, Any]:
-    row = dict(UsageRecord.model_validate_json(value).__dict__)
-    return {**row, "digest": digest(row)}
+    return dict(UsageRecord.model_validate_json(value).__dict__)
 
 
 def _tool_call_row(value: bytes) -> dict[str, Any]:

@@ -179,7 +179,7 @@ def test_migration_backfills_an_existing_database(tmp_path: Path) -> None:
                         "coalesce(started_at, ended_at), output_tokens_est, duration_ms FROM tool_calls").fetchall()
     for occ in map(_occurrence, calls):
         con.execute(f"INSERT INTO pattern_occurrences VALUES ({', '.join('?' * len(occ))})", list(occ))
-    assert migrate(con) == 4
+    assert migrate(con, upto=4) == 4
     state = dump(con, tuple(f.table for f in FOLDS))
     assert len(state["pattern_state"]) == 3 and sum(r[5] for r in state["pattern_state"]) == 40
     con.execute("BEGIN TRANSACTION")
