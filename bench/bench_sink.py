@@ -146,10 +146,9 @@ def copy(template: Path, path: Path) -> Path:
 
 PROFILE_POINTS = [  # (label, file suffix, function)
     ("decode (sinks/decode.fold)", "sinks/decode.py", "fold"),
-    ("  fast path: usage (msgspec, time, digest)", "sinks/decode.py", "_fast_usage"),
+    ("  fast path: usage (msgspec, time)", "sinks/decode.py", "_fast_usage"),
     ("  fast path: tool calls (msgspec, times, canonical tool_input)", "sinks/decode.py", "_fast_tool_call"),
-    ("  fast path: hook events (msgspec, time, payload JSON, digest)", "sinks/decode.py", "_fast_hook"),
-    ("  row digests (canonical JSON + blake2b)", "sinks/decode.py", "digest"),
+    ("  fast path: hook events (msgspec, time, payload JSON)", "sinks/decode.py", "_fast_hook"),
     ("  checked path: pydantic model_validate_json", "pydantic/main.py", "model_validate_json"),
     ("  rows into columns (Folded.add)", "sinks/decode.py", "add"),
     ("Arrow staging tables (Folded.arrow)", "sinks/decode.py", "arrow"),
