@@ -45,8 +45,7 @@ STAGES: list[tuple[str, str]] = [
 
 
 def pyspy() -> str | None:
-    for cand in (os.environ.get("PYSPY"), shutil.which("py-spy"), str(Path(sys.executable).with_name("py-spy")),
-                 "/tmp/pyspy-venv/bin/py-spy"):
+    for cand in (os.environ.get("PYSPY"), shutil.which("py-spy"), str(Path(sys.executable).with_name("py-spy"))):
         if cand and Path(cand).is_file():
             return cand
     return None
