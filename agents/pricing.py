@@ -22,7 +22,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -103,8 +103,8 @@ BUILTIN: dict[str, ModelPrice] = {
 }
 
 
-def _field(usage: Any, name: str) -> Any:
-    return usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+def _attr(usage: Any, name: str) -> Any:
+    return getattr(usage, name, None)
 
 
 @dataclass(frozen=True)
@@ -151,15 +151,16 @@ class PriceTable:
 
     def cost_usd(self, usage: Any) -> float | None:
         """Cost of one API response (a UsageRecord, or a mapping of its fields)."""
-        found = self.lookup(_field(usage, "model"))
+        get: Callable[[str], Any] = usage.get if isinstance(usage, Mapping) else functools.partial(_attr, usage)
+        found = self.lookup(get("model"))
         if found is None:
             return None
         price = found[1]
-        inp = int(_field(usage, "input_tokens") or 0)
-        out = int(_field(usage, "output_tokens") or 0)
-        read = int(_field(usage, "cache_read_input_tokens") or 0)
-        written = int(_field(usage, "cache_creation_input_tokens") or 0)
-        w5, w1 = _field(usage, "cache_creation_5m_tokens"), _field(usage, "cache_creation_1h_tokens")
+        inp = int(get("input_tokens") or 0)
+        out = int(get("output_tokens") or 0)
+        read = int(get("cache_read_input_tokens") or 0)
+        written = int(get("cache_creation_input_tokens") or 0)
+        w5, w1 = get("cache_creation_5m_tokens"), get("cache_creation_1h_tokens")
         if w5 is None and w1 is None:
             w5, w1 = written, 0
         else:
