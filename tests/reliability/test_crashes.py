@@ -357,21 +357,24 @@ def crash_child(window: str, db: str, bootstrap: str, prefix: str, at: int, stat
 
     class CrashingSink(DuckSink):
         writes = 0
+        bodies = 0  # transactions whose statements all ran (one that met a stored key is rolled back
+        # and written again: the crash must land in a transaction that commits, or would have)
 
         @contextmanager
         def transaction(self):  # type: ignore[no-untyped-def]
             self.writes += 1
-            fire = self.writes == at
-            if fire and window == "before-begin":
+            if self.writes == at and window == "before-begin":
                 die(window)
-            if fire and window == "after-commit":  # what a consumer re-reading this batch starts from
-                Path(status + ".offsets").write_bytes(orjson.dumps(
-                    [[t, p, o.next_offset] for (t, p), o in self.stored_offsets().items()]))
+            before = self.stored_offsets() if window == "after-commit" else {}
             with super().transaction() as con:
                 yield con
+                self.bodies += 1
+                fire = self.bodies == at
                 if fire and window == "after-inserts":
                     die(window)
-            if fire and window == "after-commit":
+            if fire and window == "after-commit":  # what a consumer re-reading this batch starts from
+                Path(status + ".offsets").write_bytes(orjson.dumps(
+                    [[t, p, o.next_offset] for (t, p), o in before.items()]))
                 die(window)
             if fire and window == "checkpoint":
                 entered, finished = threading.Event(), threading.Event()
