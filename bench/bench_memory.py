@@ -16,7 +16,7 @@ supervised stack (``outloop up``'s), once with the bound and once without it (th
 the same run); the broker's RSS is sampled every 0.5 s across its recycles. Each figure is printed
 beside the unbounded one; every run checks that DuckDB holds every event exactly once.
 
-    .venv/bin/python bench/bench_memory.py [--quick] [--events N] [--runs 1]
+    .venv/bin/python bench/bench_memory.py [--quick] [--events N] [--runs 1] [--db-memory 256MB] [--sink-batch N]
     .venv/bin/python bench/bench_memory.py --bound 128 [--events N] [--runs 3]
 """
 
@@ -35,6 +35,7 @@ from common import RssSampler, header, markers, median, publish, row, settings_f
 
 from outloop.runtime import Stack  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 TARGET_MB = 500.0
 
@@ -46,6 +47,19 @@ def duckdb_mb(client: object) -> float:
         return float(rows[0][0] or 0) / 2**20
     except Exception:  # busy or refused: not a figure
         return float("nan")
+
+
+def duckdb_breakdown(client: object) -> str:
+    """DuckDB's accounting by tag (the largest ones) and the file's size, from the sink child."""
+    try:
+        _, tags = client.query("SELECT tag, memory_usage_bytes FROM duckdb_memory() "  # type: ignore[attr-defined]
+                               "WHERE memory_usage_bytes > 0 ORDER BY 2 DESC LIMIT 4")
+        _, size = client.query("SELECT database_size, memory_usage FROM pragma_database_size() "  # type: ignore[attr-defined]
+                               "WHERE database_name = current_database()")
+    except Exception as exc:  # busy or refused: not a figure
+        return f"(not available: {exc})"
+    by_tag = ", ".join(f"{tag} {n / 2**20:.0f} MB" for tag, n in tags)
+    return f"{by_tag}; file {size[0][0]}, in memory {size[0][1]}" if size else by_tag
 
 
 def broker_messages(bootstrap: str, prefix: str) -> int:
@@ -60,9 +74,12 @@ def broker_messages(bootstrap: str, prefix: str) -> int:
         consumer.close()
 
 
-def one_run(n: int, tmp: Path) -> dict[str, float]:
+def one_run(n: int, tmp: Path, db_memory: str | None = None, sink_batch: int | None = None) -> dict[str, float]:
     with EmbeddedBroker(tmp / "broker.log") as broker:
-        s = settings_for(tmp, broker.bootstrap)
+        overrides: dict[str, object] = {"db_memory": db_memory} if db_memory else {}
+        if sink_batch:
+            overrides["sink_batch"] = sink_batch
+        s = settings_for(tmp, broker.bootstrap, **overrides)
         with Stack(s) as stack:
             assert stack.worker is not None and broker.pid is not None
             sampler = RssSampler({"worker": stack.worker.pid, "agents": stack.worker.pid, "broker": broker.pid},
@@ -97,6 +114,7 @@ def one_run(n: int, tmp: Path) -> dict[str, float]:
                     raise RuntimeError(f"the worker died; see {stack.worker_log}")
                 time.sleep(0.5)
             producer.join()
+            t_published = time.monotonic()
             marker, expected = markers(broker.bootstrap, s)
             from outloop.replay import wait_for_marker
 
@@ -110,13 +128,16 @@ def one_run(n: int, tmp: Path) -> dict[str, float]:
                   f"{tail['agents']:.0f} MB, sink {tail['worker'] - tail['agents']:.0f} MB (DuckDB's accounting "
                   f"{duckdb_mb(stack.client):.0f} MB), worker "
                   f"{tail['worker']:.0f} MB, broker {tail['broker']:.0f} MB")
+            print(f"    DuckDB's accounting by tag: {duckdb_breakdown(stack.client)}")
             plateau = [s["worker"] for t, s in list(sampler.samples) if t_plateau <= t <= t_end]
             if plateau:
                 print(f"    worker RSS from {n // 5:,} events to the end of the flow: {min(plateau):.0f}-"
                       f"{max(plateau):.0f} MB (median {median(plateau):.0f})")
+            t_peak = max(sampler.samples, key=lambda ts: ts[1]["worker"])[0] if sampler.samples else t0
             print(f"    peaks: agents {sampler.peak('agents'):.0f} MB, sink "
                   f"{max((s['worker'] - s['agents'] for _, s in sampler.samples), default=0):.0f} MB, worker "
-                  f"{sampler.peak('worker'):.0f} MB")
+                  f"{sampler.peak('worker'):.0f} MB at {t_peak - t0:.0f}s (every event published at "
+                  f"{t_published - t0:.0f}s, all in DuckDB at {flow_s:.0f}s)")
             messages = broker_messages(broker.bootstrap, s.topic_prefix)
             sampler.stop()
             return {"worker_peak": sampler.peak("worker"), "worker_idle": idle["worker"],
@@ -222,17 +243,22 @@ def main() -> None:
     ap.add_argument("--events", type=int)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--bound", type=float, help="measure the broker memory bound (MB) against no bound")
+    ap.add_argument("--db-memory", help="the sink's DuckDB memory limit (OUTLOOP_DB_MEMORY) instead of the default")
+    ap.add_argument("--sink-batch", type=int,
+                    help="records per sink transaction (OUTLOOP_SINK_BATCH) instead of the default")
     args = ap.parse_args()
     if args.bound:
         bound_main(args)
         return
     n = args.events or (100_000 if args.quick else 1_000_000)
-    header(f"memory: {n:,} events, 10,000 sessions, 5,000 signatures, {args.runs} run(s)")
+    header(f"memory: {n:,} events, 10,000 sessions, 5,000 signatures, {args.runs} run(s)",
+           f"sink's DuckDB memory limit: {args.db_memory or Settings.from_env({}).db_memory}, records per sink "
+           f"transaction: {args.sink_batch or Settings.from_env({}).sink_batch}")
     results = []
     for run in range(args.runs):
         print(f"  run {run + 1}:")
         with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-            results.append(one_run(n, Path(tmp)))
+            results.append(one_run(n, Path(tmp), args.db_memory, args.sink_batch))
     get = lambda key: [r[key] for r in results]  # noqa: E731
     row("worker peak RSS", get("worker_peak"), "target", [TARGET_MB] * len(results), "MB",
         higher_is_better=False, target="<= 1.0x")
