@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -41,8 +42,9 @@ log = logging.getLogger("outloop.sink")
 class SinkConsumer:
     def __init__(self, bootstrap: str, sink: DuckSink, catalogue: TopicCatalogue, *, max_batch: int = 5000,
                  poll_ms: int = 200, refresh_s: float = 5.0, probe_s: float = 10.0,
-                 client_id: str = "outloop-sink") -> None:
+                 client_id: str = "outloop-sink", after_write: Callable[[], None] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.after_write = after_write  # called after every batch written (the sink process trims its heap)
         self.sink = sink
         self.topics = sorted(t.name for t in catalogue.outputs())
         self.max_batch, self.poll_ms = max_batch, poll_ms
@@ -178,6 +180,8 @@ class SinkConsumer:
         self.counters["decode_errors"] += result.decode_errors
         self.counters["refused"] += result.refused
         self.last_write = time.monotonic()
+        if self.after_write is not None:
+            self.after_write()
         return True
 
     # -- assignment and log identity ---------------------------------------------------------

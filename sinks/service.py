@@ -213,8 +213,9 @@ def _bound_native_heaps() -> None:
     """Keep freed memory from piling up in native heaps: glibc makes an arena per thread that
     allocates (the writer, the request threads) and keeps what each one freed; Arrow's allocator
     keeps freed pages for reuse. Two arenas and the system allocator for Arrow keep the sink's
-    RSS close to what it holds; the periodic trim (:class:`streams.heaps.Trimmer`, started by
-    :func:`_run`) hands back what a batch or a pattern refresh freed."""
+    RSS close to what it holds; the trim (:class:`streams.heaps.Trimmer`, started by :func:`_run`,
+    poked after every batch written and every few seconds anyway) hands back what a batch or a
+    pattern refresh freed before the next batch allocates."""
     limit_arenas(2)
     with contextlib.suppress(Exception):
         import pyarrow as pa
@@ -322,7 +323,7 @@ async def _run(spec: SinkSpec) -> int:
         log.error("sink: cannot open %s: %s", spec.db, exc)
         return 2
     consumer = SinkConsumer(spec.bootstrap, sink, TopicCatalogue(prefix=spec.topic_prefix),
-                            max_batch=spec.max_batch)
+                            max_batch=spec.max_batch, after_write=trimmer.poke)
     listener = Listener(spec.address, family="AF_UNIX", authkey=spec.authkey)
     threading.Thread(target=_serve, args=(listener, sink, consumer, request_stop),
                      name="outloop-sink-listener", daemon=True).start()

@@ -9,7 +9,10 @@ largest batches every thread ever held. Two knobs, both no-ops off glibc:
 * :func:`limit_arenas` caps the number of arenas (``M_ARENA_MAX``) before the process starts
   its threads;
 * :class:`Trimmer` calls ``malloc_trim(0)`` every few seconds from a daemon thread, which returns
-  the free pages of every arena to the system (the allocations themselves are untouched).
+  the free pages of every arena to the system (the allocations themselves are untouched), and at
+  once when poked (:meth:`Trimmer.poke`): the sink pokes it after every batch it wrote, so what a
+  batch freed is handed back before the next batch allocates beside it (pokes that come while a
+  trim runs fold into one).
 
 Nothing here changes what is computed; it changes only how long freed memory stays resident.
 """
@@ -59,11 +62,16 @@ class Trimmer(threading.Thread):
         self.interval = interval
         self.trims = 0
         self._halt = threading.Event()
+        self._wake = threading.Event()  # set by poke() and stop()
 
     def run(self) -> None:
         if _libc() is None:
             return
-        while not self._halt.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._halt.is_set():
+                return
             try:
                 trim()
             except Exception as exc:  # never take a process down for a hygiene task
@@ -71,5 +79,10 @@ class Trimmer(threading.Thread):
                 return
             self.trims += 1
 
+    def poke(self) -> None:
+        """Trim now (from the trimmer's thread: the caller does not wait for it)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._halt.set()
+        self._wake.set()

@@ -137,6 +137,27 @@ def test_rows_arrive_and_a_restarted_consumer_resumes_without_duplicates(broker:
         assert read == sum(o.next_offset for o in stored.values()) + len(again) + ALL
 
 
+def test_after_write_is_called_once_per_batch_written_after_its_commit(broker: str, tmp_path: Path) -> None:
+    """The sink process trims its heap from this hook: once per batch, when the batch is stored."""
+    cat = catalogue()
+    create_topics(broker, cat)
+    produce(broker, cat, [d.usage_msg(id=f"u{i}:r", output_tokens=i) for i in range(120)], marker="m1")
+    with DuckSink(tmp_path / "sink.duckdb") as sink:
+        calls: list[tuple[int, int]] = []
+        consumer = SinkConsumer(broker, sink, cat, max_batch=50, refresh_s=0.5, probe_s=0.5,
+                                after_write=lambda: calls.append((consumer.counters["batches"], stored())))
+
+        def stored() -> int:
+            return int(sink.query("SELECT count(*) FROM usage")[1][0][0])
+
+        asyncio.run(run_until(consumer, lambda: markers_seen(sink, "m1") == ALL))
+        batches = consumer.progress()["batches"]
+        assert batches >= 3  # 120 records + markers in batches of at most 50
+        assert [n for n, _ in calls] == list(range(1, batches + 1))
+        assert [rows for _, rows in calls] == sorted(rows for _, rows in calls)
+        assert calls[-1][1] == 120
+
+
 def test_topics_created_after_the_consumer_started(broker: str, tmp_path: Path) -> None:
     cat = catalogue()
     views = d.random_views(random.Random(12), 10)

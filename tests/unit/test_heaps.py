@@ -74,3 +74,21 @@ def test_the_trimmer_trims_until_stopped() -> None:
     done = trimmer.trims
     trimmer._halt.wait(0.05)
     assert trimmer.trims == done
+
+
+@linux_glibc
+def test_a_poke_trims_at_once_and_stop_does_not_wait_for_the_interval() -> None:
+    trimmer = heaps.Trimmer(interval=3600)
+    trimmer.start()
+    try:
+        trimmer.poke()
+        deadline = 200
+        while trimmer.trims < 1 and deadline:
+            trimmer._halt.wait(0.01)
+            deadline -= 1
+        assert trimmer.trims == 1
+    finally:
+        trimmer.stop()
+        trimmer.join(2)
+    assert not trimmer.is_alive()
+    assert trimmer.trims == 1  # stopping is not a trim
