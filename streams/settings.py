@@ -27,7 +27,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_BATCH_SIZE": ("2000", "events an agent folds per batch"),
     "OUTLOOP_BATCH_WITHIN": ("0.1", "seconds an agent waits to fill a batch"),
     "OUTLOOP_SINK_BATCH": ("5000", "rows the DuckDB sink writes per transaction at most"),
-    "OUTLOOP_DB_MEMORY": ("256MB", "DuckDB memory limit of the sink process (beyond it DuckDB spills to disk)"),
+    "OUTLOOP_DB_MEMORY": ("128MB", "DuckDB memory limit of the sink process (beyond it DuckDB spills to disk; a write "
+                           "that still runs out doubles it, up to half the RAM, logged)"),
     "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds (Tansu waits half of it)"),
     "OUTLOOP_LEAVE_GROUP": ("0", "1 makes a stopping worker leave its consumer group at once (LeaveGroup); "
                             "0 lets the broker evict it after the session timeout, see README"),

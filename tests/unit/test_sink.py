@@ -368,3 +368,15 @@ def test_plain_inserts_store_what_upserts_store_patterns_included(tmp_path: Path
             dumps.append(dump(s, DATA_TABLES + PATTERN_TABLES))
     assert dumps[0] == dumps[1]
     assert len(dumps[0]["pattern_occurrences"]) >= 30 and any(r[-4] for r in dumps[0]["tool_calls"])
+
+
+def test_the_default_settings_bound_duckdb_to_128_mb(tmp_path: Path) -> None:
+    """The limit bounds more than DuckDB's cache (docs/performance.md, section 6): the sink's default
+    is 128 MB; a write that runs out still doubles it
+    (test_out_of_memory_raises_the_limit_and_the_retry_succeeds)."""
+    from streams.settings import Settings
+
+    limit = Settings.from_env({}).db_memory
+    with DuckSink(tmp_path / "db.duckdb", clock=d.clock, memory_limit=limit) as sink:
+        assert sink._memory_bytes is not None
+        assert 120 * 2**20 < sink._memory_bytes <= 128 * 10**6  # DuckDB's MB are decimal
