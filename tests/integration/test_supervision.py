@@ -62,7 +62,8 @@ def assert_exactly_once(stack: Stack, ids: set[str], timeout: float) -> None:
     _, rows = stack.client.query("SELECT id FROM hook_events")
     assert {r[0] for r in rows} == ids
     _, rows = stack.client.query("SELECT count(*), count(*) FILTER (WHERE status = 'ok') FROM tool_calls")
-    assert rows == [[len(ids) // 2, len(ids) // 2]]
+    _, dead = stack.client.query("SELECT reason, topic, count(*), any_value(detail) FROM dead_letters GROUP BY ALL")
+    assert rows == [[len(ids) // 2, len(ids) // 2]], f"dead letters: {dead}; supervisor: {stack.events}"
 
 
 def test_broker_sigkilled_5_times_under_up_loses_nothing(tmp_path: Path) -> None:
