@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +28,18 @@ def test_up_hook_query_and_ctrl_c(tmp_path: Path) -> None:
     env.pop("OUTLOOP_BROKER", None)
     env.pop("OUTLOOP_DB", None)
     env.pop("OUTLOOP_SPOOL", None)
-    up = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # as from a terminal: Ctrl-C interrupts it even when this test runs in a background job (whose
+    # children inherit an ignored SIGINT, and Python then leaves it ignored)
+    up = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    said: list[bytes] = []  # read as it comes: a full pipe would block `outloop up` itself
+    reader = threading.Thread(target=lambda: said.extend(iter(up.stderr.readline, b"")) if up.stderr else None,
+                              daemon=True)
+    reader.start()
+
+    def stderr_tail() -> str:
+        return b"".join(said[-40:]).decode(errors="replace")
+
     try:
         deadline = time.monotonic() + 60
         payloads = [
@@ -51,12 +63,18 @@ def test_up_hook_query_and_ctrl_c(tmp_path: Path) -> None:
                 row = rows[0]
             else:
                 time.sleep(0.5)
-        assert up.poll() is None, up.stderr.read().decode() if up.stderr else ""
+        assert up.poll() is None, stderr_tail()
         assert row == {"status": "ok", "command": "pytest -q", "output_bytes": 8}
         children = psutil.Process(up.pid).children(recursive=True)
         assert children  # broker and worker
         up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=60) == 0
+        try:
+            code = up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            stuck = {p.pid: " ".join(p.cmdline()[:3]) for p in children if p.is_running()}
+            raise AssertionError(f"`outloop up` still running 60 s after Ctrl-C; children {stuck}; "
+                                 f"its stderr:\n{stderr_tail()}") from None
+        assert code == 0, stderr_tail()
         gone, alive = psutil.wait_procs(children, timeout=20)
         assert not alive, f"left running: {[p.pid for p in alive]}"
         spool = tmp_path / "home" / "spool"
@@ -64,5 +82,7 @@ def test_up_hook_query_and_ctrl_c(tmp_path: Path) -> None:
         assert len(list((spool / "sent").glob("*.rec"))) == 2  # and kept in the sent journal
     finally:
         if up.poll() is None:
+            for child in psutil.Process(up.pid).children(recursive=True):  # not left running after a failure
+                child.kill()
             up.kill()
             up.wait()
