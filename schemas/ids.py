@@ -23,11 +23,6 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
-def record_digest(row: dict[str, Any]) -> str:
-    """Digest of a record's canonical JSON: the deterministic last tie-break between two versions."""
-    return hashlib.blake2b(canonical_json(row), digest_size=16).hexdigest()
-
-
 # The columns that tell two versions of one key apart once the rule of their table ties (the sink's
 # SQL compares the same columns as a row value, sinks.upsert.tie): every stored column but the key.
 USAGE_TIE = ("session_id", "model", "timestamp", "input_tokens", "output_tokens", "cache_read_input_tokens",

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from agents import toolcalls as tc
+from agents.pairing import usage_wins  # the tie rule is the product's; this oracle checks the fast path
 from agents.redact import ALL, redact_json, redact_text, scan
 from agents.sessions import _CARRY_CONTENT, _NOTHING, Message, Record, SessionOutputs, flush_value, forwarded_reason
 from schemas.events import (
@@ -24,7 +25,7 @@ from schemas.events import (
     ToolUseRecord,
     UsageRecord,
 )
-from schemas.ids import OrdinalCounter, record_digest, tool_call_id
+from schemas.ids import OrdinalCounter, tool_call_id
 from streams.codec import Decoded, Rejected, dead_letter, decode_checked, encode
 
 PRE = {"PreToolUse"}
@@ -39,20 +40,6 @@ class BatchOut:
     tool_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     usage: dict[str, UsageRecord] = field(default_factory=dict)
     flushes: list[str] = field(default_factory=list)
-
-
-def usage_rank(u: UsageRecord) -> tuple[int, int, float]:
-    total = u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
-    return (total, u.output_tokens, u.cost_usd or 0.0)
-
-
-def usage_wins(new: UsageRecord, seen: UsageRecord) -> bool:
-    """Largest wins, in the sink's own order (the usage upsert of sinks.upsert): totals, output, cost, then the
-    record digest - computed only on a tie, which keeps digests off the per-record path."""
-    a, b = usage_rank(new), usage_rank(seen)
-    if a != b:
-        return a > b
-    return record_digest(dict(new.__dict__)) > record_digest(dict(seen.__dict__))
 
 
 class _LRU(OrderedDict[str, Any]):
