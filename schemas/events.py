@@ -7,11 +7,26 @@ Times are timezone-aware UTC. Hook payloads carry no timestamp of their own: the
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+
+def _representable_in_utc(value: datetime) -> datetime:
+    """A time is stored and compared in UTC: one whose UTC instant falls outside years 1-9999 (e.g.
+    ``0001-01-01T00:30:00+01:00``) cannot be, and is refused here with its reason rather than failing
+    later in a write. The value is kept as given."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is outside the range of UTC times (years 1-9999)") from None
+    return value
+
+
+Time = Annotated[AwareDatetime, AfterValidator(_representable_in_utc)]
+"""A timezone-aware time whose UTC instant exists."""
 
 
 class EventType(StrEnum):
@@ -47,7 +62,7 @@ class Envelope(_Closed):
     id: str = Field(min_length=1, max_length=512)
     type: EventType
     source: str = Field(min_length=1, max_length=64)  # hook | transcript | hook-log | trajectory | adw | ...
-    time: AwareDatetime | None = None
+    time: Time | None = None
     subject: str = Field(min_length=1, max_length=512)
     data: dict[str, Any]
 
@@ -77,7 +92,7 @@ class ToolUseRecord(_Closed):
     tool_name: str
     tool_input: dict[str, Any] | list[Any] | str | None
     call_key: str
-    timestamp: AwareDatetime | None = None
+    timestamp: Time | None = None
     agent_id: str | None = None
     is_sidechain: bool = False
     cwd: str | None = None
@@ -90,7 +105,7 @@ class ToolResultRecord(_Closed):
     tool_use_id: str
     is_error: bool = False
     output_text: str = ""
-    timestamp: AwareDatetime | None = None
+    timestamp: Time | None = None
     # set by the publisher when it redacted ``output_text``: the size of the original output
     output_bytes: int | None = Field(ge=0, default=None)
 
@@ -108,8 +123,8 @@ class ToolCall(_Closed):
     command: str | None = None
     file_path: str | None = None
     status: Literal["started", "ok", "error", "interrupted"]
-    started_at: AwareDatetime | None = None
-    ended_at: AwareDatetime | None = None
+    started_at: Time | None = None
+    ended_at: Time | None = None
     duration_ms: float | None = None
     input_bytes: int = 0
     output_bytes: int | None = None
@@ -123,7 +138,7 @@ class UsageRecord(_Closed):
     id: str
     session_id: str
     model: str | None
-    timestamp: AwareDatetime | None
+    timestamp: Time | None
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     cache_read_input_tokens: int = Field(ge=0, default=0)
@@ -138,7 +153,7 @@ class WorkflowStarted(_Closed):
     run_id: str
     workflow: str
     session_id: str | None = None
-    started_at: AwareDatetime
+    started_at: Time
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -146,13 +161,13 @@ class WorkflowPhaseChanged(_Closed):
     run_id: str
     phase: str
     seq: int = Field(ge=0)
-    at: AwareDatetime
+    at: Time
 
 
 class WorkflowEnded(_Closed):
     run_id: str
     status: Literal["succeeded", "failed", "cancelled"]
-    ended_at: AwareDatetime
+    ended_at: Time
     input_tokens: int = Field(ge=0, default=0)
     output_tokens: int = Field(ge=0, default=0)
     cache_read_input_tokens: int = Field(ge=0, default=0)

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -47,7 +47,8 @@ FULL_REFRESH_S = 60.0  # window counts of quiet patterns are refreshed at least 
 
 def _out_of_memory(exc: BaseException) -> bool:
     oom = getattr(duckdb, "OutOfMemoryException", None)
-    return (oom is not None and isinstance(exc, oom)) or "could not allocate" in str(exc).lower()
+    text = str(exc).lower()
+    return (oom is not None and isinstance(exc, oom)) or "could not allocate" in text or "failed to pin block" in text
 
 
 def _physical_memory() -> int:
@@ -161,7 +162,12 @@ class DuckSink:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        con.execute("COMMIT")
+        try:
+            con.execute("COMMIT")
+        except duckdb.Error:  # a commit that failed (e.g. out of memory) leaves the transaction open, aborted
+            with suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
 
     # -- writing -----------------------------------------------------------------------------
     def write_batch(self, messages: list[Message],

@@ -243,6 +243,24 @@ def test_a_tool_input_orjson_cannot_write_is_a_dead_letter_not_a_lost_batch(tmp_
         ref.write_batch(d.with_offsets([good, bad]))
 
 
+@pytest.mark.parametrize("when", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_a_time_outside_the_utc_range_is_a_decode_dead_letter_in_both(tmp_path: Path, when: str) -> None:
+    """A time whose UTC instant falls outside years 1-9999 is refused by the models with its reason; it
+    used to be written and then fail the pattern fold (a ``sink_write`` dead letter whose reason said
+    nothing of the time, and a different one than the former writer's)."""
+    good = d.tool_msg(d.tool_view("toolu_1"))
+    bad = ("t.tool-calls", b"s1", good[2].replace(b'"id":"toolu_1"', b'"id":"toolu_2"').replace(
+        b'"ended_at":null', b'"ended_at":"' + when.encode() + b'"'))
+    assert when.encode() in bad[2]
+    for kind in (DuckSink, ReferenceSink):
+        with kind(tmp_path / f"{kind.__name__}.duckdb", clock=clock) as sink:
+            result = sink.write_batch(d.with_offsets([good, bad]))
+            assert (result.decode_errors, result.refused) == (1, 0)
+            assert sink.query("SELECT id FROM tool_calls")[1] == [["toolu_1"]]
+            [[reason, detail]] = sink.query("SELECT reason, detail FROM dead_letters")[1]
+            assert reason == "sink_decode" and "outside the range of UTC times" in detail, detail
+
+
 def _as_row(kind: str, row: tuple[Any, ...]) -> dict[str, Any]:
     """A fast-path row as the pydantic path gives it (times as datetimes)."""
     out = dict(zip(SCHEMAS[kind].names, row, strict=True))
