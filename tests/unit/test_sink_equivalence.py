@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import EventType
-from sinks.decode import CHECKED, FAST, SCHEMAS, fold
+from sinks.decode import BATCH_MIN, CHECKED, FAST, KINDS, SCHEMAS, TABLES, Folded, _fold_one, fold
 from sinks.writer import DuckSink, ErrorKind, WriteResult, classify_error
 from streams.codec import Rejected, dead_letter
 from tests.unit import sinkdata as d
@@ -289,7 +289,176 @@ def test_the_fast_path_serves_what_the_agents_write() -> None:
     msgs = [d.tool_msg(v) for v in d.random_views(rng)] + [d.usage_msg(cost_usd=0.5), d.hook_msg("h1")]
     batch = fold(d.with_offsets(msgs), clock())
     assert batch.checked == {k: [] for k in batch.checked}
-    assert sum(len(v) for v in batch.fast.values()) == len(msgs)
+    assert sum(len(v) for v in batch.fast.values()) + sum(t.num_rows for v in batch.tables.values() for t in v) \
+        == len(msgs)
+    assert sum(t.num_rows for t in batch.tables["tool_calls"]) == len(msgs) - 2  # a run decoded at once
+
+
+# -- the batch path against the record-by-record one ------------------------------------------------
+def one_by_one(messages: list[Any]) -> Folded:
+    """The record-by-record paths alone (the decoder before the batch path)."""
+    out = Folded()
+    for m in messages:
+        _fold_one(out, m, KINDS.get(m[0].rsplit(".", 1)[-1]), clock())
+    return out
+
+
+def _plain(row: dict[str, Any]) -> str:
+    return repr({k: v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
+
+
+def staged(batch: Folded) -> dict[str, Any]:
+    """What a decoded batch stages, order aside: every table's rows (as decoded, before Arrow, which
+    cannot hold some that the checked path lets through and the write then refuses), the markers, the
+    decode errors."""
+    rows = {}
+    for t in TABLES:
+        found = [*batch.checked.get(t, ()), *(_as_row(t, r) for r in batch.fast.get(t, ()))]
+        found += [r for table in batch.tables.get(t, ()) for r in table.to_pylist()]
+        rows[t] = sorted(map(_plain, found))
+    return {"rows": rows, "markers": batch.markers, "decode_errors": batch.decode_errors}
+
+
+AGENT_TIMES = st.sampled_from(["2025-06-01T12:00:00Z", "2025-06-01T12:00:00.250000Z", "2025-06-01T12:00:01.000000Z",
+                               "2025-06-01T11:59:59.999999Z", "2025-05-31T23:00:00Z", None, None])
+ODD_AGENT_TIMES = st.sampled_from(["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "1703-03-01T01:02:03Z",
+                                   "0000-01-01T00:00:00Z", "2025-02-30T12:00:00Z", "2025-06-01T12:00:00.5Z"])
+SIZES = st.one_of(st.integers(0, 9000), st.sampled_from([2**63 - 1, 0]))
+
+
+def agent_obj(topic: str, draw: Any) -> dict[str, Any]:
+    """A record as the agents write it (the struct takes it), its values varied."""
+    time = lambda: draw(ODD_AGENT_TIMES) if draw(st.integers(0, 60)) == 0 else draw(AGENT_TIMES)  # noqa: E731
+    if topic == "usage":
+        obj: dict[str, Any] = {"id": draw(st.sampled_from(["m1:r", "m2:r", "m3:r"])), "session_id": "s1",
+                               "model": draw(st.sampled_from([None, "claude-sonnet-4-5"])), "timestamp": time(),
+                               "input_tokens": draw(SIZES), "output_tokens": draw(SIZES)}
+        for name in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+            if draw(st.booleans()):
+                obj[name] = draw(SIZES)
+        for name in ("cache_creation_5m_tokens", "cache_creation_1h_tokens"):
+            if draw(st.booleans()):
+                obj[name] = draw(st.one_of(st.none(), SIZES))
+        if draw(st.booleans()):
+            obj["cost_usd"] = draw(st.sampled_from([None, 0.0, -0.0, 0.5, 3, 1e16, 1e-7]))
+        if draw(st.booleans()):
+            obj["source"] = draw(st.sampled_from(["transcript", "trajectory"]))
+        return obj
+    if topic == "tool-calls":
+        tid = draw(st.sampled_from(["toolu_1", "toolu_2", "toolu_3", None]))
+        key = draw(st.sampled_from([None, "s1:k:0", "s1:k:1"]))
+        obj = {"id": tid or f"syn:{key or 's1:k:0'}", "tool_use_id": tid, "call_key": key, "session_id": "s1",
+               "tool_name": draw(st.sampled_from(["Bash", "Read", None])),
+               "status": draw(st.sampled_from(["started", "ok", "error", "interrupted"])),
+               "source": draw(st.sampled_from(["hook", "transcript", "hook+transcript", ""]))}
+        if draw(st.booleans()):
+            obj["tool_input"] = draw(st.sampled_from([
+                {"command": "ls -la", "timeout": 5}, {"b": 1, "a": [1, 2.5, {"z": None, "y": "é"}]}, "raw text",
+                [1, "x"], None, {"command": 'echo "\\n"\t\u2028'}, {"n": 1.0}]))
+        for name in ("command", "file_path"):
+            if draw(st.booleans()):
+                obj[name] = draw(st.sampled_from(["ls", "pytest -q", None, "a/b"]))
+        for name in ("started_at", "ended_at"):
+            if draw(st.integers(0, 3)):
+                obj[name] = time()
+        if draw(st.booleans()):
+            obj["duration_ms"] = draw(st.sampled_from([None, 0.0, -0.0, 850.0, 12.5, 3, 250.0, 1000.0]))
+        if draw(st.booleans()):
+            obj["input_bytes"] = draw(SIZES)
+        for name in ("output_bytes", "output_tokens_est"):
+            if draw(st.booleans()):
+                obj[name] = draw(st.one_of(st.none(), SIZES))
+        return obj
+    data = {"session_id": draw(st.sampled_from(["s1", "", 5, None])), "hook_event_name": "PostToolUse",
+            "tool_name": draw(st.sampled_from(["Bash", None, 3])),
+            "tool_use_id": draw(st.sampled_from(["toolu_1", None])), "tool_input": {"command": "ls"},
+            "tool_response": draw(st.sampled_from([{"stdout": "ok", "n": [1, 2.5, -0.0, 1e16]}, "plain",
+                                                   {"big": 2**64 - 1}, {"z": [True, None, "\x00"]}]))}
+    obj = {"id": draw(st.sampled_from(["e1", "e2", "e3"])), "type": "hook.event",
+           "source": draw(st.sampled_from(["hook", "hook-log"])), "subject": "s1", "data": data}
+    if draw(st.integers(0, 3)):
+        obj["time"] = time()
+    if draw(st.booleans()):
+        obj["specversion"] = "1"
+    return obj
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.sampled_from(sorted(BUILDERS)), st.data())
+def test_a_run_decoded_at_once_stages_what_record_by_record_stages(topic: str, data: st.DataObject) -> None:
+    """Runs of one topic as the agents write them, their values varied (times at the ends of the
+    range, spans that run backwards, signed zeros, the largest sizes), now and then a time that only
+    looks right or a record damaged or odd in any of the ways above: the batch path (whole runs,
+    halves, then record by record) stages exactly the rows, dead letters and counts of the
+    record-by-record paths, and takes every run it vouches for."""
+    values = []
+    for _ in range(data.draw(st.integers(1, 3 * BATCH_MIN))):
+        if data.draw(st.integers(0, 40)) == 0:
+            values.append(mutate(data.draw, BUILDERS[topic](data.draw)))
+        else:
+            values.append(_json(agent_obj(topic, data.draw)))
+    msgs = d.with_offsets([(f"t.{topic}", b"s1", v) for v in values])
+    batch = fold(msgs, clock())
+    assert staged(batch) == staged(one_by_one(msgs))
+    if len(msgs) >= BATCH_MIN and not batch.checked["dead_letters"] and not any(batch.fast.values()) \
+            and not any(batch.checked.values()):
+        assert sum(t.num_rows for v in batch.tables.values() for t in v) == len(msgs)
+
+
+def _base(topic: str, i: int) -> dict[str, Any]:
+    if topic == "usage":
+        return {"id": f"m{i}:r", "session_id": "s1", "model": "m", "timestamp": "2025-06-01T12:00:00Z",
+                "input_tokens": i, "output_tokens": 1}
+    if topic == "tool-calls":
+        return {"id": f"toolu_{i}", "tool_use_id": f"toolu_{i}", "call_key": None, "session_id": "s1",
+                "tool_name": "Bash", "status": "ok", "source": "hook", "started_at": "2025-06-01T12:00:00Z",
+                "ended_at": "2025-06-01T12:00:01.000000Z", "duration_ms": 3.0}
+    return {"id": f"e{i}", "type": "hook.event", "source": "hook", "subject": "s1", "time": "2025-06-01T12:00:00Z",
+            "data": {"session_id": "s1", "hook_event_name": "Stop"}}
+
+
+EDGES = {  # (topic, fields of one record among clean ones, whether the batch path may take it)
+    "zero span, duration -0.0": ("tool-calls", {"ended_at": "2025-06-01T12:00:00Z", "duration_ms": -0.0}, True),
+    "span backwards": ("tool-calls", {"ended_at": "2025-06-01T11:00:00Z", "duration_ms": None}, True),
+    "span backwards, duration -0.0": ("tool-calls", {"ended_at": "2025-06-01T11:00:00Z", "duration_ms": -0.0}, True),
+    "span under the duration": ("tool-calls", {"duration_ms": 5000.0}, True),
+    "no start": ("tool-calls", {"started_at": None, "duration_ms": None}, True),
+    "span past 285 years": ("tool-calls", {"started_at": "0001-01-01T00:00:00Z",  # a double would round it
+                                           "ended_at": "2440-06-26T12:07:31.241020Z"}, False),
+    "year 0": ("usage", {"timestamp": "0000-01-01T00:00:00Z"}, False),
+    "30 February": ("usage", {"timestamp": "2025-02-30T12:00:00Z"}, False),
+    "second 60": ("usage", {"timestamp": "2025-06-01T12:00:60Z"}, False),
+    "half a second": ("usage", {"timestamp": "2025-06-01T12:00:00.5Z"}, False),
+    "the last microsecond": ("usage", {"timestamp": "9999-12-31T23:59:59.999999Z"}, True),
+    "a usage envelope among hooks": ("hook-events", {"type": "usage.record"}, False),
+    "a hook at year 0": ("hook-events", {"time": "0000-01-01T00:00:00Z"}, False),
+    "a hook without time": ("hook-events", {"time": None}, True),
+}
+
+
+@pytest.mark.parametrize("edge", sorted(EDGES))
+def test_the_batch_path_at_the_edges_stages_what_record_by_record_stages(edge: str) -> None:
+    topic, fields, batched = EDGES[edge]
+    objs = [_base(topic, i) for i in range(2 * BATCH_MIN)]
+    objs[BATCH_MIN // 2] = {**objs[BATCH_MIN // 2], **fields}
+    msgs = d.with_offsets([(f"t.{topic}", b"s1", _json(o)) for o in objs])
+    batch = fold(msgs, clock())
+    assert staged(batch) == staged(one_by_one(msgs))
+    in_tables = sum(t.num_rows for v in batch.tables.values() for t in v)
+    assert in_tables == (len(msgs) if batched else BATCH_MIN), in_tables  # else the other half only
+
+
+def test_a_bad_record_in_a_run_leaves_the_rest_to_the_batch_path() -> None:
+    rng = random.Random(5)
+    views = d.random_views(rng, calls=40)
+    good = [d.tool_msg(v) for v in views]
+    assert len(good) >= 4 * BATCH_MIN
+    bad = ("t.tool-calls", b"s1", good[0][2].replace(b'"status":', b'"status":7,"x":', 1))
+    msgs = d.with_offsets([*good[:len(good) // 2], bad, *good[len(good) // 2:]])
+    batch = fold(msgs, clock())
+    assert staged(batch) == staged(one_by_one(msgs))
+    assert batch.decode_errors == 1
+    assert sum(t.num_rows for t in batch.tables["tool_calls"]) >= len(good) - 2 * BATCH_MIN  # only near it
 
 
 def test_versions_of_one_key_fold_like_the_reference(tmp_path: Path) -> None:
