@@ -116,6 +116,7 @@ class DuckSink:
         self.optimism = Optimism()
         self._enrich = {"tool_calls": signature_columns}
         self._last_full = self._last_refresh = self._last_sequences = 0.0
+        self._owed = True  # dirty marks may be waiting (from before a restart): the next refresh looks
         self.open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -256,6 +257,7 @@ class DuckSink:
         so whoever sees the marker reads final patterns (``outloop replay`` waits for its markers)."""
         calls = folded.rows["tool_calls"]
         if calls:
+            self._owed = True
             materialize(con, calls.keys(), [v["call_key"] for v in calls.values() if v.get("call_key")],
                         folded.fresh.get("tool_calls"))
         if folded.rows["flush_markers"]:
@@ -272,6 +274,9 @@ class DuckSink:
             return
         full = now - self._last_full >= FULL_REFRESH_S
         sequences = now - self._last_sequences >= SEQUENCE_REFRESH_S
+        if not full and not self._owed:  # no tool call since the marks were last cleared: nothing is dirty
+            self._last_refresh = now
+            return
         with self.transaction() as con:
             refresh(con, full, sequences)
         self._last_refresh = now
@@ -279,6 +284,7 @@ class DuckSink:
             self._last_full = now
         if sequences:
             self._last_sequences = now
+            self._owed = False  # signatures and sessions both refreshed and their marks cleared
 
     def _recompute_stale_signatures(self) -> None:
         """After a signature rule change (SIGNATURE_VERSION), recompute every stored signature."""

@@ -380,3 +380,35 @@ def test_the_default_settings_bound_duckdb_to_128_mb(tmp_path: Path) -> None:
     with DuckSink(tmp_path / "db.duckdb", clock=d.clock, memory_limit=limit) as sink:
         assert sink._memory_bytes is not None
         assert 120 * 2**20 < sink._memory_bytes <= 128 * 10**6  # DuckDB's MB are decimal
+
+
+def test_the_periodic_refresh_runs_only_while_marks_may_be_waiting(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh transaction after every batch (REFRESH_S 0 here) while tool calls may have left dirty
+    marks; none once a refresh with sequences cleared them and only usage comes in; a tool call owes one
+    again. Patterns stay right throughout: the marks in the database are what decide."""
+    import sinks.writer as writer
+
+    runs: list[tuple[bool, bool]] = []
+    real = writer.refresh
+    monkeypatch.setattr(writer, "REFRESH_S", 0.0)
+    monkeypatch.setattr(writer, "SEQUENCE_REFRESH_S", 0.0)
+    monkeypatch.setattr(writer, "refresh", lambda con, full=False, sequences=True: (
+        runs.append((full, sequences)), real(con, full, sequences))[1])
+    usage = iter(range(100))
+
+    def usage_batch() -> list[Any]:
+        return d.with_offsets([d.usage_msg(id=f"m{next(usage)}:r")])
+
+    with DuckSink(tmp_path / "s.duckdb", clock=d.clock) as sink:
+        sink.write_batch(usage_batch())
+        assert len(runs) == 1  # the first one looks for marks left from before
+        sink.write_batch(usage_batch())
+        sink.write_batch(usage_batch())
+        assert len(runs) == 1
+        sink.write_batch(d.with_offsets([d.tool_msg(d.tool_view("toolu_1", command="ls", status="ok"))]))
+        assert len(runs) == 2
+        assert sink.query("SELECT count(*) FROM pattern_dirty")[1] == [[0]]
+        assert sink.query("SELECT sum(n) FROM pattern_state")[1] == [[1]]
+        sink.write_batch(usage_batch())
+        assert len(runs) == 2
