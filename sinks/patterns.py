@@ -64,7 +64,7 @@ import pyarrow.compute as pc
 
 from agents.patterns import WINDOWS, ConfidenceWeights, PatternStats, StatusRules, Welford, confidence, status_of
 from agents.sequences import SequenceConfig, SequenceMiner
-from agents.signatures import SIGNATURE_VERSION, SignatureCache, redact, signature_of
+from agents.signatures import SIGNATURE_VERSION, Signature, SignatureCache, redact, signature_of
 
 TS = pa.timestamp("us", tz="UTC")
 OCC_SCHEMA = pa.schema([
@@ -86,6 +86,22 @@ _CACHE = SignatureCache(maxsize=16384)
 @lru_cache(maxsize=16384)
 def _sample(text: str) -> str:
     return redact(text)[:500]
+
+
+_SIGNED_TEXT_MAX = 4096  # longer tool inputs (file contents) are not kept in the memo below
+
+
+@lru_cache(maxsize=8192)
+def _signature_of_text(tool_name: str, tool_input: str | None) -> Signature:
+    return signature_of(tool_name, orjson.loads(tool_input) if tool_input else None, cache=_CACHE)
+
+
+def _signature(tool_name: str, tool_input: str | None) -> Signature:
+    """The signature of a stored tool call (``tool_input`` as its canonical JSON text), memoized by that
+    text: a new call's signature is needed twice (its row, its occurrence), and most calls repeat."""
+    if tool_input is not None and len(tool_input) > _SIGNED_TEXT_MAX:
+        return signature_of(tool_name, orjson.loads(tool_input), cache=_CACHE)
+    return _signature_of_text(tool_name, tool_input)
 
 
 def _ids_table(ids: Iterable[str]) -> pa.Table:
@@ -279,7 +295,7 @@ _OCC = f"SELECT {_OCC_NAIVE} FROM pattern_occurrences WHERE tool_use_id IN ({{ke
 
 def _occurrence(row: tuple[Any, ...]) -> tuple[Any, ...]:
     tid, session, tool_name, tool_input, command, file_path, status, ts, tokens, dur = row[:10]
-    sig = signature_of(tool_name, orjson.loads(tool_input) if tool_input else None, cache=_CACHE)
+    sig = _signature(tool_name, tool_input)
     return (sig.signature, tid, session, ts, sig.category, sig.tool, sig.target, sig.side_effect, status, tokens,
             dur, _sample(command or file_path or tool_name), sig.version)
 
@@ -287,7 +303,7 @@ def _occurrence(row: tuple[Any, ...]) -> tuple[Any, ...]:
 def signature_columns(rows: pa.Table) -> pa.Table:
     """``rows`` (tool calls as staged) with the signature columns the stored row carries (NULL without a
     tool name), computed as :func:`occurrences_for` does: new tool calls go in with them."""
-    sigs = [None if name is None else signature_of(name, orjson.loads(ti) if ti else None, cache=_CACHE)
+    sigs = [None if name is None else _signature(name, ti)
             for name, ti in zip(rows.column("tool_name").to_pylist(), rows.column("tool_input").to_pylist(),
                                 strict=True)]
     for name, typ, get in SIGNATURE_COLUMNS:
