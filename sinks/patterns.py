@@ -180,6 +180,15 @@ SPANS = Fold("pattern_session_spans", (("session_id", "session_id"),), (("n", "1
 FOLDS = (STATE, SESSIONS, HOURS, SAMPLES, SPANS)
 
 
+_TIME_EXTREMES = frozenset({"first_seen", "last_seen", "first_at", "first_ts", "last_ts"})
+
+
+def _naive(expr: str, column: str) -> str:
+    """``expr`` as Python reads it back: the time extremes as naive UTC datetimes (an aware one costs
+    5-6 us a value to localize, and only equality between them matters here)."""
+    return f"timezone('UTC', {expr})" if column in _TIME_EXTREMES else expr
+
+
 def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[Any, ...], int] | None = None
                 ) -> dict[tuple[Any, ...], tuple[int, int]]:
     """Apply the signed rows of ``pat_delta`` to ``fold.table``. ``extra`` adds one more summed
@@ -199,9 +208,9 @@ def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[An
                 con.unregister("pat_extra")
     unchanged = " AND ".join([f"{c} = 0" for c in sums] + [f"add_{c} IS NOT DISTINCT FROM rem_{c}" for c in ext])
     con.execute(f"DELETE FROM pat_d WHERE {unchanged}")
-    delta = {tuple(r[:len(keys)]): r[len(keys):] for r in con.execute(
-        f"SELECT {', '.join(keys + ['n'] + [f'add_{c}' for c in ext] + [f'rem_{c}' for c in ext])} FROM pat_d"
-    ).fetchall()}
+    read = keys + ["n"] + [_naive(f"add_{c}", c) for c in ext] + [_naive(f"rem_{c}", c) for c in ext]
+    delta = {tuple(r[:len(keys)]): r[len(keys):]
+             for r in con.execute(f"SELECT {', '.join(read)} FROM pat_d").fetchall()}
     if not delta:
         return {}
     t = fold.table
@@ -211,7 +220,7 @@ def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[An
         f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
         f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM pat_d "
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)} "
-        f"RETURNING {', '.join(keys + ['n'] + ext)}").fetchall()
+        f"RETURNING {', '.join(keys + ['n'] + [_naive(c, c) for c in ext])}").fetchall()
     counts: dict[tuple[Any, ...], tuple[int, int]] = {}
     stale: list[tuple[Any, ...]] = []
     for row in after:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from agents.patterns import ConfidenceWeights, StatusRules
 from sinks.patterns import (
+    _TIME_EXTREMES,
     AGGREGATE,
     FOLDS,
     PATTERN_COLUMNS,
@@ -191,3 +192,14 @@ def test_migration_backfills_an_existing_database(tmp_path: Path) -> None:
         write(sink, [views[0], d.tool_view("toolu_new", session_id="sz", tool_input={"command": "git status"},
                                            command="git status", status="ok", started_at=d.T0)], True, 0)
         check_against_scratch(sink.con)
+
+
+def test_the_time_extremes_read_back_naive_are_every_timestamp_extreme_of_the_state_tables() -> None:
+    """Extremes read back as naive UTC (``_TIME_EXTREMES``) must be all and only the state tables'
+    TIMESTAMPTZ extremes: an aware one compared with a naive one is never equal."""
+    con = duckdb.connect()
+    migrate(con)
+    timed = {(t, c) for t, c in con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                            "WHERE data_type = 'TIMESTAMP WITH TIME ZONE'").fetchall()}
+    extremes = {(f.table, c) for f in FOLDS for c, _, _ in f.extremes}
+    assert {c for t, c in extremes if (t, c) in timed} == _TIME_EXTREMES
