@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -104,6 +105,15 @@ def _signature(tool_name: str, tool_input: str | None) -> Signature:
     return _signature_of_text(tool_name, tool_input)
 
 
+def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop a registered view, in a ``finally``: inside a transaction a failed statement aborted,
+    unregistering fails too and would replace the real error (an out-of-memory the writer must see to
+    grow its limit, a refusal it must turn into a dead letter) with "transaction is aborted". A view
+    left registered is replaced by the next register of its name."""
+    with suppress(duckdb.Error):
+        con.unregister(name)
+
+
 def _ids_table(ids: Iterable[str]) -> pa.Table:
     return pa.table({"id": pa.array(sorted(set(ids)), type=pa.string())})
 
@@ -120,7 +130,7 @@ def _keyed(con: duckdb.DuckDBPyConnection, sql: str, keys: Iterable[str]) -> lis
         try:
             return con.execute(sql.format(keys="SELECT id FROM pat_keys")).fetchall()
         finally:
-            con.unregister("pat_keys")
+            _unregister(con, "pat_keys")
     out: list[tuple[Any, ...]] = []
     for i in range(0, len(ordered), CHUNK):
         part = ordered[i:i + CHUNK]
@@ -196,31 +206,34 @@ def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[An
     keys = fold.key_names
     sums = [c for c, _ in fold.sums] + (["sessions"] if extra is not None else [])
     ext = [c for c, _, _ in fold.extremes]
-    source = "pat_delta"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE pat_d AS {fold.aggregate(source, weighted=True)}")
-    if extra is not None:
-        con.execute("ALTER TABLE pat_d ADD COLUMN sessions BIGINT DEFAULT 0")
-        if extra:
-            con.register("pat_extra", pa.table({"k": [k[0] for k in extra], "v": list(extra.values())}))
-            try:
-                con.execute(f"UPDATE pat_d SET sessions = v FROM pat_extra WHERE pat_d.{keys[0]} = pat_extra.k")
-            finally:
-                con.unregister("pat_extra")
+    agg = fold.aggregate("pat_delta", weighted=True)
+    if extra:
+        con.register("pat_extra", pa.table({"k": pa.array([k[0] for k in extra], type=pa.string()),
+                                            "v": pa.array(list(extra.values()), type=pa.int64())}))
+        agg = f"SELECT a.*, coalesce(e.v, 0) AS sessions FROM ({agg}) a LEFT JOIN pat_extra e ON a.{keys[0]} = e.k"
+    elif extra is not None:
+        agg = f"SELECT *, 0::BIGINT AS sessions FROM ({agg})"
     unchanged = " AND ".join([f"{c} = 0" for c in sums] + [f"add_{c} IS NOT DISTINCT FROM rem_{c}" for c in ext])
-    con.execute(f"DELETE FROM pat_d WHERE {unchanged}")
+    # the keys that change, computed twice below (a read and the upsert) over the small delta: cheaper
+    # than creating, filtering and dropping a temporary table for it (statements cost ~1 ms each here)
+    changed = f"SELECT * FROM ({agg}) WHERE NOT ({unchanged})"
     read = keys + ["n"] + [_naive(f"add_{c}", c) for c in ext] + [_naive(f"rem_{c}", c) for c in ext]
-    delta = {tuple(r[:len(keys)]): r[len(keys):]
-             for r in con.execute(f"SELECT {', '.join(read)} FROM pat_d").fetchall()}
-    if not delta:
-        return {}
     t = fold.table
     sets = [f"{c} = {t}.{c} + EXCLUDED.{c}" for c in sums]
-    sets += [f"{c} = {'least' if agg == 'min' else 'greatest'}({t}.{c}, EXCLUDED.{c})" for c, _, agg in fold.extremes]
-    after = con.execute(
-        f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
-        f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM pat_d "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)} "
-        f"RETURNING {', '.join(keys + ['n'] + [_naive(c, c) for c in ext])}").fetchall()
+    sets += [f"{c} = {'least' if how == 'min' else 'greatest'}({t}.{c}, EXCLUDED.{c})" for c, _, how in fold.extremes]
+    try:
+        delta = {tuple(r[:len(keys)]): r[len(keys):]
+                 for r in con.execute(f"SELECT {', '.join(read)} FROM ({changed})").fetchall()}
+        if not delta:
+            return {}
+        after = con.execute(
+            f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
+            f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM ({changed}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)} "
+            f"RETURNING {', '.join(keys + ['n'] + [_naive(c, c) for c in ext])}").fetchall()
+    finally:
+        if extra:
+            _unregister(con, "pat_extra")
     counts: dict[tuple[Any, ...], tuple[int, int]] = {}
     stale: list[tuple[Any, ...]] = []
     for row in after:
@@ -252,7 +265,7 @@ def _recompute_extremes(con: duckdb.DuckDBPyConnection, fold: Fold, keys: list[t
             f"JOIN pat_rk USING ({', '.join(names)}) WHERE {fold.where} GROUP BY ALL) r "
             f"WHERE {' AND '.join(f'{fold.table}.{k} = r.{k}' for k in names)}")
     finally:
-        con.unregister("pat_rk")
+        _unregister(con, "pat_rk")
 
 
 def apply_delta(con: duckdb.DuckDBPyConnection, removed: Sequence[tuple[Any, ...]],
@@ -274,8 +287,7 @@ def apply_delta(con: duckdb.DuckDBPyConnection, removed: Sequence[tuple[Any, ...
         for fold in (HOURS, SAMPLES, SPANS):
             _apply_fold(con, fold)
     finally:
-        con.unregister("pat_delta")
-        con.execute("DROP TABLE IF EXISTS pat_d")
+        _unregister(con, "pat_delta")
 
 
 def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
@@ -375,7 +387,7 @@ def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids
         try:
             con.execute(f"INSERT INTO pattern_occurrences ({OCC_COLUMNS}) SELECT {OCC_COLUMNS} FROM pat_occ")
         finally:
-            con.unregister("pat_occ")
+            _unregister(con, "pat_occ")
     derived = [(tid, o[0], o[4], o[7], o[12]) for tid, o in new.items()  # signature columns that changed
                if tuple(calls[tid][10:14]) != (o[0], o[4], o[7], o[12])]
     if derived:
@@ -390,7 +402,7 @@ def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids
                         "side_effect = u.side_effect, signature_version = u.signature_version FROM pat_sig u "
                         "WHERE tool_calls.id = u.id AND tool_calls.id IN ({keys})", [d[0] for d in derived])
         finally:
-            con.unregister("pat_sig")
+            _unregister(con, "pat_sig")
     apply_delta(con, removed, added)
     changed = removed + added
     return {r[0] for r in changed}, {r[2] for r in changed}
@@ -523,7 +535,7 @@ def pattern_aggregates(con: duckdb.DuckDBPyConnection, signatures: set[str] | No
             f"WHERE true {only} GROUP BY signature").fetchall())
     finally:
         if signatures is not None:
-            con.unregister("pat_sigs")
+            _unregister(con, "pat_sigs")
     zero = [0] * len(WINDOWS)
     return [(*s[:7], *windows.get(s[0], zero), watermark, *s[7:22], samples.get(s[0]), s[22]) for s in state]
 
@@ -542,7 +554,7 @@ def refresh_patterns(con: duckdb.DuckDBPyConnection, signatures: set[str] | None
         try:
             con.execute("DELETE FROM operation_patterns WHERE signature IN (SELECT s FROM pat_sigs)")
         finally:
-            con.unregister("pat_sigs")
+            _unregister(con, "pat_sigs")
     rows = [pattern_row(a, weights, rules) for a in pattern_aggregates(con, signatures)]
     if rows:
         table = pa.Table.from_pylist(rows)
@@ -551,7 +563,7 @@ def refresh_patterns(con: duckdb.DuckDBPyConnection, signatures: set[str] | None
             cols = ", ".join(PATTERN_COLUMNS)
             con.execute(f"INSERT INTO operation_patterns ({cols}) SELECT {cols} FROM pat_rows")
         finally:
-            con.unregister("pat_rows")
+            _unregister(con, "pat_rows")
     return len(rows)
 
 
@@ -580,7 +592,7 @@ def refresh_sequences(con: duckdb.DuckDBPyConnection, sessions: set[str],
             "WHERE ts >= ? AND ts <= ? AND session_id IN (SELECT s FROM pat_sessions) "
             "ORDER BY session_id, ts, tool_use_id", params=[span[0], span[1]]).to_arrow_table()
     finally:
-        con.unregister("pat_sessions")
+        _unregister(con, "pat_sessions")
     out: list[dict[str, Any]] = []
     written = 0
     current: str | None = None
@@ -603,7 +615,7 @@ def refresh_sequences(con: duckdb.DuckDBPyConnection, sessions: set[str],
             con.execute("INSERT INTO session_sequences SELECT session_id, level, ngram, n, occurrences, "
                         "first_seen, last_seen FROM pat_seq")
         finally:
-            con.unregister("pat_seq")
+            _unregister(con, "pat_seq")
         n = len(out)
         out.clear()
         return n
@@ -665,7 +677,7 @@ def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], ca
         try:
             con.execute("INSERT INTO pattern_dirty SELECT kind, key FROM pat_dirty ON CONFLICT DO NOTHING")
         finally:
-            con.unregister("pat_dirty")
+            _unregister(con, "pat_dirty")
 
 
 def refresh(con: duckdb.DuckDBPyConnection, full: bool = False, sequences: bool = True) -> tuple[int, int]:

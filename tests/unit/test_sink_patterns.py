@@ -155,3 +155,18 @@ def test_sequences_mined_in_chunks_equal_sequences_mined_at_once(sink: DuckSink,
         written = pat.refresh_sequences(con, {f"s{k}" for k in range(5)})
     assert written == len(at_once)
     assert sink.query(query)[1] == at_once
+
+
+def test_a_statement_that_fails_inside_materialization_surfaces_as_itself(sink: DuckSink) -> None:
+    """A refusal inside a registered view's block must reach the writer as itself: unregistering in
+    the aborted transaction used to replace it with "transaction is aborted" (a transient error, so
+    the batch was retried forever instead of being split down to a dead letter)."""
+    import duckdb
+
+    from sinks.patterns import _CALL, occurrences_for
+
+    write(sink, [call(1)])
+    [[tid]] = sink.query("SELECT tool_use_id FROM pattern_occurrences")[1]
+    with pytest.raises(duckdb.ConstraintException), sink.transaction() as con:
+        row = con.execute(_CALL.format(keys="?"), [tid]).fetchall()[0]
+        occurrences_for(con, [tid], fresh={tid: row})  # taken for new: its occurrence meets the stored one
