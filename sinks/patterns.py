@@ -68,6 +68,7 @@ from agents.sequences import SequenceConfig, SequenceMiner
 from agents.signatures import SIGNATURE_VERSION, Signature, SignatureCache, redact, signature_of
 
 TS = pa.timestamp("us", tz="UTC")
+_NAIVE = pa.timestamp("us")  # UTC wall time: how Python reads times back here (see _utc_list)
 OCC_SCHEMA = pa.schema([
     ("signature", pa.string()), ("tool_use_id", pa.string()), ("session_id", pa.string()), ("ts", TS),
     ("category", pa.string()), ("tool", pa.string()), ("target", pa.string()),
@@ -199,6 +200,13 @@ def _naive(expr: str, column: str) -> str:
     return f"timezone('UTC', {expr})" if column in _TIME_EXTREMES else expr
 
 
+def _pylist(column: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values, UTC times as naive datetimes (as :func:`_naive` reads them back)."""
+    if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+        return column.cast(_NAIVE).to_pylist()
+    return column.to_pylist()
+
+
 def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[Any, ...], int] | None = None
                 ) -> dict[tuple[Any, ...], tuple[int, int]]:
     """Apply the signed rows of ``pat_delta`` to ``fold.table``. ``extra`` adds one more summed
@@ -214,26 +222,27 @@ def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[An
     elif extra is not None:
         agg = f"SELECT *, 0::BIGINT AS sessions FROM ({agg})"
     unchanged = " AND ".join([f"{c} = 0" for c in sums] + [f"add_{c} IS NOT DISTINCT FROM rem_{c}" for c in ext])
-    # the keys that change, computed twice below (a read and the upsert) over the small delta: cheaper
-    # than creating, filtering and dropping a temporary table for it (statements cost ~1 ms each here)
-    changed = f"SELECT * FROM ({agg}) WHERE NOT ({unchanged})"
-    read = keys + ["n"] + [_naive(f"add_{c}", c) for c in ext] + [_naive(f"rem_{c}", c) for c in ext]
     t = fold.table
     sets = [f"{c} = {t}.{c} + EXCLUDED.{c}" for c in sums]
     sets += [f"{c} = {'least' if how == 'min' else 'greatest'}({t}.{c}, EXCLUDED.{c})" for c, _, how in fold.extremes]
-    try:
-        delta = {tuple(r[:len(keys)]): r[len(keys):]
-                 for r in con.execute(f"SELECT {', '.join(read)} FROM ({changed})").fetchall()}
-        if not delta:
-            return {}
-        after = con.execute(
-            f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
-            f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM ({changed}) "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)} "
-            f"RETURNING {', '.join(keys + ['n'] + [_naive(c, c) for c in ext])}").fetchall()
+    try:  # the keys that change, once, as Arrow: cheaper than a temporary table to create, filter and drop
+        changed = con.sql(f"SELECT * FROM ({agg}) WHERE NOT ({unchanged})").to_arrow_table()
     finally:
         if extra:
             _unregister(con, "pat_extra")
+    if not changed.num_rows:
+        return {}
+    read = [_pylist(changed.column(c)) for c in keys + ["n"] + [f"add_{c}" for c in ext] + [f"rem_{c}" for c in ext]]
+    delta = {tuple(r[:len(keys)]): r[len(keys):] for r in zip(*read, strict=True)}
+    con.register("pat_d", changed)
+    try:
+        after = con.execute(
+            f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
+            f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM pat_d "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)} "
+            f"RETURNING {', '.join(keys + ['n'] + [_naive(c, c) for c in ext])}").fetchall()
+    finally:
+        _unregister(con, "pat_d")
     counts: dict[tuple[Any, ...], tuple[int, int]] = {}
     stale: list[tuple[Any, ...]] = []
     for row in after:
@@ -335,9 +344,6 @@ def signature_columns(rows: pa.Table) -> pa.Table:
 SIGNATURE_COLUMNS = (("signature", pa.string(), lambda s: s.signature), ("category", pa.string(), lambda s: s.category),
                      ("side_effect", pa.string(), lambda s: s.side_effect),
                      ("signature_version", pa.int32(), lambda s: s.version))
-
-
-_NAIVE = pa.timestamp("us")
 
 
 def _utc_list(times: pa.Array | pa.ChunkedArray) -> list[datetime | None]:
