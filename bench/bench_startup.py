@@ -46,7 +46,7 @@ def broker_start(tmp: Path) -> float:
 
 
 def join_wait(worker_log: Path) -> float:
-    """Seconds the worker's consumer group join took (Tansu holds a join for half the rebalance timeout)."""
+    """Seconds the worker's consumer group join took (Tansu holds a join for half the session timeout)."""
     stamps = {}
     for line in worker_log.read_text(errors="replace").splitlines():
         for key, needle in (("join", "(Re-)joining group"), ("joined", "Joined group")):

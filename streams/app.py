@@ -34,8 +34,8 @@ def stay_in_group_on_close() -> None:
     the first one rejoins after a crash) therefore wedged the group for good: every later member
     joined as a follower of a leader that no longer existed and never got a partition. Eviction
     has no such flaw. The cost is that a stopped worker's partitions move to the others after the
-    session timeout (6 s) rather than at once. ``OUTLOOP_LEAVE_GROUP=1`` restores the leave, for
-    brokers without the flaw."""
+    session timeout (``OUTLOOP_SESSION_TIMEOUT``, 10 s by default) rather than at once.
+    ``OUTLOOP_LEAVE_GROUP=1`` restores the leave, for brokers without the flaw."""
     from aiokafka.consumer.group_coordinator import GroupCoordinator
 
     if getattr(GroupCoordinator._maybe_leave_group, "outloop_stays", False):
@@ -60,8 +60,8 @@ def create_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Topics]:
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=settings.rebalance_timeout,
-        broker_session_timeout=max(6.0, settings.rebalance_timeout),
-        broker_heartbeat_interval=1.0,
+        broker_session_timeout=settings.consumer_session_timeout,
+        broker_heartbeat_interval=settings.consumer_heartbeat_interval,
         broker_commit_interval=1.0,
         producer_acks=-1,
         producer_linger=0.005,

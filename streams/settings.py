@@ -29,7 +29,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_SINK_BATCH": ("5000", "rows the DuckDB sink writes per transaction at most"),
     "OUTLOOP_DB_MEMORY": ("128MB", "DuckDB memory limit of the sink process (beyond it DuckDB spills to disk; a write "
                            "that still runs out doubles it, up to half the RAM, logged)"),
-    "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds (Tansu waits half of it)"),
+    "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds"),
+    "OUTLOOP_SESSION_TIMEOUT": ("", "consumer session timeout, seconds: a worker that stops heartbeating (killed) "
+                                "leaves its group after it, and Tansu holds a new group's first join for half of "
+                                "it; empty: the larger of 6 and OUTLOOP_REBALANCE_TIMEOUT"),
     "OUTLOOP_LEAVE_GROUP": ("0", "1 makes a stopping worker leave its consumer group at once (LeaveGroup); "
                             "0 lets the broker evict it after the session timeout, see README"),
     "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
@@ -74,6 +77,7 @@ class Settings:
     journal_max_mb: float = 512.0
     journal_confirm: float = 300.0
     leave_group: bool = False
+    session_timeout: float | None = None  # None: max(6, rebalance_timeout), see consumer_session_timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -92,6 +96,7 @@ class Settings:
         db = env.get("OUTLOOP_DB") or str(home / "outloop.duckdb")
         spool = env.get("OUTLOOP_SPOOL") or str(home / "spool")
         prices = env.get("OUTLOOP_PRICES") or None
+        session = env.get("OUTLOOP_SESSION_TIMEOUT") or None
         try:
             values: dict[str, object] = dict(
                 home=home,
@@ -108,6 +113,7 @@ class Settings:
                 sink_batch=int(get("OUTLOOP_SINK_BATCH")),
                 db_memory=get("OUTLOOP_DB_MEMORY"),
                 rebalance_timeout=float(get("OUTLOOP_REBALANCE_TIMEOUT")),
+                session_timeout=float(session) if session else None,
                 leave_group=flag(get("OUTLOOP_LEAVE_GROUP"), "OUTLOOP_LEAVE_GROUP"),
                 prices=Path(prices) if prices else None,
                 log_level=get("OUTLOOP_LOG_LEVEL"),
@@ -132,7 +138,19 @@ class Settings:
                settings.journal_max_mb, settings.journal_confirm, settings.stall_restart) < 0:
             raise ValueError("OUTLOOP_BROKER_*, OUTLOOP_STALL_RESTART and OUTLOOP_JOURNAL_* settings must not "
                              "be negative")
+        if settings.session_timeout is not None and settings.session_timeout < 1.0:
+            raise ValueError("OUTLOOP_SESSION_TIMEOUT must be at least 1 second")
         return settings
+
+    @property
+    def consumer_session_timeout(self) -> float:
+        """Seconds: OUTLOOP_SESSION_TIMEOUT, else the larger of 6 and the rebalance timeout."""
+        return self.session_timeout if self.session_timeout is not None else max(6.0, self.rebalance_timeout)
+
+    @property
+    def consumer_heartbeat_interval(self) -> float:
+        """Seconds between heartbeats: 1, or a third of a session timeout shorter than 3 s."""
+        return min(1.0, self.consumer_session_timeout / 3)
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""
@@ -150,6 +168,7 @@ class Settings:
             "OUTLOOP_SINK_BATCH": str(self.sink_batch),
             "OUTLOOP_DB_MEMORY": self.db_memory,
             "OUTLOOP_REBALANCE_TIMEOUT": str(self.rebalance_timeout),
+            "OUTLOOP_SESSION_TIMEOUT": "" if self.session_timeout is None else str(self.session_timeout),
             "OUTLOOP_LEAVE_GROUP": "1" if self.leave_group else "0",
             "OUTLOOP_LOG_LEVEL": self.log_level,
             "OUTLOOP_BROKER_MAX_RSS_MB": str(self.broker_max_rss_mb),

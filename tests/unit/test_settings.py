@@ -1,0 +1,27 @@
+"""The consumer-group timing settings: the session timeout defaults to what it always was and
+travels to the worker's environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings
+
+
+def test_session_timeout_defaults_to_the_larger_of_6_and_the_rebalance_timeout() -> None:
+    assert Settings.from_env({}).consumer_session_timeout == 10.0
+    assert Settings.from_env({"OUTLOOP_REBALANCE_TIMEOUT": "4"}).consumer_session_timeout == 6.0
+    assert Settings.from_env({"OUTLOOP_REBALANCE_TIMEOUT": "4"}).consumer_heartbeat_interval == 1.0
+
+
+def test_session_timeout_set_travels_to_the_worker_and_sets_the_heartbeat() -> None:
+    s = Settings.from_env({"OUTLOOP_SESSION_TIMEOUT": "1.5"})
+    assert (s.consumer_session_timeout, s.consumer_heartbeat_interval) == (1.5, 0.5)
+    assert Settings.from_env(s.to_env()) == s
+    default = Settings.from_env({})
+    assert Settings.from_env({"OUTLOOP_SESSION_TIMEOUT": "3", **default.to_env()}) == default
+
+
+def test_session_timeout_below_a_second_is_refused() -> None:
+    with pytest.raises(ValueError, match="OUTLOOP_SESSION_TIMEOUT"):
+        Settings.from_env({"OUTLOOP_SESSION_TIMEOUT": "0.5"})
