@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
+from tests import SESSION_TIMEOUT
+
 pytestmark = pytest.mark.integration
 
-SESSION_MS = 6000
+SESSION_MS = round(SESSION_TIMEOUT * 1000)  # eviction, and Tansu's first join, wait on it: short here
 LEAVE_GROUP = 13  # the LeaveGroup API key
 
 
@@ -53,7 +55,7 @@ async def _two_then_one(bootstrap: str) -> tuple[list[int], float]:
 
     def consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, session_timeout_ms=SESSION_MS,
-                                rebalance_timeout_ms=4000, heartbeat_interval_ms=1000)
+                                rebalance_timeout_ms=4000, heartbeat_interval_ms=SESSION_MS // 3)
 
     async def until(cond: Any, what: str, timeout: float = 90.0) -> float:
         t0 = time.monotonic()

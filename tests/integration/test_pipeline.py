@@ -14,6 +14,7 @@ from outloop.replay import replay
 from outloop.runtime import Stack
 from outloop.sample import write_sample
 from streams.settings import Settings
+from tests import SESSION_TIMEOUT
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,8 @@ DATA_TABLES = ("hook_events", "tool_calls", "usage", "workflow_runs", "workflow_
 def settings_for(tmp: Path, broker: str, db: Path | None = None) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings.from_env({}, home=tmp / "home", broker=broker, db=db or tmp / "out.duckdb",
-                             topic_prefix=f"t{tag}", app_id=f"outloop-{tag}", http_port=0)
+                             topic_prefix=f"t{tag}", app_id=f"outloop-{tag}", http_port=0,
+                             session_timeout=SESSION_TIMEOUT)
 
 
 def dump(db: Path) -> dict[str, list[tuple]]:

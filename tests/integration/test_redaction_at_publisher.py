@@ -25,6 +25,7 @@ from streams.importers.detect import iter_paths
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.spool import Spool
+from tests import SESSION_TIMEOUT
 from tests import edge_secrets as es
 from tests.integration.test_forwarder import consume
 
@@ -50,7 +51,7 @@ def _spool(folder: Path) -> int:
 def _run(tmp: Path, broker: str, redact: bool) -> tuple[list[Any], dict[str, Any]]:
     tag = uuid.uuid4().hex[:8]
     s = Settings.from_env({}, home=tmp / "home", broker=broker, db=tmp / "out.duckdb", topic_prefix=f"r{tag}",
-                          app_id=f"outloop-{tag}", http_port=0, partitions=1)
+                          app_id=f"outloop-{tag}", http_port=0, partitions=1, session_timeout=SESSION_TIMEOUT)
     cat = TopicCatalogue(prefix=s.topic_prefix)
     sources = es.write_sources(tmp / "sources")
     n = _spool(tmp / "spool")

@@ -19,6 +19,7 @@ import pytest
 from outloop.runtime import Stack
 from streams.settings import Settings
 from streams.spool import Spool
+from tests import SESSION_TIMEOUT
 from tests.polling import wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,7 +29,7 @@ def settings_for(tmp: Path, **kw: Any) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings.from_env({}, **{"home": tmp / "home", "broker": None, "db": tmp / "out.duckdb",
                                     "spool": tmp / "spool", "topic_prefix": f"s{tag}", "app_id": f"sup-{tag}",
-                                    "http_port": 0, **kw})
+                                    "http_port": 0, "session_timeout": SESSION_TIMEOUT, **kw})
 
 
 def spool_hooks(spool: Spool, sessions: int, calls: int) -> set[str]:

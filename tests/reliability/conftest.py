@@ -20,6 +20,7 @@ from outloop.runtime import Stack
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
 from streams.spool import Spool
+from tests import SESSION_TIMEOUT
 
 
 @pytest.fixture
@@ -79,7 +80,8 @@ def drained_stack(tmp_path: Path) -> Callable[..., Any]:
     def make(broker: str, spool: Path, timeout: float = 120.0) -> Iterator[Stack]:
         tag = uuid.uuid4().hex[:8]
         settings = Settings.from_env({}, home=tmp_path / "home", broker=broker, db=tmp_path / "out.duckdb",
-                                     spool=spool, topic_prefix=f"r{tag}", app_id=f"outloop-r{tag}", http_port=0)
+                                     spool=spool, topic_prefix=f"r{tag}", app_id=f"outloop-r{tag}", http_port=0,
+                                     session_timeout=SESSION_TIMEOUT)
         with Stack(settings, forwarder=True) as stack:
             drain_and_flush(stack, spool, timeout)
             yield stack

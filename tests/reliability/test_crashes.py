@@ -2,7 +2,7 @@
 embedded broker, the worker, and the DuckDB sink inside its transaction. After each, the database
 must hold every event exactly once and equal the in-memory recomputation (``recompute.py``).
 
-Scales (CI runs on 2 cores; each test stays within ~60-90 s): forwarder 10,000 spooled events and
+Scales (CI runs on 2 cores; each test stays within ~20-50 s): forwarder 10,000 spooled events and
 20 kills; broker ~7,000 events and 5 kills under a supervised stack (scaled down from 100,000);
 worker ~12,000 events and 10 kills plus a second worker joining and leaving; sink crash windows
 ~2,300 records per window.
@@ -34,6 +34,7 @@ from schemas.topics import TopicCatalogue
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.spool import Spool
+from tests import SESSION_TIMEOUT
 from tests.polling import wait
 from tests.reliability import recompute as rc
 
@@ -44,7 +45,8 @@ REPO = Path(__file__).resolve().parents[2]
 def settings_for(tmp: Path, broker: str, **kw: Any) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings.from_env({}, **{"home": tmp / "home", "broker": broker, "db": tmp / "out.duckdb",
-                                    "topic_prefix": f"r{tag}", "app_id": f"outloop-{tag}", "http_port": 0, **kw})
+                                    "topic_prefix": f"r{tag}", "app_id": f"outloop-{tag}", "http_port": 0,
+                                    "session_timeout": SESSION_TIMEOUT, **kw})
 
 
 def publish(bootstrap: str, s: Settings, items: list[rc.Input], marker: str | None = None) -> int:
@@ -235,9 +237,10 @@ def test_worker_sigkilled_10_times_while_a_second_worker_joins_and_leaves(tmp_pa
     """A replay of the generated sample (30 sessions: transcripts, an old hook capture, a trajectory)
     mixed with ~10,000 synthetic events, published in 11 chunks; the worker is SIGKILLed after each
     of the first 10 and restarted. 3 kills land while it writes (after it resumed writing), the
-    others at random moments of its start (opening DuckDB, joining the group) or right after it
-    became ready: a worker serves only once it joined, ~10 s after a kill because the dead member
-    must time out first, which bounds how many mid-write kills fit in CI's time. A second worker
+    others at random moments of its start (imports, joining the group, opening DuckDB) or right
+    after it became ready: a worker serves only once it joined, 2-6 s after a kill because the dead
+    member must time out first (the session timeout, 2 s here), which bounds how many mid-write
+    kills fit in CI's time; the random start timeouts (0.5-4 s) span that start. A second worker
     process (its own DuckDB file) joins the same consumer group and leaves it again, forcing
     rebalances. The first worker's database must equal the recomputation: 0 lost, 0 extra rows."""
 
@@ -277,7 +280,7 @@ def test_worker_sigkilled_10_times_while_a_second_worker_joins_and_leaves(tmp_pa
                 kills.append((k, "writing" if rows is not None else ("ready" if ready else "starting"), rows))
                 stack.kill_worker()
                 try:  # a start that is not ready within the timeout is killed while starting
-                    stack.start_worker(timeout=30.0 if k + 1 in (1, 4, 8) else rng.uniform(0.5, 8.0))
+                    stack.start_worker(timeout=30.0 if k + 1 in (1, 4, 8) else rng.uniform(0.5, 4.0))
                     ready = True
                 except StackError:
                     ready = False

@@ -35,6 +35,7 @@ from schemas.topics import TopicCatalogue
 from streams.codec import Decoded, decode
 from streams.publisher import Publisher
 from streams.settings import Settings
+from tests import SESSION_TIMEOUT
 
 PAD = ("collected 120 items\n" + "tests/unit/test_mod.py " + "." * 60 + " [ 50%]\n") * 5 + "120 passed in 1.20s\n"
 
@@ -339,16 +340,17 @@ def test_every_malformed_kind_is_rejected_with_its_reason(kind: str) -> None:
 
 
 def flood_pair(broker: str, tmp: Path, n_valid: int, n_bad: int, live_share: float = 0.1,
-               live_rate: float = 500.0) -> tuple[Result, Result, Flood, Flood]:
+               live_rate: float = 500.0, **settings: object) -> tuple[Result, Result, Flood, Flood]:
     """The poison run: ``1 - live_share`` of the valid and malformed records as a backlog, the rest
-    live; and its all-valid reference: a run of the same shape and size with valid records only."""
+    live; and its all-valid reference: a run of the same shape and size with valid records only.
+    ``settings`` override the workers' defaults in both runs."""
     nv, nb = round(n_valid * (1 - live_share)), round(n_bad * (1 - live_share))
     clean = make_flood(nv + nb, 0)
     reference = run_flood(broker, tmp / "valid", clean, make_flood(n_valid + n_bad - nv - nb, 0, seed=9,
-                                                                   base=clean.ends()), live_rate)
+                                                                   base=clean.ends()), live_rate, **settings)
     flood = make_flood(nv, nb)
     live = make_flood(n_valid - nv, n_bad - nb, seed=9, base=flood.ends())
-    return reference, run_flood(broker, tmp / "poison", flood, live, live_rate), flood, live
+    return reference, run_flood(broker, tmp / "poison", flood, live, live_rate, **settings), flood, live
 
 
 @pytest.mark.integration
@@ -357,7 +359,7 @@ def test_poison_flood(tmp_path: Path, broker: str) -> None:
     """CI size: 20,000 valid + 2,000 malformed records, 90% as a backlog and 10% live at 500
     records/s (``bench/bench_poison.py`` runs 100,000 + 10,000)."""
     n_valid, n_bad = 20_000, 2_000
-    reference, poison, flood, live = flood_pair(broker, tmp_path, n_valid, n_bad)
+    reference, poison, flood, live = flood_pair(broker, tmp_path, n_valid, n_bad, session_timeout=SESSION_TIMEOUT)
     print("\n" + report("all valid", reference) + "\n" + report("poison   ", poison, reference))
     assert not reference.dead_letters and reference.same_worker
     assert poison.dead_letters == dict(flood.expected + live.expected)

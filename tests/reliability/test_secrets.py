@@ -29,6 +29,7 @@ from schemas.events import ToolCall, ToolResultRecord, ToolUseRecord, UsageRecor
 from schemas.topics import TopicCatalogue
 from streams.publisher import Publisher
 from streams.settings import Settings
+from tests import SESSION_TIMEOUT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,7 +59,8 @@ T0 = datetime(2026, 3, 1, 10, tzinfo=UTC)
 def _settings(tmp: Path, broker: str) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings.from_env({}, home=tmp / "home", broker=broker, db=tmp / "out.duckdb",
-                             topic_prefix=f"s{tag}", app_id=f"outloop-{tag}", http_port=0)
+                             topic_prefix=f"s{tag}", app_id=f"outloop-{tag}", http_port=0,
+                             session_timeout=SESSION_TIMEOUT)
 
 
 def _hook(event: str, tool: str, tool_input: dict[str, Any], tool_use_id: str | None, **extra: Any) -> dict[str, Any]:
