@@ -65,15 +65,36 @@ ENVELOPE_SHAPED = {  # hook stdin without a session_id that happens to look like
 }
 
 
+_WORD_BYTES = [len(json.dumps(w, ensure_ascii=False).encode()) - 2 for w in _WORDS]  # each one JSON-escaped
+
+
 def filler(rng: random.Random, nbytes: int) -> str:
     """Realistic-looking text (lines of words, some non-ASCII, quotes, tabs) of about ``nbytes``
-    UTF-8 bytes once JSON-encoded."""
+    UTF-8 bytes once JSON-encoded.
+
+    Lines of ``rng.randint(3, 14)`` words, each ``rng.choice(_WORDS)``, drawn as those calls draw
+    them (the same ``getrandbits`` calls, inlined: this runs millions of times per workload), and
+    sized from the words' escaped lengths (JSON escapes character by character) instead of
+    encoding every line: the same text, and the same generator state after, as those calls give."""
+    getrandbits, words, sizes = rng.getrandbits, _WORDS, _WORD_BYTES
+    n = len(words)
+    bits = n.bit_length()
     parts: list[str] = []
     size = 0
     while size < nbytes:
-        line = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 14))) + "\n"
-        parts.append(line)
-        size += len(json.dumps(line, ensure_ascii=False).encode()) - 2
+        k = getrandbits(4)  # randint(3, 14): 3 + a draw below 12
+        while k >= 12:
+            k = getrandbits(4)
+        line = []
+        grow = 1  # the escaped "\n" (2 bytes) less the one separator fewer than words
+        for _ in range(3 + k):
+            i = getrandbits(bits)  # choice(words): a draw below len(words)
+            while i >= n:
+                i = getrandbits(bits)
+            line.append(words[i])
+            grow += sizes[i] + 1
+        parts.append(" ".join(line) + "\n")
+        size += grow
     return "".join(parts)
 
 
