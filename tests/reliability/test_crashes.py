@@ -399,8 +399,23 @@ def crash_child(window: str, db: str, bootstrap: str, prefix: str, at: int, stat
     Path(status).write_text("no crash")
 
 
+@pytest.fixture(scope="module")
+def sink_topics(broker: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """The output topics every crash window reads, filled once, and the data tables of a clean run
+    over them (the same records, read once without a crash). A SinkConsumer joins no group and keeps
+    its offsets in its own file: each window reads the topics whole, as from topics of its own."""
+    from tests.reliability.test_idempotence import dump
+
+    prefix = f"sc{uuid.uuid4().hex[:8]}"
+    fill_output_topics(broker, prefix)
+    clean = tmp_path_factory.mktemp("sink-clean") / "clean.duckdb"
+    drain(broker, prefix, clean)
+    return prefix, dump(clean)
+
+
 @pytest.mark.parametrize("window", ["before-begin", "after-inserts", "after-commit", "checkpoint"])
-def test_sink_crash_windows(tmp_path: Path, broker: str, window: str) -> None:
+def test_sink_crash_windows(tmp_path: Path, broker: str, sink_topics: tuple[str, dict[str, Any]],
+                            window: str) -> None:
     """A SinkConsumer process writing ~2,300 records (batches of 100) into a real DuckDB file is
     SIGKILLed (a) before BEGIN, (b) after the inserts, before COMMIT, (c) after COMMIT but before
     the consumer moved on - the stored offsets are then rewound to before that batch, so the
@@ -409,8 +424,7 @@ def test_sink_crash_windows(tmp_path: Path, broker: str, window: str) -> None:
     clean run's and the rows the recomputation."""
     from tests.reliability.test_idempotence import dump
 
-    prefix = f"sc{uuid.uuid4().hex[:8]}"
-    fill_output_topics(broker, prefix)
+    prefix, want = sink_topics
     db, status = tmp_path / "sink.duckdb", tmp_path / "status"
     for attempt in range(5):  # a checkpoint may finish before the kill lands: try again
         at = random.Random(f"{window}{attempt}").randrange(3, 20)
@@ -429,8 +443,7 @@ def test_sink_crash_windows(tmp_path: Path, broker: str, window: str) -> None:
             con.close()
     drain(broker, prefix, db)
     assert rc.differences(rc.stored(db), rc.recompute(SINK_INPUTS)) == {}
-    drain(broker, prefix, tmp_path / "clean.duckdb")  # the same records, read once without a crash
-    got, want = dump(db), dump(tmp_path / "clean.duckdb")
+    got = dump(db)
     assert {t for t in want if got[t] != want[t]} == set()
     print(f"\nsink crash {window}: SIGKILL in write transaction {at} (attempt {attempt + 1}); reopened, "
           f"redelivered: {sum(map(len, got.values()))} rows equal a clean run and the recomputation")
