@@ -347,6 +347,8 @@ class Stack:
             self._event(f"supervisor: the embedded broker (port {broker.port}) exited with code {code}; "
                         f"killing the worker so it commits nothing to a new broker, restarting both "
                         f"(broker log {broker.log_path})")
+        if fwd is not None and not recycle:
+            fwd.abandon()  # a pass waiting for the dead broker's acknowledgements ends now, not after 15 s
         if fwd is not None and not fwd.pause(timeout=60.0):
             self._event("supervisor: the forwarder did not pause within 60s; restarting anyway")
         self.kill_worker()

@@ -169,6 +169,7 @@ class Forwarder:
         self._next_prune = 0.0
         self._restarted = threading.Event()
         self._paused = threading.Event()
+        self._abandon = threading.Event()  # the broker is gone: stop waiting for acknowledgements
         self._idle = threading.Event()  # set while no pass runs
         self._idle.set()
 
@@ -194,7 +195,14 @@ class Forwarder:
         self._paused.set()
         return self._idle.wait(timeout)
 
+    def abandon(self) -> None:
+        """The broker is gone (a supervisor saw it exit): the running pass stops waiting for
+        acknowledgements at once instead of after ``flush_timeout``; what was not acknowledged stays
+        in the spool, to be sent again. Call it before :meth:`pause`; :meth:`resume` clears it."""
+        self._abandon.set()
+
     def resume(self) -> None:
+        self._abandon.clear()
         self._paused.clear()
 
     @property
@@ -309,7 +317,7 @@ class Forwarder:
                         log.error("spool record %s is too large to send; kept: %s", rid, exc)
                         continue
                     sent.append((rid, d, d.id is None))
-                pub.flush(self.flush_timeout)
+                self._flush(pub)
             except PublishError as exc:
                 error = exc
             for rid, d, is_raw in sent:
@@ -338,6 +346,24 @@ class Forwarder:
         if n:
             log.info("forwarder: pruned %d sent-journal entries by age/size", n)
         return n
+
+    FLUSH_SLICE = 0.25  # seconds: how often a flush looks whether it was abandoned
+
+    def _flush(self, pub: Publisher) -> None:
+        """``pub.flush(flush_timeout)`` in slices, ended early by :meth:`abandon`."""
+        deadline = time.monotonic() + self.flush_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                pub.flush(max(min(left, self.FLUSH_SLICE), 0.0))
+                return
+            except PublishError as exc:
+                if self._abandon.is_set():
+                    raise PublishError("the broker is gone: waiting for acknowledgements abandoned",
+                                       exc.cause) from exc
+                if left <= self.FLUSH_SLICE:
+                    raise PublishError(f"flush to {pub.bootstrap} did not complete within {self.flush_timeout}s",
+                                       exc.cause) from exc
 
     def _pass(self) -> int:
         self._idle.clear()

@@ -192,6 +192,44 @@ def test_forwarder_deletes_nothing_when_the_broker_dies(tmp_path: Path, fresh_br
 
 
 @pytest.mark.integration
+def test_an_abandoned_pass_stops_waiting_for_a_dead_broker_and_deletes_nothing(tmp_path: Path,
+                                                                              fresh_broker: Any) -> None:
+    """What the supervisor does when the embedded broker died: the pass waiting for its
+    acknowledgements (a 15 s flush timeout) ends within a moment of abandon(); nothing is deleted."""
+    import threading
+
+    spool = Spool(tmp_path / "spool")
+    fwd = Forwarder(spool=spool, bootstrap=fresh_broker.bootstrap, catalogue=catalogue(), partitions=2,
+                    timeout=1.0, flush_timeout=15.0)
+    spool.write(orjson.dumps(hook_payload("s", 0)))
+    assert fwd.run_once() == 1  # connected, topics made
+    fresh_broker.kill()
+    for i in range(1, 20):
+        spool.write(orjson.dumps(hook_payload("s", i)))
+    ids = spool.ready()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fwd.run_once()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)  # the pass is waiting for acknowledgements that cannot come
+    assert t.is_alive()
+    t0 = time.monotonic()
+    fwd.abandon()
+    t.join(15)
+    assert not t.is_alive() and time.monotonic() - t0 < 2.0
+    assert len(errors) == 1 and isinstance(errors[0], PublishError) and "abandoned" in str(errors[0])
+    assert spool.ready() == ids
+    fwd.resume()
+    fwd.close()
+
+
+@pytest.mark.integration
 def test_forwarder_survives_sigkill_at_least_once_with_same_ids(tmp_path: Path, broker: str) -> None:
     spool_dir = tmp_path / "spool"
     spool = Spool(spool_dir)
