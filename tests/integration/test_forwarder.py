@@ -170,18 +170,24 @@ def test_events_spooled_while_no_broker_runs_reach_kafka(tmp_path: Path, fresh_b
     assert all(r.key == b"unknown" and headers(r)["outloop-spool-id"].decode() in ids for r in raws)
 
 
-@pytest.mark.integration
-def test_forwarder_deletes_nothing_when_the_broker_dies(tmp_path: Path, fresh_broker: Any) -> None:
+def backlog_after_broker_death(tmp_path: Path, broker: Any, flush_timeout: float
+                               ) -> tuple[Spool, Forwarder, list[str]]:
+    """A forwarder that connected and made its topics, then its broker killed and 19 more events
+    spooled: the spool, the forwarder and the ids waiting."""
     spool = Spool(tmp_path / "spool")
-    cat = catalogue()
-    fwd = Forwarder(spool=spool, bootstrap=fresh_broker.bootstrap, catalogue=cat, partitions=2,
-                    timeout=1.0, flush_timeout=3.0)
+    fwd = Forwarder(spool=spool, bootstrap=broker.bootstrap, catalogue=catalogue(), partitions=2,
+                    timeout=1.0, flush_timeout=flush_timeout)
     spool.write(orjson.dumps(hook_payload("s", 0)))
     assert fwd.run_once() == 1  # connected, topics made
-    fresh_broker.kill()
+    broker.kill()
     for i in range(1, 20):
         spool.write(orjson.dumps(hook_payload("s", i)))
-    ids = spool.ready()
+    return spool, fwd, spool.ready()
+
+
+@pytest.mark.integration
+def test_forwarder_deletes_nothing_when_the_broker_dies(tmp_path: Path, fresh_broker: Any) -> None:
+    spool, fwd, ids = backlog_after_broker_death(tmp_path, fresh_broker, flush_timeout=3.0)
     t0 = time.monotonic()
     with pytest.raises(PublishError):
         fwd.run_once()
@@ -198,15 +204,7 @@ def test_an_abandoned_pass_stops_waiting_for_a_dead_broker_and_deletes_nothing(t
     acknowledgements (a 15 s flush timeout) ends within a moment of abandon(); nothing is deleted."""
     import threading
 
-    spool = Spool(tmp_path / "spool")
-    fwd = Forwarder(spool=spool, bootstrap=fresh_broker.bootstrap, catalogue=catalogue(), partitions=2,
-                    timeout=1.0, flush_timeout=15.0)
-    spool.write(orjson.dumps(hook_payload("s", 0)))
-    assert fwd.run_once() == 1  # connected, topics made
-    fresh_broker.kill()
-    for i in range(1, 20):
-        spool.write(orjson.dumps(hook_payload("s", i)))
-    ids = spool.ready()
+    spool, fwd, ids = backlog_after_broker_death(tmp_path, fresh_broker, flush_timeout=15.0)
     errors: list[BaseException] = []
 
     def run() -> None:
