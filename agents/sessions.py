@@ -27,6 +27,7 @@ from agents.redact import redact_json, scan
 from schemas.events import EventType, Flush
 from streams.app import Topics
 from streams.codec import Decoded, Rejected, dead_letter, decode, encode
+from streams.heaps import gc_paused
 from streams.settings import Settings
 
 log = logging.getLogger("outloop.agents")
@@ -190,7 +191,8 @@ def register(app: faust.App, topics: Topics, settings: Settings,
     async def emit_session_batch(events: Iterable[faust.EventT]) -> None:
         out = Emitter(app.producer)
         messages = ((m.topic, m.partition, m.offset, m.key, m.value, m.headers) for m in (ev.message for ev in events))
-        out.pending.extend(session_records(pairing, messages, names, datetime.now(UTC), stats))
+        with gc_paused():  # the batch's decode, fold and encode make no cycles: see streams.heaps
+            out.pending.extend(session_records(pairing, messages, names, datetime.now(UTC), stats))
         await out.drain()
 
     @app.agent(topics.events, name="sessions")

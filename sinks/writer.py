@@ -37,6 +37,7 @@ from sinks.query import confine, run_readonly, use_utc
 from sinks.schema import migrate
 from sinks.upsert import KeyConflict, Optimism, apply
 from streams.codec import Rejected, dead_letter
+from streams.heaps import gc_paused
 
 log = logging.getLogger("outloop.sink")
 
@@ -175,7 +176,7 @@ class DuckSink:
                     anchors: dict[TopicPartition, str | None] | None = None) -> WriteResult:
         """Upsert the rows of ``messages`` (topic, partition, offset, key, value) and store, in the
         same transaction, the next offset of every partition they came from (with its anchor)."""
-        with self._write_lock:
+        with self._write_lock, gc_paused():  # a batch makes no cycles: see streams.heaps
             try:
                 result = self._write(messages, anchors or {})
                 self._refresh_due()  # before counting: a refresh that fails makes the caller retry the batch

@@ -14,6 +14,14 @@ largest batches every thread ever held. Two knobs, both no-ops off glibc:
   batch freed is handed back before the next batch allocates beside it (pokes that come while a
   trim runs fold into one).
 
+A third helper is about the Python heap: :func:`gc_paused` holds off the cyclic garbage collector
+while a batch is decoded and written. Decoding 5,000 records allocates tens of thousands of
+containers (structs, tuples, lists, dicts) that all live until the batch is done; each 700
+allocations the collector walks the young ones, and every few of those passes it walks the whole
+heap, to find cycles that batch work does not make. Measured on 20,000-row runs of the sink: 11 %
+of a usage batch's time, 24 % of a hook batch's. Reference counting still frees everything at once;
+a cycle made meanwhile (an exception's traceback) is collected after the pause.
+
 Nothing here changes what is computed; it changes only how long freed memory stays resident.
 """
 
@@ -21,9 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger("outloop.heaps")
@@ -86,3 +96,28 @@ class Trimmer(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self._wake.set()
+
+
+_pause_lock = threading.Lock()
+_pauses = 0  # gc_paused blocks open, in any thread
+_resume = False  # whether the first of them found the collector enabled
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector for the block (see the module's docstring). Nested
+    and concurrent blocks share one pause: the collector comes back, if it was on before the first,
+    when the last one ends, whatever way it ends."""
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()

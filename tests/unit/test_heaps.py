@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
+import threading
+import weakref
 
 import pytest
 
@@ -92,3 +95,63 @@ def test_a_poke_trims_at_once_and_stop_does_not_wait_for_the_interval() -> None:
         trimmer.join(2)
     assert not trimmer.is_alive()
     assert trimmer.trims == 1  # stopping is not a trim
+
+
+def test_gc_paused_holds_the_collector_off_and_brings_it_back_however_the_block_ends() -> None:
+    assert gc.isenabled()
+    with heaps.gc_paused():
+        assert not gc.isenabled()
+        with heaps.gc_paused():  # nested: one pause
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), heaps.gc_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+
+
+def test_gc_paused_leaves_a_collector_that_was_off_off() -> None:
+    gc.disable()
+    try:
+        with heaps.gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_concurrent_pauses_end_when_the_last_one_does() -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with heaps.gc_paused():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert inside.wait(10)
+        with heaps.gc_paused():
+            pass
+        assert not gc.isenabled()  # the other thread's pause is still open
+    finally:
+        release.set()
+        t.join(10)
+    assert gc.isenabled()
+
+
+def test_a_cycle_made_during_a_pause_is_collected_after_it_without_being_asked() -> None:
+    class Node:
+        other: Node
+
+    with heaps.gc_paused():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        alive = weakref.ref(a)
+        del a, b
+        junk = [[] for _ in range(10_000)]  # past the collector's threshold: it would have run
+        assert alive() is not None  # reference counting cannot free a cycle; the collector is off
+    junk = [[] for _ in range(10_000)]  # the collector's own trigger, no gc.collect()
+    del junk
+    assert alive() is None
