@@ -12,6 +12,10 @@ Two paths decode a record; both give the same row:
   it refuses becomes a ``sink_decode`` dead letter with the reason; nothing here raises on bad input.
   Workflow events, the agents' dead letters and flush markers always take it (they are rare).
 
+A hook event's ``payload`` is its ``data`` object's JSON text exactly as the record holds it, on
+both paths (the fast path never builds the payload's objects: it reads the four fields the row takes
+and keeps the text), so what is stored is what the agent wrote, byte for byte.
+
 A batch may hold several versions of one key; they are folded in SQL by ``sinks.upsert`` with the
 same rule its upsert applies to stored rows (tool calls as :func:`agents.toolcalls.merge_tool_calls`,
 usage by the largest totals, everything else by a deterministic "smallest wins" on the row's own
@@ -160,22 +164,42 @@ def tool_call_row(view: Row) -> Row:
 
 
 # -- the checked path: pydantic, the reference --------------------------------------------------
-def _hook_event_row(id: str, data: dict[str, Any], subject: str, time: datetime | str | None,
-                    source: str) -> tuple[Any, ...]:
-    """The stored row, in SCHEMAS order."""
-    get = data.get
-    session, name, tool, use_id = get("session_id"), get("hook_event_name"), get("tool_name"), get("tool_use_id")
+def _hook_event_row(id: str, session: Any, name: Any, tool: Any, use_id: Any, subject: str,
+                    time: datetime | str | None, source: str, payload: str) -> tuple[Any, ...]:
+    """The stored row, in SCHEMAS order, from the payload's fields and its JSON text."""
     return (id, session if type(session) is str and session else subject,
             name if type(name) is str else None, tool if type(tool) is str else None,
-            use_id if type(use_id) is str else None, time, source, orjson.dumps(data).decode())
+            use_id if type(use_id) is str else None, time, source, payload)
+
+
+class _DataText(msgspec.Struct):
+    """An envelope's ``data`` as the JSON text it is in the record (every other field skipped)."""
+
+    data: msgspec.Raw
+
+
+_data_text_decoder = msgspec.json.Decoder(_DataText)
+
+
+def _payload_text(value: bytes, data: dict[str, Any]) -> str:
+    """The stored ``payload`` of a hook record: its ``data`` object's JSON text exactly as the record
+    holds it (both paths store that text, so a record's row does not depend on the path that read
+    it), or ``data`` written by orjson when the text cannot be cut out (JSON only pydantic reads:
+    ``NaN``)."""
+    try:
+        return str(_data_text_decoder.decode(value).data, "utf-8")
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return orjson.dumps(data).decode()
 
 
 def _hook_row(value: bytes) -> Row:
     env = Envelope.model_validate_json(value)
     if env.type is not EventType.HOOK_EVENT:
         raise DecodeError(f"{env.type.value} on the hook-events topic")
-    return dict(zip(SCHEMAS["hook_events"].names, _hook_event_row(env.id, env.data, env.subject, env.time,
-                                                                 env.source), strict=True))
+    get = env.data.get
+    return dict(zip(SCHEMAS["hook_events"].names, _hook_event_row(
+        env.id, get("session_id"), get("hook_event_name"), get("tool_name"), get("tool_use_id"), env.subject,
+        env.time, env.source, _payload_text(value, env.data)), strict=True))
 
 
 _WHEN = {EventType.WORKFLOW_STARTED: "started_at", EventType.WORKFLOW_PHASE_CHANGED: "at",
@@ -266,9 +290,19 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     type: str
     source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
-    data: dict[str, Any]
+    data: msgspec.Raw  # kept as text (the stored payload); _HookHead reads the four fields a row takes
     time: str | None = None
     specversion: Literal["1"] = "1"
+
+
+class _HookHead(msgspec.Struct):
+    """The fields of a hook payload its row takes; every other field is skipped, not built. Decoding
+    it checks that ``data`` is an object (a duplicate field's last value wins, as in a dict)."""
+
+    session_id: Any = None
+    hook_event_name: Any = None
+    tool_name: Any = None
+    tool_use_id: Any = None
 
 
 class _NotFast(Exception):
@@ -290,6 +324,7 @@ def _time(text: str | None) -> datetime | None:
 _usage_decoder = msgspec.json.Decoder(_Usage)
 _tool_decoder = msgspec.json.Decoder(_ToolCall)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+_head_decoder = msgspec.json.Decoder(_HookHead)
 _astuple = msgspec.structs.astuple
 
 
@@ -318,7 +353,10 @@ def _fast_hook(value: bytes) -> tuple[Any, ...]:
     if env.type != "hook.event":
         raise _NotFast
     _time(env.time)
-    return _hook_event_row(env.id, env.data, env.subject, env.time, env.source)
+    h = _head_decoder.decode(env.data)
+    # the text is read strictly: skipping a value, msgspec does not check its strings are UTF-8
+    return _hook_event_row(env.id, h.session_id, h.hook_event_name, h.tool_name, h.tool_use_id, env.subject,
+                           env.time, env.source, str(env.data, "utf-8"))
 
 
 FAST: dict[str, Callable[[bytes], tuple[Any, ...]]] = {
@@ -397,7 +435,10 @@ def _run_hooks(values: list[bytes]) -> pa.Table:
     if any(e.type != "hook.event" for e in envs):
         raise _NotFast
     times = _times(tuple(e.time for e in envs))
-    cols = list(zip(*(_hook_event_row(e.id, e.data, e.subject, None, e.source) for e in envs), strict=True))
+    heads = list(map(_head_decoder.decode, [e.data for e in envs]))
+    cols = list(zip(*(_hook_event_row(e.id, h.session_id, h.hook_event_name, h.tool_name, h.tool_use_id, e.subject,
+                                      None, e.source, str(e.data, "utf-8")) for e, h in zip(envs, heads, strict=True)),
+                    strict=True))
     schema = SCHEMAS["hook_events"]
     i = schema.get_field_index("received_at")
     arrays = [times if j == i else pa.array(c, type=f.type) for j, (c, f) in enumerate(zip(cols, schema, strict=True))]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import msgspec
 import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
@@ -118,8 +119,17 @@ def _hook_row(value: bytes) -> dict[str, Any]:
     row = {"id": env.id, "session_id": _str(data.get("session_id")) or env.subject,
            "hook_event_name": _str(data.get("hook_event_name")), "tool_name": _str(data.get("tool_name")),
            "tool_use_id": _str(data.get("tool_use_id")), "received_at": env.time, "source": env.source,
-           "payload": orjson.dumps(data).decode()}
+           "payload": _data_text(value, data)}
     return row
+
+
+def _data_text(value: bytes, data: dict[str, Any]) -> str:
+    """The record's ``data`` object as the JSON text the record holds (the stored payload); what
+    only pydantic reads (``NaN``) written again by orjson."""
+    try:
+        return str(msgspec.json.decode(value, type=dict[str, msgspec.Raw])["data"], "utf-8")
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return orjson.dumps(data).decode()
 
 
 _WHEN = {EventType.WORKFLOW_STARTED: "started_at", EventType.WORKFLOW_PHASE_CHANGED: "at",

@@ -261,6 +261,52 @@ def test_a_time_outside_the_utc_range_is_a_decode_dead_letter_in_both(tmp_path: 
             assert reason == "sink_decode" and "outside the range of UTC times" in detail, detail
 
 
+PAYLOAD_TEXTS = [  # JSON texts orjson would write otherwise (exponent, escapes, spacing, key order kept)
+    b'{"session_id":"s1","hook_event_name":"Stop","n":1e16}',
+    b'{"hook_event_name":"Stop","session_id":"s1","s":"caf\\u00e9 \\/ \\t"}',
+    b'{ "session_id" : "s1", "hook_event_name": "Stop" }',
+    b'{"session_id":"s1","hook_event_name":"Stop","big":18446744073709551616}',  # past 64 bits
+]
+
+
+@pytest.mark.parametrize("text", PAYLOAD_TEXTS)
+@pytest.mark.parametrize("time", [b'"2025-06-01T12:00:00Z"', b'"2025-06-01T12:00:00+00:00"'])  # fast, checked
+def test_a_hook_payload_is_stored_as_the_text_the_record_holds(tmp_path: Path, text: bytes, time: bytes) -> None:
+    """The payload column holds the record's ``data`` text exactly, whichever path read the record (a
+    time not in the agents' form sends it to pydantic), in a run and alone; an integer past 64 bits,
+    which orjson cannot write, is kept rather than refused."""
+    value = b'{"id":"e1","type":"hook.event","source":"hook","subject":"s1","time":' + time + b',"data":' + text + b"}"
+    fast = time.endswith(b'Z"')
+    assert (_fold_one_row(value) is not None) == fast
+    run = [("t.hook-events", b"s1", value.replace(b'"e1"', f'"e{i}"'.encode())) for i in range(BATCH_MIN)]
+    for sink_kind in (DuckSink, ReferenceSink):
+        with sink_kind(tmp_path / f"{sink_kind.__name__}.duckdb", clock=clock) as sink:
+            sink.write_batch(d.with_offsets(run))
+            rows = sink.query("SELECT id, session_id, hook_event_name, payload::VARCHAR FROM hook_events "
+                              "ORDER BY id")[1]
+            assert rows == [[f"e{i}", "s1", "Stop", text.decode()] for i in sorted(range(BATCH_MIN), key=str)], rows
+            assert sink.query("SELECT count(*) FROM dead_letters")[1] == [[0]]
+
+
+def _fold_one_row(value: bytes) -> tuple[Any, ...] | None:
+    try:
+        return FAST["hook_events"](value)
+    except Exception:  # noqa: BLE001 - not vouched for by the fast path
+        return None
+
+
+@pytest.mark.parametrize("data", [b'{"session_id":"s1","s":"caf\xff"}', b'[1,2]', b'"text"'])
+def test_a_hook_payload_that_is_not_an_object_of_utf8_text_is_a_decode_dead_letter(tmp_path: Path, data: bytes) -> None:
+    good = b'{"id":"e1","type":"hook.event","source":"hook","subject":"s1","time":"2025-06-01T12:00:00Z","data":{}}'
+    bad = good.replace(b'"e1"', b'"e2"').replace(b'"data":{}', b'"data":' + data)
+    assert _fold_one_row(bad) is None
+    with DuckSink(tmp_path / "s.duckdb", clock=clock) as sink:
+        result = sink.write_batch(d.with_offsets([("t.hook-events", b"s1", good), ("t.hook-events", b"s1", bad)]))
+        assert result.decode_errors == 1
+        assert sink.query("SELECT id, payload::VARCHAR FROM hook_events")[1] == [["e1", "{}"]]
+        assert sink.query("SELECT reason FROM dead_letters")[1] == [["sink_decode"]]
+
+
 def _as_row(kind: str, row: tuple[Any, ...]) -> dict[str, Any]:
     """A fast-path row as the pydantic path gives it (times as datetimes)."""
     out = dict(zip(SCHEMAS[kind].names, row, strict=True))
