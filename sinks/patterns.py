@@ -261,6 +261,33 @@ def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[An
     return counts
 
 
+def _add_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[Any, ...], int] | None = None) -> None:
+    """:func:`_apply_fold` when every row of ``pat_delta`` is added (a batch of new calls, nothing
+    rewritten): one statement, nothing read back into Python. Nothing it does can need what
+    :func:`_apply_fold` reads back for: with no row removed no count falls (none reaches 0 to be
+    deleted) and no extreme goes stale (the added values are merged with least/greatest)."""
+    keys = fold.key_names
+    sums = [c for c, _ in fold.sums] + (["sessions"] if extra is not None else [])
+    ext = [c for c, _, _ in fold.extremes]
+    agg = fold.aggregate("pat_delta", weighted=True)
+    if extra:
+        con.register("pat_extra", pa.table({"k": pa.array([k[0] for k in extra], type=pa.string()),
+                                            "v": pa.array(list(extra.values()), type=pa.int64())}))
+        agg = f"SELECT a.*, coalesce(e.v, 0) AS sessions FROM ({agg}) a LEFT JOIN pat_extra e ON a.{keys[0]} = e.k"
+    elif extra is not None:
+        agg = f"SELECT *, 0::BIGINT AS sessions FROM ({agg})"
+    t = fold.table
+    sets = [f"{c} = {t}.{c} + EXCLUDED.{c}" for c in sums]
+    sets += [f"{c} = {'least' if how == 'min' else 'greatest'}({t}.{c}, EXCLUDED.{c})" for c, _, how in fold.extremes]
+    try:
+        con.execute(f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
+                    f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM ({agg}) "
+                    f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}")
+    finally:
+        if extra:
+            _unregister(con, "pat_extra")
+
+
 def _recompute_extremes(con: duckdb.DuckDBPyConnection, fold: Fold, keys: list[tuple[Any, ...]]) -> None:
     """The extremes of ``keys`` from their occurrences (one scan; only when a removed row held one)."""
     names = fold.key_names
@@ -288,13 +315,14 @@ def apply_delta(con: duckdb.DuckDBPyConnection, removed: Sequence[tuple[Any, ...
     for i, field in enumerate(OCC_SCHEMA):
         cols[field.name] = pa.array([r[i] for _, r in rows], type=field.type)
     con.register("pat_delta", pa.table(cols))
+    apply = _apply_fold if removed else _add_fold  # only additions (new calls): nothing to read back
     try:
         sessions: dict[tuple[Any, ...], int] = defaultdict(int)
-        for (sig, _), (old, new) in _apply_fold(con, SESSIONS).items():
+        for (sig, _), (old, new) in _apply_fold(con, SESSIONS).items():  # the new (signature, session) pairs
             sessions[(sig,)] += (new > 0) - (old > 0)
-        _apply_fold(con, STATE, {k: v for k, v in sessions.items() if v})
+        apply(con, STATE, {k: v for k, v in sessions.items() if v})
         for fold in (HOURS, SAMPLES, SPANS):
-            _apply_fold(con, fold)
+            apply(con, fold)
     finally:
         _unregister(con, "pat_delta")
 
