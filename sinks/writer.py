@@ -176,7 +176,7 @@ class DuckSink:
                     anchors: dict[TopicPartition, str | None] | None = None) -> WriteResult:
         """Upsert the rows of ``messages`` (topic, partition, offset, key, value) and store, in the
         same transaction, the next offset of every partition they came from (with its anchor)."""
-        with self._write_lock, gc_paused():  # a batch makes no cycles: see streams.heaps
+        with self._write_lock:
             try:
                 result = self._write(messages, anchors or {})
                 self._refresh_due()  # before counting: a refresh that fails makes the caller retry the batch
@@ -212,7 +212,8 @@ class DuckSink:
     def _write(self, messages: list[Message], anchors: dict[TopicPartition, str | None]) -> WriteResult:
         if not messages:
             return WriteResult()
-        folded = fold(messages, self.clock())
+        with gc_paused():  # decoding makes Python objects only, and no cycles: see streams.heaps
+            folded = fold(messages, self.clock())
         try:
             while True:
                 plain = self.optimism.plain()
