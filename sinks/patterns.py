@@ -211,20 +211,9 @@ def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[An
                 ) -> dict[tuple[Any, ...], tuple[int, int]]:
     """Apply the signed rows of ``pat_delta`` to ``fold.table``. ``extra`` adds one more summed
     column (``pattern_state.sessions``). Returns, per key whose count changed, (old n, new n)."""
-    keys = fold.key_names
-    sums = [c for c, _ in fold.sums] + (["sessions"] if extra is not None else [])
-    ext = [c for c, _, _ in fold.extremes]
-    agg = fold.aggregate("pat_delta", weighted=True)
-    if extra:
-        con.register("pat_extra", pa.table({"k": pa.array([k[0] for k in extra], type=pa.string()),
-                                            "v": pa.array(list(extra.values()), type=pa.int64())}))
-        agg = f"SELECT a.*, coalesce(e.v, 0) AS sessions FROM ({agg}) a LEFT JOIN pat_extra e ON a.{keys[0]} = e.k"
-    elif extra is not None:
-        agg = f"SELECT *, 0::BIGINT AS sessions FROM ({agg})"
+    keys, sums, ext, agg, upsert = _delta_sql(con, fold, extra)
     unchanged = " AND ".join([f"{c} = 0" for c in sums] + [f"add_{c} IS NOT DISTINCT FROM rem_{c}" for c in ext])
     t = fold.table
-    sets = [f"{c} = {t}.{c} + EXCLUDED.{c}" for c in sums]
-    sets += [f"{c} = {'least' if how == 'min' else 'greatest'}({t}.{c}, EXCLUDED.{c})" for c, _, how in fold.extremes]
     try:  # the keys that change, once, as Arrow: cheaper than a temporary table to create, filter and drop
         changed = con.sql(f"SELECT * FROM ({agg}) WHERE NOT ({unchanged})").to_arrow_table()
     finally:
@@ -236,11 +225,8 @@ def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[An
     delta = {tuple(r[:len(keys)]): r[len(keys):] for r in zip(*read, strict=True)}
     con.register("pat_d", changed)
     try:
-        after = con.execute(
-            f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
-            f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM pat_d "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)} "
-            f"RETURNING {', '.join(keys + ['n'] + [_naive(c, c) for c in ext])}").fetchall()
+        after = con.execute(upsert.format(source="pat_d") + " RETURNING "
+                            + ", ".join(keys + ["n"] + [_naive(c, c) for c in ext])).fetchall()
     finally:
         _unregister(con, "pat_d")
     counts: dict[tuple[Any, ...], tuple[int, int]] = {}
@@ -261,11 +247,12 @@ def _apply_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[An
     return counts
 
 
-def _add_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[Any, ...], int] | None = None) -> None:
-    """:func:`_apply_fold` when every row of ``pat_delta`` is added (a batch of new calls, nothing
-    rewritten): one statement, nothing read back into Python. Nothing it does can need what
-    :func:`_apply_fold` reads back for: with no row removed no count falls (none reaches 0 to be
-    deleted) and no extreme goes stale (the added values are merged with least/greatest)."""
+def _delta_sql(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[Any, ...], int] | None
+               ) -> tuple[list[str], list[str], list[str], str, str]:
+    """What both ways of applying ``pat_delta`` to ``fold.table`` share: its key, summed and extreme
+    columns, the weighted aggregate of the delta (with ``extra`` joined in as ``sessions``, registered
+    as ``pat_extra``: the caller unregisters it), and the upsert of aggregate rows from ``{source}``
+    (sums added, extremes merged with least/greatest)."""
     keys = fold.key_names
     sums = [c for c, _ in fold.sums] + (["sessions"] if extra is not None else [])
     ext = [c for c, _, _ in fold.extremes]
@@ -279,10 +266,20 @@ def _add_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[Any,
     t = fold.table
     sets = [f"{c} = {t}.{c} + EXCLUDED.{c}" for c in sums]
     sets += [f"{c} = {'least' if how == 'min' else 'greatest'}({t}.{c}, EXCLUDED.{c})" for c, _, how in fold.extremes]
+    upsert = (f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
+              f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM {{source}} "
+              f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}")
+    return keys, sums, ext, agg, upsert
+
+
+def _add_fold(con: duckdb.DuckDBPyConnection, fold: Fold, extra: dict[tuple[Any, ...], int] | None = None) -> None:
+    """:func:`_apply_fold` when every row of ``pat_delta`` is added (a batch of new calls, nothing
+    rewritten): one statement, nothing read back into Python. Nothing it does can need what
+    :func:`_apply_fold` reads back for: with no row removed no count falls (none reaches 0 to be
+    deleted) and no extreme goes stale (the added values are merged with least/greatest)."""
+    _, _, _, agg, upsert = _delta_sql(con, fold, extra)
     try:
-        con.execute(f"INSERT INTO {t} ({', '.join(keys + sums + ext)}) "
-                    f"SELECT {', '.join(keys + sums + [f'add_{c}' for c in ext])} FROM ({agg}) "
-                    f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}")
+        con.execute(upsert.format(source=f"({agg})"))
     finally:
         if extra:
             _unregister(con, "pat_extra")
