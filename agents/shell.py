@@ -10,15 +10,19 @@ Three parsers give the same shape (:class:`Parsed`):
 
 Before parsing, here-document bodies are cut out (bashlex fails on quoted delimiters) and replaced by an
 input redirect from a placeholder ``__HD<n>__``; the body stays reachable through :attr:`Parsed.heredocs`.
+A here-document whose delimiter line never comes takes the rest of the text, as in bash, unless its ``<<``
+stands inside quotes or arithmetic (:class:`_Quoting`).
 Full-line comments are dropped. Every pipeline records the operator that preceded it (``&&``, ``||``,
 ``;``) and its context: ``main``, ``cond`` (an ``if``/``while`` condition) or ``sub`` (a ``$(...)``).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 import bashlex  # type: ignore[import-untyped]
 
@@ -61,12 +65,120 @@ KEYWORDS = frozenset(
 ASSIGN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\+?=")
 
 
+class _Quoting:
+    """Where bash would be, lexically, at the end of the text fed so far: reading commands, or
+    inside quotes, a comment or an arithmetic ``$(( ))``/``(( ))``. Command substitutions
+    (``$( )``, backquotes) are commands again, also within double quotes. It lexes quoting only:
+    enough to tell a ``<<`` bash takes as a here-document operator from one inside a string
+    (``python -c "a << b"``). Fed in pieces, it reads every character once; runs of plain
+    characters are skipped by a regex."""
+
+    _CODE = re.compile(r"[\\'\"$()`#]")
+    _DQ = re.compile(r'[\\"$`]')
+    _ARITH = re.compile(r"[\\()]")
+    _SQ = re.compile(r"'")
+    _ANSI = re.compile(r"\\.|'", re.S)
+
+    def __init__(self) -> None:
+        self.stack: list[list[Any]] = [["c", 0]]  # [kind, parentheses open inside an arithmetic]
+        self.quote = ""  # "'" inside single quotes, "$'" inside $'...'
+        self.comment = self.escape = False
+        self.last = "\n"  # the character before the next piece
+
+    @property
+    def in_code(self) -> bool:
+        return not (self.quote or self.comment or self.escape) and self.stack[-1][0] in ("c", "`")
+
+    def copy(self) -> _Quoting:
+        twin = _Quoting()
+        twin.stack = [list(frame) for frame in self.stack]
+        twin.quote, twin.comment, twin.escape, twin.last = self.quote, self.comment, self.escape, self.last
+        return twin
+
+    def feed(self, text: str) -> None:
+        i, n = 0, len(text)
+        while i < n:
+            if self.escape:
+                self.escape, i = False, i + 1
+                continue
+            if self.comment:
+                j = text.find("\n", i)
+                if j < 0:
+                    break
+                self.comment, i = False, j + 1
+                continue
+            if self.quote:
+                m = (self._ANSI if self.quote == "$'" else self._SQ).search(text, i)
+                while m is not None and m.group() != "'":
+                    m = self._ANSI.search(text, m.end())
+                if m is None:
+                    break
+                self.quote, i = "", m.end()
+                continue
+            frame = self.stack[-1]
+            kind = frame[0]
+            m = (self._DQ if kind == '"' else self._ARITH if kind == "a" else self._CODE).search(text, i)
+            if m is None:
+                break
+            i = m.start()
+            ch = text[i]
+            before = text[i - 1] if i else self.last
+            step = 1
+            if ch == "\\":
+                self.escape = True
+            elif kind == "a":
+                if ch == "(":
+                    frame[1] += 1
+                elif frame[1]:
+                    frame[1] -= 1
+                elif text.startswith("))", i):
+                    self.stack.pop()
+                    step = 2
+            elif text.startswith("$((", i) or (ch == "(" and kind != '"' and text.startswith("((", i)):
+                self.stack.append(["a", 0])
+                step = 3 if ch == "$" else 2
+            elif text.startswith("$(", i):
+                self.stack.append(["c", 0])
+                step = 2
+            elif ch == "`":
+                if kind == "`":
+                    self.stack.pop()
+                else:
+                    self.stack.append(["`", 0])
+            elif kind == '"':
+                if ch == '"':
+                    self.stack.pop()
+            elif ch == "'":
+                self.quote = "$'" if before == "$" else "'"
+            elif ch == '"':
+                self.stack.append(['"', 0])
+            elif ch == "(":
+                self.stack.append(["c", 0])
+            elif ch == ")":
+                if kind == "c" and len(self.stack) > 1:
+                    self.stack.pop()
+            elif ch == "#" and before in " \t\n;&|()":
+                self.comment = True
+            i += step
+        if text:
+            self.last = text[-1]
+
+
 def extract_heredocs(text: str) -> tuple[str, tuple[str, ...]]:
-    """Cut here-document bodies out of ``text``. An operator whose delimiter line never comes is left
-    alone (it is probably not a here-document: ``1 << 5`` in inline code)."""
+    """Cut here-document bodies out of ``text``. An operator whose delimiter line never comes takes
+    the rest of the text as its body, as bash does (``delimited by end-of-file``), when it stands
+    where bash reads commands; inside quotes or arithmetic it is left alone (it is not a
+    here-document: ``python -c "a << b"``, ``$((a << b))``)."""
     if "<<" not in text:
         return text, ()
     lines = text.split("\n")
+    ends: dict[str, list[int]] = {}  # a line's stripped text -> the lines that hold it, in order
+    for k, ln in enumerate(lines):
+        key = ln.strip()
+        if key and len(key) < 256:
+            ends.setdefault(key, []).append(k)
+    quoting: _Quoting | None = None  # lexed only when an operator has no delimiter line
+    fed = 0  # lines of ``out`` the lexer has read
     out: list[str] = []
     bodies: list[str] = []
     i = 0
@@ -78,15 +190,19 @@ def extract_heredocs(text: str) -> tuple[str, tuple[str, ...]]:
             m = HEREDOC_RE.search(line, pos)
             if m is None:
                 break
-            delim, strip_tabs = m.group(3), m.group(1) == "-"
-            j = i
-            while j < len(lines):
-                candidate = lines[j].lstrip("\t") if strip_tabs else lines[j]
-                if candidate.strip() == delim:
-                    break
-                j += 1
-            if j >= len(lines):
-                break
+            found = ends.get(m.group(3), [])
+            at = bisect.bisect_left(found, i)
+            j = found[at] if at < len(found) else len(lines)
+            if j == len(lines):
+                quoting = quoting or _Quoting()
+                for done in out[fed:]:
+                    quoting.feed(done + "\n")
+                fed = len(out)
+                probe = quoting.copy()
+                probe.feed(line[: m.start()])
+                if not probe.in_code:
+                    pos = m.end()
+                    continue
             bodies.append("\n".join(lines[i:j]))
             repl = f"< __HD{len(bodies) - 1}__"
             line = line[: m.start()] + repl + line[m.end() :]

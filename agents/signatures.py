@@ -19,7 +19,7 @@ from agents.categories import CATEGORIES, DES, NET, RO, SIDE_EFFECTS, UNK, WR, p
 from agents.commands import Analyzer
 from agents.redact import redact_text as redact  # sample commands are redacted with the project's one redactor
 
-SIGNATURE_VERSION = 1
+SIGNATURE_VERSION = 2
 """Bumped whenever a rule change can change any signature; stored rows keep the version they were
 computed with, and :func:`recompute` brings them up to date."""
 

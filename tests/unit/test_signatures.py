@@ -393,6 +393,39 @@ def test_heredocs_are_cut_out_and_kept() -> None:
     assert none == () and text == "python -c 'print(1 << 5)'"
 
 
+@pytest.mark.parametrize("text, body, docs", [
+    # bash reads the rest as the body when the delimiter line never comes ("delimited by end-of-file")
+    ("cat > /tmp/x.sh <<'EOF'\nset -e\nmake testEOF", "cat > /tmp/x.sh < __HD0__", ("set -e\nmake testEOF",)),
+    ("python - <<PY\nprint(1)", "python - < __HD0__", ("print(1)",)),
+    ("echo 'it''s' # don't\ncat <<EOF\nbody", "echo 'it''s' # don't\ncat < __HD0__", ("body",)),
+    ("echo $'a\\'b' \"q\\\"\" <<X\nbody", "echo $'a\\'b' \"q\\\"\" < __HD0__", ("body",)),
+    ('git commit -m "$(cat <<\'EOF\'\nmsg', 'git commit -m "$(cat < __HD0__', ("msg",)),
+    ("cat <<A <<B\na\nA\nb", "cat < __HD0__ < __HD1__", ("a", "b")),
+    # not an operator: inside quotes, arithmetic or a comment, with no delimiter line, it stays
+    ('python -c "x = a << b"\nls', 'python -c "x = a << b"\nls', ()),
+    ("python -c 'x = a << b\ny = 1'", "python -c 'x = a << b\ny = 1'", ()),
+    ("echo $((a << b))\nls", "echo $((a << b))\nls", ()),
+    ("(( x = y << z ))\nls", "(( x = y << z ))\nls", ()),
+    ("ls # a << b\npwd", "ls # a << b\npwd", ()),
+    ('echo "$(( a << b ))"\nls', 'echo "$(( a << b ))"\nls', ()),
+])
+def test_a_heredoc_without_its_delimiter_line(text: str, body: str, docs: tuple[str, ...]) -> None:
+    assert extract_heredocs(text) == (body, docs)
+
+
+def test_an_unterminated_heredoc_signs_like_a_terminated_one_and_fast() -> None:
+    pad = "".join(f"echo 'line {i}' \"$(date)\" && x=$((i+1)) # note\n" for i in range(800))
+    terminated = sig(f"cat > /tmp/x.sh <<'EOF'\n{pad}EOF")
+    unterminated = sig(f"cat > /tmp/x.sh <<'EOF'\n{pad}  # trimmed EOF")
+    assert unterminated.signature == terminated.signature == "edit:cat:<tmp>/x.sh"
+    assert parse(f"cat > /tmp/x.sh <<'EOF'\n{pad}").parser == "fast"  # the body is never parsed as commands
+
+
+def test_many_operators_inside_a_string_cost_one_pass() -> None:
+    text = 'python -c "' + "a << b\n" * 20_000 + '"'
+    assert extract_heredocs(text) == (text, ())
+
+
 def test_parser_fallbacks() -> None:
     assert parse("ls -la | grep x && echo ok").parser == "fast"
     assert parse("for f in *.py; do echo $f; done").parser == "bashlex"
