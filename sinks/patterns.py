@@ -665,11 +665,20 @@ def refresh_sequences(con: duckdb.DuckDBPyConnection, sessions: set[str],
     return written + insert()
 
 
-def stale_signature_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Tool calls whose signature was computed by an older rule version (or never): recompute them."""
-    rows = con.execute("SELECT id FROM tool_calls WHERE tool_name IS NOT NULL AND "
-                       "(signature_version IS NULL OR signature_version <> ?)", [SIGNATURE_VERSION]).fetchall()
+_STALE = "tool_name IS NOT NULL AND (signature_version IS NULL OR signature_version <> ?)"
+
+
+def stale_signature_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
+    """Tool calls whose signature was computed by an older rule version (or never): recompute them
+    (at most ``limit`` of them)."""
+    rows = con.execute(f"SELECT id FROM tool_calls WHERE {_STALE}" + (f" LIMIT {int(limit)}" if limit else ""),
+                       [SIGNATURE_VERSION]).fetchall()
     return [r[0] for r in rows]
+
+
+def stale_signature_count(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute(f"SELECT count(*) FROM tool_calls WHERE {_STALE}", [SIGNATURE_VERSION]).fetchone()
+    return int(row[0]) if row else 0
 
 
 def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], call_keys: Iterable[str],

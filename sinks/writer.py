@@ -31,8 +31,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from agents.signatures import SIGNATURE_VERSION
 from sinks.decode import Folded, Message, TopicPartition, fold
-from sinks.patterns import materialize, refresh, signature_columns, stale_signature_ids
+from sinks.patterns import (
+    materialize,
+    refresh,
+    signature_columns,
+    stale_signature_count,
+    stale_signature_ids,
+)
 from sinks.query import confine, run_readonly, use_utc
 from sinks.schema import migrate
 from sinks.upsert import KeyConflict, Optimism, apply
@@ -44,6 +51,7 @@ log = logging.getLogger("outloop.sink")
 REFRESH_S = 1.0  # patterns and sequences of what changed are recomputed at most this often
 SEQUENCE_REFRESH_S = 15.0  # session n-grams are mined again at most this often (and at flush markers)
 FULL_REFRESH_S = 60.0  # window counts of quiet patterns are refreshed at least this often
+RECOMPUTE_CHUNK = 50_000  # stored tool calls whose signatures are recomputed per transaction (rule change)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -289,14 +297,32 @@ class DuckSink:
             self._owed = False  # signatures and sessions both refreshed and their marks cleared
 
     def _recompute_stale_signatures(self) -> None:
-        """After a signature rule change (SIGNATURE_VERSION), recompute every stored signature."""
-        if not stale_signature_ids(self.con):
+        """After a signature rule change (SIGNATURE_VERSION), recompute every stored signature, with
+        its occurrence and the pattern state: RECOMPUTE_CHUNK tool calls per transaction, so memory
+        stays bounded however large the database, and a crash keeps the chunks done (the next start
+        goes on with the rest). Each chunk marks the patterns and sessions it changed dirty in its own
+        transaction; a full refresh of patterns and sequences follows. Progress is logged."""
+        total = stale_signature_count(self.con)
+        if not total:
             return
+        log.info("sink: signature rules are now at version %d: recomputing the signatures of %d stored "
+                 "tool calls", SIGNATURE_VERSION, total)
+        done, started = 0, time.monotonic()
+        said = started
+        while ids := stale_signature_ids(self.con, RECOMPUTE_CHUNK):
+            with self.transaction() as con:
+                materialize(con, ids, [])
+            done += len(ids)
+            if done > total:  # every chunk brings its rows to the current version: this never ends
+                raise SinkError(f"recomputing stored signatures does not converge ({done} done of {total})")
+            if time.monotonic() - said >= 5.0:
+                said = time.monotonic()
+                log.info("sink: recomputed %d of %d signatures (%.0f s)", done, total, said - started)
         with self.transaction() as con:
-            materialize(con, stale_signature_ids(con), [])
             con.execute("INSERT INTO pattern_dirty SELECT DISTINCT 'session', session_id FROM pattern_occurrences "
                         "ON CONFLICT DO NOTHING")
             refresh(con, full=True)
+        log.info("sink: recomputed %d signatures in %.1f s", done, time.monotonic() - started)
 
     def reset_partition(self, topic: str, partition: int) -> None:
         """The log of ``topic``/``partition`` restarted: read it again from its start."""

@@ -203,3 +203,70 @@ def test_the_time_extremes_read_back_naive_are_every_timestamp_extreme_of_the_st
                                             "WHERE data_type = 'TIMESTAMP WITH TIME ZONE'").fetchall()}
     extremes = {(f.table, c) for f in FOLDS for c, _, _ in f.extremes}
     assert {c for t, c in extremes if (t, c) in timed} == _TIME_EXTREMES
+
+
+HEREDOC = "cat > /tmp/run.sh <<'EOF'\nset -e\npytest -q  # trimmed EOF"  # unterminated: version 2 reads it as bash does
+
+
+def test_a_signature_rule_change_recomputes_stored_signatures_chunk_by_chunk(tmp_path: Path, monkeypatch: Any,
+                                                                            caplog: Any) -> None:
+    """A database written under an older rule version (here: unterminated here-documents signed
+    ``other:cat:*``) is brought up to date when the sink opens: every signature, occurrence and state
+    row equals a from-scratch computation. It goes a chunk per transaction; a crash midway keeps the
+    chunks done and the next start finishes the rest."""
+    import dataclasses
+    import logging
+
+    import sinks.patterns as patterns
+    import sinks.writer as writer
+    from agents.signatures import SIGNATURE_VERSION, Signature
+
+    db = tmp_path / "rules.duckdb"
+    commands = [*COMMANDS, HEREDOC]
+    views = [d.tool_view(f"toolu_{i}", session_id=SESSIONS[i % 3], tool_input={"command": commands[i % 6]},
+                         command=commands[i % 6], status="ok", started_at=W0 - AGES[i % len(AGES)],
+                         ended_at=W0 - AGES[i % len(AGES)] + timedelta(seconds=i), output_tokens_est=i)
+             for i in range(40)]
+    current = patterns._signature
+
+    def former(tool_name: str, tool_input: str | None) -> Signature:
+        sig = dataclasses.replace(current(tool_name, tool_input), version=SIGNATURE_VERSION - 1)
+        if tool_input and "<<" in tool_input:
+            sig = dataclasses.replace(sig, signature="other:cat:*", category="other", tool="cat", target="*")
+        return sig
+
+    with monkeypatch.context() as m:  # the database as the former rules left it
+        m.setattr(patterns, "_signature", former)
+        with DuckSink(db, clock=d.clock) as sink:
+            write(sink, views, True, 0)
+            assert sink.con.execute("SELECT count(*) FROM tool_calls WHERE signature = 'other:cat:*'").fetchone() == (6,)
+    monkeypatch.setattr(writer, "RECOMPUTE_CHUNK", 7)
+
+    real_materialize, chunks = writer.materialize, []
+
+    def crashing(con: duckdb.DuckDBPyConnection, ids: Any, keys: Any, fresh: Any = None) -> None:
+        chunks.append(len(ids))
+        if len(chunks) == 3:
+            raise RuntimeError("killed")
+        real_materialize(con, ids, keys, fresh)
+
+    monkeypatch.setattr(writer, "materialize", crashing)
+    try:
+        DuckSink(db, clock=d.clock)
+        raise AssertionError("the open should have failed")
+    except RuntimeError as exc:
+        assert str(exc) == "killed"
+    assert chunks == [7, 7, 7]
+    con = duckdb.connect(str(db))
+    assert con.execute("SELECT count(*) FROM tool_calls WHERE signature_version = ?",
+                       [SIGNATURE_VERSION]).fetchone() == (14,)  # the two chunks committed before the crash
+    con.close()
+    monkeypatch.setattr(writer, "materialize", real_materialize)
+    with caplog.at_level(logging.INFO, logger="outloop.sink"), DuckSink(db, clock=d.clock) as sink:
+        assert "recomputing the signatures of 26 stored tool calls" in caplog.text
+        assert sink.con.execute("SELECT count(*) FROM tool_calls WHERE signature_version <> ?",
+                                [SIGNATURE_VERSION]).fetchone() == (0,)
+        assert sink.con.execute("SELECT DISTINCT signature FROM tool_calls WHERE command = ?",
+                                [HEREDOC]).fetchall() == [("edit:cat:<tmp>/run.sh",)]
+        assert not sink.con.execute("SELECT * FROM pattern_dirty").fetchall()  # refreshed in full
+        check_against_scratch(sink.con)
