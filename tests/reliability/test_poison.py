@@ -15,6 +15,7 @@ takes turns between partitions, up to seconds in the all-valid run too: printed,
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import time
@@ -176,7 +177,7 @@ class Result:
     records: int
     agent_s: float  # first to last output record the agents emitted for the backlog
     e2e_s: float  # worker ready to the backlog confirmed in DuckDB (includes the consumer group join)
-    cpu_s: float  # CPU time of the worker process (agents and sink) over the same span
+    cpu_s: float  # CPU time of the worker: the agents process and its sink child, over the same span
     max_gap_s: float  # largest progress gap of any partition while draining the backlog
     dead_letters: dict[str, int]
     stored: dict[str, int]
@@ -212,6 +213,17 @@ def _publish(pub: Publisher, topic: str, flood: Flood, rate: float | None = None
     return sent
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time used so far by the worker and its sink child (a process of its own)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def run_flood(broker: str, tmp: Path, flood: Flood, live: Flood | None = None, live_rate: float = 500.0,
               timeout: float = 600.0, **settings: object) -> Result:
     """Publish ``flood`` and flush markers to fresh topics, start a worker on them (``settings``
@@ -233,11 +245,10 @@ def run_flood(broker: str, tmp: Path, flood: Flood, live: Flood | None = None, l
         ready = time.monotonic()
         assert stack.worker is not None
         proc, pid = stack.worker, stack.worker.pid
-        cpu0 = psutil.Process(pid).cpu_times()
+        cpu0 = _cpu_seconds(pid)
         wait_for_marker(stack.client, f"m-{tag}", expected, timeout)
         e2e = time.monotonic() - ready
-        cpu1 = psutil.Process(pid).cpu_times()
-        cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
+        cpu = _cpu_seconds(pid) - cpu0
         if live is not None:
             sent = _publish(pub, cat.events.name, live, live_rate)
             pub.flush()
