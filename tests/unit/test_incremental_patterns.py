@@ -239,7 +239,8 @@ def test_a_signature_rule_change_recomputes_stored_signatures_chunk_by_chunk(tmp
         m.setattr(patterns, "_signature", former)
         with DuckSink(db, clock=d.clock) as sink:
             write(sink, views, True, 0)
-            assert sink.con.execute("SELECT count(*) FROM tool_calls WHERE signature = 'other:cat:*'").fetchone() == (6,)
+            former_rows = sink.con.execute("SELECT count(*) FROM tool_calls WHERE signature = 'other:cat:*'")
+            assert former_rows.fetchone() == (6,)
     monkeypatch.setattr(writer, "RECOMPUTE_CHUNK", 7)
 
     real_materialize, chunks = writer.materialize, []
