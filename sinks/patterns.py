@@ -82,6 +82,7 @@ MICROS = "round(duration_ms * 1000)::HUGEINT"  # durations as exact integers (mi
 HOUR = "date_trunc('hour', timezone('UTC', ts))"  # the UTC hour of an occurrence (TIMESTAMP)
 CHUNK = 2000  # keys per IN list: DuckDB answers an IN list this short from the primary-key index
 KEYED_MAX = 20_000  # beyond this many keys one scan (a semi-join) is cheaper than index lookups
+SCAN_ROWS_PER_KEY = 200  # an index lookup costs about a scan of this many rows (measured: ~19 us a key, ~0.1 us a row)
 _CACHE = SignatureCache(maxsize=16384)
 
 
@@ -119,14 +120,23 @@ def _ids_table(ids: Iterable[str]) -> pa.Table:
     return pa.table({"id": pa.array(sorted(set(ids)), type=pa.string())})
 
 
-def _keyed(con: duckdb.DuckDBPyConnection, sql: str, keys: Iterable[str]) -> list[tuple[Any, ...]]:
-    """Run ``sql``, whose ``{keys}`` stands for the set ``keys``, and return its rows: as ``IN (?, ...)``
-    lists of at most CHUNK keys, which DuckDB answers from the primary-key index (cost grows with the
-    keys, not with the table), or, beyond KEYED_MAX keys, as one semi-join over a registered table."""
+def _estimated_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    rows = con.execute("SELECT estimated_size FROM duckdb_tables() WHERE table_name = ? AND database_name = "
+                       "current_database() AND schema_name = current_schema()", [table]).fetchall()
+    return int(rows[0][0] or 0) if rows else 0  # fetched to the end: a pending result blocks register()
+
+
+def _keyed(con: duckdb.DuckDBPyConnection, sql: str, keys: Iterable[str], table: str) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on ``table``, whose ``{keys}`` stands for the set ``keys``, and return its rows:
+    as ``IN (?, ...)`` lists of at most CHUNK keys, which DuckDB answers from the primary-key index
+    (cost grows with the keys, not with the table), or as one semi-join over a registered table (a
+    scan: cost grows with the table) where that is cheaper - beyond KEYED_MAX keys, or beyond one key
+    per SCAN_ROWS_PER_KEY rows of the table. Measured on 150,000 tool calls, the lookups of a batch's
+    5,000 calls and occurrences: 414 ms by index, 65 ms by scan."""
     ordered = sorted(set(keys))
     if not ordered:
         return []
-    if len(ordered) > KEYED_MAX:
+    if len(ordered) > KEYED_MAX or len(ordered) * SCAN_ROWS_PER_KEY >= _estimated_rows(con, table):
         con.register("pat_keys", _ids_table(ordered))
         try:
             return con.execute(sql.format(keys="SELECT id FROM pat_keys")).fetchall()
@@ -404,14 +414,15 @@ def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids
     ids = set(ids)
     fresh = fresh or {}
     known = ids - fresh.keys()
-    calls = {r[0]: r for r in _keyed(con, _CALL, known)}
+    calls = {r[0]: r for r in _keyed(con, _CALL, known, "tool_calls")}
     calls.update((tid, row) for tid, row in fresh.items() if tid in ids)
-    old = {r[1]: r for r in _keyed(con, _OCC, known | set(gone_ids))}
+    old = {r[1]: r for r in _keyed(con, _OCC, known | set(gone_ids), "pattern_occurrences")}
     new = {tid: _occurrence(r) for tid, r in calls.items() if r[2] is not None}
     removed = [row for tid, row in old.items() if new.get(tid) != row]
     added = [row for tid, row in new.items() if old.get(tid) != row]
     if removed:
-        _keyed(con, "DELETE FROM pattern_occurrences WHERE tool_use_id IN ({keys})", [r[1] for r in removed])
+        _keyed(con, "DELETE FROM pattern_occurrences WHERE tool_use_id IN ({keys})", [r[1] for r in removed],
+               "pattern_occurrences")
     if added:
         con.register("pat_occ", pa.table({f.name: pa.array([r[i] for r in added], type=f.type)
                                           for i, f in enumerate(OCC_SCHEMA)}))
@@ -431,7 +442,8 @@ def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids
         try:
             _keyed(con, "UPDATE tool_calls SET signature = u.signature, category = u.category, "
                         "side_effect = u.side_effect, signature_version = u.signature_version FROM pat_sig u "
-                        "WHERE tool_calls.id = u.id AND tool_calls.id IN ({keys})", [d[0] for d in derived])
+                        "WHERE tool_calls.id = u.id AND tool_calls.id IN ({keys})", [d[0] for d in derived],
+                   "tool_calls")
         finally:
             _unregister(con, "pat_sig")
     apply_delta(con, removed, added)
@@ -677,8 +689,7 @@ def stale_signature_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None
 
 
 def stale_signature_count(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute(f"SELECT count(*) FROM tool_calls WHERE {_STALE}", [SIGNATURE_VERSION]).fetchone()
-    return int(row[0]) if row else 0
+    return int(con.execute(f"SELECT count(*) FROM tool_calls WHERE {_STALE}", [SIGNATURE_VERSION]).fetchall()[0][0])
 
 
 def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], call_keys: Iterable[str],
@@ -702,11 +713,12 @@ def materialize(con: duckdb.DuckDBPyConnection, tool_call_ids: Iterable[str], ca
     if not ids and not syn:
         return
     written_syn = {i for i in ids if i.startswith("syn:")}
-    merged = written_syn - {r[0] for r in _keyed(con, "SELECT id FROM tool_calls WHERE id IN ({keys})", written_syn)}
+    merged = written_syn - {r[0] for r in _keyed(con, "SELECT id FROM tool_calls WHERE id IN ({keys})", written_syn,
+                                                  "tool_calls")}
     if merged:  # the real rows those syn rows were merged into changed too
         keys = {m[4:] for m in merged}
         ids |= {r[0] for r in _keyed(
-            con, "SELECT id FROM tool_calls WHERE id NOT LIKE 'syn:%' AND call_key IN ({keys})", keys)}
+            con, "SELECT id FROM tool_calls WHERE id NOT LIKE 'syn:%' AND call_key IN ({keys})", keys, "tool_calls")}
     untouched = None
     if fresh is not None:
         untouched = _fresh_calls(fresh.filter(pc.is_null(fresh.column("call_key"))))
