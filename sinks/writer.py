@@ -51,7 +51,7 @@ log = logging.getLogger("outloop.sink")
 REFRESH_S = 1.0  # patterns and sequences of what changed are recomputed at most this often
 SEQUENCE_REFRESH_S = 15.0  # session n-grams are mined again at most this often (and at flush markers)
 FULL_REFRESH_S = 60.0  # window counts of quiet patterns are refreshed at least this often
-RECOMPUTE_CHUNK = 50_000  # stored tool calls whose signatures are recomputed per transaction (rule change)
+RECOMPUTE_CHUNK = 20_000  # stored tool calls whose signatures are recomputed per transaction (rule change)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
