@@ -680,11 +680,10 @@ def refresh_sequences(con: duckdb.DuckDBPyConnection, sessions: set[str],
 _STALE = "tool_name IS NOT NULL AND (signature_version IS NULL OR signature_version <> ?)"
 
 
-def stale_signature_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
-    """Tool calls whose signature was computed by an older rule version (or never): recompute them
-    (at most ``limit`` of them)."""
-    rows = con.execute(f"SELECT id FROM tool_calls WHERE {_STALE}" + (f" LIMIT {int(limit)}" if limit else ""),
-                       [SIGNATURE_VERSION]).fetchall()
+def stale_signature_ids(con: duckdb.DuckDBPyConnection, limit: int) -> list[str]:
+    """Up to ``limit`` tool calls whose signature was computed by an older rule version (or never):
+    recompute them."""
+    rows = con.execute(f"SELECT id FROM tool_calls WHERE {_STALE} LIMIT ?", [SIGNATURE_VERSION, limit]).fetchall()
     return [r[0] for r in rows]
 
 
