@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     header(f"startup: {args.runs} runs, interleaved")
-    faust, broker, health, ready, stop, replay, joins, fast, imports = [], [], [], [], [], [], [], [], []
+    faust, broker, health, ready, stop, replay, joins, former, imports = [], [], [], [], [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp_name:
         tmp = Path(tmp_name)
         tiny, lines = tiny_transcript(tmp)
@@ -136,12 +136,12 @@ def main() -> None:
             ready.append(r)
             stop.append(s)
             joins.append(j)
-            fast.append(outloop_up(tmp, {"OUTLOOP_REBALANCE_TIMEOUT": "4"})[1])
+            former.append(outloop_up(tmp, {"OUTLOOP_SESSION_TIMEOUT": "10"})[1])
             replay.append(replay_tiny(tmp, tiny))
             print(f"  run {run + 1}: import faust {faust[-1]:.2f}s  import streams.worker {imports[-1]:.2f}s  "
                   f"broker {broker[-1]:.2f}s  up: health {h:.2f}s "
-                  f"ready {r:.2f}s (group join {j:.2f}s) stop {s:.2f}s  ready with OUTLOOP_REBALANCE_TIMEOUT=4 "
-                  f"{fast[-1]:.2f}s  replay of {lines} lines {replay[-1]:.2f}s")
+                  f"ready {r:.2f}s (group join {j:.2f}s) stop {s:.2f}s  ready with OUTLOOP_SESSION_TIMEOUT=10 "
+                  f"{former[-1]:.2f}s  replay of {lines} lines {replay[-1]:.2f}s")
     target = [10.0] * args.runs
     row("outloop up -> /health ok", health, "broker start", broker, "s", higher_is_better=False)
     row("outloop up -> event queryable", ready, "broker start", broker, "s", higher_is_better=False)
@@ -151,9 +151,10 @@ def main() -> None:
         target="<= 1.0x (10 s)")
     row(f"outloop replay ({lines}-line transcript)", replay, "broker start", broker, "s", higher_is_better=False)
     row(f"outloop replay ({lines}-line transcript)", replay, "import faust", faust, "s", higher_is_better=False)
-    row("outloop up -> queryable, REBALANCE_TIMEOUT=4", fast, "default (10)", ready, "s", higher_is_better=False)
+    row("outloop up -> event queryable (session 6 s)", ready, "former default (10 s)", former, "s",
+        higher_is_better=False)
     print(f"  of which the worker's consumer-group join: median {median(joins):.2f}s "
-          "(the sink starts only after it: /health waits for the join too)")
+          "(half the session timeout, which Tansu holds a new group's first join for)")
     print(f"  outloop up: SIGTERM -> exited, median {median(stop):.2f}s")
 
 

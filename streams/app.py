@@ -50,7 +50,7 @@ def stay_in_group_on_close() -> None:
     the first one rejoins after a crash) therefore wedged the group for good: every later member
     joined as a follower of a leader that no longer existed and never got a partition. Eviction
     has no such flaw. The cost is that a stopped worker's partitions move to the others after the
-    session timeout (``OUTLOOP_SESSION_TIMEOUT``, 10 s by default) rather than at once.
+    session timeout (``OUTLOOP_SESSION_TIMEOUT``, 6 s by default) rather than at once.
     ``OUTLOOP_LEAVE_GROUP=1`` restores the leave, for brokers without the flaw."""
     from aiokafka.consumer.group_coordinator import GroupCoordinator
 

@@ -11,6 +11,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 DEFAULT_HOME = Path(os.path.expanduser("~")) / ".outloop"
+# The consumer session timeout unless OUTLOOP_SESSION_TIMEOUT sets one: the least a Kafka broker
+# accepts by default (group.min.session.timeout.ms). It is how long a killed worker keeps its
+# partitions, and Tansu holds a new group's first join for half of it: 3 s of every start (10 s, the
+# former default, held 5 s).
+DEFAULT_SESSION_TIMEOUT = 6.0
 
 # name -> (default as text, description). The default "" means "unset".
 SETTINGS_DOC: dict[str, tuple[str, str]] = {
@@ -32,7 +37,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_REBALANCE_TIMEOUT": ("10", "consumer rebalance timeout, seconds"),
     "OUTLOOP_SESSION_TIMEOUT": ("", "consumer session timeout, seconds: a worker that stops heartbeating (killed) "
                                 "leaves its group after it, and Tansu holds a new group's first join for half of "
-                                "it; empty: the larger of 6 and OUTLOOP_REBALANCE_TIMEOUT"),
+                                "it; empty: 6, the least a Kafka broker accepts by default"),
     "OUTLOOP_LEAVE_GROUP": ("0", "1 makes a stopping worker leave its consumer group at once (LeaveGroup); "
                             "0 lets the broker evict it after the session timeout, see README"),
     "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
@@ -77,7 +82,7 @@ class Settings:
     journal_max_mb: float = 512.0
     journal_confirm: float = 300.0
     leave_group: bool = False
-    session_timeout: float | None = None  # None: max(6, rebalance_timeout), see consumer_session_timeout
+    session_timeout: float | None = None  # None: DEFAULT_SESSION_TIMEOUT, see consumer_session_timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -144,8 +149,8 @@ class Settings:
 
     @property
     def consumer_session_timeout(self) -> float:
-        """Seconds: OUTLOOP_SESSION_TIMEOUT, else the larger of 6 and the rebalance timeout."""
-        return self.session_timeout if self.session_timeout is not None else max(6.0, self.rebalance_timeout)
+        """Seconds: OUTLOOP_SESSION_TIMEOUT, else :data:`DEFAULT_SESSION_TIMEOUT`."""
+        return self.session_timeout if self.session_timeout is not None else DEFAULT_SESSION_TIMEOUT
 
     @property
     def consumer_heartbeat_interval(self) -> float:

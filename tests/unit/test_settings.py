@@ -1,5 +1,5 @@
-"""The consumer-group timing settings: the session timeout defaults to what it always was and
-travels to the worker's environment."""
+"""The consumer-group timing settings: the session timeout defaults to 6 s whatever the rebalance
+timeout, and travels to the worker's environment."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 from streams.settings import Settings
 
 
-def test_session_timeout_defaults_to_the_larger_of_6_and_the_rebalance_timeout() -> None:
-    assert Settings.from_env({}).consumer_session_timeout == 10.0
-    assert Settings.from_env({"OUTLOOP_REBALANCE_TIMEOUT": "4"}).consumer_session_timeout == 6.0
-    assert Settings.from_env({"OUTLOOP_REBALANCE_TIMEOUT": "4"}).consumer_heartbeat_interval == 1.0
+def test_session_timeout_defaults_to_6_seconds_whatever_the_rebalance_timeout() -> None:
+    for rebalance in ("", "4", "30"):
+        s = Settings.from_env({"OUTLOOP_REBALANCE_TIMEOUT": rebalance})
+        assert (s.consumer_session_timeout, s.consumer_heartbeat_interval) == (6.0, 1.0)
+    assert Settings.from_env({}).rebalance_timeout == 10.0
 
 
 def test_session_timeout_set_travels_to_the_worker_and_sets_the_heartbeat() -> None:
