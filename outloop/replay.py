@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,13 @@ from schemas.topics import TopicCatalogue
 from streams.importers import ImportStats
 from streams.importers.detect import iter_paths
 from streams.settings import Settings
+
+# The consumer session timeout of a replay on a broker of its own, unless OUTLOOP_SESSION_TIMEOUT
+# sets one: nobody else is in its group, so the timeout guards against nothing, but the embedded
+# broker holds a new group's first join for half of it (1 s instead of 3 s at the default 6 s). The
+# tests run every worker with it. An external broker keeps the default: Kafka refuses a session
+# timeout under 6 s unless configured to accept one.
+PRIVATE_BROKER_SESSION_TIMEOUT = 2.0
 
 SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters")
 WORKFLOW_OUTPUTS = ("workflow_runs", "dead_letters")
@@ -107,6 +114,14 @@ def summarize(client: WorkerClient, sessions: list[str], summary: ReplaySummary)
     summary.dead_letters_by_reason = {r[0]: int(r[1]) for r in rows}
 
 
+def replay_settings(settings: Settings) -> Settings:
+    """The settings a replay runs its stack with: ``settings``, with the short session timeout when
+    the replay starts a broker of its own and no session timeout was set."""
+    if settings.broker is None and settings.session_timeout is None:
+        return replace(settings, session_timeout=PRIVATE_BROKER_SESSION_TIMEOUT)
+    return settings
+
+
 def replay(paths: list[Path], settings: Settings, *, console: Console | None = None,
            show_progress: bool = False, timeout: float = 600.0) -> ReplaySummary:
     from streams.publisher import Publisher
@@ -121,7 +136,7 @@ def replay(paths: list[Path], settings: Settings, *, console: Console | None = N
     sessions: set[str] = set()
     by_type: Counter[str] = Counter()
     cat = TopicCatalogue(prefix=settings.topic_prefix)
-    with Stack(settings) as stack, Progress(
+    with Stack(replay_settings(settings)) as stack, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, disable=not show_progress, transient=True,
     ) as progress:

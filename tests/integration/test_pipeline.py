@@ -42,6 +42,25 @@ def dump(db: Path) -> dict[str, list[tuple]]:
         con.close()
 
 
+def test_replay_on_a_broker_of_its_own_as_users_run_it(tmp_path: Path, broker: str) -> None:
+    """``outloop replay`` and ``outloop demo`` without OUTLOOP_BROKER: the replay starts an embedded
+    broker of its own (with a short session timeout, see ``replay_settings``) and materializes the
+    same as a replay through a shared broker."""
+    sample = tmp_path / "sample"
+    write_sample(sample, sessions=2)
+    own = Settings.from_env({}, home=tmp_path / "own", db=tmp_path / "own.duckdb", http_port=0)
+    assert own.broker is None and own.session_timeout is None
+    mine = replay([sample], own)
+    shared = replay([sample], settings_for(tmp_path, broker))
+    assert mine.tool_calls > 0 and mine.usage_records > 0
+    assert (mine.events, mine.sessions, mine.tool_calls, mine.tool_calls_by_source, mine.usage_records,
+            mine.tokens, mine.dead_letters_by_reason) == (
+        shared.events, shared.sessions, shared.tool_calls, shared.tool_calls_by_source, shared.usage_records,
+        shared.tokens, shared.dead_letters_by_reason)
+    log = (tmp_path / "own" / "logs" / "worker.log").read_text(errors="replace")
+    assert "Joined group" in log
+
+
 def test_replay_sample_twice_changes_no_row(tmp_path: Path, broker: str) -> None:
     sample = tmp_path / "sample"
     write_sample(sample, sessions=3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from outloop.replay import PRIVATE_BROKER_SESSION_TIMEOUT, replay_settings
 from streams.settings import Settings
 
 
@@ -26,3 +27,14 @@ def test_session_timeout_set_travels_to_the_worker_and_sets_the_heartbeat() -> N
 def test_session_timeout_below_a_second_is_refused() -> None:
     with pytest.raises(ValueError, match="OUTLOOP_SESSION_TIMEOUT"):
         Settings.from_env({"OUTLOOP_SESSION_TIMEOUT": "0.5"})
+
+
+def test_a_replay_on_a_broker_of_its_own_joins_with_a_short_session_timeout() -> None:
+    own = Settings.from_env({})
+    assert own.broker is None
+    assert replay_settings(own).consumer_session_timeout == PRIVATE_BROKER_SESSION_TIMEOUT == 2.0
+    assert replay_settings(own).consumer_heartbeat_interval == pytest.approx(2 / 3)
+    # what the user set wins, and a shared broker keeps the default (Kafka refuses less than 6 s)
+    assert replay_settings(Settings.from_env({"OUTLOOP_SESSION_TIMEOUT": "8"})).consumer_session_timeout == 8.0
+    external = Settings.from_env({"OUTLOOP_BROKER": "kafka.example:9092"})
+    assert replay_settings(external) == external and external.consumer_session_timeout == 6.0
