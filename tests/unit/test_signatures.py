@@ -413,7 +413,7 @@ def test_a_heredoc_without_its_delimiter_line(text: str, body: str, docs: tuple[
     assert extract_heredocs(text) == (body, docs)
 
 
-def test_an_unterminated_heredoc_signs_like_a_terminated_one_and_fast() -> None:
+def test_an_unterminated_heredoc_signs_like_a_terminated_one_and_its_body_is_not_parsed() -> None:
     pad = "".join(f"echo 'line {i}' \"$(date)\" && x=$((i+1)) # note\n" for i in range(800))
     terminated = sig(f"cat > /tmp/x.sh <<'EOF'\n{pad}EOF")
     unterminated = sig(f"cat > /tmp/x.sh <<'EOF'\n{pad}  # trimmed EOF")
