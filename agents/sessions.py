@@ -101,8 +101,8 @@ class HandOver:
     ``take_events`` acks a batch's events as soon as the agent's loop body returns, and also when
     the body raises (its ``finally``). So each event's message is held first (``incref``): Faust's ack
     then only drops its own reference, and the final ack - the one that makes an offset committable -
-    is made here, after delivery. Without the hand-over the agent awaited delivery inside the loop
-    body, and Faust's buffer sat still meanwhile (measured: ~10 ms a batch of ~1,100 events, idle).
+    is made here, after delivery. (The overlap itself did not measurably change throughput: the
+    delivery wait it hides was ~9 ms a batch of ~1,100 events, about 6% of the agents' time.)
 
     One batch at a time: the next starts only when the previous one is delivered and acked. So the
     fold sees batches in order, and acks come in offset order within each partition - Faust commits
