@@ -149,6 +149,10 @@ def decode_fast(obj: dict[str, Any]) -> Decoded | None:
         return None
 
 
+DEAD_LETTER_RAW_MAX = 700_000  # bytes of a bad record a dead letter keeps: as base64 933,336, so the whole
+# record stays under 1,000,000 bytes, below Apache Kafka's default message.max.bytes (1,048,588)
+
+
 def _unstorable(model: BaseModel) -> str | None:
     """A typed field the sink could not store: an integer beyond 64 bits (orjson reads integers past
     the unsigned 64-bit range as floats, which pydantic then accepts), or a time that does not exist
@@ -172,13 +176,22 @@ def dead_letter(
     """A dead letter whose id depends only on the record's key and bytes: redelivering or replaying
     the same bad record yields the same row, while its last position stays in topic/partition/offset.
     Key, bytes and detail are stored redacted, and the id is a digest of the redacted key and bytes
-    (no digest of a secret is stored either; records that differ only in a secret share one row)."""
+    (no digest of a secret is stored either; records that differ only in a secret share one row).
+
+    At most :data:`DEAD_LETTER_RAW_MAX` bytes are kept (the detail says how many there were; the id
+    is still the digest of all of them), so that the dead letter, whose bytes travel as base64 (a
+    third larger), stays a record any broker takes: a malformed input near 1 MB made a dead letter
+    Apache Kafka's default limit refuses, and a batch whose delivery is refused stops the worker."""
     clean_key = redact_bytes(key) if key else key
     clean = redact_bytes(raw) if raw else b""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(clean_key or b"")
     digest.update(b"\0")
     digest.update(clean)
+    detail = redact_text(rejected.detail)
+    if len(clean) > DEAD_LETTER_RAW_MAX:
+        detail = f"{detail} [raw: the first {DEAD_LETTER_RAW_MAX:,} of {len(clean):,} bytes]"
+        clean = clean[:DEAD_LETTER_RAW_MAX]
     return DeadLetter(
         id=f"dl:{digest.hexdigest()}",
         topic=topic,
@@ -186,7 +199,7 @@ def dead_letter(
         offset=offset,
         key=clean_key.decode("utf-8", "replace") if clean_key is not None else None,
         reason=rejected.reason,
-        detail=redact_text(rejected.detail),
+        detail=detail,
         raw=clean,
         at=now or datetime.now(UTC),
     )

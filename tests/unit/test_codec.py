@@ -3,7 +3,7 @@ import pytest
 
 from schemas.events import EventType, HookEvent
 from schemas.fast import FastHookEvent
-from streams.codec import Decoded, Rejected, dead_letter, decode, decode_checked
+from streams.codec import DEAD_LETTER_RAW_MAX, Decoded, Rejected, dead_letter, decode, decode_checked, encode
 
 
 def env(**over):
@@ -63,3 +63,20 @@ def test_dead_letter_keeps_bytes_and_is_content_addressed():
     assert dead_letter(raw + b"!", r, "t", 0, 5, b"k").id != a.id
     back = type(a).model_validate_json(a.model_dump_json())
     assert back.raw == raw
+
+
+def test_a_dead_letter_of_a_record_near_1_mb_stays_a_record_a_default_kafka_takes():
+    """Its bytes travel as base64 (a third larger): kept whole, a malformed input of 1 MB made a
+    record of 1.33 MB, which Apache Kafka's default message.max.bytes (1,048,588) refuses."""
+    raw = b'{"session_id": "s1", "tool_input": "' + b"y" * 1_000_000  # cut short: not JSON
+    other = raw + b"z"  # the same first bytes, one more at the end
+    r = decode(raw)
+    assert isinstance(r, Rejected) and r.reason == "not_json"
+    dl = dead_letter(raw, r, "t", 0, 5, b"k")
+    assert len(encode(dl)) < 1_000_000
+    assert dl.raw == raw[:DEAD_LETTER_RAW_MAX]
+    assert dl.detail.endswith(f"[raw: the first {DEAD_LETTER_RAW_MAX:,} of {len(raw):,} bytes]")
+    assert dl.id == dead_letter(raw, r, "t", 3, 9, b"k").id  # still the digest of every byte
+    assert dead_letter(other, decode(other), "t", 0, 5, b"k").id != dl.id  # type: ignore[arg-type]
+    small = dead_letter(raw[:DEAD_LETTER_RAW_MAX], r, "t", 0, 5, b"k")
+    assert small.raw == raw[:DEAD_LETTER_RAW_MAX] and "[raw:" not in small.detail
