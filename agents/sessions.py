@@ -109,7 +109,7 @@ class HandOver:
     the end of the first run of consecutive acked offsets, and does not reliably notice a hole at the
     head of that run, so it must never see one. A batch whose processing or delivery fails is never
     acked, nor is any batch after it (they are not processed either), so none of their offsets is
-    committed: ``on_failure`` (the app's crash) stops the worker and the restarted one reads them
+    committed: ``on_failure`` (the app's crash) stops the worker, and the next start reads them
     again (at least once; the sink drops the duplicates). Before the hand-over, ``take_events``'
     ``finally`` acked a batch whose delivery had failed."""
 
