@@ -9,7 +9,11 @@ own, the supervisor SIGKILLs the worker first (it commits nothing to the new bro
 broker on the same port, re-creates the topics, tells the forwarder to send its sent journal again
 and starts a fresh worker, which reads the new log from its start. The same restart, done on
 purpose once the pipeline is drained, *recycles* a broker whose memory passed
-``OUTLOOP_BROKER_MAX_RSS_MB`` (Tansu 0.6 ignores retention and drops DeleteRecords). The decisions
+``OUTLOOP_BROKER_MAX_RSS_MB`` (Tansu 0.6 ignores retention and drops DeleteRecords). A worker that
+exits on its own while the broker lives (a batch it could not deliver, its sink process gone, the
+kernel's OOM killer) is replaced by a fresh one, which resumes from its group's committed offsets.
+Restarts of either count together: past ``max_restarts`` within the window, ``outloop up`` gives up
+and says why. The decisions
 are made by :class:`outloop.supervision.Supervision` (pure, time passed in); :class:`Stack` only observes processes and
 carries the decisions out.
 """
@@ -151,6 +155,7 @@ class Stack:
         self.failure: str | None = None
         self.failed = threading.Event()
         self.restarts = 0  # broker restarts after it exited on its own, or for a worker without partitions
+        self.worker_restarts = 0  # fresh workers after the last one exited on its own
         self.recycles = 0  # broker restarts on purpose (memory bound)
         self._sup_stop = threading.Event()
         self._sup_thread: threading.Thread | None = None
@@ -238,11 +243,13 @@ class Stack:
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its process group (its sink child too: it would otherwise finish
-        its write first and hold the DuckDB file while the next worker waits for it)."""
-        if self.worker is not None and self.worker.poll() is None:
+        its write first and hold the DuckDB file while the next worker waits for it) - the group
+        also when the worker itself has exited already."""
+        if self.worker is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.worker.pid, signal.SIGKILL)  # its own session: started with start_new_session
-            self.worker.kill()
+            if self.worker.poll() is None:
+                self.worker.kill()
             self.worker.wait()
         self.worker = None
 
@@ -283,7 +290,9 @@ class Stack:
             self._event(f"supervisor: {self.failure}", logging.ERROR)
             self.failed.set()
             return False
-        if d.action in (Action.RESTART, Action.UNSTICK):
+        if d.action is Action.RESTART_WORKER:
+            self._restart_worker()
+        elif d.action in (Action.RESTART, Action.UNSTICK):
             if d.action is Action.UNSTICK:
                 self._event(f"supervisor: {d.reason}; killing the embedded broker to start it again")
                 assert self.broker is not None
@@ -332,6 +341,21 @@ class Stack:
         answer = value if isinstance(value, int) else None
         self._assigned = (now, answer)
         return answer
+
+    def _restart_worker(self) -> None:
+        """Start a fresh worker after the last one exited on its own (its log says why). The broker
+        kept the input offsets its consumer group committed, and the agents commit none whose
+        outputs were not delivered, so the fresh worker reads again what the last one had not
+        finished; the sink drops what it had."""
+        code = self.worker.returncode if self.worker is not None else None
+        self._event(f"supervisor: the worker exited with code {code}; starting a fresh one (worker log "
+                    f"{self.worker_log})")
+        self.kill_worker()  # what is left of its process group (a sink child still finishing)
+        self.worker_restarts += 1
+        try:
+            self.start_worker()
+        except StackError as exc:  # it stopped again: the next observation counts it
+            self._event(f"supervisor: the fresh worker did not start: {exc}")
 
     def _restart_broker(self, *, recycle: bool) -> None:
         """Kill the worker, restart the broker on the same port, re-create the topics, let the

@@ -20,6 +20,7 @@ class Action(enum.Enum):
     ABORT_DRAIN = "abort_drain"  # not drained in time: resume the forwarder, try again later
     RECYCLE = "recycle"  # drained: restart broker and worker on purpose
     UNSTICK = "unstick"  # the worker has held no partition too long: kill the broker, restart both
+    RESTART_WORKER = "restart_worker"  # the worker exited (the broker is alive): start a fresh one
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class Supervision:
 
     * the broker is dead -> RESTART, unless it died ``max_restarts`` times within ``window`` s
       already -> FAIL (a crash loop is not hidden);
-    * the worker is dead (and the broker alive) -> FAIL, as ``outloop up`` always did;
+    * the worker is dead (and the broker alive) -> RESTART_WORKER: it stops on a batch it could not
+      deliver, when its sink process exits, or when the kernel kills it; it counts toward
+      ``max_restarts`` like a broker exit, so a worker that stops again at every start -> FAIL;
     * broker RSS above ``max_rss`` (bytes; 0 never) -> START_DRAIN, then CHECK_DRAIN on every
       observation until :meth:`drain_checked` reports it drained (-> RECYCLE) or ``drain_timeout``
       passed (-> ABORT_DRAIN; no new drain for ``drain_backoff`` s, so a busy pipeline is not
@@ -74,7 +77,12 @@ class Supervision:
             self.crashes.append(now)
             return Decision(Action.RESTART, "the embedded broker exited")
         if not worker_alive:
-            return Decision(Action.FAIL, "the worker stopped")
+            self.unassigned_since = None  # a fresh worker starts holding nothing
+            if len(self.crashes) >= self.max_restarts:
+                return Decision(Action.FAIL, f"the worker stopped, with {len(self.crashes)} restarts within "
+                                             f"{self.window:.0f}s already; giving up")
+            self.crashes.append(now)
+            return Decision(Action.RESTART_WORKER, "the worker stopped")
         if self.draining_since is not None:
             if now - self.draining_since > self.drain_timeout:
                 self.draining_since = None

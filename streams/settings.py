@@ -44,8 +44,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_LOG_LEVEL": ("info", "worker log level"),
     "OUTLOOP_BROKER_MAX_RSS_MB": ("512", "embedded broker RSS (MB) above which `outloop up` recycles it once the "
                                   "pipeline is drained; 0 never recycles"),
-    "OUTLOOP_BROKER_MAX_RESTARTS": ("10", "unexpected embedded-broker exits within 10 minutes that `outloop up` "
-                                    "restarts before giving up"),
+    "OUTLOOP_BROKER_MAX_RESTARTS": ("10", "unexpected embedded-broker and worker exits within 10 minutes that "
+                                    "`outloop up` restarts before giving up"),
     "OUTLOOP_STALL_RESTART": ("120", "seconds the worker may hold no partition while the embedded broker is up "
                               "before `outloop up` restarts the broker (a consumer group that never settles); "
                               "0 never"),

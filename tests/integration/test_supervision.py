@@ -183,3 +183,36 @@ def test_a_worker_holding_no_partition_gets_the_broker_restarted_and_loses_nothi
         assert stack.restarts == 1 and stack.failure is None
     log = "\n".join(stack.events)
     assert "has held no partition for" in log and "killing the embedded broker" in log
+
+
+def test_a_worker_that_exits_on_its_own_is_replaced_and_loses_nothing(tmp_path: Path) -> None:
+    """The worker's own process exits three times while hook events flow - SIGKILLed alone twice (as
+    the kernel's OOM killer would: its sink child is left to notice) and stopped once with SIGTERM -
+    the broker staying up. The supervisor alone starts a fresh worker each time, which resumes from
+    the group's committed offsets; every spooled event is in DuckDB exactly once."""
+    s = settings_for(tmp_path, journal_confirm=0)
+    spool = Spool(s.spool)
+    rng = random.Random(5)
+    ids: set[str] = set()
+    with Stack(s, forwarder=True, supervise=True) as stack:
+        broker_pid = stack.broker.pid if stack.broker is not None else None
+        for sig in (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM):
+            ids |= spool_hooks(spool, sessions=5, calls=40)
+            wait(lambda: len(spool.ready()) < 300, 60, "the forwarder did not ship", step=0.01)
+            time.sleep(rng.uniform(0.0, 0.3))
+            before, worker = stack.worker_restarts, stack.worker
+            assert worker is not None
+            os.kill(worker.pid, sig)  # the worker alone, not its process group
+
+            def replaced(b: int = before) -> bool:
+                return stack.worker_restarts > b and stack.client.health(timeout=1.0) is not None
+
+            wait(replaced, 90, "the supervisor did not start a fresh worker")
+            assert stack.worker is not worker and stack.failure is None
+        ids |= spool_hooks(spool, sessions=5, calls=40)
+        assert_exactly_once(stack, ids, 120)
+        assert stack.worker_restarts == 3 and stack.restarts == 0 and stack.failure is None
+        assert stack.broker is None or stack.broker.pid == broker_pid
+    log = "\n".join(stack.events)
+    assert log.count("the worker exited with code -9; starting a fresh one") == 2
+    assert log.count("the worker exited with code") == 3

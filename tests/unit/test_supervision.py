@@ -24,12 +24,24 @@ def test_a_dead_broker_is_restarted_until_it_crash_loops() -> None:
     assert observe(s2, 615.0, broker=False) is Action.RESTART  # the first crash left the window
 
 
-def test_a_dead_worker_with_a_live_broker_fails() -> None:
-    s = Supervision(max_rss=0)
-    d = s.observe(1.0, broker_alive=True, worker_alive=False, rss=None)
-    assert d.action is Action.FAIL and "worker" in d.reason
-    # a dead broker takes precedence: the worker is restarted with it
-    assert observe(s, 2.0, broker=False, worker=False) is Action.RESTART
+def test_a_dead_worker_with_a_live_broker_is_restarted_until_it_stops_too_often() -> None:
+    s = Supervision(max_rss=0, max_restarts=3, window=600)
+    assert [observe(s, t, worker=False) for t in (1.0, 20.0)] == [Action.RESTART_WORKER] * 2
+    assert observe(s, 25.0) is Action.NONE  # the fresh worker runs
+    # a dead broker takes precedence: the worker is restarted with it; both count toward the limit
+    assert observe(s, 30.0, broker=False, worker=False) is Action.RESTART
+    d = s.observe(40.0, broker_alive=True, worker_alive=False, rss=None)
+    assert d.action is Action.FAIL and "the worker stopped, with 3 restarts within 600s" in d.reason
+    s2 = Supervision(max_rss=0, max_restarts=2, window=600)
+    assert [observe(s2, t, worker=False) for t in (10.0, 20.0)] == [Action.RESTART_WORKER] * 2
+    assert observe(s2, 611.0, worker=False) is Action.RESTART_WORKER  # the first one left the window
+
+
+def test_a_worker_restart_does_not_end_a_drain_in_progress() -> None:
+    s = Supervision(max_rss=100, drain_timeout=120)
+    assert observe(s, 0.0, rss=200) is Action.START_DRAIN
+    assert observe(s, 1.0, worker=False) is Action.RESTART_WORKER
+    assert observe(s, 2.0) is Action.CHECK_DRAIN  # the drain marker waits in the broker for the fresh worker
 
 
 def test_the_memory_bound_drains_then_recycles() -> None:
