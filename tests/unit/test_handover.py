@@ -94,17 +94,24 @@ async def _settled(awaitable: Any) -> None:
     await asyncio.wait_for(awaitable, 5)
 
 
+async def _second_waiting() -> tuple[faust.App, Recorder, Gated, HandOver, list[Any], asyncio.Future[None]]:
+    """Two batches (offsets 0-2, 3-5) handed over: the first taken and acked by Faust, its work held;
+    the agent waiting in ``take`` of the second. Returns the app, its recorder, the work, the hand-over,
+    the second batch and the waiting ``take``."""
+    app, recorder = await _app()
+    work = Gated()
+    hand_over = HandOver(work, app.sensors, _no_failure)
+    first, second = _batch(app, range(0, 3)), _batch(app, range(3, 6))
+    await hand_over.take(first)  # nothing before it: returns at once
+    _faust_acks(app, first)
+    taking = asyncio.ensure_future(hand_over.take(second))  # waits for the first batch
+    await asyncio.sleep(0.01)
+    return app, recorder, work, hand_over, second, taking
+
+
 def test_offsets_become_committable_only_after_delivery_and_in_order() -> None:
     async def scenario() -> None:
-        app, recorder = await _app()
-        work = Gated()
-        hand_over = HandOver(work, app.sensors, _no_failure)
-        first, second = _batch(app, range(0, 3)), _batch(app, range(3, 6))
-
-        await hand_over.take(first)  # nothing before it: returns at once
-        _faust_acks(app, first)
-        taking = asyncio.ensure_future(hand_over.take(second))  # waits for the first batch
-        await asyncio.sleep(0.01)
+        app, recorder, work, hand_over, second, taking = await _second_waiting()
         assert not taking.done()
         assert work.started == [0]
         assert _committable(app) is None and recorder.out == []
@@ -128,14 +135,8 @@ def test_offsets_become_committable_only_after_delivery_and_in_order() -> None:
 
 def test_a_batch_whose_work_is_done_first_still_waits_for_the_batch_before_it() -> None:
     async def scenario() -> None:
-        app, recorder = await _app()
-        work = Gated()
-        hand_over = HandOver(work, app.sensors, _no_failure)
-        first, second = _batch(app, range(0, 3)), _batch(app, range(3, 6))
-        work.release(3)  # the second batch would finish at once
-        await hand_over.take(first)
-        _faust_acks(app, first)
-        taking = asyncio.ensure_future(hand_over.take(second))
+        app, recorder, work, hand_over, second, taking = await _second_waiting()
+        work.release(3)  # the second batch's work would finish at once
         await asyncio.sleep(0.01)
         assert work.started == [0] and _committable(app) is None and recorder.out == []
         work.release(0)
@@ -182,14 +183,7 @@ def test_a_failed_batch_and_every_batch_after_it_stay_unacked() -> None:
 
 def test_an_actor_cancelled_while_it_waits_leaves_the_batches_to_finish() -> None:
     async def scenario() -> None:
-        app, recorder = await _app()
-        work = Gated()
-        hand_over = HandOver(work, app.sensors, _no_failure)
-        first, second = _batch(app, range(0, 3)), _batch(app, range(3, 6))
-        await hand_over.take(first)
-        _faust_acks(app, first)
-        taking = asyncio.ensure_future(hand_over.take(second))
-        await asyncio.sleep(0.01)
+        app, recorder, work, hand_over, second, taking = await _second_waiting()
         taking.cancel()  # Faust cancels the actor on a rebalance
         with pytest.raises(asyncio.CancelledError):
             await taking
