@@ -2,7 +2,7 @@
 
 ``SESSION_TIMEOUT``: the consumer session timeout (``OUTLOOP_SESSION_TIMEOUT``, seconds) of the
 workers the tests start. Tansu holds a new group's first join for half of it (1 s instead of the
-default 5 s of every worker start), and a SIGKILLed worker is evicted from its group after it.
+3 s of every worker start at the default 6 s), and a SIGKILLed worker is evicted from its group after it.
 ``tests/integration/test_up.py`` keeps the default, as a user runs `outloop up`.
 """
 
