@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from agents import ecosystems, platforms, sysadmin, toolchains  # noqa: F401  (register their rules)
-from agents.categories import RO, UNK, WR, Verdict, basename, path_target, verdict, worst
-from agents.ecosystems import is_test_script, script_verdict
-from agents.programs import FILTERS, RULES, Call, local_executable, script_by_name, unknown, version_or_help
-from agents.shell import ASSIGN_RE, Parsed, Pipeline, Step, heredoc_index, parse
+from outloop.agents import ecosystems, platforms, sysadmin, toolchains  # noqa: F401  (register their rules)
+from outloop.agents.categories import RO, UNK, WR, Verdict, basename, path_target, verdict, worst
+from outloop.agents.ecosystems import is_test_script, script_verdict
+from outloop.agents.programs import FILTERS, RULES, Call, local_executable, script_by_name, unknown, version_or_help
+from outloop.agents.shell import ASSIGN_RE, Parsed, Pipeline, Step, heredoc_index, parse
 
 MAX_DEPTH = 4
 _PYTHON = re.compile(r"^(?:python|pypy)[\d.]*$")
@@ -291,7 +291,7 @@ class Analyzer:
 
     # -- PowerShell -----------------------------------------------------------------------------------
     def powershell(self, text: str, parent: Call) -> Verdict:
-        from agents.sysadmin import ps_statements
+        from outloop.agents.sysadmin import ps_statements
 
         items: list[tuple[Verdict, str, str]] = []
         effects: list[str] = []
@@ -371,7 +371,7 @@ def dispatch(c: Call) -> Verdict:
         if "/init.d/" in raw:
             return RULES["init.d"](c)
         if c.prog.endswith(".py") and (is_test_script(raw) or c.prog == "manage.py"):
-            from agents.ecosystems import manage_py
+            from outloop.agents.ecosystems import manage_py
 
             return manage_py(c.args) if c.prog == "manage.py" else script_verdict("python", raw, c.args)
         if is_test_script(raw):
@@ -462,7 +462,7 @@ def select(items: list[tuple[Verdict, str, str]]) -> Verdict:
 def _rewriting_script(parsed: Parsed, target: str) -> bool:
     """The script being run was written by a here-document in the same command and visibly rewrites a
     file (``cat > patch.py <<EOF ... open(f, 'w') ... EOF; python patch.py``): inline code, so edit."""
-    from agents.ecosystems import INLINE_WRITE
+    from outloop.agents.ecosystems import INLINE_WRITE
 
     for pl in parsed.pipelines:
         for st in pl.steps:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from agents.categories import (
+from outloop.agents.categories import (
     DES,
     NET,
     RO,
@@ -20,7 +20,7 @@ from agents.categories import (
     verdict,
     word_target,
 )
-from agents.programs import RULES, Call, rule, simple
+from outloop.agents.programs import RULES, Call, rule, simple
 
 # ---- task names (npm scripts, make targets, gradle tasks, just recipes) ---------------------------
 _TASK_WORDS = (

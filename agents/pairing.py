@@ -36,9 +36,9 @@ from typing import Any
 
 import msgspec
 
-from agents import toolcalls as tc
-from agents.redact import ALL, redact_json, redact_text
-from schemas.events import (
+from outloop.agents import toolcalls as tc
+from outloop.agents.redact import ALL, redact_json, redact_text
+from outloop.schemas.events import (
     Envelope,
     EventType,
     Flush,
@@ -48,8 +48,8 @@ from schemas.events import (
     ToolUseRecord,
     UsageRecord,
 )
-from schemas.fast import FastEnvelope, FastUsage
-from schemas.ids import USAGE_TIE, OrdinalCounter, column_order, tool_call_id
+from outloop.schemas.fast import FastEnvelope, FastUsage
+from outloop.schemas.ids import USAGE_TIE, OrdinalCounter, column_order, tool_call_id
 
 PRE = {"PreToolUse"}
 POST = {"PostToolUse", "PostToolUseFailure"}

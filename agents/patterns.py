@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from agents.signatures import redact
+from outloop.agents.signatures import redact
 
 WINDOWS: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
@@ -449,7 +449,7 @@ class PatternTable:
         return out
 
 
-from agents.sequences import SequenceMiner, SequencePattern  # noqa: E402  (re-exported)
+from outloop.agents.sequences import SequenceMiner, SequencePattern  # noqa: E402  (re-exported)
 
 __all__ = [
     "Occurrence",

@@ -3,7 +3,7 @@ CLIs. Registered into :data:`agents.programs.RULES` on import."""
 
 from __future__ import annotations
 
-from agents.categories import (
+from outloop.agents.categories import (
     DES,
     NET,
     RO,
@@ -16,8 +16,8 @@ from agents.categories import (
     verdict,
     word_target,
 )
-from agents.ecosystems import task_category, tasks_verdict
-from agents.programs import RULES, Call, rule, simple
+from outloop.agents.ecosystems import task_category, tasks_verdict
+from outloop.agents.programs import RULES, Call, rule, simple
 
 # ---- java / jvm ----------------------------------------------------------------------------------
 _MVN_PHASES = {

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.categories import (
+from outloop.agents.categories import (
     DES,
     NET,
     RO,
@@ -28,7 +28,7 @@ from agents.categories import (
     word_target,
     words,
 )
-from agents.shell import Step
+from outloop.agents.shell import Step
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Call:
         return self.analyzer.text(text, self)
 
     def stdin_text(self) -> str | None:
-        from agents.shell import heredoc_index
+        from outloop.agents.shell import heredoc_index
 
         for kind, target in self.step.redirects:
             if kind == "in":
@@ -378,7 +378,7 @@ def local_executable(c: Call) -> Verdict:
 def script_by_name(name: str, args: list[str]) -> Verdict:
     """A shell script named after a task (``build.sh``, ``scripts/lint``, ``install.sh``) is that task;
     any other script or program of the project is run."""
-    from agents.ecosystems import task_category
+    from outloop.agents.ecosystems import task_category
 
     stem = name.rsplit(".", 1)[0] if name.endswith((".sh", ".bash", ".zsh", ".ps1", ".bat", ".cmd")) else name
     if "." not in stem:

@@ -25,13 +25,13 @@ from typing import Any
 import faust
 import orjson
 
-from agents.pairing import BatchOut, Pairing, tool_call_json
-from agents.redact import redact_json, scan
-from schemas.events import EventType, Flush
-from streams.app import Topics
-from streams.codec import Decoded, Rejected, dead_letter, decode, encode
-from streams.heaps import gc_paused
-from streams.settings import Settings
+from outloop.agents.pairing import BatchOut, Pairing, tool_call_json
+from outloop.agents.redact import redact_json, scan
+from outloop.schemas.events import EventType, Flush
+from outloop.streams.app import Topics
+from outloop.streams.codec import Decoded, Rejected, dead_letter, decode, encode
+from outloop.streams.heaps import gc_paused
+from outloop.streams.settings import Settings
 
 log = logging.getLogger("outloop.agents")
 

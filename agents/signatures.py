@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agents.categories import CATEGORIES, DES, NET, RO, SIDE_EFFECTS, UNK, WR, path_target, word_target
-from agents.commands import Analyzer
-from agents.redact import redact_text as redact  # sample commands are redacted with the project's one redactor
+from outloop.agents.categories import CATEGORIES, DES, NET, RO, SIDE_EFFECTS, UNK, WR, path_target, word_target
+from outloop.agents.commands import Analyzer
+from outloop.agents.redact import redact_text as redact  # sample commands are redacted with the project's one redactor
 
 SIGNATURE_VERSION = 2
 """Bumped whenever a rule change can change any signature; stored rows keep the version they were

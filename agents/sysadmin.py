@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from agents.categories import (
+from outloop.agents.categories import (
     DES,
     NET,
     RO,
@@ -19,7 +19,7 @@ from agents.categories import (
     word_target,
     words,
 )
-from agents.programs import RULES, Call, rule, subcommand
+from outloop.agents.programs import RULES, Call, rule, subcommand
 
 # ---- git / gh ------------------------------------------------------------------------------------
 _GIT_RO = {
@@ -383,7 +383,7 @@ def ssh(c: Call) -> Verdict:
 
 
 def _worst(a: str, b: str) -> str:
-    from agents.categories import worst
+    from outloop.agents.categories import worst
 
     return worst(a, b)
 
@@ -499,7 +499,7 @@ def win_dir(c: Call) -> Verdict:
 
 
 def paths_or_star(paths: list[str]) -> str:
-    from agents.categories import paths_target
+    from outloop.agents.categories import paths_target
 
     return paths_target(paths) if paths else "*"
 

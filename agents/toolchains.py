@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.categories import (
+from outloop.agents.categories import (
     DES,
     NET,
     RO,
@@ -14,8 +14,8 @@ from agents.categories import (
     verdict,
     word_target,
 )
-from agents.ecosystems import inline_code, is_test_script, task_category, tasks_verdict
-from agents.programs import RULES, Call, rule, simple
+from outloop.agents.ecosystems import inline_code, is_test_script, task_category, tasks_verdict
+from outloop.agents.programs import RULES, Call, rule, simple
 
 # ---- node ----------------------------------------------------------------------------------------
 _PM_INSTALL = {

@@ -21,9 +21,9 @@ from common import REPO, header, row, workload  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 
-from agents.pairing import Pairing  # noqa: E402
-from agents.pricing import PriceTable  # noqa: E402
-from agents.sessions import SessionOutputs, session_records  # noqa: E402
+from outloop.agents.pairing import Pairing  # noqa: E402
+from outloop.agents.pricing import PriceTable  # noqa: E402
+from outloop.agents.sessions import SessionOutputs, session_records  # noqa: E402
 from tests.unit import sessionsref  # noqa: E402
 
 

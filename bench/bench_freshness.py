@@ -27,8 +27,8 @@ import orjson  # noqa: E402
 from common import commands, header, hook_pair, median, pct, row, settings_for, wait_until  # noqa: E402
 
 from outloop.runtime import Stack  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.publisher import Publisher  # noqa: E402
+from outloop.streams.broker import EmbeddedBroker  # noqa: E402
+from outloop.streams.publisher import Publisher  # noqa: E402
 
 
 class RawWatcher(threading.Thread):

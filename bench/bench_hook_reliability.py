@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.broker import free_port  # noqa: E402
-from streams.shim import hook_command  # noqa: E402
-from streams.spool import Spool  # noqa: E402
+from outloop.streams.broker import free_port  # noqa: E402
+from outloop.streams.shim import hook_command  # noqa: E402
+from outloop.streams.spool import Spool  # noqa: E402
 from tests.reliability import bare_cmd, hook_workload, percentile, run_many, shim_cmd, shim_env  # noqa: E402
 
 

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RssSampler, header, markers, median, publish, row, settings_for, workload  # noqa: E402
 
 from outloop.runtime import Stack  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.settings import Settings  # noqa: E402
+from outloop.streams.broker import EmbeddedBroker  # noqa: E402
+from outloop.streams.settings import Settings  # noqa: E402
 
 TARGET_MB = 500.0
 
@@ -166,7 +166,7 @@ def hook_wave(spool: object, start: int, count: int) -> int:
 def bound_run(n: int, tmp: Path, bound_mb: float) -> dict[str, float]:
     """One supervised stack fed ``n`` spooled hook events; broker RSS sampled across recycles."""
     from outloop.runtime import process_rss
-    from streams.spool import Spool
+    from outloop.streams.spool import Spool
 
     s = settings_for(tmp, None, spool=tmp / "spool", broker_max_rss_mb=bound_mb, journal_confirm=60.0)
     spool = Spool(s.spool)

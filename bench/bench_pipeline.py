@@ -42,8 +42,8 @@ from common import (  # noqa: E402
 )
 from profiling import Profiler, print_profile  # noqa: E402
 
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
-from streams.settings import Settings  # noqa: E402
+from outloop.streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from outloop.streams.settings import Settings  # noqa: E402
 
 
 async def _aiokafka_read(bootstrap: str, topic: str, total: int) -> float:
@@ -88,7 +88,7 @@ def faust_child() -> None:
     """The reference app: the project's app factory and settings, one agent that does nothing."""
     from faust.worker import Worker
 
-    from streams.app import create_app
+    from outloop.streams.app import create_app
 
     settings = Settings.from_env()
     assert settings.broker

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streams.broker import EmbeddedBroker  # noqa: E402
+from outloop.streams.broker import EmbeddedBroker  # noqa: E402
 from tests.reliability.test_poison import MALFORMED, flood_pair, report  # noqa: E402
 
 

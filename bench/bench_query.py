@@ -43,9 +43,9 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 from common import T0, commands, header, median, row  # noqa: E402
 
-from agents.signatures import redact, signature_of  # noqa: E402
-from sinks.patterns import AGGREGATE, pattern_aggregates, refresh_patterns  # noqa: E402
-from sinks.schema import migrate  # noqa: E402
+from outloop.agents.signatures import redact, signature_of  # noqa: E402
+from outloop.sinks.patterns import AGGREGATE, pattern_aggregates, refresh_patterns  # noqa: E402
+from outloop.sinks.schema import migrate  # noqa: E402
 
 SESSIONS, SIGNATURES, CHUNK = 10_000, 5_000, 1_000_000
 TS = pa.timestamp("us", tz="UTC")
@@ -149,7 +149,7 @@ def timed(fn: Callable[[], object], runs: int, warm: bool = True) -> list[float]
 
 def call_value(i: int, cmds: list[str], done: bool) -> bytes:
     """Tool call ``i`` as the sessions agent emits it: "started" (PreToolUse only) or completed."""
-    from schemas.events import ToolCall
+    from outloop.schemas.events import ToolCall
 
     t = T0 + timedelta(seconds=i)
     cmd = cmds[i % len(cmds)]
@@ -165,7 +165,7 @@ def sink_write(path: Path, start: int) -> tuple[float, float, float]:
     batch after open also runs the full pattern refresh, as after every worker start); new calls as
     "started" views; the same calls completed (every occurrence rewritten). The last two run the
     per-second incremental refresh when it is due (REFRESH_S)."""
-    from sinks.writer import DuckSink
+    from outloop.sinks.writer import DuckSink
 
     cmds = commands(500)
     plan = [(start, True), (start + 5000, False), (start + 5000, True)]

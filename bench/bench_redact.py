@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-from agents.redact import redact_json, scan  # noqa: E402
-from schemas.events import Envelope, EventType  # noqa: E402
-from streams.publisher import redact_envelope_bytes  # noqa: E402
+from outloop.agents.redact import redact_json, scan  # noqa: E402
+from outloop.schemas.events import Envelope, EventType  # noqa: E402
+from outloop.streams.publisher import redact_envelope_bytes  # noqa: E402
 
 TRACES = (REPO.parent / "shared" / "data" / "traces-dev").resolve()
 
@@ -137,8 +137,8 @@ def _publisher_row(name: str, envs: list[Envelope], runs: int, budget: float) ->
 
 
 def trace_envelopes() -> list[Envelope]:
-    from streams.importers import ImportStats
-    from streams.importers.detect import iter_paths
+    from outloop.streams.importers import ImportStats
+    from outloop.streams.importers.detect import iter_paths
 
     return list(iter_paths([TRACES], ImportStats())) if TRACES.is_dir() else []
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.shim import hook_command, shim_path  # noqa: E402
+from outloop.streams.shim import hook_command, shim_path  # noqa: E402
 
 PAYLOAD = json.dumps(
     {
@@ -73,7 +73,7 @@ def main() -> None:
         variants["shim: hook_command()"] = (shlex.split(chosen), env)
         variants["shim: hook_command() + fsync"] = (shlex.split(chosen), dict(env, OUTLOOP_SPOOL_FSYNC="1"))
         variants["shim: python shim.py (site)"] = ([py, shim], env)
-        variants["shim: python -m streams.shim"] = ([py, "-m", "streams.shim"], env)
+        variants["shim: python -m outloop.streams.shim"] = ([py, "-m", "outloop.streams.shim"], env)
         variants["bare: python -I -S -c pass"] = ([py, "-I", "-S", "-c", "pass"], env)
 
         per_round: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.shell import parse  # noqa: E402
-from agents.signatures import SignatureCache, command_signature  # noqa: E402
+from outloop.agents.shell import parse  # noqa: E402
+from outloop.agents.signatures import SignatureCache, command_signature  # noqa: E402
 
 DEFAULT_TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "traces-dev"
 BASH_BLOCK = re.compile(r"```bash\s*\n(.*?)\n```", re.S)

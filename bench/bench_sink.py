@@ -37,11 +37,11 @@ import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from common import T0, commands, header, row  # noqa: E402
 
-from agents.signatures import SIGNATURE_VERSION, signature_of  # noqa: E402
-from schemas.events import Envelope, EventType, ToolCall, UsageRecord  # noqa: E402
-from sinks.decode import SCHEMAS, fold  # noqa: E402
-from sinks.schema import migrate  # noqa: E402
-from sinks.writer import DuckSink  # noqa: E402
+from outloop.agents.signatures import SIGNATURE_VERSION, signature_of  # noqa: E402
+from outloop.schemas.events import Envelope, EventType, ToolCall, UsageRecord  # noqa: E402
+from outloop.sinks.decode import SCHEMAS, fold  # noqa: E402
+from outloop.sinks.schema import migrate  # noqa: E402
+from outloop.sinks.writer import DuckSink  # noqa: E402
 
 KINDS = {"tool_calls": "tool-calls", "usage": "usage", "hook_events": "hook-events"}
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, header, median, python_env, row, terminate  # noqa: E402
 
 from outloop.client import WorkerClient  # noqa: E402
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from outloop.streams.broker import EmbeddedBroker, free_port  # noqa: E402
 
 OUTLOOP = str(Path(sys.executable).with_name("outloop"))
 
@@ -61,7 +61,7 @@ def join_wait(worker_log: Path) -> float:
 
 def outloop_up(tmp: Path, extra_env: dict[str, str] | None = None) -> tuple[float, float, float, float]:
     """(seconds to /health ok, seconds to a fresh event being queryable, seconds to stop, group join)."""
-    from streams.publisher import Publisher
+    from outloop.streams.publisher import Publisher
 
     home = tmp / f"up-{uuid.uuid4().hex[:6]}"
     port = free_port()
@@ -129,7 +129,7 @@ def main() -> None:
         tiny, lines = tiny_transcript(tmp)
         for run in range(args.runs):
             faust.append(import_faust())
-            imports.append(import_faust("streams.worker"))
+            imports.append(import_faust("outloop.streams.worker"))
             broker.append(broker_start(tmp))
             h, r, s, j = outloop_up(tmp)
             health.append(h)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-from streams.settings import Settings  # noqa: E402
+from outloop.streams.settings import Settings  # noqa: E402
 
 TRACES = (REPO.parent / "shared" / "data" / "traces-dev").resolve()
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -134,7 +134,7 @@ def settings_for(tmp: Path, broker: str | None, **overrides: Any) -> Settings:
 def publish(bootstrap: str, topic: str, records: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes]],
             partitions: int = 4) -> tuple[int, float]:
     """Publish with the project's kafka-python Publisher; returns (count, seconds)."""
-    from streams.publisher import Publisher
+    from outloop.streams.publisher import Publisher
 
     t0 = time.perf_counter()
     n = 0
@@ -147,7 +147,7 @@ def publish(bootstrap: str, topic: str, records: Iterator[tuple[bytes, bytes]] |
 
 
 def ensure_topics(bootstrap: str, settings: Settings) -> None:
-    from streams.publisher import Publisher
+    from outloop.streams.publisher import Publisher
 
     with Publisher(bootstrap, partitions=settings.partitions, prefix=settings.topic_prefix) as pub:
         pub.ensure_topics()
@@ -155,8 +155,8 @@ def ensure_topics(bootstrap: str, settings: Settings) -> None:
 
 def markers(bootstrap: str, settings: Settings) -> tuple[str, int]:
     from outloop.replay import publish_markers
-    from schemas.topics import TopicCatalogue
-    from streams.publisher import Publisher
+    from outloop.schemas.topics import TopicCatalogue
+    from outloop.streams.publisher import Publisher
 
     marker = uuid.uuid4().hex
     with Publisher(bootstrap, partitions=settings.partitions) as pub:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from streams.settings import Settings
+from outloop.streams.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="outloop: watch coding agents, move deterministic work out of the LLM loop.")
@@ -80,7 +80,7 @@ def up() -> None:
 @app.command()
 def worker() -> None:
     """Run only the worker (agents + DuckDB sink + HTTP); needs OUTLOOP_BROKER."""
-    from streams.worker import run
+    from outloop.streams.worker import run
 
     run(_settings())
 
@@ -88,12 +88,12 @@ def worker() -> None:
 @app.command()
 def forward(once: Annotated[bool, typer.Option(help="drain the spool once and exit")] = False) -> None:
     """Ship the hook spool to Kafka (OUTLOOP_BROKER); deletes only what the broker acknowledged."""
-    from streams.forwarder import Forwarder
+    from outloop.streams.forwarder import Forwarder
 
     s = _settings()
     if not s.broker:
         raise _fail("OUTLOOP_BROKER is not set ('outloop up' runs a forwarder against its own broker)")
-    from streams.publisher import PublishError
+    from outloop.streams.publisher import PublishError
 
     fwd = Forwarder.from_settings(s)
     if once:
@@ -123,7 +123,7 @@ def replay(
     """Import transcripts, hook logs and trajectories, materialize them, print a summary."""
     from outloop.replay import replay as run_replay
     from outloop.runtime import StackError
-    from streams.importers.detect import default_claude_projects
+    from outloop.streams.importers.detect import default_claude_projects
 
     if not paths:
         paths = [default_claude_projects()]
@@ -238,7 +238,7 @@ def hooks_install(
 ) -> None:
     """Add the outloop hook to every Claude Code hook event (idempotent; keeps a backup)."""
     from outloop.hooks_install import install_hooks
-    from streams.shim import hook_command
+    from outloop.streams.shim import hook_command
 
     try:
         result = install_hooks(settings_path.expanduser(), hook_command())
@@ -254,7 +254,7 @@ def hooks_uninstall(
 ) -> None:
     """Remove the outloop hook entries (keeps a backup)."""
     from outloop.hooks_install import uninstall_hooks
-    from streams.shim import hook_command
+    from outloop.streams.shim import hook_command
 
     try:
         result = uninstall_hooks(settings_path.expanduser(), hook_command())
@@ -266,7 +266,7 @@ def hooks_uninstall(
 @hooks_app.command("command")
 def hooks_command() -> None:
     """Print the hook command line outloop installs."""
-    from streams.shim import hook_command
+    from outloop.streams.shim import hook_command
 
     out.print(hook_command(), soft_wrap=True, highlight=False)
 
@@ -274,7 +274,7 @@ def hooks_command() -> None:
 @app.command()
 def schema(dest: Annotated[Path, typer.Argument(help="folder to write one JSON Schema per event type")]) -> None:
     """Export the JSON Schema of every event type."""
-    from schemas.export import export_json_schemas
+    from outloop.schemas.export import export_json_schemas
 
     for path in export_json_schemas(dest):
         err.print(str(path))

@@ -48,7 +48,7 @@ class WorkerClient:
 
 def query_file(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[list[Any]]]:
     """Read-only query of a database file no worker holds."""
-    from sinks.query import open_readonly, run_readonly
+    from outloop.sinks.query import open_readonly, run_readonly
 
     if not db.exists():
         raise QueryError(f"no database at {db} (run 'outloop replay' or 'outloop up' first)")

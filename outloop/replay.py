@@ -21,11 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from outloop.client import WorkerClient
 from outloop.runtime import Stack
-from schemas.events import Envelope, EventType, Flush
-from schemas.topics import TopicCatalogue
-from streams.importers import ImportStats
-from streams.importers.detect import iter_paths
-from streams.settings import Settings
+from outloop.schemas.events import Envelope, EventType, Flush
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.detect import iter_paths
+from outloop.streams.settings import Settings
 
 # The consumer session timeout of a replay on a broker of its own, unless OUTLOOP_SESSION_TIMEOUT
 # sets one: nobody else is in its group, so the timeout guards against nothing, but the embedded
@@ -124,7 +124,7 @@ def replay_settings(settings: Settings) -> Settings:
 
 def replay(paths: list[Path], settings: Settings, *, console: Console | None = None,
            show_progress: bool = False, timeout: float = 600.0) -> ReplaySummary:
-    from streams.publisher import Publisher
+    from outloop.streams.publisher import Publisher
 
     started = time.monotonic()
     console = console or Console(stderr=True)

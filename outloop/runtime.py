@@ -36,9 +36,9 @@ from types import TracebackType
 from typing import Any
 
 from outloop.client import WorkerClient
+from outloop.streams.broker import BrokerError, EmbeddedBroker, free_port, wait_for_kafka
+from outloop.streams.settings import Settings
 from outloop.supervision import Action, JournalConfirmation, Supervision
-from streams.broker import BrokerError, EmbeddedBroker, free_port, wait_for_kafka
-from streams.settings import Settings
 
 log = logging.getLogger("outloop.supervisor")
 
@@ -191,7 +191,7 @@ class Stack:
         return self
 
     def _ensure_topics(self) -> None:
-        from streams.publisher import Publisher
+        from outloop.streams.publisher import Publisher
 
         s = self.settings
         assert s.broker
@@ -202,7 +202,7 @@ class Stack:
         env = {**os.environ, **self.settings.to_env()}
         log = open(self.worker_log, "ab")  # noqa: SIM115 - handed to the child
         try:
-            self.worker = subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env,
+            self.worker = subprocess.Popen([sys.executable, "-m", "outloop.streams.worker"], env=env,
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True)
         finally:
@@ -218,7 +218,7 @@ class Stack:
         raise StackError(f"worker not ready within {timeout:.0f}s; see {self.worker_log}")
 
     def _start_forwarder(self) -> None:
-        from streams.forwarder import Forwarder
+        from outloop.streams.forwarder import Forwarder
 
         fwd = self.forwarder = Forwarder.from_settings(self.settings)
         self._fwd_thread = threading.Thread(target=fwd.run_forever, args=(self._fwd_stop,),
@@ -408,8 +408,8 @@ class Stack:
 
     def _markers(self, marker: str) -> int:
         from outloop.replay import publish_markers
-        from schemas.topics import TopicCatalogue
-        from streams.publisher import Publisher
+        from outloop.schemas.topics import TopicCatalogue
+        from outloop.streams.publisher import Publisher
 
         s = self.settings
         assert s.broker
@@ -439,7 +439,7 @@ class Stack:
         """Forwarder paused with nothing in flight, the drain marker in DuckDB on every output
         partition, the agents' committed input offsets at the input log ends, the sink's stored
         positions at the output log ends."""
-        from schemas.topics import TopicCatalogue
+        from outloop.schemas.topics import TopicCatalogue
 
         if self._drain is None:
             return False

@@ -1,6 +1,6 @@
 """The contract of outloop: event, row and decision models, and the topic catalogue. No I/O here."""
 
-from schemas.events import (
+from outloop.schemas.events import (
     EVENT_TYPES,
     DeadLetter,
     Envelope,
@@ -14,7 +14,7 @@ from schemas.events import (
     WorkflowPhaseChanged,
     WorkflowStarted,
 )
-from schemas.topics import TOPICS, Topic, TopicCatalogue
+from outloop.schemas.topics import TOPICS, Topic, TopicCatalogue
 
 __all__ = [
     "EVENT_TYPES",

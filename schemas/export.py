@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas.events import EVENT_TYPES, DeadLetter, Envelope
+from outloop.schemas.events import EVENT_TYPES, DeadLetter, Envelope
 
 
 def json_schemas() -> dict[str, dict[str, object]]:

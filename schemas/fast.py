@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from schemas.events import EventType
+from outloop.schemas.events import EventType
 
 _I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # the models' ints, as _unstorable bounds them
 _N64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # Field(ge=0)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from agents.redact import redact_json, scan
+from outloop.agents.redact import redact_json, scan
 
 
 def canonical_json(value: Any) -> bytes:

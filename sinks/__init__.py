@@ -16,20 +16,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sinks.errors import QueryRejected
-    from sinks.query import open_readonly, run_readonly
-    from sinks.writer import DuckSink, ErrorKind, SinkError, StoredOffset, WriteResult, classify_error
+    from outloop.sinks.errors import QueryRejected
+    from outloop.sinks.query import open_readonly, run_readonly
+    from outloop.sinks.writer import DuckSink, ErrorKind, SinkError, StoredOffset, WriteResult, classify_error
 
 _WHERE = {
-    "DuckSink": "sinks.writer",
-    "ErrorKind": "sinks.writer",
-    "QueryRejected": "sinks.errors",
-    "SinkError": "sinks.writer",
-    "StoredOffset": "sinks.writer",
-    "WriteResult": "sinks.writer",
-    "classify_error": "sinks.writer",
-    "open_readonly": "sinks.query",
-    "run_readonly": "sinks.query",
+    "DuckSink": "outloop.sinks.writer",
+    "ErrorKind": "outloop.sinks.writer",
+    "QueryRejected": "outloop.sinks.errors",
+    "SinkError": "outloop.sinks.writer",
+    "StoredOffset": "outloop.sinks.writer",
+    "WriteResult": "outloop.sinks.writer",
+    "classify_error": "outloop.sinks.writer",
+    "open_readonly": "outloop.sinks.query",
+    "run_readonly": "outloop.sinks.query",
 }
 
 __all__ = [

@@ -32,9 +32,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from schemas.topics import TopicCatalogue
-from sinks.probe import anchor_of, probe_anchors
-from sinks.writer import DuckSink, ErrorKind, classify_error
+from outloop.schemas.topics import TopicCatalogue
+from outloop.sinks.probe import anchor_of, probe_anchors
+from outloop.sinks.writer import DuckSink, ErrorKind, classify_error
 
 log = logging.getLogger("outloop.sink")
 

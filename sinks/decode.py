@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
-from schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
-from streams.codec import Rejected, dead_letter
+from outloop.schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
+from outloop.streams.codec import Rejected, dead_letter
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
 TopicPartition = tuple[str, int]

@@ -63,9 +63,17 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agents.patterns import WINDOWS, ConfidenceWeights, PatternStats, StatusRules, Welford, confidence, status_of
-from agents.sequences import SequenceConfig, SequenceMiner
-from agents.signatures import SIGNATURE_VERSION, Signature, SignatureCache, redact, signature_of
+from outloop.agents.patterns import (
+    WINDOWS,
+    ConfidenceWeights,
+    PatternStats,
+    StatusRules,
+    Welford,
+    confidence,
+    status_of,
+)
+from outloop.agents.sequences import SequenceConfig, SequenceMiner
+from outloop.agents.signatures import SIGNATURE_VERSION, Signature, SignatureCache, redact, signature_of
 
 TS = pa.timestamp("us", tz="UTC")
 _NAIVE = pa.timestamp("us")  # UTC wall time: how Python reads times back here (see _utc_list)

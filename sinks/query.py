@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from sinks.errors import QueryRejected
+from outloop.sinks.errors import QueryRejected
 
 __all__ = ["QueryRejected", "check_readonly", "confine", "open_readonly", "run_readonly", "use_utc"]
 

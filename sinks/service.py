@@ -39,8 +39,8 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from sinks.errors import QueryRejected
-from streams.heaps import Trimmer, limit_arenas
+from outloop.sinks.errors import QueryRejected
+from outloop.streams.heaps import Trimmer, limit_arenas
 
 log = logging.getLogger("outloop.sink")
 
@@ -101,7 +101,7 @@ class SinkProcess:
         interpreter, 13 MB of RSS) for semaphores and shared memory the sink never uses. The
         sentinel is the read end of a pipe whose only write end the child holds: it becomes
         readable when the child exits, however it exits."""
-        code = f"import sys; sys.path[:0] = {sys.path!r}; from sinks.service import _child; _child()"
+        code = f"import sys; sys.path[:0] = {sys.path!r}; from outloop.sinks.service import _child; _child()"
         readable, writable = os.pipe()
         try:
             self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -227,7 +227,7 @@ def _open_sink(spec: SinkSpec) -> Any:
     """Open the database, waiting while a previous owner (a worker being restarted) still holds it."""
     import duckdb
 
-    from sinks.writer import DuckSink
+    from outloop.sinks.writer import DuckSink
 
     deadline = time.monotonic() + OPEN_TIMEOUT_S
     delay = 0.1
@@ -298,8 +298,8 @@ def main(spec: SinkSpec) -> None:
 async def _run(spec: SinkSpec) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from schemas.topics import TopicCatalogue
-    from sinks.consumer import SinkConsumer
+    from outloop.schemas.topics import TopicCatalogue
+    from outloop.sinks.consumer import SinkConsumer
 
     _bound_native_heaps()
     trimmer = Trimmer()

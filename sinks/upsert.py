@@ -34,8 +34,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.ids import HOOK_TIE, USAGE_TIE, WORKFLOW_TIE
-from sinks.decode import SCHEMAS, TABLES, Folded
+from outloop.schemas.ids import HOOK_TIE, USAGE_TIE, WORKFLOW_TIE
+from outloop.sinks.decode import SCHEMAS, TABLES, Folded
 
 _TOOL_TEXT = ("tool_use_id", "call_key", "session_id", "tool_name", "command", "file_path")
 _TOOL_MAX = ("input_bytes", "output_bytes", "output_tokens_est")

@@ -31,20 +31,20 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from agents.signatures import SIGNATURE_VERSION
-from sinks.decode import Folded, Message, TopicPartition, fold
-from sinks.patterns import (
+from outloop.agents.signatures import SIGNATURE_VERSION
+from outloop.sinks.decode import Folded, Message, TopicPartition, fold
+from outloop.sinks.patterns import (
     materialize,
     refresh,
     signature_columns,
     stale_signature_count,
     stale_signature_ids,
 )
-from sinks.query import confine, run_readonly, use_utc
-from sinks.schema import migrate
-from sinks.upsert import KeyConflict, Optimism, apply
-from streams.codec import Rejected, dead_letter
-from streams.heaps import gc_paused
+from outloop.sinks.query import confine, run_readonly, use_utc
+from outloop.sinks.schema import migrate
+from outloop.sinks.upsert import KeyConflict, Optimism, apply
+from outloop.streams.codec import Rejected, dead_letter
+from outloop.streams.heaps import gc_paused
 
 log = logging.getLogger("outloop.sink")
 

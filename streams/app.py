@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import faust
 from faust.tables import TableManager
 
-from schemas.topics import TopicCatalogue
-from streams.settings import Settings
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.settings import Settings
 
 
 class PromptTableManager(TableManager):

@@ -27,11 +27,11 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import Envelope, EventType
-from schemas.topics import TopicCatalogue
-from streams.publisher import Delivery, Publisher, PublishError, RecordTooLarge, redact_envelope, redact_record
-from streams.settings import Settings
-from streams.spool import Spool, SpoolCorrupt, SpoolRecord
+from outloop.schemas.events import Envelope, EventType
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.publisher import Delivery, Publisher, PublishError, RecordTooLarge, redact_envelope, redact_record
+from outloop.streams.settings import Settings
+from outloop.streams.spool import Spool, SpoolCorrupt, SpoolRecord
 
 log = logging.getLogger(__name__)
 

@@ -45,9 +45,9 @@ from kafka import errors as kerr
 from kafka.admin import NewTopic
 from pydantic import ValidationError
 
-from agents.redact import ALL, redact_bytes, redact_json, scan
-from agents.toolcalls import SIZES_KEY, hook_sizes, json_size, text_size
-from schemas.events import (
+from outloop.agents.redact import ALL, redact_bytes, redact_json, scan
+from outloop.agents.toolcalls import SIZES_KEY, hook_sizes, json_size, text_size
+from outloop.schemas.events import (
     Envelope,
     EventType,
     ToolCall,
@@ -58,8 +58,8 @@ from schemas.events import (
     WorkflowPhaseChanged,
     WorkflowStarted,
 )
-from schemas.topics import TOPICS, TopicCatalogue
-from streams.spool import uuid7
+from outloop.schemas.topics import TOPICS, TopicCatalogue
+from outloop.streams.spool import uuid7
 
 log = logging.getLogger(__name__)
 

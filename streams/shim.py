@@ -16,10 +16,11 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):  # run as a file: make the sibling spool module importable
-    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from streams.spool import Spool, default_spool_dir  # noqa: E402
+if __package__ in (None, ""):  # run as a file (``-I -S``): the sibling spool module, imported on its own
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from spool import Spool, default_spool_dir  # type: ignore[import-not-found,no-redef]
+else:
+    from .spool import Spool, default_spool_dir
 
 MAX_BYTES = 16 * 1024 * 1024  # stdin kept at most; the rest is read and discarded
 SOFT_DEADLINE = 1.5  # stop reading stdin, keep what was read, write it

@@ -18,13 +18,13 @@ import faust
 import orjson
 from mode import Service
 
-from agents.pricing import PriceTable, load_prices
-from agents.sessions import app_stats, register
-from sinks.errors import QueryRejected
-from sinks.service import SinkProcess, SinkUnavailable
-from streams.app import create_app
-from streams.heaps import Trimmer, limit_arenas
-from streams.settings import Settings
+from outloop.agents.pricing import PriceTable, load_prices
+from outloop.agents.sessions import app_stats, register
+from outloop.sinks.errors import QueryRejected
+from outloop.sinks.service import SinkProcess, SinkUnavailable
+from outloop.streams.app import create_app
+from outloop.streams.heaps import Trimmer, limit_arenas
+from outloop.streams.settings import Settings
 
 log = logging.getLogger("outloop.worker")
 

@@ -51,7 +51,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if docker is not None:
         yield from docker
         return
-    from streams.broker import EmbeddedBroker
+    from outloop.streams.broker import EmbeddedBroker
 
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log, die_with_parent=True) as b:
@@ -61,7 +61,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def fresh_broker(tmp_path: Path) -> Iterator[object]:
     """A broker of the test's own, for tests that kill or restart it."""
-    from streams.broker import EmbeddedBroker
+    from outloop.streams.broker import EmbeddedBroker
 
     b = EmbeddedBroker(tmp_path / "tansu.log", die_with_parent=True)
     b.start()

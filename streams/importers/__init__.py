@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from schemas.events import Envelope, EventType
+from outloop.schemas.events import Envelope, EventType
 
 
 @dataclass

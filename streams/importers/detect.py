@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 
-from schemas.events import Envelope, EventType
-from streams.importers import ImportStats
-from streams.importers.hooklogs import EVENT_FILES, iter_hook_log, looks_like_hook_log
-from streams.importers.trajectories import is_trajectory, iter_trajectory
-from streams.importers.transcripts import TranscriptState, iter_transcript_array, iter_transcript_file
+from outloop.schemas.events import Envelope, EventType
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.hooklogs import EVENT_FILES, iter_hook_log, looks_like_hook_log
+from outloop.streams.importers.trajectories import is_trajectory, iter_trajectory
+from outloop.streams.importers.transcripts import TranscriptState, iter_transcript_array, iter_transcript_file
 
 LABEL_FILES = {"results_summary.json": "label file (mini-swe-agent resolved/unresolved labels)"}
 TRANSCRIPT_TYPES = {"user", "assistant", "system", "summary", "file-history-snapshot", "progress",

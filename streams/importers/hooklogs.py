@@ -29,9 +29,9 @@ from typing import Any
 
 import orjson
 
-from schemas.events import Envelope, EventType, HookEvent
-from schemas.ids import OrdinalCounter, redacted_json
-from streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, read_json
+from outloop.schemas.events import Envelope, EventType, HookEvent
+from outloop.schemas.ids import OrdinalCounter, redacted_json
+from outloop.streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, read_json
 
 SOURCE = "hook-log"
 

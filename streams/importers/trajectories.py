@@ -34,10 +34,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agents.toolcalls import estimate_tokens, json_size
-from schemas.events import Envelope, EventType, ToolCall, UsageRecord
-from schemas.ids import OrdinalCounter
-from streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, parse_time, read_json
+from outloop.agents.toolcalls import estimate_tokens, json_size
+from outloop.schemas.events import Envelope, EventType, ToolCall, UsageRecord
+from outloop.schemas.ids import OrdinalCounter
+from outloop.streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, parse_time, read_json
 
 SOURCE = "trajectory"
 ACTION_RE = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)  # mini-swe-agent's parse_action

@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 
-from agents.toolcalls import output_text
-from schemas.events import Envelope, EventType, ToolResultRecord, ToolUseRecord, UsageRecord
-from schemas.ids import OrdinalCounter, usage_id
-from streams.importers import ImportStats, ValidationError, make_envelope, parse_time
+from outloop.agents.toolcalls import output_text
+from outloop.schemas.events import Envelope, EventType, ToolResultRecord, ToolUseRecord, UsageRecord
+from outloop.schemas.ids import OrdinalCounter, usage_id
+from outloop.streams.importers import ImportStats, ValidationError, make_envelope, parse_time
 
 SOURCE = "transcript"
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.integration,
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from streams.broker import EmbeddedBroker
+    from outloop.streams.broker import EmbeddedBroker
     b = EmbeddedBroker(Path(sys.argv[1]), die_with_parent=sys.argv[2] == "1").start()
     print(b.pid, flush=True)
     time.sleep(600)

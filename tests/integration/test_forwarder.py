@@ -18,12 +18,12 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from schemas.events import Envelope, EventType, ToolCall, UsageRecord
-from schemas.topics import TopicCatalogue
-from streams.forwarder import TRUNCATED_KEY, Forwarder, envelope_for, shrink_envelope
-from streams.publisher import Publisher, PublishError
-from streams.shim import hook_command
-from streams.spool import Spool, SpoolRecord, uuid7
+from outloop.schemas.events import Envelope, EventType, ToolCall, UsageRecord
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.forwarder import TRUNCATED_KEY, Forwarder, envelope_for, shrink_envelope
+from outloop.streams.publisher import Publisher, PublishError
+from outloop.streams.shim import hook_command
+from outloop.streams.spool import Spool, SpoolRecord, uuid7
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -238,7 +238,7 @@ def test_forwarder_survives_sigkill_at_least_once_with_same_ids(tmp_path: Path, 
     cat = catalogue()
     code = (
         "import sys, threading; sys.path.insert(0, sys.argv[1]);"
-        "from schemas.topics import TopicCatalogue; from streams.forwarder import Forwarder;"
+        "from outloop.schemas.topics import TopicCatalogue; from outloop.streams.forwarder import Forwarder;"
         "f = Forwarder(spool=sys.argv[2], bootstrap=sys.argv[3],"
         " catalogue=TopicCatalogue(prefix=sys.argv[4]), partitions=4, batch_size=100);"
         "f.run_forever(threading.Event())"

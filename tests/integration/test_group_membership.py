@@ -87,8 +87,8 @@ async def _two_then_one(bootstrap: str) -> tuple[list[int], float]:
 
 
 def test_a_stopping_worker_stays_in_the_group_until_evicted(fresh_broker: Any, restore_leave: None) -> None:
-    from streams.app import create_app, stay_in_group_on_close
-    from streams.settings import Settings
+    from outloop.streams.app import create_app, stay_in_group_on_close
+    from outloop.streams.settings import Settings
 
     # control: aiokafka's own stop sends LeaveGroup
     sent, waited_left = asyncio.run(_two_then_one(fresh_broker.bootstrap))

@@ -13,7 +13,7 @@ import pytest
 from outloop.replay import replay
 from outloop.runtime import Stack
 from outloop.sample import write_sample
-from streams.settings import Settings
+from outloop.streams.settings import Settings
 from tests import SESSION_TIMEOUT
 
 pytestmark = pytest.mark.integration
@@ -81,8 +81,8 @@ def test_replay_sample_twice_changes_no_row(tmp_path: Path, broker: str) -> None
 
 def test_malformed_events_become_dead_letters_while_valid_ones_flow(tmp_path: Path, broker: str) -> None:
     from outloop.replay import publish_markers, wait_for_marker
-    from schemas.topics import TopicCatalogue
-    from streams.publisher import Publisher
+    from outloop.schemas.topics import TopicCatalogue
+    from outloop.streams.publisher import Publisher
 
     s = settings_for(tmp_path, broker)
     cat = TopicCatalogue(prefix=s.topic_prefix)
@@ -157,8 +157,8 @@ def test_full_and_oversized_output_batches_arrive_whole_and_before_the_marker(tm
     (512 KB) are sent and the next one started, a record larger than a batch goes alone, and each
     partition's flush marker still follows everything emitted before it."""
     from outloop.replay import publish_markers, wait_for_marker
-    from schemas.topics import TopicCatalogue
-    from streams.publisher import Publisher
+    from outloop.schemas.topics import TopicCatalogue
+    from outloop.streams.publisher import Publisher
 
     s = settings_for(tmp_path, broker)
     cat = TopicCatalogue(prefix=s.topic_prefix)

@@ -18,13 +18,13 @@ import pytest
 
 from outloop.replay import publish_markers, wait_for_marker
 from outloop.runtime import Stack
-from schemas.topics import TopicCatalogue
-from streams.forwarder import Forwarder
-from streams.importers import ImportStats
-from streams.importers.detect import iter_paths
-from streams.publisher import Publisher
-from streams.settings import Settings
-from streams.spool import Spool
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.forwarder import Forwarder
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.detect import iter_paths
+from outloop.streams.publisher import Publisher
+from outloop.streams.settings import Settings
+from outloop.streams.spool import Spool
 from tests import SESSION_TIMEOUT
 from tests import edge_secrets as es
 from tests.integration.test_forwarder import consume

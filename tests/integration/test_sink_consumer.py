@@ -18,10 +18,10 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from schemas.topics import TopicCatalogue
-from sinks.consumer import SinkConsumer
-from sinks.decode import tool_call_row
-from sinks.writer import DuckSink
+from outloop.schemas.topics import TopicCatalogue
+from outloop.sinks.consumer import SinkConsumer
+from outloop.sinks.decode import tool_call_row
+from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
 pytestmark = pytest.mark.integration

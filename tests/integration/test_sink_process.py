@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from outloop.runtime import Stack
-from sinks.query import QueryRejected
-from sinks.service import SinkProcess, SinkQueryError, SinkUnavailable
+from outloop.sinks.query import QueryRejected
+from outloop.sinks.service import SinkProcess, SinkQueryError, SinkUnavailable
 from tests.integration.test_pipeline import settings_for
 from tests.polling import wait
 
@@ -50,7 +50,7 @@ def test_sink_process_answers_refuses_and_stops(tmp_path: Path, broker: str) -> 
 _ORPHAN = """
 import sys, time
 from pathlib import Path
-from sinks.service import SinkProcess
+from outloop.sinks.service import SinkProcess
 p = SinkProcess(Path(sys.argv[1]), sys.argv[2], topic_prefix=sys.argv[3], max_batch=100,
                 memory_limit=None, log_level="warning", home=Path(sys.argv[1]).parent).start()
 print(p.pid, flush=True)

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from outloop.runtime import Stack
-from streams.settings import Settings
-from streams.spool import Spool
+from outloop.streams.settings import Settings
+from outloop.streams.spool import Spool
 from tests import SESSION_TIMEOUT
 from tests.polling import wait
 

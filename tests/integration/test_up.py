@@ -14,8 +14,8 @@ import orjson
 import psutil
 import pytest
 
-from streams.broker import free_port
-from streams.shim import hook_command
+from outloop.streams.broker import free_port
+from outloop.streams.shim import hook_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OUTLOOP = str(Path(sys.executable).with_name("outloop"))

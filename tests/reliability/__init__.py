@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.shim import hook_command
+from outloop.streams.shim import hook_command
 
 KIB = 1024
 _WORDS = ("test", "passed", "assert", "module", "def", "return", "import", "café", "naïve", "日本語",
@@ -237,7 +237,7 @@ def listening(bootstrap: str) -> bool:
 
 def only_record(spool: Path) -> Any:
     """The one record of ``spool``, which must hold nothing else (no temp file either)."""
-    from streams.spool import Spool
+    from outloop.streams.spool import Spool
 
     names = os.listdir(spool)
     assert len(names) == 1 and names[0].endswith(".rec"), names

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from outloop.runtime import Stack
-from streams.broker import EmbeddedBroker
-from streams.settings import Settings
-from streams.spool import Spool
+from outloop.streams.broker import EmbeddedBroker
+from outloop.streams.settings import Settings
+from outloop.streams.spool import Spool
 from tests import SESSION_TIMEOUT
 
 
@@ -55,8 +55,8 @@ def drain_and_flush(stack: Stack, spool: Path, timeout: float) -> None:
     """Wait until the stack's forwarder emptied ``spool``, then until a flush marker published after
     that reached every output partition: everything spooled is then in DuckDB."""
     from outloop.replay import publish_markers, wait_for_marker
-    from schemas.topics import TopicCatalogue
-    from streams.publisher import Publisher
+    from outloop.schemas.topics import TopicCatalogue
+    from outloop.streams.publisher import Publisher
 
     deadline = time.monotonic() + timeout
     while Spool(spool).count():

@@ -18,13 +18,13 @@ from typing import Any
 import duckdb
 import orjson
 
-from agents.pairing import BatchOut, Pairing, tool_call_model, usage_fields
-from agents.pricing import PriceTable
-from agents.toolcalls import merge_tool_calls
-from schemas.events import Envelope, EventType, ToolCall, UsageRecord
-from schemas.ids import call_key
-from sinks.decode import tool_call_row
-from streams.codec import Decoded, dead_letter, decode, encode
+from outloop.agents.pairing import BatchOut, Pairing, tool_call_model, usage_fields
+from outloop.agents.pricing import PriceTable
+from outloop.agents.toolcalls import merge_tool_calls
+from outloop.schemas.events import Envelope, EventType, ToolCall, UsageRecord
+from outloop.schemas.ids import call_key
+from outloop.sinks.decode import tool_call_row
+from outloop.streams.codec import Decoded, dead_letter, decode, encode
 
 Input = tuple[bytes, bytes]  # key, value on the events topic
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value

@@ -30,10 +30,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from outloop.replay import publish_markers, wait_for_marker
 from outloop.runtime import Stack
-from schemas.topics import TopicCatalogue
-from streams.publisher import Publisher
-from streams.settings import Settings
-from streams.spool import Spool
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.publisher import Publisher
+from outloop.streams.settings import Settings
+from outloop.streams.spool import Spool
 from tests import SESSION_TIMEOUT
 from tests.polling import wait
 from tests.reliability import recompute as rc
@@ -85,8 +85,8 @@ def topic_ids(bootstrap: str, topic: str) -> Counter[str]:
 
 
 # -- 4. forwarder killed --------------------------------------------------------------------------
-FORWARDER = ("import sys, threading; sys.path.insert(0, sys.argv[1]); from streams.forwarder import Forwarder; "
-             "from streams.settings import Settings; "
+FORWARDER = ("import sys, threading; sys.path.insert(0, sys.argv[1]); from outloop.streams.forwarder import Forwarder; "
+             "from outloop.streams.settings import Settings; "
              "Forwarder(Settings.from_env(), batch_size=100).run_forever(threading.Event())")
 
 
@@ -246,9 +246,9 @@ def test_worker_sigkilled_10_times_while_a_second_worker_joins_and_leaves(tmp_pa
 
     from outloop.runtime import StackError
     from outloop.sample import write_sample
-    from streams.broker import free_port
-    from streams.importers import ImportStats
-    from streams.importers.detect import iter_paths
+    from outloop.streams.broker import free_port
+    from outloop.streams.importers import ImportStats
+    from outloop.streams.importers.detect import iter_paths
 
     write_sample(tmp_path / "sample", seed=11, sessions=30)
     sample = [(e.subject.encode(), e.model_dump_json().encode()) for e in iter_paths([tmp_path / "sample"],
@@ -322,8 +322,8 @@ def drain(bootstrap: str, prefix: str, db: Path, sink: Any = None, timeout: floa
     """Run a SinkConsumer (batches of 100 records) until the end marker reached every partition."""
     import asyncio
 
-    from sinks.consumer import SinkConsumer
-    from sinks.writer import DuckSink
+    from outloop.sinks.consumer import SinkConsumer
+    from outloop.sinks.writer import DuckSink
 
     cat = TopicCatalogue(prefix=prefix)
     sink = sink or DuckSink(db)
@@ -352,7 +352,7 @@ def crash_child(window: str, db: str, bootstrap: str, prefix: str, at: int, stat
     import threading
     from contextlib import contextmanager
 
-    from sinks.writer import DuckSink
+    from outloop.sinks.writer import DuckSink
 
     def die(what: str) -> None:
         Path(status).write_text(what)

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.shim import DEADLINE, MAX_BYTES
-from streams.spool import Spool
+from outloop.streams.shim import DEADLINE, MAX_BYTES
+from outloop.streams.spool import Spool
 from tests import reliability as rel
 
 BUDGET = DEADLINE + 1.0  # wall seconds a shim run may take, whatever it is fed

@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.pairing import BatchOut, Pairing, tool_call_model
-from schemas.events import EventType
-from sinks.writer import DuckSink
-from streams.codec import Decoded, Rejected, dead_letter, decode
+from outloop.agents.pairing import BatchOut, Pairing, tool_call_model
+from outloop.schemas.events import EventType
+from outloop.sinks.writer import DuckSink
+from outloop.streams.codec import Decoded, Rejected, dead_letter, decode
 from tests.reliability.recompute import (
     T0,
     Input,

@@ -33,10 +33,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from outloop.replay import publish_markers, wait_for_marker
 from outloop.runtime import Stack
-from schemas.topics import TopicCatalogue
-from streams.codec import Decoded, decode
-from streams.publisher import Publisher
-from streams.settings import Settings
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.codec import Decoded, decode
+from outloop.streams.publisher import Publisher
+from outloop.streams.settings import Settings
 from tests import SESSION_TIMEOUT
 
 PAD = ("collected 120 items\n" + "tests/unit/test_mod.py " + "." * 60 + " [ 50%]\n") * 5 + "120 passed in 1.20s\n"

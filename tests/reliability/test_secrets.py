@@ -25,10 +25,10 @@ import pytest
 
 from outloop.replay import publish_markers, wait_for_marker
 from outloop.runtime import Stack
-from schemas.events import ToolCall, ToolResultRecord, ToolUseRecord, UsageRecord
-from schemas.topics import TopicCatalogue
-from streams.publisher import Publisher
-from streams.settings import Settings
+from outloop.schemas.events import ToolCall, ToolResultRecord, ToolUseRecord, UsageRecord
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.publisher import Publisher
+from outloop.streams.settings import Settings
 from tests import SESSION_TIMEOUT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

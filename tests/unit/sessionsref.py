@@ -11,11 +11,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agents import toolcalls as tc
-from agents.pairing import usage_wins  # the tie rule is the product's; this oracle checks the fast path
-from agents.redact import ALL, redact_json, redact_text, scan
-from agents.sessions import _CARRY_CONTENT, _NOTHING, Message, Record, SessionOutputs, flush_value, forwarded_reason
-from schemas.events import (
+from outloop.agents import toolcalls as tc
+from outloop.agents.pairing import usage_wins  # the tie rule is the product's; this oracle checks the fast path
+from outloop.agents.redact import ALL, redact_json, redact_text, scan
+from outloop.agents.sessions import (
+    _CARRY_CONTENT,
+    _NOTHING,
+    Message,
+    Record,
+    SessionOutputs,
+    flush_value,
+    forwarded_reason,
+)
+from outloop.schemas.events import (
     Envelope,
     EventType,
     Flush,
@@ -25,8 +33,8 @@ from schemas.events import (
     ToolUseRecord,
     UsageRecord,
 )
-from schemas.ids import OrdinalCounter, tool_call_id
-from streams.codec import Decoded, Rejected, dead_letter, decode_checked, encode
+from outloop.schemas.ids import OrdinalCounter, tool_call_id
+from outloop.streams.codec import Decoded, Rejected, dead_letter, decode_checked, encode
 
 PRE = {"PreToolUse"}
 POST = {"PostToolUse", "PostToolUseFailure"}

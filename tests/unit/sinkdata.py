@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from agents.toolcalls import merge_tool_calls
-from schemas.events import DeadLetter, Envelope, EventType, ToolCall, UsageRecord
+from outloop.agents.toolcalls import merge_tool_calls
+from outloop.schemas.events import DeadLetter, Envelope, EventType, ToolCall, UsageRecord
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 PREFIX = "t"

@@ -15,11 +15,11 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
-from agents.toolcalls import merge_tool_calls
-from schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
-from sinks.decode import SCHEMAS
-from sinks.upsert import JOIN_SYN, OFFSETS, REFOLD_RUNS, UPSERT
-from streams.codec import Rejected, dead_letter
+from outloop.agents.toolcalls import merge_tool_calls
+from outloop.schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
+from outloop.sinks.decode import SCHEMAS
+from outloop.sinks.upsert import JOIN_SYN, OFFSETS, REFOLD_RUNS, UPSERT
+from outloop.streams.codec import Rejected, dead_letter
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
 TopicPartition = tuple[str, int]

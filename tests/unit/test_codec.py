@@ -1,9 +1,9 @@
 import orjson
 import pytest
 
-from schemas.events import EventType, HookEvent
-from schemas.fast import FastHookEvent
-from streams.codec import DEAD_LETTER_RAW_MAX, Decoded, Rejected, dead_letter, decode, decode_checked, encode
+from outloop.schemas.events import EventType, HookEvent
+from outloop.schemas.fast import FastHookEvent
+from outloop.streams.codec import DEAD_LETTER_RAW_MAX, Decoded, Rejected, dead_letter, decode, decode_checked, encode
 
 
 def env(**over):

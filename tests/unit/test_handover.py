@@ -18,7 +18,7 @@ import faust
 import pytest
 from faust.types.tuples import TP, ConsumerMessage
 
-from agents.sessions import HandOver
+from outloop.agents.sessions import HandOver
 
 TOPIC = "handover-in"
 TP0 = TP(TOPIC, 0)

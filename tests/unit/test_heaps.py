@@ -1,4 +1,4 @@
-"""streams.heaps: trimming hands freed heap pages back to the system; nothing else changes."""
+"""outloop.streams.heaps: trimming hands freed heap pages back to the system; nothing else changes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import weakref
 
 import pytest
 
-from streams import heaps
+from outloop.streams import heaps
 
 linux_glibc = pytest.mark.skipif(heaps._libc() is None, reason="glibc only")
 
@@ -20,7 +20,7 @@ linux_glibc = pytest.mark.skipif(heaps._libc() is None, reason="glibc only")
 # shrink it. The freed pages stay resident until malloc_trim.
 FRAGMENT = textwrap.dedent("""
     import gc, sys
-    from streams import heaps
+    from outloop.streams import heaps
 
     def rss_mb():
         with open("/proc/self/statm") as f:

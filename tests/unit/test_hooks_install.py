@@ -14,7 +14,7 @@ from outloop.hooks_install import (
     install_hooks,
     uninstall_hooks,
 )
-from streams.shim import hook_command
+from outloop.streams.shim import hook_command
 
 CMD = hook_command()
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.importers import ImportStats
-from streams.importers.detect import collect_files, default_claude_projects, detect, iter_paths
-from streams.importers.hooklogs import iter_hook_log
-from streams.importers.trajectories import iter_trajectory
-from streams.importers.transcripts import iter_transcript_file
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.detect import collect_files, default_claude_projects, detect, iter_paths
+from outloop.streams.importers.hooklogs import iter_hook_log
+from outloop.streams.importers.trajectories import iter_trajectory
+from outloop.streams.importers.transcripts import iter_transcript_file
 
 KINDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 

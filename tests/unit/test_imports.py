@@ -19,17 +19,17 @@ def _modules_after(statement: str) -> set[str]:
 def test_the_agents_process_does_not_load_the_database_libraries(heavy: str) -> None:
     loaded = _modules_after("import streams.worker")
     assert heavy not in loaded
-    assert "sinks.service" in loaded  # the worker does start the sink child from this process
+    assert "outloop.sinks.service" in loaded  # the worker does start the sink child from this process
 
 
 def test_the_sinks_package_names_load_on_first_use() -> None:
     loaded = _modules_after("import sinks\nfrom sinks import DuckSink, QueryRejected\n"
                             "import sinks.query\nassert sinks.query.QueryRejected is QueryRejected")
-    assert {"duckdb", "sinks.writer"} <= loaded
+    assert {"duckdb", "outloop.sinks.writer"} <= loaded
 
 
 def test_an_unknown_name_of_the_sinks_package_is_an_attribute_error() -> None:
-    import sinks
+    import outloop.sinks
 
     with pytest.raises(AttributeError):
-        sinks.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+        outloop.sinks.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sinks.patterns
-from agents.patterns import ConfidenceWeights, StatusRules
-from sinks.patterns import (
+import outloop.sinks.patterns
+from outloop.agents.patterns import ConfidenceWeights, StatusRules
+from outloop.sinks.patterns import (
     _TIME_EXTREMES,
     AGGREGATE,
     FOLDS,
@@ -34,8 +34,8 @@ from sinks.patterns import (
     pattern_row,
     rebuild_state,
 )
-from sinks.schema import migrate
-from sinks.writer import DuckSink
+from outloop.sinks.schema import migrate
+from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
 COMMANDS = ["pytest -q tests/unit", "pytest -q tests/unit -x", "npm run build", "git status", "rm -rf build"]
@@ -146,7 +146,7 @@ def test_incremental_state_equals_from_scratch(plan: list[tuple[list[dict[str, A
                                                monkeypatch: Any) -> None:
     """``lookup``: stored rows read back by primary-key lookups (``IN`` lists), or by a semi-join
     scan (what a small table gets): both ways give the same state."""
-    monkeypatch.setattr(sinks.patterns, "SCAN_ROWS_PER_KEY", 0 if lookup == "index" else 10**12)
+    monkeypatch.setattr(outloop.sinks.patterns, "SCAN_ROWS_PER_KEY", 0 if lookup == "index" else 10**12)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "p.duckdb"
         written: list[tuple[list[dict[str, Any]], bool]] = [([ANCHOR], False)]
@@ -225,9 +225,9 @@ def test_a_signature_rule_change_recomputes_stored_signatures_chunk_by_chunk(tmp
     import dataclasses
     import logging
 
-    import sinks.patterns as patterns
-    import sinks.writer as writer
-    from agents.signatures import SIGNATURE_VERSION, Signature
+    import outloop.sinks.patterns as patterns
+    import outloop.sinks.writer as writer
+    from outloop.agents.signatures import SIGNATURE_VERSION, Signature
 
     db = tmp_path / "rules.duckdb"
     commands = [*COMMANDS, HEREDOC]

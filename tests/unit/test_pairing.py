@@ -3,10 +3,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.pairing import BatchOut, Pairing, tool_call_model
-from agents.toolcalls import merge_tool_calls
-from schemas.events import Envelope, EventType, HookEvent, ToolResultRecord, ToolUseRecord, UsageRecord
-from schemas.ids import call_key
+from outloop.agents.pairing import BatchOut, Pairing, tool_call_model
+from outloop.agents.toolcalls import merge_tool_calls
+from outloop.schemas.events import Envelope, EventType, HookEvent, ToolResultRecord, ToolUseRecord, UsageRecord
+from outloop.schemas.ids import call_key
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.patterns import (
+from outloop.agents.patterns import (
     ConfidenceWeights,
     Occurrence,
     PatternStats,
@@ -22,7 +22,7 @@ from agents.patterns import (
     result,
     status_of,
 )
-from agents.sequences import SequenceConfig, SequenceMiner
+from outloop.agents.sequences import SequenceConfig, SequenceMiner
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 SIG = "test:pytest:tests/unit"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.pricing import (
+from outloop.agents.pricing import (
     PRICE_TABLE_VERSION,
     PRICES_ENV,
     PriceTable,
@@ -17,8 +17,8 @@ from agents.pricing import (
     load_prices,
     model_key,
 )
-from schemas.events import UsageRecord
-from streams.settings import SETTINGS_DOC
+from outloop.schemas.events import UsageRecord
+from outloop.streams.settings import SETTINGS_DOC
 
 M = 1_000_000
 

@@ -17,18 +17,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.pairing import BatchOut, Pairing, tool_call_model
-from agents.redact import redact_bytes, redact_json, redact_text, scan
-from agents.toolcalls import SIZES_KEY
-from schemas.events import Envelope, EventType, ToolResultRecord, ToolUseRecord
-from schemas.ids import input_digest
-from streams.codec import Decoded, Rejected, dead_letter, decode
-from streams.forwarder import envelope_for
-from streams.importers import ImportStats
-from streams.importers.detect import iter_paths
-from streams.publisher import redact_envelope, redact_envelope_bytes, redact_record
-from streams.shim import hook_command
-from streams.spool import Spool, SpoolRecord, uuid7
+from outloop.agents.pairing import BatchOut, Pairing, tool_call_model
+from outloop.agents.redact import redact_bytes, redact_json, redact_text, scan
+from outloop.agents.toolcalls import SIZES_KEY
+from outloop.schemas.events import Envelope, EventType, ToolResultRecord, ToolUseRecord
+from outloop.schemas.ids import input_digest
+from outloop.streams.codec import Decoded, Rejected, dead_letter, decode
+from outloop.streams.forwarder import envelope_for
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.detect import iter_paths
+from outloop.streams.publisher import redact_envelope, redact_envelope_bytes, redact_record
+from outloop.streams.shim import hook_command
+from outloop.streams.spool import Spool, SpoolRecord, uuid7
 from tests import edge_secrets as es
 from tests.unit.test_redact import FRAGMENTS, SECRETS
 
@@ -217,7 +217,7 @@ def test_call_keys_and_hook_log_ids_digest_the_redacted_content(tmp_path: Path) 
     assert len(ids) == len(set(ids)) == 12
     # no digest of a secret is published: the id does not change when only the secret does
     a, b = (dict(es.hook_payloads()[6], tool_input={"command": c}) for c in (es.CMD_DB, es.CMD_DB2))
-    from streams.importers.hooklogs import payload_digest
+    from outloop.streams.importers.hooklogs import payload_digest
     assert payload_digest(a) == payload_digest(b) == payload_digest(redact_json(a))
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from outloop.sample import write_sample
-from streams.importers import ImportStats
-from streams.importers.detect import iter_paths
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.detect import iter_paths
 
 KINDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.pairing import Pairing
-from agents.pricing import PriceTable
-from agents.sessions import SessionOutputs, session_records
-from schemas.fast import FastEnvelope
-from streams.codec import Decoded, decode, decode_checked, decode_fast
+from outloop.agents.pairing import Pairing
+from outloop.agents.pricing import PriceTable
+from outloop.agents.sessions import SessionOutputs, session_records
+from outloop.schemas.fast import FastEnvelope
+from outloop.streams.codec import Decoded, decode, decode_checked, decode_fast
 from tests.unit import sessionsref
 
 NAMES = SessionOutputs("o.hook-events", "o.tool-calls", "o.usage", "o.dlq")

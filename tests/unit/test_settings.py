@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from outloop.replay import PRIVATE_BROKER_SESSION_TIMEOUT, replay_settings
-from streams.settings import Settings
+from outloop.streams.settings import Settings
 
 
 def test_session_timeout_defaults_to_6_seconds_whatever_the_rebalance_timeout() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.shim import DEADLINE, MAX_BYTES, hook_command, shim_path
-from streams.spool import Spool
+from outloop.streams.shim import DEADLINE, MAX_BYTES, hook_command, shim_path
+from outloop.streams.spool import Spool
 
 CMD = shlex.split(hook_command())
 REPO = Path(__file__).resolve().parents[2]

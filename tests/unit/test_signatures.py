@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.shell import extract_heredocs, parse
-from agents.signatures import (
+from outloop.agents.shell import extract_heredocs, parse
+from outloop.agents.signatures import (
     SIGNATURE_VERSION,
     Signature,
     SignatureCache,

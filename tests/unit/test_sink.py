@@ -13,11 +13,11 @@ import duckdb
 import orjson
 import pytest
 
-from agents.signatures import signature_of
-from schemas.events import EventType
-from sinks.decode import tool_call_row
-from sinks.upsert import PLAIN, Optimism
-from sinks.writer import DuckSink, ErrorKind, classify_error
+from outloop.agents.signatures import signature_of
+from outloop.schemas.events import EventType
+from outloop.sinks.decode import tool_call_row
+from outloop.sinks.upsert import PLAIN, Optimism
+from outloop.sinks.writer import DuckSink, ErrorKind, classify_error
 from tests.unit import sinkdata as d
 
 DATA_TABLES = ("hook_events", "tool_calls", "usage", "workflow_events", "workflow_runs", "dead_letters",
@@ -374,7 +374,7 @@ def test_the_default_settings_bound_duckdb_to_128_mb(tmp_path: Path) -> None:
     """The limit bounds more than DuckDB's cache (docs/performance.md, section 6): the sink's default
     is 128 MB; a write that runs out still doubles it
     (test_out_of_memory_raises_the_limit_and_the_retry_succeeds)."""
-    from streams.settings import Settings
+    from outloop.streams.settings import Settings
 
     limit = Settings.from_env({}).db_memory
     with DuckSink(tmp_path / "db.duckdb", clock=d.clock, memory_limit=limit) as sink:
@@ -387,7 +387,7 @@ def test_the_periodic_refresh_runs_only_while_marks_may_be_waiting(tmp_path: Pat
     """A refresh transaction after every batch (REFRESH_S 0 here) while tool calls may have left dirty
     marks; none once a refresh with sequences cleared them and only usage comes in; a tool call owes one
     again. Patterns stay right throughout: the marks in the database are what decide."""
-    import sinks.writer as writer
+    import outloop.sinks.writer as writer
 
     runs: list[tuple[bool, bool]] = []
     real = writer.refresh

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from schemas.events import EventType
-from sinks.decode import BATCH_MIN, CHECKED, FAST, KINDS, SCHEMAS, TABLES, Folded, _fold_one, fold
-from sinks.writer import DuckSink, ErrorKind, WriteResult, classify_error
-from streams.codec import Rejected, dead_letter
+from outloop.schemas.events import EventType
+from outloop.sinks.decode import BATCH_MIN, CHECKED, FAST, KINDS, SCHEMAS, TABLES, Folded, _fold_one, fold
+from outloop.sinks.writer import DuckSink, ErrorKind, WriteResult, classify_error
+from outloop.streams.codec import Rejected, dead_letter
 from tests.unit import sinkdata as d
 from tests.unit import sinkref
 from tests.unit.test_sink import DATA_TABLES, dump

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sinks.writer import DuckSink
+from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
 PYTEST = {"command": "cd api && pytest tests/unit -q"}
@@ -139,7 +139,7 @@ def test_sequences_mined_in_chunks_equal_sequences_mined_at_once(sink: DuckSink,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """refresh_sequences walks the occurrences and inserts n-grams SEQUENCE_CHUNK rows at a time (its
     memory bound): a session cut by a chunk boundary must come out as if mined in one go."""
-    from sinks import patterns as pat
+    from outloop.sinks import patterns as pat
 
     edit = {"file_path": "/repo/src/app.py", "old_string": "a", "new_string": "b"}
     steps = [("Edit", edit), ("Bash", PYTEST), ("Read", {"file_path": "/repo/README.md"}), ("Bash", PYTEST)]
@@ -163,7 +163,7 @@ def test_a_statement_that_fails_inside_materialization_surfaces_as_itself(sink: 
     the batch was retried forever instead of being split down to a dead letter)."""
     import duckdb
 
-    from sinks.patterns import _CALL, occurrences_for
+    from outloop.sinks.patterns import _CALL, occurrences_for
 
     write(sink, [call(1)])
     [[tid]] = sink.query("SELECT tool_use_id FROM pattern_occurrences")[1]

@@ -13,10 +13,10 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from sinks.decode import SCHEMAS, fold
-from sinks.query import QueryRejected, check_readonly, open_readonly, run_readonly
-from sinks.schema import SCHEMA_VERSION
-from sinks.writer import DuckSink
+from outloop.sinks.decode import SCHEMAS, fold
+from outloop.sinks.query import QueryRejected, check_readonly, open_readonly, run_readonly
+from outloop.sinks.schema import SCHEMA_VERSION
+from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
 

@@ -13,10 +13,10 @@ import duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.pairing import usage_wins
-from schemas.events import UsageRecord
-from sinks.schema import SCHEMA_VERSION, migrate
-from sinks.writer import DuckSink
+from outloop.agents.pairing import usage_wins
+from outloop.schemas.events import UsageRecord
+from outloop.sinks.schema import SCHEMA_VERSION, migrate
+from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
-from streams.spool import (
+from outloop.streams.settings import Settings
+from outloop.streams.spool import (
     Spool,
     SpoolCorrupt,
     default_spool_dir,
