@@ -26,11 +26,11 @@ import faust
 import orjson
 
 from outloop.agents.pairing import BatchOut, Pairing, tool_call_json
-from outloop.agents.redact import redact_json, scan
 from outloop.schemas.events import EventType, Flush
 from outloop.streams.app import Topics
 from outloop.streams.codec import Decoded, Rejected, dead_letter, decode, encode
 from outloop.streams.heaps import gc_paused
+from outloop.streams.redact import redact_json, scan
 from outloop.streams.settings import Settings
 
 log = logging.getLogger("outloop.agents")

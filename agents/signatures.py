@@ -17,7 +17,7 @@ from typing import Any
 
 from outloop.agents.categories import CATEGORIES, DES, NET, RO, SIDE_EFFECTS, UNK, WR, path_target, word_target
 from outloop.agents.commands import Analyzer
-from outloop.agents.redact import redact_text as redact  # sample commands are redacted with the project's one redactor
+from outloop.streams.redact import redact_text as redact  # sample commands are redacted with the project's one redactor
 
 SIGNATURE_VERSION = 2
 """Bumped whenever a rule change can change any signature; stored rows keep the version they were

@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-from outloop.agents.redact import redact_json, scan  # noqa: E402
 from outloop.schemas.events import Envelope, EventType  # noqa: E402
 from outloop.streams.publisher import redact_envelope_bytes  # noqa: E402
+from outloop.streams.redact import redact_json, scan  # noqa: E402
 
 TRACES = (REPO.parent / "shared" / "data" / "traces-dev").resolve()
 

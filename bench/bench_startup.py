@@ -129,7 +129,7 @@ def main() -> None:
         tiny, lines = tiny_transcript(tmp)
         for run in range(args.runs):
             faust.append(import_faust())
-            imports.append(import_faust("outloop.streams.worker"))
+            imports.append(import_faust("outloop.worker"))
             broker.append(broker_start(tmp))
             h, r, s, j = outloop_up(tmp)
             health.append(h)
@@ -138,7 +138,7 @@ def main() -> None:
             joins.append(j)
             former.append(outloop_up(tmp, {"OUTLOOP_SESSION_TIMEOUT": "10"})[1])
             replay.append(replay_tiny(tmp, tiny))
-            print(f"  run {run + 1}: import faust {faust[-1]:.2f}s  import streams.worker {imports[-1]:.2f}s  "
+            print(f"  run {run + 1}: import faust {faust[-1]:.2f}s  import outloop.worker {imports[-1]:.2f}s  "
                   f"broker {broker[-1]:.2f}s  up: health {h:.2f}s "
                   f"ready {r:.2f}s (group join {j:.2f}s) stop {s:.2f}s  ready with OUTLOOP_SESSION_TIMEOUT=10 "
                   f"{former[-1]:.2f}s  replay of {lines} lines {replay[-1]:.2f}s")
@@ -146,7 +146,7 @@ def main() -> None:
     row("outloop up -> /health ok", health, "broker start", broker, "s", higher_is_better=False)
     row("outloop up -> event queryable", ready, "broker start", broker, "s", higher_is_better=False)
     row("outloop up -> event queryable", ready, "import faust", faust, "s", higher_is_better=False)
-    row("outloop up -> event queryable", ready, "import streams.worker", imports, "s", higher_is_better=False)
+    row("outloop up -> event queryable", ready, "import outloop.worker", imports, "s", higher_is_better=False)
     row("outloop up -> event queryable", ready, "target", target, "s", higher_is_better=False,
         target="<= 1.0x (10 s)")
     row(f"outloop replay ({lines}-line transcript)", replay, "broker start", broker, "s", higher_is_better=False)

@@ -80,7 +80,7 @@ def up() -> None:
 @app.command()
 def worker() -> None:
     """Run only the worker (agents + DuckDB sink + HTTP); needs OUTLOOP_BROKER."""
-    from outloop.streams.worker import run
+    from outloop.worker import run
 
     run(_settings())
 

@@ -202,7 +202,7 @@ class Stack:
         env = {**os.environ, **self.settings.to_env()}
         log = open(self.worker_log, "ab")  # noqa: SIM115 - handed to the child
         try:
-            self.worker = subprocess.Popen([sys.executable, "-m", "outloop.streams.worker"], env=env,
+            self.worker = subprocess.Popen([sys.executable, "-m", "outloop.worker"], env=env,
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True)
         finally:

@@ -2,7 +2,9 @@
 the same row instead of adding one.
 
 Ids and digests derived from content (:func:`input_digest`, so call keys, and the hook-log payload
-digest) are computed on the content with its secrets redacted (:mod:`agents.redact`): the publisher
+digest) are computed on the content with its secrets redacted by the :data:`Redactor` the caller
+passes (the edge's, :func:`outloop.streams.redact.redact_canonical`; the contract imports nothing of
+ours): the publisher
 redacts before anything reaches Kafka, so a digest must give the same value whether it is computed
 before or after that (redaction is idempotent), and no digest of a secret may be published either
 (a short secret could be guessed offline from it)."""
@@ -10,12 +12,14 @@ before or after that (redaction is idempotent), and no digest of a secret may be
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from outloop.agents.redact import redact_json, scan
+Redactor = Callable[[Any, bytes], Any]
+"""``redact(value, canonical)``: ``value`` with its secrets redacted (``value`` itself when it holds
+none), given ``canonical``, its :func:`canonical_json`. Redaction must be idempotent."""
 
 
 def canonical_json(value: Any) -> bytes:
@@ -39,43 +43,40 @@ def column_order(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[Any, .
     return tuple((1,) if row[name] is None else (0, row[name]) for name in columns)
 
 
-def redacted_json(value: Any) -> bytes:
+def redacted_json(value: Any, redact: Redactor) -> bytes:
     """:func:`canonical_json` of ``value`` with its secrets redacted: equal before and after the
-    publisher's redaction. A value without any redaction anchor costs one extra gate scan."""
+    publisher's redaction."""
     raw = canonical_json(value)
-    only = scan(raw)
-    if only:
-        clean = redact_json(value, only)
-        if clean != value:
-            return canonical_json(clean)
-    return raw
+    clean = redact(value, raw)
+    return raw if clean is value or clean == value else canonical_json(clean)
 
 
-def input_digest(tool_name: str, tool_input: Any) -> str:
+def input_digest(tool_name: str, tool_input: Any, redact: Redactor) -> str:
     """Digest of a tool's name and input, secrets redacted (see the module docstring)."""
     h = hashlib.blake2b(digest_size=10)
     h.update(tool_name.encode())
     h.update(b"\0")
-    h.update(redacted_json(tool_input))
+    h.update(redacted_json(tool_input, redact))
     return h.hexdigest()
 
 
-def call_key(session_id: str, tool_name: str, tool_input: Any, ordinal: int) -> str:
+def call_key(session_id: str, tool_name: str, tool_input: Any, ordinal: int, redact: Redactor) -> str:
     """Key of the ``ordinal``-th call (0-based) with this exact input (secrets redacted) in this session.
 
     Used where no ``tool_use_id`` exists: hook payloads of old Claude Code versions are matched to
     each other (Pre/Post) and to transcript ``tool_use`` blocks by identical input, in order."""
-    return f"{session_id}:{input_digest(tool_name, tool_input)}:{ordinal}"
+    return f"{session_id}:{input_digest(tool_name, tool_input, redact)}:{ordinal}"
 
 
 class OrdinalCounter:
     """Gives the running ordinal of identical inputs within a session, in arrival order."""
 
-    def __init__(self) -> None:
+    def __init__(self, redact: Redactor) -> None:
+        self._redact = redact
         self._seen: dict[tuple[str, str], int] = {}
 
     def key(self, session_id: str, tool_name: str, tool_input: Any) -> str:
-        digest = input_digest(tool_name, tool_input)
+        digest = input_digest(tool_name, tool_input, self._redact)
         slot = (session_id, digest)
         n = self._seen.get(slot, 0)
         self._seen[slot] = n + 1

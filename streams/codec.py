@@ -31,9 +31,9 @@ import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from outloop.agents.redact import redact_bytes, redact_text
 from outloop.schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType
 from outloop.schemas.fast import FastEnvelope, FastHookEvent, FastToolCall, FastToolResult, FastToolUse, FastUsage
+from outloop.streams.redact import redact_bytes, redact_text
 
 MAX_EVENT_BYTES = 32 * 1024 * 1024
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

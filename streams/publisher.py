@@ -45,8 +45,6 @@ from kafka import errors as kerr
 from kafka.admin import NewTopic
 from pydantic import ValidationError
 
-from outloop.agents.redact import ALL, redact_bytes, redact_json, scan
-from outloop.agents.toolcalls import SIZES_KEY, hook_sizes, json_size, text_size
 from outloop.schemas.events import (
     Envelope,
     EventType,
@@ -58,7 +56,9 @@ from outloop.schemas.events import (
     WorkflowPhaseChanged,
     WorkflowStarted,
 )
+from outloop.schemas.sizes import SIZES_KEY, hook_sizes, json_size, text_size
 from outloop.schemas.topics import TOPICS, TopicCatalogue
+from outloop.streams.redact import ALL, redact_bytes, redact_json, scan
 from outloop.streams.spool import uuid7
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ import orjson
 from outloop.schemas.events import Envelope, EventType, HookEvent
 from outloop.schemas.ids import OrdinalCounter, redacted_json
 from outloop.streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, read_json
+from outloop.streams.redact import redact_canonical
 
 SOURCE = "hook-log"
 
@@ -67,7 +68,7 @@ def looks_like_hook_log(doc: Any) -> bool:
 
 
 def payload_digest(payload: dict[str, Any]) -> str:
-    return hashlib.blake2b(redacted_json(payload), digest_size=16).hexdigest()
+    return hashlib.blake2b(redacted_json(payload, redact_canonical), digest_size=16).hexdigest()
 
 
 def hook_envelope(payload: dict[str, Any], ordinal: int, call_key: str | None = None,
@@ -106,7 +107,7 @@ def iter_hook_log(path: Path, stats: ImportStats, payloads: list[Any] | None = N
         payloads = load_array(path, stats)
         if payloads is None:
             return
-    keys = OrdinalCounter()
+    keys = OrdinalCounter(redact_canonical)
     seen: Counter[str] = Counter()
     for payload in payloads:
         stats.records_read += 1

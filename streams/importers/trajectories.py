@@ -34,10 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from outloop.agents.toolcalls import estimate_tokens, json_size
 from outloop.schemas.events import Envelope, EventType, ToolCall, UsageRecord
 from outloop.schemas.ids import OrdinalCounter
+from outloop.schemas.sizes import estimate_tokens, json_size
 from outloop.streams.importers import UNREAD, ImportStats, ValidationError, make_envelope, parse_time, read_json
+from outloop.streams.redact import redact_canonical
 
 SOURCE = "trajectory"
 ACTION_RE = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)  # mini-swe-agent's parse_action
@@ -113,7 +114,7 @@ def iter_trajectory(path: Path, stats: ImportStats, doc: dict[str, Any] | None =
     if not isinstance(messages, list):
         stats.damaged(path)
         return
-    keys = OrdinalCounter()
+    keys = OrdinalCounter(redact_canonical)
     step = -1
     for i, message in enumerate(messages):
         stats.records_read += 1

@@ -25,10 +25,11 @@ from typing import Any
 
 import orjson
 
-from outloop.agents.toolcalls import output_text
 from outloop.schemas.events import Envelope, EventType, ToolResultRecord, ToolUseRecord, UsageRecord
 from outloop.schemas.ids import OrdinalCounter, usage_id
+from outloop.schemas.sizes import output_text
 from outloop.streams.importers import ImportStats, ValidationError, make_envelope, parse_time
+from outloop.streams.redact import redact_canonical
 
 SOURCE = "transcript"
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
@@ -41,7 +42,7 @@ class TranscriptState:
         self.uuids: set[str] = set()
         self.tool_uses: set[str] = set()
         self.tool_results: set[str] = set()
-        self.keys = OrdinalCounter()
+        self.keys = OrdinalCounter(redact_canonical)
         self.usage_emitted: dict[str, int] = {}  # usage id -> total already emitted
 
 

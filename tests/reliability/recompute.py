@@ -25,6 +25,7 @@ from outloop.schemas.events import Envelope, EventType, ToolCall, UsageRecord
 from outloop.schemas.ids import call_key
 from outloop.sinks.decode import tool_call_row
 from outloop.streams.codec import Decoded, dead_letter, decode, encode
+from outloop.streams.redact import redact_canonical
 
 Input = tuple[bytes, bytes]  # key, value on the events topic
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
@@ -56,7 +57,7 @@ def session_inputs(rng: random.Random, session: str, calls: int, start: datetime
         base = {"session_id": session, "transcript_path": f"/home/u/.claude/projects/w/{session}.jsonl",
                 "cwd": "/w", "permission_mode": "default", "tool_name": tool, "tool_input": tinput}
         old = rng.random() < 0.15  # an old Claude Code: no tool_use_id, importer call_key
-        ids = {"call_key": call_key(session, tool, tinput, i)} if old else {"tool_use_id": tid}
+        ids = {"call_key": call_key(session, tool, tinput, i, redact_canonical)} if old else {"tool_use_id": tid}
         took = timedelta(milliseconds=rng.randrange(5, 40_000))
         failed = rng.random() < 0.1
         text = "\n".join(f"line {n} of {cmd}" for n in range(rng.randrange(1, 40)))
@@ -71,7 +72,8 @@ def session_inputs(rng: random.Random, session: str, calls: int, start: datetime
         if old or rng.random() < 0.4:  # the transcript saw it too
             out.append(envelope(f"tu:{tid}", EventType.TOOL_USE, session, {
                 "session_id": session, "tool_use_id": tid, "tool_name": tool, "tool_input": tinput,
-                "call_key": call_key(session, tool, tinput, i), "timestamp": at.isoformat()}, at, "transcript"))
+                "call_key": call_key(session, tool, tinput, i, redact_canonical),
+                "timestamp": at.isoformat()}, at, "transcript"))
             out.append(envelope(f"tr:{tid}", EventType.TOOL_RESULT, session, {
                 "session_id": session, "tool_use_id": tid, "is_error": failed, "output_text": text,
                 "timestamp": (at + took).isoformat()}, at + took, "transcript"))

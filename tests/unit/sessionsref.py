@@ -13,7 +13,6 @@ from typing import Any
 
 from outloop.agents import toolcalls as tc
 from outloop.agents.pairing import usage_wins  # the tie rule is the product's; this oracle checks the fast path
-from outloop.agents.redact import ALL, redact_json, redact_text, scan
 from outloop.agents.sessions import (
     _CARRY_CONTENT,
     _NOTHING,
@@ -23,6 +22,7 @@ from outloop.agents.sessions import (
     flush_value,
     forwarded_reason,
 )
+from outloop.schemas import sizes as sz
 from outloop.schemas.events import (
     Envelope,
     EventType,
@@ -35,6 +35,7 @@ from outloop.schemas.events import (
 )
 from outloop.schemas.ids import OrdinalCounter, tool_call_id
 from outloop.streams.codec import Decoded, Rejected, dead_letter, decode_checked, encode
+from outloop.streams.redact import ALL, redact_canonical, redact_json, redact_text, scan
 
 PRE = {"PreToolUse"}
 POST = {"PostToolUse", "PostToolUseFailure"}
@@ -78,8 +79,8 @@ class Pairing:
         t = env.type
         if t is EventType.HOOK_EVENT:
             stored = env.data
-            if tc.SIZES_KEY in stored:  # the publisher's bookkeeping, not part of the payload
-                stored = {k: v for k, v in stored.items() if k != tc.SIZES_KEY}
+            if sz.SIZES_KEY in stored:  # the publisher's bookkeeping, not part of the payload
+                stored = {k: v for k, v in stored.items() if k != sz.SIZES_KEY}
             if secrets is None or secrets:
                 stored = redact_json(stored, secrets)
             out.hook_events.append(env if stored is env.data else env.model_copy(update={"data": stored}))
@@ -110,10 +111,11 @@ class Pairing:
             return
         extra = ev.model_extra or {}
         tool_input = ev.tool_input
-        sizes = tc.carried_sizes(extra)
+        sizes = sz.carried_sizes(extra)
         key = ev.call_key
         if not ev.tool_use_id and not key:
-            pre, post = self.counters.get(ev.session_id) or (OrdinalCounter(), OrdinalCounter())
+            pre, post = self.counters.get(ev.session_id) or (
+                OrdinalCounter(redact_canonical), OrdinalCounter(redact_canonical))
             self.counters.put(ev.session_id, (pre, post))
             key = (pre if name in PRE else post).key(ev.session_id, ev.tool_name, tool_input)
         view: dict[str, Any] = {
@@ -125,22 +127,22 @@ class Pairing:
             "tool_input": tool_input,
             "command": tc.command_of(ev.tool_name, tool_input),
             "file_path": tc.file_path_of(ev.tool_name, tool_input),
-            "input_bytes": sizes.get("input_bytes", tc.json_size(tool_input)),
+            "input_bytes": sizes.get("input_bytes", sz.json_size(tool_input)),
             "source": "hook",
         }
         view = _redacted(view, secrets)
         if name in PRE:
             view.update(status="started", started_at=env.time)
         else:
-            response = tc.hook_response(extra, name)
+            response = sz.hook_response(extra, name)
             size = sizes.get("output_bytes")
             if size is None:
-                size = tc.text_size(tc.output_text(response))
+                size = sz.text_size(sz.output_text(response))
             view.update(
                 status=tc.hook_status(response, name),
                 ended_at=env.time,
                 output_bytes=size,
-                output_tokens_est=tc.estimate_tokens(size),
+                output_tokens_est=sz.estimate_tokens(size),
             )
         self._emit(view, out)
 
@@ -156,12 +158,12 @@ class Pairing:
             "file_path": tc.file_path_of(r.tool_name, r.tool_input),
             "status": "started",
             "started_at": r.timestamp,
-            "input_bytes": r.input_bytes if r.input_bytes is not None else tc.json_size(r.tool_input),
+            "input_bytes": r.input_bytes if r.input_bytes is not None else sz.json_size(r.tool_input),
             "source": "transcript",
         }, secrets)
 
     def _tool_result(self, r: ToolResultRecord) -> dict[str, Any]:
-        size = r.output_bytes if r.output_bytes is not None else tc.text_size(r.output_text)
+        size = r.output_bytes if r.output_bytes is not None else sz.text_size(r.output_text)
         return {
             "id": r.tool_use_id,
             "tool_use_id": r.tool_use_id,
@@ -169,7 +171,7 @@ class Pairing:
             "status": "error" if r.is_error else "ok",
             "ended_at": r.timestamp,
             "output_bytes": size,
-            "output_tokens_est": tc.estimate_tokens(size),
+            "output_tokens_est": sz.estimate_tokens(size),
             "source": "transcript",
         }
 

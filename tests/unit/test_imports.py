@@ -17,14 +17,14 @@ def _modules_after(statement: str) -> set[str]:
 
 @pytest.mark.parametrize("heavy", ["duckdb", "pyarrow"])
 def test_the_agents_process_does_not_load_the_database_libraries(heavy: str) -> None:
-    loaded = _modules_after("import streams.worker")
+    loaded = _modules_after("import outloop.worker")
     assert heavy not in loaded
     assert "outloop.sinks.service" in loaded  # the worker does start the sink child from this process
 
 
 def test_the_sinks_package_names_load_on_first_use() -> None:
-    loaded = _modules_after("import sinks\nfrom sinks import DuckSink, QueryRejected\n"
-                            "import sinks.query\nassert sinks.query.QueryRejected is QueryRejected")
+    loaded = _modules_after("import outloop.sinks\nfrom outloop.sinks import DuckSink, QueryRejected\n"
+                            "import outloop.sinks.query\nassert outloop.sinks.query.QueryRejected is QueryRejected")
     assert {"duckdb", "outloop.sinks.writer"} <= loaded
 
 

@@ -7,6 +7,7 @@ from outloop.agents.pairing import BatchOut, Pairing, tool_call_model
 from outloop.agents.toolcalls import merge_tool_calls
 from outloop.schemas.events import Envelope, EventType, HookEvent, ToolResultRecord, ToolUseRecord, UsageRecord
 from outloop.schemas.ids import call_key
+from outloop.streams.redact import redact_canonical
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -72,8 +73,8 @@ def test_without_ids_pairs_by_order_and_identical_input():
         hook("PostToolUse", cmd, at=T0 + timedelta(seconds=13), response={"stdout": "22", "stderr": ""}),
     ])
     assert len(out.tool_calls) == 2
-    first = out.tool_calls["syn:" + call_key("s1", "Bash", cmd, 0)]
-    second = out.tool_calls["syn:" + call_key("s1", "Bash", cmd, 1)]
+    first = out.tool_calls["syn:" + call_key("s1", "Bash", cmd, 0, redact_canonical)]
+    second = out.tool_calls["syn:" + call_key("s1", "Bash", cmd, 1, redact_canonical)]
     assert first["duration_ms"] == 1000.0 and first["output_bytes"] == 1
     assert second["duration_ms"] == 3000.0 and second["output_bytes"] == 2
 

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outloop.agents import redact
 from outloop.agents.pairing import BatchOut, Pairing, tool_call_model
-from outloop.agents.redact import ALL, redact_bytes, redact_json, redact_text, scan, secret_name
 from outloop.agents.signatures import redact as signatures_redact
 from outloop.schemas.events import Envelope, EventType, HookEvent, ToolUseRecord
+from outloop.streams import redact
 from outloop.streams.codec import Rejected, dead_letter
+from outloop.streams.redact import ALL, redact_bytes, redact_json, redact_text, scan, secret_name
 
 # text -> (the secret, the kind in its marker)
 SECRETS = {

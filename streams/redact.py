@@ -421,3 +421,11 @@ def redact_bytes(raw: bytes) -> bytes:
     text = raw.decode("utf-8", "surrogateescape")
     out = redact_text(text, only)
     return raw if out == text else out.encode("utf-8", "surrogateescape")
+
+
+def redact_canonical(value: Any, canonical: bytes) -> Any:
+    """``value`` with its secrets redacted, given its canonical JSON (the gate scans those bytes once):
+    ``value`` itself when no rule can match. The redactor the contract's ids take
+    (:data:`outloop.schemas.ids.Redactor`)."""
+    only = scan(canonical)
+    return redact_json(value, only) if only else value
