@@ -77,7 +77,7 @@ def shadow_section(paths: list[Path], decide: Decide, render: Render, prices: Pr
     estimator = calibrate(timelines)
     totals: dict[str, dict[str, float]] = {}
     routed: list[Routed] = []
-    ops = {"test_build_operations": 0, "structured_decisions": 0}
+    ops: dict[str, Any] = {"test_build_operations": 0, "structured_decisions": 0}
     unpriced = 0
     for t, skip in zip(timelines, skips, strict=True):
         agg = totals.setdefault(t.session_id, {"tokens": 0, "usd": 0.0})
