@@ -1,0 +1,37 @@
+"""The registry of output families, in priority order: the first whose ``detect`` accepts the command's
+main program summarises its output; ``generic`` (last) takes everything else. See ``base.py`` for the
+contract a family implements. Stdlib only."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from outloop.runner.families import generic
+
+# test runners: one import a family
+
+# builds and compilers, linters and type checkers, installers, git: one import a family
+
+FAMILIES: list[ModuleType] = [
+    # test runners: one line a family
+    # builds and compilers, linters and type checkers, installers, git: one line a family
+    generic,  # always last: it accepts every command
+]
+
+_BY_NAME = {f.NAME: f for f in FAMILIES}
+
+
+def by_name(name: str) -> ModuleType | None:
+    """The family called ``name``, or None."""
+    return _BY_NAME.get(name)
+
+
+def detect(argvs: list[list[str]]) -> ModuleType:
+    """The family for a command given as its simple commands' words (``argv.simple_commands``): the
+    last simple command a structured family accepts decides (``cd app && pytest -q`` is pytest's),
+    else the generic family."""
+    for argv in reversed(argvs):
+        for fam in FAMILIES:
+            if fam is not generic and fam.detect(argv):
+                return fam
+    return generic
