@@ -1,0 +1,162 @@
+"""One run of the runner, from its command line to its exit code: ``--outloop-run [--family F]
+[--rule R] [--run-id ID] -- COMMAND``. Stdlib only (see ``core``).
+
+Exit code: the command's own (128+N when a signal N killed it), 2 for a command line the runner cannot
+read (nothing is run then), 127 when ``bash`` itself cannot be started (as a shell reports a missing
+program).
+"""
+
+# contextlib.suppress is not used: importing contextlib costs the runner's start more than it saves.
+# ruff: noqa: SIM105
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from outloop.runner import core, runlog
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than the whole run
+
+if TYPE_CHECKING:
+    from outloop.runner.core import Write
+
+MARKER = "--outloop-run"  # as in rewrite.MARKER (not imported: rewrite imports shlex, which costs start-up)
+
+USAGE = "usage: outloop run [--family F] [--rule R] [--run-id ID] -- COMMAND\n"
+
+
+class Options:
+    __slots__ = ("command", "family", "rule", "run_id")
+
+    def __init__(self) -> None:
+        self.command = ""
+        self.family: str | None = None
+        self.rule: str | None = None
+        self.run_id: str | None = None
+
+
+def parse(argv: list[str]) -> Options | None:
+    """The runner's options; None when the command line is not one (no ``--`` followed by a command).
+    Words after ``--`` are the command: one word is run as is (``bash -c WORD``), several are quoted
+    and joined so that each stays one word (``outloop run -- pytest -q "a b"``)."""
+    opts = Options()
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest = argv[i + 1:]
+            if not rest:
+                return None
+            if len(rest) == 1:
+                opts.command = rest[0]
+            else:
+                import shlex
+
+                opts.command = shlex.join(rest)
+            return opts
+        if a == MARKER:
+            i += 1
+        elif a in ("--family", "--rule", "--run-id") and i + 1 < len(argv):
+            setattr(opts, a[2:].replace("-", "_"), argv[i + 1])
+            i += 2
+        else:
+            return None
+    return None
+
+
+def main(argv: list[str], env: dict[str, str] | os._Environ[str] = os.environ,
+         write: Write | None = None) -> int:
+    """Run the command and print its result; returns the exit code for the process."""
+    opts = parse(argv)
+    if opts is None:
+        sys.stderr.write(USAGE)
+        return 2
+    write = write or core.stdout_writer(1)
+    started, t0 = core.now_iso(), time.monotonic()
+    files, log_fd, log_error = core.open_log(env, opts.run_id)
+    max_lines = core.env_int(env, "OUTLOOP_RUN_MAX_LINES", core.DEFAULT_MAX_LINES)
+    max_tokens = core.env_int(env, "OUTLOOP_RUN_MAX_TOKENS", core.DEFAULT_MAX_TOKENS)
+    pump = core.Pump(write, log_fd, max_lines, max_tokens * 4)
+    pump.log_error = log_error
+    try:
+        child = core.Child(opts.command)
+    except OSError as e:
+        pump.out(f"outloop run: cannot start bash: {e.strerror or e}\n".encode())
+        return 127
+    old = core.install_forwarding(child)
+    try:
+        core.pump_output(child, pump)
+    except BaseException:  # noqa: BLE001 - a bug here must not cost the agent its output
+        if not pump.passthrough:
+            pump.fail_log(pump.raw_bytes, b"", "runner error")
+        core.drain_raw(child, pump)
+    code = child.wait()
+    core.restore(old)
+    result = finish(opts, pump, files, code, max_lines, max_tokens)
+    if log_fd is not None:
+        try:
+            os.close(log_fd)
+        except OSError:
+            pass
+    if files is not None:
+        meta: dict[str, object] = {"run_id": files.run_id, "command": opts.command, "cwd": _cwd(), "family": result[0],
+                "kind": result[1], "rule": opts.rule, "exit_code": code, "signal": child.signal,
+                "started_at": started, "ended_at": core.now_iso(),
+                "duration_ms": round((time.monotonic() - t0) * 1000, 1), "raw_bytes": pump.raw_bytes,
+                "raw_lines": pump.lines, "printed_bytes": pump.printed, "compact": result[2],
+                "failures": result[3], "summary_line": result[4], "log": files.log,
+                "log_error": pump.log_error if pump.passthrough else None}
+        try:
+            runlog.write_meta(files.meta, meta)
+            runlog.maybe_prune(env, frozenset({files.run_id}))
+        except OSError:
+            pass
+    return code
+
+
+Result = tuple  # (family, kind, compact, failures, summary line)
+
+
+def finish(opts: Options, pump: core.Pump, files: runlog.RunFiles | None, code: int,
+           max_lines: int, max_tokens: int) -> Result:
+    """Print what the caller gets after the command ended; returns (family, kind, compact, failures,
+    summary line) for the metadata."""
+    if pump.passthrough or files is None:  # everything was printed as it came
+        reason = pump.log_error or "no log"
+        pump.out(f"{_sep(pump)}[outloop] output passed through unchanged: no log ({reason})\n".encode())
+        return opts.family, None, False, [], None
+    if not pump.over:
+        for chunk in pump.held:
+            pump.out(chunk)
+        pump.held = []
+        pump.out(f"{_sep(pump)}[outloop] log: {files.log}\n".encode())
+        return opts.family, None, False, [], None
+    try:
+        from outloop.runner import compact
+        from outloop.runner.families.base import Limits
+
+        limits = Limits(max_lines=max_lines, max_tokens=max_tokens)
+        c = compact.summarise(opts.command, files.log, code, limits, opts.family)
+        text = f"{c.text}\n{compact.footer(files.log, pump.lines, pump.raw_bytes, True)}\n".encode()
+        if len(text) < pump.raw_bytes:
+            pump.out(text)
+            return c.family, c.kind, True, c.failures, c.summary_line
+    except Exception:  # noqa: BLE001 - fall back to the whole output
+        pass
+    pump.replay_log(pump.raw_bytes)
+    pump.out(f"{_sep(pump)}[outloop] log: {files.log}\n".encode())
+    return opts.family, None, False, [], None
+
+
+def _sep(pump: core.Pump) -> str:
+    """A newline before outloop's own line when the output did not end with one."""
+    return "" if pump.last == b"\n" or not pump.raw_bytes else "\n"
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
