@@ -1,22 +1,24 @@
 """The registry of output families, in priority order: the first whose ``detect`` accepts the command's
 main program summarises its output; ``generic`` (last) takes everything else. See ``base.py`` for the
-contract a family implements. Stdlib only."""
+contract a family implements. Stdlib only.
+
+A family is one line in ``NAMES`` (its module's name in this package), in the block it belongs to.
+"""
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
-from outloop.runner.families import generic
-
-# test runners: one import a family
-
-# builds and compilers, linters and type checkers, installers, git: one import a family
-
-FAMILIES: list[ModuleType] = [
+NAMES: list[str] = [
     # test runners: one line a family
+    "py_pytest",
     # builds and compilers, linters and type checkers, installers, git: one line a family
-    generic,  # always last: it accepts every command
+    "generic",  # always last: it accepts every command
 ]
+
+FAMILIES: list[ModuleType] = [importlib.import_module(f"{__name__}.{n}") for n in NAMES]
+generic = FAMILIES[-1]
 
 _BY_NAME = {f.NAME: f for f in FAMILIES}
 
