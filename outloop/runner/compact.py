@@ -74,7 +74,7 @@ def summarise(command: str, log: str, exit_code: int, limits: Limits, family: st
             result = None
         if result is not None:
             return result
-    return generic.summarise(command, log_lines(log), exit_code, limits)
+    return generic.summarise_log(log, exit_code, limits)
 
 
 def binary_summary(log: str) -> Compact:

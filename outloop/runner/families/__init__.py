@@ -13,6 +13,7 @@ from types import ModuleType
 NAMES: list[str] = [
     # test runners: one line a family
     "py_pytest",
+    "py_unittest",
     # builds and compilers, linters and type checkers, installers, git: one line a family
     "generic",  # always last: it accepts every command
 ]
