@@ -14,6 +14,8 @@ NAMES: list[str] = [
     # test runners: one line a family
     "py_pytest",
     "py_unittest",
+    "cargo_test",
+    "js_test",
     # builds and compilers, linters and type checkers, installers, git: one line a family
     "generic",  # always last: it accepts every command
 ]

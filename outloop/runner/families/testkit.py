@@ -33,13 +33,14 @@ class Failures:
         self.details[fid] = []
         return fid
 
-    def detail(self, fid: str, line: str) -> None:
-        """Add one line of detail under a failing test (within the per-test and total budgets)."""
+    def detail(self, fid: str, line: str, force: bool = False) -> None:
+        """Add one line of detail under a failing test (within the per-test and total budgets; ``force``
+        for the line that matters most, e.g. the exception, which only the total budget limits)."""
         kept = self.details.get(fid)
         if kept is None or not line.strip():
             return
         line = clip(line.rstrip(), self.limits)
-        if line in kept or len(kept) >= self.limits.detail_lines:
+        if line in kept or (len(kept) >= self.limits.detail_lines and not force):
             return
         if self.detail_total >= self.limits.max_detail_lines:
             return
