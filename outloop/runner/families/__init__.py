@@ -16,6 +16,7 @@ NAMES: list[str] = [
     "py_unittest",
     "cargo_test",
     "js_test",
+    "go_test",
     # builds and compilers, linters and type checkers, installers, git: one line a family
     "generic",  # always last: it accepts every command
 ]
