@@ -17,6 +17,7 @@ NAMES: list[str] = [
     "cargo_test",
     "js_test",
     "go_test",
+    "swift_test",
     # builds and compilers, linters and type checkers, installers, git: one line a family
     "generic",  # always last: it accepts every command
 ]
