@@ -131,10 +131,11 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
             _read(line, st, limits)
     if st.last_package is None and not len(st.book):
         return None
-    summary = [*st.packages, f"(go test: {st.ok} packages ok, {st.no_tests} without test files)"]
+    own = st.packages.items[-1] if st.packages.items else st.last_package
+    summary = [*st.packages, *([own] if own and own not in st.packages.items else []),
+               f"(go test: {st.ok} packages ok, {st.no_tests} without test files)"]
     shown = sum(len(v) + 1 for v in st.book.details.values()) + len(st.extra.items) + len(summary)
     header = f"[outloop] go test, exit {exit_code}: {n} lines; failing tests, errors and package results kept"
     finished = st.last_package is not None
-    own = st.packages.items[-1] if st.packages.items else st.last_package
     return result(NAME, header, st.book, summary, extra=st.extra.items, tail=[] if finished else list(last),
                   omitted=max(n - shown, 0), summary_line=own)
