@@ -305,6 +305,42 @@ def demo(
     print_demo(out, summary, s.db)
 
 
+_COMMAND_ARGS = {"ignore_unknown_options": True}
+
+
+@app.command("run", context_settings=_COMMAND_ARGS)
+def run_command(
+    command: Annotated[list[str], typer.Argument(help="the command (after --): one word is run as is by bash -c")],
+    family: Annotated[str | None, typer.Option(help="summariser family (default: detected)")] = None,
+    rule: Annotated[str | None, typer.Option(help="routing rule recorded with the run")] = None,
+) -> None:
+    """Run a command as the agent would have, keep its whole output in a log, print it unchanged when short
+    or a compact result when long. Exit code: the command's own. See docs/runner.md."""
+    from outloop.runner.run import main as run_main
+
+    argv = ["--outloop-run", *(["--family", family] if family else []), *(["--rule", rule] if rule else [])]
+    raise typer.Exit(run_main([*argv, "--", *command]))
+
+
+@app.command("wait", context_settings=_COMMAND_ARGS)
+def wait_command(
+    command: Annotated[list[str], typer.Argument(help="the check command (after --)")],
+    every: Annotated[float, typer.Option(help="seconds between checks")] = 5.0,
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
+    until: Annotated[str | None, typer.Option(help="stop when the output matches this regex")] = None,
+    until_change: Annotated[bool, typer.Option(help="stop when the output changes (the default)")] = False,
+) -> None:
+    """Run a check every N seconds until its output changes or matches, or the time-out passes; print only
+    the final state and how long it took. Exit 0: changed or matched; 1: timed out; 2: bad arguments."""
+    from outloop.runner.wait import main as wait_main
+
+    argv = ["--every", str(every), "--timeout", str(timeout)]
+    if until is not None and until_change:
+        raise _fail("--until and --until-change exclude each other", 2)
+    argv += ["--until", until] if until is not None else ["--until-change"]
+    raise typer.Exit(wait_main([*argv, "--", *command]))
+
+
 def main() -> None:
     app()
 

@@ -129,7 +129,8 @@ def summarise_log(path: str, exit_code: int, limits: Limits) -> Compact:
             need = limits.head_lines - len(head)
             if need > 0:
                 in_body = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
-                head += [clean(x.decode("utf-8", "replace")) for x in body.split(b"\n", need)[:min(need, in_body)]]
+                head += [clean(x[:MAX_LINE_BYTES].decode("utf-8", "replace"))
+                         for x in body.split(b"\n", need)[:min(need, in_body)]]
             _scan(body, n, limits.head_lines, problems, clean)
             n += body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
             if not data:
