@@ -54,13 +54,15 @@ def test_wait_parse() -> None:
 
 
 def test_outloop_wait_returns_when_a_real_file_changes(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+    state, seen = tmp_path / "state", tmp_path / "seen"
     state.write_text("running\n")
-    proc = subprocess.Popen([OUTLOOP, "wait", "--every", "0.1", "--timeout", "20", "--", f"cat {state}"],
+    proc = subprocess.Popen([OUTLOOP, "wait", "--every", "0.1", "--timeout", "60", "--", f"cat {state}; touch {seen}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while not seen.exists() and time.monotonic() < deadline:  # the first check has run
+        time.sleep(0.02)
     state.write_text("finished: 3 passed\n")
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     lines = out.decode().splitlines()
     assert lines[0] == "finished: 3 passed" and "running" not in out.decode()  # only the final state
