@@ -82,7 +82,7 @@ def test_sigterm_is_forwarded_to_the_whole_command(tmp_path: Path) -> None:
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=10)
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 10  # at once (a generous bound for a loaded machine); sleep 60 would take 60
     assert proc.returncode == 128 + signal.SIGTERM
     pgrep = subprocess.run(["pgrep", "-f", "sleep 6[01]$"], capture_output=True, text=True)
     assert pgrep.stdout.strip() == "", "the command's background children survived"

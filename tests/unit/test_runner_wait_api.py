@@ -79,7 +79,7 @@ def test_outloop_wait_until_and_timeout(tmp_path: Path) -> None:
     p = subprocess.run([OUTLOOP, "wait", "--every", "0.2", "--timeout", "1", "--", "echo same"],
                        capture_output=True, timeout=30)
     assert p.returncode == 1 and b"[outloop] wait: timed out after 1." in p.stdout
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 30  # one-second time-out; the rest is start-up on a loaded machine
     slow = subprocess.run([OUTLOOP, "wait", "--timeout", "0.5", "--", "sleep 30"], capture_output=True, timeout=30)
     assert slow.returncode == 1 and b"cut at the time-out" in slow.stdout
     bad = subprocess.run([OUTLOOP, "wait", "--every", "-1", "--", "true"], capture_output=True, timeout=30)
