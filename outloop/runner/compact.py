@@ -14,6 +14,7 @@ from outloop.runner.families import by_name, detect, generic
 from outloop.runner.families.base import Compact, Limits
 
 MAX_LINE_BYTES = 64 * 1024  # a longer line (binary output, minified JSON) is cut: the log keeps it whole
+DEFAULT_SCAN_SECONDS = 30.0
 BINARY_SNIFF = 8192  # a NUL byte in the first 8 KiB makes an output binary (git's rule)
 # CSI and OSC sequences, and single-character escapes: colours, cursor moves, titles, hyperlinks
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
@@ -74,7 +75,19 @@ def summarise(command: str, log: str, exit_code: int, limits: Limits, family: st
             result = None
         if result is not None:
             return result
-    return generic.summarise_log(log, exit_code, limits)
+    return generic.summarise_log(log, exit_code, limits, budget=scan_budget())
+
+
+def scan_budget() -> float:
+    """Seconds the generic search for error lines may take on a huge log (``OUTLOOP_RUN_SCAN_SECONDS``,
+    default 30): past it the result says from which line on the log was not searched."""
+    import os
+
+    try:
+        value = float(os.environ.get("OUTLOOP_RUN_SCAN_SECONDS", ""))
+    except ValueError:
+        return DEFAULT_SCAN_SECONDS
+    return value if value >= 0 else DEFAULT_SCAN_SECONDS
 
 
 def binary_summary(log: str) -> Compact:

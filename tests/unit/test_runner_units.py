@@ -143,3 +143,12 @@ def test_simple_commands() -> None:
     assert simple_commands("/usr/bin/python3.11 -m unittest discover") == [["unittest", "discover"]]
     assert simple_commands("time nice -n 5 /opt/bin/cargo test; echo done") == [["cargo", "test"], ["echo", "done"]]
     assert simple_commands("echo 'unclosed") == []
+
+
+def test_generic_search_budget_says_what_was_not_searched(tmp_path: Path) -> None:
+    log = write(tmp_path / "x.log", b"ok\n" * 100 + b"error: late\n" + b"ok\n" * 100)
+    full = generic.summarise_log(log, 1, LIMITS, budget=60)
+    assert "101: error: late" in full.text and "not searched" not in full.text
+    spent = generic.summarise_log(log, 1, LIMITS, budget=0)
+    assert "lines from 1 on were not searched for errors" in spent.text and "error: late" not in spent.text
+    assert spent.text.startswith("[outloop] 201 lines")

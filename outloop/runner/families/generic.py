@@ -68,6 +68,7 @@ class Problems:
         self.repeats: dict[int, int] = {}
         self.locations = Capped(limits.max_failures)
         self.errors = self.warnings = 0
+        self.stopped_at: int | None = None  # the line from which on the search ran out of time
 
     def add(self, number: int, line: str) -> None:
         if WARNING.search(line):
@@ -104,17 +105,24 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
     return render(n, head, list(last), problems, exit_code)
 
 
-def summarise_log(path: str, exit_code: int, limits: Limits) -> Compact:
+def summarise_log(path: str, exit_code: int, limits: Limits, budget: float | None = None) -> Compact:
     """The same result as ``summarise`` on the log's lines, reading the file in 1 MiB blocks and
-    decoding only the first lines, the lines where a problem word occurs, and the last lines."""
+    decoding only the first lines, the lines where a problem word occurs, and the last lines. With a
+    ``budget`` (seconds), the search for problem lines stops when it is spent and the text says from
+    which line on the log was not searched (the line count and the last lines stay exact)."""
+    import time
+
     from outloop.runner.compact import clean
 
     head: list[str] = []
     problems = Problems(limits)
     n = 0  # complete lines before the current block
+    deadline = None if budget is None else time.monotonic() + budget
     with open(path, "rb") as f:
         carry = b""
         while True:
+            if deadline is not None and problems.stopped_at is None and time.monotonic() > deadline:
+                problems.stopped_at = n + 1
             data = f.read(BLOCK)
             block = carry + data
             if not block:
@@ -131,7 +139,8 @@ def summarise_log(path: str, exit_code: int, limits: Limits) -> Compact:
                 in_body = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
                 head += [clean(x[:MAX_LINE_BYTES].decode("utf-8", "replace"))
                          for x in body.split(b"\n", need)[:min(need, in_body)]]
-            _scan(body, n, limits.head_lines, problems, clean)
+            if problems.stopped_at is None:
+                _scan(body, n, limits.head_lines, problems, clean)
             n += body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
             if not data:
                 break
@@ -211,6 +220,9 @@ def render(n: int, head: list[str], last: list[str], problems: Problems, exit_co
                  f"({len(problems.kept)} distinct) ---", *shown]
     if problems.kept.dropped:
         block = [*(block or []), more_failures_note(problems.kept.dropped, "grep the log")]
+    if problems.stopped_at is not None:
+        block = [*(block or []), f"... lines from {problems.stopped_at} on were not searched for errors (out of "
+                 "time; OUTLOOP_RUN_SCAN_SECONDS): grep -n -i -E 'error|fail|warn' the log"]
     cut = [clip(x, problems.limits) for x in head], [clip(x, problems.limits) for x in last]
     text = join([header], cut[0], block, [f"--- {omitted} lines left out; the last {len(last)} ---"] if last else None,
                 cut[1])
