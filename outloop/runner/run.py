@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 MARKER = "--outloop-run"  # as in rewrite.MARKER (not imported: rewrite imports shlex, which costs start-up)
 
+STARTED = False  # set once the command runs: before that, main.py falls back to exec'ing bash itself
 USAGE = "usage: outloop run [--family F] [--rule R] [--run-id ID] -- COMMAND\n"
 
 
@@ -85,6 +86,8 @@ def main(argv: list[str], env: dict[str, str] | os._Environ[str] = os.environ,
     except OSError as e:
         pump.out(f"outloop run: cannot start bash: {e.strerror or e}\n".encode())
         return 127
+    global STARTED
+    STARTED = True
     old = core.install_forwarding(child)
     try:
         core.pump_output(child, pump)

@@ -161,3 +161,20 @@ def test_a_bad_command_line_runs_nothing(tmp_path: Path) -> None:
     argv = shlex.split(runner_command("true"))[:-2]  # no "-- COMMAND"
     p = subprocess.run(argv, capture_output=True, env=runner_env(tmp_path / "runs"))
     assert p.returncode == 2 and b"usage" in p.stderr
+
+
+def test_a_broken_install_still_runs_the_command(tmp_path: Path) -> None:
+    """main.py alone, without the package beside it: the import fails and bash runs the command."""
+    import shutil
+    import sys
+
+    from outloop.runner.rewrite import runner_path
+
+    lone = tmp_path / "outloop" / "runner"
+    lone.mkdir(parents=True)
+    shutil.copy(runner_path(), lone / "main.py")
+    cmd = "echo out; echo err >&2; exit 6"
+    p = subprocess.run([sys.executable, "-I", "-S", str(lone / "main.py"), "--outloop-run", "--", cmd],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=runner_env(tmp_path / "runs"))
+    assert p.returncode == 6 and p.stdout == b"out\nerr\n"
+    assert not (tmp_path / "runs").exists()
