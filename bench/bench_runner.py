@@ -83,8 +83,10 @@ def huge(mb: int, env: dict[str, str]) -> None:
     t1 = time.perf_counter()
     bare = subprocess.run(["bash", "-c", f"{{ {cmd}; }} > /dev/null 2>&1"], env=env)
     bare_time = time.perf_counter() - t1
+    searched = b"not searched for errors" not in printed
     print(f"  output {size / 1e6:,.0f} MB: exit {code}, printed {len(printed):,} bytes, "
-          f"error line kept: {b'src/app.c:12:5: error: something broke' in printed}")
+          f"error line kept: {b'src/app.c:12:5: error: something broke' in printed}, "
+          f"whole log searched for error lines within OUTLOOP_RUN_SCAN_SECONDS: {searched}")
     print(f"  runner peak RSS {usage.ru_maxrss / 1024:.1f} MiB (ru_maxrss of the runner process)")
     print(f"  wall time {elapsed:.1f} s through the runner (log written, then compacted) vs "
           f"{bare_time:.1f} s for the bare command into /dev/null (exit {bare.returncode})")
