@@ -68,14 +68,30 @@ def summarise(command: str, log: str, exit_code: int, limits: Limits, family: st
     if is_binary(log):
         return binary_summary(log)
     fam = choose(command, family)
+    budget = scan_budget()
     if fam is not generic:
         try:
-            result = fam.summarise(command, log_lines(log), exit_code, limits)
-        except Exception:  # noqa: BLE001 - a summariser bug must not cost the agent its output
+            result = fam.summarise(command, timed(log_lines(log), budget), exit_code, limits)
+        except Exception:  # noqa: BLE001 - a summariser bug (or one out of time) must not cost the agent its output
             result = None
         if result is not None:
             return result
-    return generic.summarise_log(log, exit_code, limits, budget=scan_budget())
+    return generic.summarise_log(log, exit_code, limits, budget=budget)
+
+
+class OutOfTime(Exception):
+    """A structured family read the log for longer than the scan budget: the generic one takes over."""
+
+
+def timed(lines: Iterator[str], budget: float) -> Iterator[str]:
+    """``lines``, raising ``OutOfTime`` once ``budget`` seconds have passed (checked every 4,096 lines)."""
+    import time
+
+    deadline = time.monotonic() + budget
+    for i, line in enumerate(lines):
+        if not i & 4095 and time.monotonic() > deadline:
+            raise OutOfTime(f"past {budget} s at line {i + 1}")
+        yield line
 
 
 def scan_budget() -> float:

@@ -152,3 +152,12 @@ def test_generic_search_budget_says_what_was_not_searched(tmp_path: Path) -> Non
     spent = generic.summarise_log(log, 1, LIMITS, budget=0)
     assert "lines from 1 on were not searched for errors" in spent.text and "error: late" not in spent.text
     assert spent.text.startswith("[outloop] 201 lines")
+
+
+def test_a_structured_family_out_of_time_falls_back_to_generic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = b"".join(b"test_a.py::test_%d PASSED\n" % i for i in range(10000)) + b"1 failed, 9999 passed in 3.0s\n"
+    log = write(tmp_path / "x.log", body)
+    assert summarise("pytest -v", log, 1, LIMITS, None).family == "pytest"
+    monkeypatch.setenv("OUTLOOP_RUN_SCAN_SECONDS", "0")
+    spent = summarise("pytest -v", log, 1, LIMITS, None)
+    assert spent.family == "generic" and "not searched for errors" in spent.text
