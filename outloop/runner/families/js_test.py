@@ -58,6 +58,7 @@ class _State:
         self.mocha_title: str | None = None  # "1) suite" waiting for its test name line
         self.in_frame = False
         self.seen = False
+        self.crash_at = False
 
 
 def _read(line: str, st: _State, limits: Limits) -> None:
@@ -89,6 +90,11 @@ def _read(line: str, st: _State, limits: Limits) -> None:
     m = JEST_SUITE.match(line)
     if m:
         st.seen = True
+        return
+    m = AT.match(line)
+    if m and st.extra.items and not st.crash_at and "node_modules" not in m.group(1):
+        st.crash_at = True  # the first frame in the project under a crash message outside any test
+        st.extra.add(f"at {m.group(1)}")
         return
     if ERRORISH.match(line):
         st.extra.add(clip(line.strip(), limits))
