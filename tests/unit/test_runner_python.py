@@ -73,6 +73,18 @@ def test_pytest_failing_run(tmp_path: Path, flags: str) -> None:
     assert "\x1b[" not in out
 
 
+def test_pytest_verbose_run_without_a_summary_keeps_every_failing_id(tmp_path: Path) -> None:
+    """With -rN --tb=no pytest prints no failure section and no short summary: the -v lines alone
+    name the failing tests, and none may be dropped."""
+    root = project(tmp_path, {"test_a.py": FAILING})
+    code, out, meta = compact_run(f"{PYTEST} -v -rN --tb=no test_a.py", root, tmp_path)
+    assert code == 1 and meta["compact"] is True
+    for s in ["test_a.py::test_two", "test_a.py::test_param[2]", "test_a.py::TestBox::test_method",
+              "test_a.py::test_fixture", "3 failed, 2 passed, 1 error in"]:
+        assert s in out, f"{s!r} missing:\n{out}"
+    assert "test_a.py::test_ok" not in out
+
+
 def test_pytest_collection_error_and_empty(tmp_path: Path) -> None:
     root = project(tmp_path, {"test_b.py": "import no_such_module_xyz\n\ndef test_x():\n    pass\n"})
     code, out, meta = compact_run(f"{PYTEST}", root, tmp_path)

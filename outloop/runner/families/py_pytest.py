@@ -19,6 +19,8 @@ SHORT = re.compile(r"^(FAILED|ERROR|XPASS|XPASS\(strict\)) (\S+(?:\[[^\]]*\])?)(
 _COUNT = r"\d+ (?:failed|passed|errors?|skipped|deselected|xfailed|xpassed|warnings?|rerun|subtests? \w+)"
 SUMMARY = re.compile(rf"^(?:=+ )?((?:{_COUNT}(?:, )?)+ in [\d.]+s.*?|no tests ran in [\d.]+s.*?)(?: =+)?$")
 LOCATION = re.compile(r"^(\S+?):(\d+): (?:in \S+|\w[\w.]*)$")
+# a -v progress line of a failed test: the only place its id appears when no summary is printed (-rN, --tb=no)
+VERBOSE = re.compile(r"^(\S+::\S+) (FAILED|ERROR)(?: +\[ *\d+%\])?$")
 BANG = re.compile(r"^!{3,} (.+?) !{3,}$")
 CRASH = re.compile(r"^(Fatal Python error|Segmentation fault|Current thread|Thread 0x|\+{3,} Timeout|"
                    r"Timeout \(|INTERNALERROR|ImportError while loading conftest|Traceback \(most recent)")
@@ -49,6 +51,7 @@ class _State:
         self.blocks = Failures(limits)  # keyed by block title
         self.short: Capped = Capped(limits.max_failures)  # "FAILED id - message" lines, verbatim
         self.short_ids: list[str] = []
+        self.progress: Capped = Capped(limits.max_failures)  # "id FAILED" -v lines, as "FAILED id"
         self.extra: Capped = Capped(limits.max_detail_lines)
         self.summary: str | None = None
         self.seen_pytest = False
@@ -65,6 +68,11 @@ def _end_block(st: _State) -> None:
 
 
 def _read(line: str, st: _State, limits: Limits) -> None:
+    m = VERBOSE.match(line)
+    if m:
+        st.seen_pytest = True
+        st.progress.add(f"{m.group(2)} {m.group(1)}")
+        return
     m = SECTION.match(line)
     if m and not SUMMARY.match(line):
         _end_block(st)
@@ -118,6 +126,10 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
     if not (st.seen_pytest or st.short.items or len(st.blocks)):
         return None
     book = _by_short_summary(st, limits) if st.short_ids else st.blocks
+    if not st.short_ids:  # no short summary: the -v lines name failures that may have no block
+        for entry in st.progress.items:
+            if block_key(entry.split(" ", 1)[1]) not in book:
+                book.add(entry)
     shown = sum(len(v) + 1 for v in book.details.values()) + len(st.extra.items) + 2
     header = f"[outloop] pytest, exit {exit_code}: {n} lines; failing tests, errors and the summary line kept"
     compact = result(NAME, header, book, [st.summary] if st.summary else [], extra=st.extra.items,
