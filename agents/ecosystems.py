@@ -20,7 +20,7 @@ from outloop.agents.categories import (
     verdict,
     word_target,
 )
-from outloop.agents.programs import RULES, Call, rule, simple
+from outloop.agents.programs import RULES, Call, handler
 
 # ---- task names (npm scripts, make targets, gradle tasks, just recipes) ---------------------------
 _TASK_WORDS = (
@@ -199,7 +199,7 @@ def labels_target(pos: list[str]) -> str:
 _PY_VALUES = ("-W", "-X", "-O")
 
 
-@rule("python", "python3", "py", "pypy", "pypy3", "python2")
+@handler
 def python(c: Call) -> Verdict:
     args = c.args
     i = 0
@@ -299,7 +299,7 @@ _PYTEST_VALUES = (
 )
 
 
-@rule("pytest", "py.test")
+@handler
 def pytest(c: Call) -> Verdict:
     if "--version" in c.args or "-V" in c.args:
         return verdict("env", "pytest", "version", RO)
@@ -307,103 +307,14 @@ def pytest(c: Call) -> Verdict:
     return verdict("test", "pytest", paths_target(pos))
 
 
-@rule("tox", "nox")
+@handler
 def tox(c: Call) -> Verdict:
     env = option_value(c.args, "-e", "-s", "--session", "--sessions")
     cat = task_category(env, "test") if env else "test"
     return verdict(cat, c.prog, word_target(env) if env else "*")
 
 
-for _m in (
-    "pylint",
-    "flake8",
-    "pyflakes",
-    "pycodestyle",
-    "pydocstyle",
-    "bandit",
-    "vulture",
-    "pylama",
-    "prospector",
-    "eslint",
-    "stylelint",
-    "golangci-lint",
-    "staticcheck",
-    "revive",
-    "govulncheck",
-    "cppcheck",
-    "clang-tidy",
-    "rubocop",
-    "ktlint",
-    "checkstyle",
-    "phpstan",
-    "phpcs",
-    "swiftlint",
-    "detekt",
-    "tflint",
-    "standard",
-    "oxlint",
-    "xo",
-    "credo",
-    "pmd",
-    "spotbugs",
-    "sqlfluff",
-    "djlint",
-):
-    RULES[_m] = simple("lint")
-for _m in ("mypy", "pyright", "pytype", "basedpyright", "pyre", "vue-tsc", "svelte-check", "psalm", "flow"):
-    RULES[_m] = simple("typecheck")
-for _m in (
-    "black",
-    "isort",
-    "autopep8",
-    "yapf",
-    "prettier",
-    "gofmt",
-    "goimports",
-    "rustfmt",
-    "clang-format",
-    "google-java-format",
-    "php-cs-fixer",
-    "autoflake",
-    "dprint",
-    "stylua",
-    "swiftformat",
-    "gofumpt",
-    "ormolu",
-    "elm-format",
-    "terraform-fmt",
-    "taplo",
-    "docformatter",
-    "pyupgrade",
-):
-    RULES[_m] = simple("format")
-for _m in (
-    "jest",
-    "vitest",
-    "mocha",
-    "ava",
-    "tap",
-    "karma",
-    "jasmine",
-    "rspec",
-    "phpunit",
-    "pest",
-    "ctest",
-    "gotestsum",
-    "ginkgo",
-    "bats",
-    "nextest",
-    "behave",
-    "robot",
-    "ward",
-    "hypothesis",
-    "trial",
-    "busted",
-):
-    RULES[_m] = simple("test")
-
-
-@rule("ruff")
+@handler
 def ruff(c: Call) -> Verdict:
     pos = positionals(c.args, ("--config", "--select", "--ignore", "--target-version", "--line-length"))
     sub = pos[0] if pos else "check"
@@ -411,7 +322,7 @@ def ruff(c: Call) -> Verdict:
     return verdict(cat, "ruff", sub if sub in ("check", "format") else "check")
 
 
-@rule("coverage")
+@handler
 def coverage(c: Call) -> Verdict:
     pos = positionals(c.args)
     if pos and pos[0] == "run":
@@ -421,7 +332,7 @@ def coverage(c: Call) -> Verdict:
     return verdict("test", "coverage", word_target(pos[0]) if pos else "*", WR)
 
 
-@rule("pip", "pip3", "pipx", "uv-pip")
+@handler
 def pip(c: Call) -> Verdict:
     pos = positionals(c.args, ("-r", "-c", "-e", "--index-url", "-i", "--target", "-t", "--python"))
     sub = pos[0] if pos else ""
@@ -440,7 +351,7 @@ def pip(c: Call) -> Verdict:
     return verdict("env", c.prog.replace("uv-pip", "pip"), word_target(sub) if sub else "*", RO)
 
 
-@rule("conda", "mamba", "micromamba")
+@handler
 def conda(c: Call) -> Verdict:
     pos = positionals(c.args, ("-n", "--name", "-c", "--channel", "-p", "--prefix"))
     sub = pos[0] if pos else ""
@@ -453,10 +364,3 @@ def conda(c: Call) -> Verdict:
     if sub in ("install", "create", "update", "upgrade", "remove", "uninstall"):
         return verdict("install", c.prog, sub)
     return verdict("env", c.prog, word_target(sub) if sub else "*", RO)
-
-
-RULES["sphinx-build"] = simple("build", target="none")
-RULES["mkdocs"] = lambda c: verdict(
-    "run" if "serve" in c.args else "build", "mkdocs", "serve" if "serve" in c.args else "build"
-)
-RULES["maturin"] = simple("build", target="word")
