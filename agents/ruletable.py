@@ -153,8 +153,8 @@ def parse_entry(d: Any, source: str, index: int) -> ProgramRule:
     unknown = set(d) - ENTRY_FIELDS
     if unknown:
         raise _fail(source, where, f"unknown field(s) {sorted(unknown)}; fields are {sorted(ENTRY_FIELDS)}")
-    if any(n != n.lower() or " " in n for n in names):
-        raise _fail(source, where, "names are lower case program names without spaces")
+    if any(n != n.lower() or " " in n or n.endswith((".exe", ".cmd", ".bat")) for n in names):
+        raise _fail(source, where, "names are lower case program names without spaces or .exe/.cmd/.bat")
     if (d.get("handler") is None) == (d.get("category") is None):
         raise _fail(source, where, "an entry declares a category or names a handler (exactly one)")
     _check_common(d, source, where)
