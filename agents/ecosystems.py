@@ -68,12 +68,19 @@ _TASK_WORDS = (
 )
 
 
+_QUERY_WORDS = frozenset(("status", "logs", "log", "ps", "health", "healthcheck", "wait", "info", "help", "version"))
+"""A task named after a query or a wait (``make status``, ``npm run build:status``, ``just logs``) is
+run, whatever else its name says: routing must not take it for the build or test it mentions."""
+
+
 def task_category(name: str, default: str = "run") -> str:
     low = name.lower()
     squashed = re.sub(r"[^a-z]+", "", low)
     if any(w in squashed for w in ("typecheck", "checktypes", "typescheck")):
         return "typecheck"
     tokens = set(re.split(r"[^a-z]+", low))
+    if tokens & _QUERY_WORDS:
+        return "run"
     for cat, words in _TASK_WORDS:
         if any(w in tokens for w in words):
             return cat
@@ -81,6 +88,37 @@ def task_category(name: str, default: str = "run") -> str:
         if any(low.startswith(w) or low.endswith(w) for w in words if len(w) > 3):
             return cat
     return default
+
+
+_SCRIPT_WORDS = (
+    ("test", frozenset(("test", "tests", "spec", "specs", "e2e", "unittest", "unittests", "coverage"))),
+    ("lint", frozenset(("lint", "linter", "eslint", "ruff", "flake8", "clippy", "vet", "shellcheck"))),
+    ("typecheck", frozenset(("typecheck", "mypy", "pyright", "tsc"))),
+    ("format", frozenset(("format", "fmt", "prettier", "black"))),
+    ("build", frozenset(("build", "compile", "bundle", "package", "generate", "gen", "codegen", "dist"))),
+)
+_SCRIPT_VETO = frozenset(
+    (
+        *("deploy", "release", "publish", "push", "upload", "migrate", "seed", "setup", "install", "uninstall"),
+        *("bootstrap", "clean", "reset", "destroy", "delete", "remove", "start", "stop", "serve", "update"),
+        *("upgrade", "fix", "status", "wait", "watch"),
+    )
+)
+
+
+def script_category(stem: str) -> str:
+    """The category of a project's own script from its name (``scripts/test.sh``, ``build-docker``):
+    test, lint, typecheck, format or build only when a word of the name clearly says so and no word says
+    it does something else as well (``test_and_deploy.sh``); anything else, installers, checks and
+    set-ups included (``setup.sh``, ``check_env.sh``, ``verify_fix.sh``), is run: its purpose is unclear,
+    and routing trusts the routable classes."""
+    low = stem.lower()
+    tokens = set(re.split(r"[^a-z0-9]+", low))
+    if tokens & _SCRIPT_VETO:
+        return "run"
+    if "typecheck" in re.sub(r"[^a-z]+", "", low):
+        return "typecheck"
+    return next((cat for cat, names in _SCRIPT_WORDS if tokens & names), "run")
 
 
 def tasks_verdict(tool: str, tasks: list[str], default: str) -> Verdict:

@@ -284,14 +284,14 @@ def local_executable(c: Call) -> Verdict:
 
 
 def script_by_name(name: str, args: list[str]) -> Verdict:
-    """A shell script named after a task (``build.sh``, ``scripts/lint``, ``install.sh``) is that task;
-    any other script or program of the project is run."""
-    from outloop.agents.ecosystems import task_category
+    """A script named after a routable task (``build.sh``, ``scripts/lint``, ``test-api.sh``) is that task;
+    any other script or program of the project is run (see :func:`agents.ecosystems.script_category`)."""
+    from outloop.agents.ecosystems import script_category
 
     stem = name.rsplit(".", 1)[0] if name.endswith((".sh", ".bash", ".zsh", ".ps1", ".bat", ".cmd")) else name
     if "." not in stem:
-        cat = task_category(stem, "run")
-        if cat in ("test", "build", "lint", "typecheck", "format", "install"):
+        cat = script_category(stem)
+        if cat != "run":
             return verdict(cat, name, subcommand(args))
     return verdict("run", name, subcommand(args), UNK)
 
