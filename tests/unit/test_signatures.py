@@ -286,7 +286,8 @@ def test_argument_lists_of_any_length_collapse() -> None:
         ("pytest tests/unit/test_x.py::TestA::test_b -k slow", "tests/unit/test_x.py"),
         ("cat /Users/bob/code/proj/src/main/App.java", "src/main/App.java"),
         ("cat /tmp/tmpab12cd34/out.log", "<tmp>/out.log"),
-        ("tail -n 50 /tmp/claude/tasks/b3932ee.output", "<tmp>/<hash>.output"),
+        ("tail -n 50 /tmp/claude/tasks/b3932ee.output", "<tmp>/claude/tasks/<hash>.output"),
+        ("tail -n 50 /tmp/claude/-Users-bob-proj/tasks/b3932ee.output", "<tmp>/tasks/<hash>.output"),
         ("cat ~/.config/app/settings.json", ".config/app/settings.json"),
         ("cat 'C:\\Users\\Me\\proj\\src\\app.py'", "src/app.py"),
         ("gh issue view 1234", "issue-view"),
@@ -296,6 +297,28 @@ def test_argument_lists_of_any_length_collapse() -> None:
 )
 def test_masking_of_targets(command: str, target: str) -> None:
     assert sig(command).target == target
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("/tmp/tmpab12cd34/proj/src/app.py", "<tmp>/src/app.py"),
+        ("/tmp/tmpab12cd34/proj/lib/app.py", "<tmp>/lib/app.py"),
+        ("/tmp/tmpab12cd34/proj/app.py", "<tmp>/proj/app.py"),
+        ("/var/folders/x7/k2jd84nd0000gn/T/tmpq1w2e3r4/proj/src/app.py", "<tmp>/src/app.py"),
+        ("/private/var/folders/x7/k2jd84nd0000gn/T/proj/tests/test_app.py", "<tmp>/tests/test_app.py"),
+        ("C:\\Users\\bob\\AppData\\Local\\Temp\\tmp12ab34cd\\proj\\src\\app.py", "<tmp>/src/app.py"),
+        ("/tmp/pytest-of-alice/pytest-37/test_replay0/proj/src/app.py", "<tmp>/src/app.py"),
+        ("/tmp/build.log", "<tmp>/build.log"),
+        ("/tmp/tmp.Xy12Ab", "<tmp>/<tmp>"),
+        ("/tmp", "<tmp>"),
+    ],
+)
+def test_paths_under_a_temporary_folder_keep_their_structure(path: str, target: str) -> None:
+    """A project copied under the system's temporary folder keeps its structure below the folder and its
+    random names: ``src/app.py`` and ``lib/app.py`` there never share a signature (issue 12, item 9)."""
+    assert signature_of("Read", {"file_path": path}, cache=None).signature == f"read:file:{target}"
+    assert sig(f"cat '{path}'").target == target
 
 
 def test_masking_makes_machines_agree() -> None:
