@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 BUILTIN = Path(__file__).resolve().parent / "rules" / "commands.json"
 CATEGORIES = frozenset(
@@ -50,22 +50,19 @@ ENTRY_FIELDS = frozenset(
     )
 )
 SUB_FIELDS = frozenset(("category", "effect", "target", "tool"))
-EXAMPLE_FIELDS = frozenset(("run", "sig", "effect"))
 
 
 class RulesError(ValueError):
     """A rule file that cannot be used: the message says which file, which entry and why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Example:
+class Example(NamedTuple):
     run: str  # a shell command
     sig: str  # its expected signature
     effect: str  # its expected side-effect class
 
 
-@dataclass(frozen=True, slots=True)
-class SubRule:
+class SubRule(NamedTuple):
     """What a subcommand changes in its program's rule (unset fields keep the program's)."""
 
     category: str | None = None
@@ -136,11 +133,15 @@ def _sub(d: Any, source: str, where: str) -> SubRule:
 
 
 def _example(d: Any, source: str, where: str) -> Example:
-    if not isinstance(d, dict) or set(d) != EXAMPLE_FIELDS or not all(isinstance(v, str) for v in d.values()):
+    try:
+        ex = Example(d["run"], d["sig"], d["effect"])
+    except (KeyError, TypeError):
+        ex = None
+    if ex is None or len(d) != 3 or type(ex.run) is not str or type(ex.sig) is not str:
         raise _fail(source, where, 'an example is {"run": command, "sig": signature, "effect": side effect}')
-    if d["effect"] not in EFFECTS:
-        raise _fail(source, where, f"example side effect {d['effect']!r} is unknown")
-    return Example(d["run"], d["sig"], d["effect"])
+    if ex.effect not in EFFECTS:
+        raise _fail(source, where, f"example side effect {ex.effect!r} is unknown")
+    return ex
 
 
 def parse_entry(d: Any, source: str, index: int) -> ProgramRule:
