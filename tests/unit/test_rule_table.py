@@ -195,3 +195,13 @@ def test_user_rules_at_import_and_failing_open(tmp_path: Path) -> None:
     version, sig, err = _import_signatures({"OUTLOOP_RULES": str(bad)})
     assert sig == "other:mytool:unit" and int(version) == SIGNATURE_VERSION
     assert "user command rules ignored" in err and "already covered" in err
+
+
+def test_the_documented_user_file_works(tmp_path: Path, restore_rules: None) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "signatures.md").read_text()
+    block = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "rules.toml"
+    path.write_text(block)
+    use_rules(path)
+    assert command_signature("mytool deploy prod", cache=None).signature == "run:mytool:deploy"
+    assert command_signature("terraform destroy", cache=None).side_effect == "destructive"
