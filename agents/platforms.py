@@ -358,12 +358,6 @@ def cloud(c: Call) -> Verdict:
 
 
 @handler
-def cmake(c: Call) -> Verdict:
-    """``cmake --build dir`` builds; any other cmake call configures."""
-    return verdict("build", "cmake", "build" if "--build" in c.args else "configure")
-
-
-@handler
 def rails(c: Call) -> Verdict:
     pos = positionals(c.args, ("-e", "--environment", "-p", "--port", "-b"))
     sub = pos[0] if pos else ""
@@ -397,14 +391,6 @@ def php(c: Call) -> Verdict:
         return verdict("lint", "php", paths_target(positionals(c.args)), RO)
     pos = positionals(c.args, ("-d", "-c"))
     return verdict("run", "php", paths_target(pos[:1]) if pos else "*", UNK)
-
-
-@handler
-def version_manager(c: Call) -> Verdict:
-    pos = positionals(c.args)
-    sub = pos[0] if pos else ""
-    cat = "install" if sub in ("install", "i", "add", "update", "upgrade", "enable") else "env"
-    return verdict(cat, c.prog, word_target(sub) if sub else "*", NET if cat == "install" else RO)
 
 
 @handler
