@@ -170,22 +170,52 @@ def path_target(path: str) -> str:
     """A stable, short, machine-independent form of a path argument.
 
     Backslashes become slashes; ``~``, ``$HOME``, drive letters and absolute prefixes go; ``.`` and
-    ``..`` are resolved lexically. Paths in temp directories become ``<tmp>/<name>``. What is left starts
-    at the first repo-root marker (src, lib, tests, internal, cmd, pkg, docs, scripts, ...) found among the
-    last five components, else keeps the last three components. Numbers, hashes, UUIDs and temp names
-    are masked."""
+    ``..`` are resolved lexically. What is left starts at the first repo-root marker (src, lib, tests,
+    internal, cmd, pkg, docs, scripts, ...) found among the last five components, else keeps the last
+    three components. Paths in temporary folders get the same treatment below the folder and its random
+    names, behind ``<tmp>/``: ``/tmp/tmpab12/proj/src/app.py`` is ``<tmp>/src/app.py``, never the same as
+    ``<tmp>/lib/app.py``. Numbers, hashes, UUIDs and temp names are masked."""
     p = path.strip().replace("\\", "/")
     if not p:
         return "*"
     if len(p) > 1 and p[1] == ":" and p[0].isalpha():
         p = p[2:] or "/"
     p = _VAR_PREFIX.sub("", p)
+    temp = _under_temp(p)
+    parts = _resolve(temp if temp is not None else p.split("/"))
+    if temp is not None:
+        encoded = [i for i, c in enumerate(parts[:-1]) if _ENCODED_PATH.match(c)]
+        if encoded:
+            parts = parts[encoded[-1] + 1 :]  # claude/-Users-bob-proj/tasks/x: the machine's path, encoded
+        while len(parts) > 1 and (_TEMPDIR_NAME.match(parts[0]) or mask_component(parts[0]) in ("<tmp>", "<n>")):
+            parts.pop(0)  # tmpab12cd34, pytest-of-alice/pytest-37, 1234: the temporary folder's own names
+        return "/".join(["<tmp>", *(mask_component(c) for c in _project_part(parts))])
+    if not parts:
+        return "."
+    return "/".join(mask_component(c) for c in _project_part(parts))
+
+
+_ENCODED_PATH = re.compile(r"^(?:-|[A-Za-z]--)(?:Users|home|root|private|var|tmp|opt|srv|mnt|workspace)(?:-|$)")
+_TEMPDIR_NAME = re.compile(r"^(?:pytest-of-.*|pytest-\d+)$")
+
+
+def _under_temp(p: str) -> list[str] | None:
+    """The components below the temporary folder holding ``p`` (macOS ``/var/folders/xy/<id>/T`` and
+    Windows ``AppData/Local/Temp`` included), or None when ``p`` is not in one."""
     low = "/" + p.lower().lstrip("/") + ("/" if not p.endswith("/") else "")
-    if low.startswith(_TEMPDIRS) or "/appdata/local/temp/" in low:
-        name = p.rstrip("/").rsplit("/", 1)[-1]
-        return "<tmp>/" + mask_component(name) if name and "/" in p.strip("/") else "<tmp>"
+    for prefix in _TEMPDIRS:
+        if low.startswith(prefix):
+            skip = prefix.count("/") - 1 + (3 if prefix.endswith("/var/folders/") else 0)  # xy/<id>/T
+            return p.lstrip("/").split("/")[skip:]
+    at = low.find("/appdata/local/temp/")
+    if at >= 0:
+        return ("/" + p.lstrip("/"))[at + len("/appdata/local/temp/") :].split("/")
+    return None
+
+
+def _resolve(components: list[str]) -> list[str]:
     parts: list[str] = []
-    for c in p.split("/"):
+    for c in components:
         if c in ("", "."):
             continue
         if c == ".." and parts and parts[-1] != "..":
@@ -194,15 +224,15 @@ def path_target(path: str) -> str:
         parts.append(c)
     while parts and parts[0] == "..":
         parts.pop(0)
-    if not parts:
-        return "."
-    cut = None
+    return parts
+
+
+def _project_part(parts: list[str]) -> list[str]:
+    """From the first repo-root marker among the last five components, else the last three."""
     for i in range(max(0, len(parts) - 5), len(parts)):
         if parts[i] in MARKERS:
-            cut = i
-            break
-    parts = parts[cut:] if cut is not None else parts[-3:]
-    return "/".join(mask_component(c) for c in parts)
+            return parts[i:]
+    return parts[-3:]
 
 
 def paths_target(paths: Sequence[str]) -> str:

@@ -22,7 +22,18 @@ from collections.abc import Sequence
 from outloop.agents import ecosystems, platforms, sysadmin, toolchains  # noqa: F401  (register their rules)
 from outloop.agents.categories import RO, UNK, WR, Verdict, basename, path_target, verdict, worst
 from outloop.agents.ecosystems import is_test_script, script_verdict
-from outloop.agents.programs import FILTERS, RULES, Call, local_executable, script_by_name, unknown, version_or_help
+from outloop.agents.programs import (
+    BUILTIN,
+    FILTERS,
+    RULES,
+    Call,
+    handler,
+    install,
+    local_executable,
+    script_by_name,
+    unknown,
+    version_or_help,
+)
 from outloop.agents.shell import ASSIGN_RE, Parsed, Pipeline, Step, heredoc_index, parse
 
 MAX_DEPTH = 4
@@ -502,14 +513,7 @@ def _apply_redirects(v: Verdict, step: Step, heredocs: tuple[str, ...]) -> Verdi
     return Verdict(v.category, v.tool, v.target, worst(v.effect, WR), v.role)
 
 
-# Tools whose run-subcommand mapping above produced pseudo-programs.
-RULES["uv-install"] = lambda c: verdict("install", "uv", (c.args or ["*"])[0])
-RULES["uv-env"] = lambda c: verdict("env", "uv", (c.args or ["*"])[0], RO)
-RULES["uv-build"] = lambda c: verdict("build", "uv", (c.args or ["*"])[0])
-RULES["uv-other"] = lambda c: verdict("other", "uv", (c.args or ["*"])[0])
-RULES["uv-pip"] = RULES["pip"]
-
-
+@handler
 def _pyproject_tool(c: Call) -> Verdict:
     tool = c.prog.removesuffix("-sub")
     sub = c.args[0] if c.args else ""
@@ -524,7 +528,6 @@ def _pyproject_tool(c: Call) -> Verdict:
     return verdict("env", tool, sub or "*", RO)
 
 
-for _p in ("poetry", "pdm", "hatch", "pipenv", "rye"):
-    RULES[f"{_p}-sub"] = _pyproject_tool
+install(BUILTIN)  # agents.signatures adds the user's file
 
 __all__ = ["Analyzer", "select", "dispatch", "heredoc_index"]

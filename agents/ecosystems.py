@@ -20,7 +20,7 @@ from outloop.agents.categories import (
     verdict,
     word_target,
 )
-from outloop.agents.programs import RULES, Call, rule, simple
+from outloop.agents.programs import RULES, Call, handler
 
 # ---- task names (npm scripts, make targets, gradle tasks, just recipes) ---------------------------
 _TASK_WORDS = (
@@ -68,12 +68,19 @@ _TASK_WORDS = (
 )
 
 
+_QUERY_WORDS = frozenset(("status", "logs", "log", "ps", "health", "healthcheck", "wait", "info", "help", "version"))
+"""A task named after a query or a wait (``make status``, ``npm run build:status``, ``just logs``) is
+run, whatever else its name says: routing must not take it for the build or test it mentions."""
+
+
 def task_category(name: str, default: str = "run") -> str:
     low = name.lower()
     squashed = re.sub(r"[^a-z]+", "", low)
     if any(w in squashed for w in ("typecheck", "checktypes", "typescheck")):
         return "typecheck"
     tokens = set(re.split(r"[^a-z]+", low))
+    if tokens & _QUERY_WORDS:
+        return "run"
     for cat, words in _TASK_WORDS:
         if any(w in tokens for w in words):
             return cat
@@ -81,6 +88,37 @@ def task_category(name: str, default: str = "run") -> str:
         if any(low.startswith(w) or low.endswith(w) for w in words if len(w) > 3):
             return cat
     return default
+
+
+_SCRIPT_WORDS = (
+    ("test", frozenset(("test", "tests", "spec", "specs", "e2e", "unittest", "unittests", "coverage"))),
+    ("lint", frozenset(("lint", "linter", "eslint", "ruff", "flake8", "clippy", "vet", "shellcheck"))),
+    ("typecheck", frozenset(("typecheck", "mypy", "pyright", "tsc"))),
+    ("format", frozenset(("format", "fmt", "prettier", "black"))),
+    ("build", frozenset(("build", "compile", "bundle", "package", "generate", "gen", "codegen", "dist"))),
+)
+_SCRIPT_VETO = frozenset(
+    (
+        *("deploy", "release", "publish", "push", "upload", "migrate", "seed", "setup", "install", "uninstall"),
+        *("bootstrap", "clean", "reset", "destroy", "delete", "remove", "start", "stop", "serve", "update"),
+        *("upgrade", "fix", "status", "wait", "watch"),
+    )
+)
+
+
+def script_category(stem: str) -> str:
+    """The category of a project's own script from its name (``scripts/test.sh``, ``build-docker``):
+    test, lint, typecheck, format or build only when a word of the name clearly says so and no word says
+    it does something else as well (``test_and_deploy.sh``); anything else, installers, checks and
+    set-ups included (``setup.sh``, ``check_env.sh``, ``verify_fix.sh``), is run: its purpose is unclear,
+    and routing trusts the routable classes."""
+    low = stem.lower()
+    tokens = set(re.split(r"[^a-z0-9]+", low))
+    if tokens & _SCRIPT_VETO:
+        return "run"
+    if "typecheck" in re.sub(r"[^a-z]+", "", low):
+        return "typecheck"
+    return next((cat for cat, names in _SCRIPT_WORDS if tokens & names), "run")
 
 
 def tasks_verdict(tool: str, tasks: list[str], default: str) -> Verdict:
@@ -199,7 +237,7 @@ def labels_target(pos: list[str]) -> str:
 _PY_VALUES = ("-W", "-X", "-O")
 
 
-@rule("python", "python3", "py", "pypy", "pypy3", "python2")
+@handler
 def python(c: Call) -> Verdict:
     args = c.args
     i = 0
@@ -299,7 +337,7 @@ _PYTEST_VALUES = (
 )
 
 
-@rule("pytest", "py.test")
+@handler
 def pytest(c: Call) -> Verdict:
     if "--version" in c.args or "-V" in c.args:
         return verdict("env", "pytest", "version", RO)
@@ -307,103 +345,14 @@ def pytest(c: Call) -> Verdict:
     return verdict("test", "pytest", paths_target(pos))
 
 
-@rule("tox", "nox")
+@handler
 def tox(c: Call) -> Verdict:
     env = option_value(c.args, "-e", "-s", "--session", "--sessions")
     cat = task_category(env, "test") if env else "test"
     return verdict(cat, c.prog, word_target(env) if env else "*")
 
 
-for _m in (
-    "pylint",
-    "flake8",
-    "pyflakes",
-    "pycodestyle",
-    "pydocstyle",
-    "bandit",
-    "vulture",
-    "pylama",
-    "prospector",
-    "eslint",
-    "stylelint",
-    "golangci-lint",
-    "staticcheck",
-    "revive",
-    "govulncheck",
-    "cppcheck",
-    "clang-tidy",
-    "rubocop",
-    "ktlint",
-    "checkstyle",
-    "phpstan",
-    "phpcs",
-    "swiftlint",
-    "detekt",
-    "tflint",
-    "standard",
-    "oxlint",
-    "xo",
-    "credo",
-    "pmd",
-    "spotbugs",
-    "sqlfluff",
-    "djlint",
-):
-    RULES[_m] = simple("lint")
-for _m in ("mypy", "pyright", "pytype", "basedpyright", "pyre", "vue-tsc", "svelte-check", "psalm", "flow"):
-    RULES[_m] = simple("typecheck")
-for _m in (
-    "black",
-    "isort",
-    "autopep8",
-    "yapf",
-    "prettier",
-    "gofmt",
-    "goimports",
-    "rustfmt",
-    "clang-format",
-    "google-java-format",
-    "php-cs-fixer",
-    "autoflake",
-    "dprint",
-    "stylua",
-    "swiftformat",
-    "gofumpt",
-    "ormolu",
-    "elm-format",
-    "terraform-fmt",
-    "taplo",
-    "docformatter",
-    "pyupgrade",
-):
-    RULES[_m] = simple("format")
-for _m in (
-    "jest",
-    "vitest",
-    "mocha",
-    "ava",
-    "tap",
-    "karma",
-    "jasmine",
-    "rspec",
-    "phpunit",
-    "pest",
-    "ctest",
-    "gotestsum",
-    "ginkgo",
-    "bats",
-    "nextest",
-    "behave",
-    "robot",
-    "ward",
-    "hypothesis",
-    "trial",
-    "busted",
-):
-    RULES[_m] = simple("test")
-
-
-@rule("ruff")
+@handler
 def ruff(c: Call) -> Verdict:
     pos = positionals(c.args, ("--config", "--select", "--ignore", "--target-version", "--line-length"))
     sub = pos[0] if pos else "check"
@@ -411,7 +360,7 @@ def ruff(c: Call) -> Verdict:
     return verdict(cat, "ruff", sub if sub in ("check", "format") else "check")
 
 
-@rule("coverage")
+@handler
 def coverage(c: Call) -> Verdict:
     pos = positionals(c.args)
     if pos and pos[0] == "run":
@@ -421,7 +370,7 @@ def coverage(c: Call) -> Verdict:
     return verdict("test", "coverage", word_target(pos[0]) if pos else "*", WR)
 
 
-@rule("pip", "pip3", "pipx", "uv-pip")
+@handler
 def pip(c: Call) -> Verdict:
     pos = positionals(c.args, ("-r", "-c", "-e", "--index-url", "-i", "--target", "-t", "--python"))
     sub = pos[0] if pos else ""
@@ -440,7 +389,7 @@ def pip(c: Call) -> Verdict:
     return verdict("env", c.prog.replace("uv-pip", "pip"), word_target(sub) if sub else "*", RO)
 
 
-@rule("conda", "mamba", "micromamba")
+@handler
 def conda(c: Call) -> Verdict:
     pos = positionals(c.args, ("-n", "--name", "-c", "--channel", "-p", "--prefix"))
     sub = pos[0] if pos else ""
@@ -453,10 +402,3 @@ def conda(c: Call) -> Verdict:
     if sub in ("install", "create", "update", "upgrade", "remove", "uninstall"):
         return verdict("install", c.prog, sub)
     return verdict("env", c.prog, word_target(sub) if sub else "*", RO)
-
-
-RULES["sphinx-build"] = simple("build", target="none")
-RULES["mkdocs"] = lambda c: verdict(
-    "run" if "serve" in c.args else "build", "mkdocs", "serve" if "serve" in c.args else "build"
-)
-RULES["maturin"] = simple("build", target="word")

@@ -17,7 +17,7 @@ from outloop.agents.categories import (
     word_target,
 )
 from outloop.agents.ecosystems import task_category, tasks_verdict
-from outloop.agents.programs import RULES, Call, rule, simple
+from outloop.agents.programs import Call, handler
 
 # ---- java / jvm ----------------------------------------------------------------------------------
 _MVN_PHASES = {
@@ -53,7 +53,7 @@ _MVN_PLUGINS = {
 }
 
 
-@rule("mvn", "mvnw", "maven")
+@handler
 def maven(c: Call) -> Verdict:
     goals = positionals(
         c.args, ("-pl", "--projects", "-f", "--file", "-P", "-s", "-T", "-rf", "-am", "-Dtest")
@@ -73,7 +73,7 @@ def maven(c: Call) -> Verdict:
     return verdict(best, "mvn", "+".join(word_target(g) for g in goals[:4]))
 
 
-@rule("gradle", "gradlew")
+@handler
 def gradle(c: Call) -> Verdict:
     tasks = positionals(c.args, ("-p", "--project-dir", "-x", "--exclude-task", "--tests", "-P", "-D", "-c"))
     tasks = [t for t in tasks if not t.startswith("-")]
@@ -98,11 +98,9 @@ def gradle(c: Call) -> Verdict:
     return verdict(best, "gradle", "+".join(word_target(t.lstrip(":")) for t in tasks[:4]))
 
 
-RULES["javac"] = simple("build", target="none")
-RULES["kotlinc"] = simple("build", target="none")
 
 
-@rule("java", "kotlin", "scala", "groovy", "dotnet-run")
+@handler
 def java(c: Call) -> Verdict:
     jar = option_value(c.args, "-jar")
     if jar:
@@ -111,31 +109,7 @@ def java(c: Call) -> Verdict:
     return verdict("run", c.prog, word_target(pos[0]) if pos else "*", UNK)
 
 
-@rule(
-    "sbt",
-    "lein",
-    "mix",
-    "dotnet",
-    "swift",
-    "zig",
-    "stack",
-    "cabal",
-    "dart",
-    "flutter",
-    "bazel",
-    "bazelisk",
-    "buck2",
-    "pants",
-    "meson",
-    "xcodebuild",
-    "elm",
-    "composer",
-    "bundle",
-    "gem",
-    "rake",
-    "ant",
-    "scons",
-)
+@handler
 def multi_tool(c: Call) -> Verdict:
     pos = positionals(
         c.args,
@@ -191,7 +165,7 @@ def multi_tool(c: Call) -> Verdict:
 # ---- make-like task runners ------------------------------------------------------------------------
 
 
-@rule("make", "gmake", "just", "task", "mage", "invoke", "inv", "doit", "earthly", "pixi", "moon", "poe")
+@handler
 def make(c: Call) -> Verdict:
     pos = positionals(
         c.args,
@@ -273,7 +247,7 @@ _DOCKER_RUN_VALUES = (
 )
 
 
-@rule("docker", "podman", "docker-compose", "nerdctl")
+@handler
 def docker(c: Call) -> Verdict:
     args = list(c.args)
     tool = "docker" if c.prog != "podman" else "podman"
@@ -331,30 +305,7 @@ def docker(c: Call) -> Verdict:
     return verdict("env", tool, name, RO)
 
 
-@rule(
-    "kubectl",
-    "helm",
-    "terraform",
-    "tofu",
-    "pulumi",
-    "aws",
-    "gcloud",
-    "az",
-    "flyctl",
-    "fly",
-    "heroku",
-    "vercel",
-    "netlify",
-    "wrangler",
-    "k9s",
-    "minikube",
-    "kind",
-    "oc",
-    "eksctl",
-    "doctl",
-    "firebase",
-    "supabase",
-)
+@handler
 def cloud(c: Call) -> Verdict:
     pos = positionals(
         c.args,
@@ -406,39 +357,7 @@ def cloud(c: Call) -> Verdict:
     )
 
 
-for _m in (
-    "gcc",
-    "g++",
-    "clang",
-    "clang++",
-    "cc",
-    "c++",
-    "ninja",
-    "nvcc",
-    "tsc-build",
-    "protoc",
-    "buf",
-    "sqlc",
-    "wire",
-    "mockgen",
-    "templ",
-    "cmake",
-    "autoreconf",
-    "qmake",
-    "msbuild",
-    "wasm-pack",
-    "trunk",
-):
-    RULES.setdefault(_m, simple("build", target="word"))
-RULES["cmake"] = lambda c: verdict("build", "cmake", "build" if "--build" in c.args else "configure")
-RULES["buf"] = lambda c: verdict(
-    {"lint": "lint", "format": "format", "breaking": "lint"}.get((positionals(c.args) or [""])[0], "build"),
-    "buf",
-    word_target((positionals(c.args) or ["*"])[0]),
-)
-
-
-@rule("rails", "artisan")
+@handler
 def rails(c: Call) -> Verdict:
     pos = positionals(c.args, ("-e", "--environment", "-p", "--port", "-b"))
     sub = pos[0] if pos else ""
@@ -464,7 +383,7 @@ def rails(c: Call) -> Verdict:
     return verdict(cat, c.prog, word_target(sub) if sub else "*")
 
 
-@rule("php")
+@handler
 def php(c: Call) -> Verdict:
     if c.args[:1] == ["artisan"]:
         return rails(Call("artisan", c.args[1:], c.step))
@@ -474,15 +393,7 @@ def php(c: Call) -> Verdict:
     return verdict("run", "php", paths_target(pos[:1]) if pos else "*", UNK)
 
 
-@rule("nvm", "pyenv", "rbenv", "asdf", "fnm", "volta", "sdk", "mise", "rtx", "corepack", "n", "goenv", "jenv")
-def version_manager(c: Call) -> Verdict:
-    pos = positionals(c.args)
-    sub = pos[0] if pos else ""
-    cat = "install" if sub in ("install", "i", "add", "update", "upgrade", "enable") else "env"
-    return verdict(cat, c.prog, word_target(sub) if sub else "*", NET if cat == "install" else RO)
-
-
-@rule("prisma", "drizzle-kit", "alembic", "sequelize", "knex", "typeorm", "flyway", "liquibase")
+@handler
 def migrations(c: Call) -> Verdict:
     pos = positionals(c.args, ("--schema", "-c", "--config", "--name", "-n", "-m", "--message"))
     sub = pos[0] if pos else ""

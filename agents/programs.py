@@ -1,8 +1,13 @@
 """Per-program rules: which category, tool, target and side effect a simple command has.
 
-Each rule takes a :class:`Call` (program name, its arguments, the parsed step and a way to analyse
-nested commands) and returns a :class:`~agents.categories.Verdict`. Ecosystem rules (python, node, go,
-rust, java, make, docker, git) live in :mod:`agents.ecosystems`; wrappers in :mod:`agents.commands`.
+The rules are data: the rule table (:mod:`agents.ruletable`, ``agents/rules/commands.json``) maps every
+program name to a declared rule or to a *handler*, a small named function for the few programs whose
+rule needs code. :func:`install` turns a table into :data:`RULES`. Each rule takes a :class:`Call`
+(program name, its arguments, the parsed step and a way to analyse nested commands) and returns a
+:class:`~agents.categories.Verdict`. Handlers live here (files, text tools), in
+:mod:`agents.ecosystems` (python), :mod:`agents.toolchains` (node, go, rust), :mod:`agents.platforms`
+(java, make, docker, clouds) and :mod:`agents.sysadmin` (git, package managers, administration); they
+register by name with :func:`handler`. Wrappers are unwrapped in :mod:`agents.commands`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from outloop.agents import ruletable
 from outloop.agents.categories import (
     DES,
     NET,
@@ -21,13 +27,13 @@ from outloop.agents.categories import (
     Verdict,
     basename,
     looks_like_path,
-    option_value,
     paths_target,
     positionals,
     verdict,
     word_target,
     words,
 )
+from outloop.agents.ruletable import ProgramRule, RulesError, RuleTable
 from outloop.agents.shell import Step
 
 
@@ -63,144 +69,86 @@ class Call:
 
 Rule = Callable[[Call], Verdict]
 RULES: dict[str, Rule] = {}
+"""Program name -> its rule, built from the rule table (:mod:`agents.ruletable`) by :func:`install`."""
+HANDLERS: dict[str, Rule] = {}
+"""The rules that need code, by the name the table gives them (``"handler": "git"``)."""
 
 
-def rule(*names: str) -> Callable[[Rule], Rule]:
-    def deco(fn: Rule) -> Rule:
-        for n in names:
-            RULES[n] = fn
-        return fn
-
-    return deco
-
-
-def simple(
-    category: str,
-    effect: str | None = None,
-    role: str | None = None,
-    target: str = "paths",
-    values: tuple[str, ...] = (),
-) -> Rule:
-    def fn(c: Call) -> Verdict:
-        if target == "paths":
-            t = paths_target([a for a in positionals(c.args, values)])
-        elif target == "word":
-            pos = positionals(c.args, values)
-            t = word_target(pos[0]) if pos else "*"
-        else:
-            t = "*"
-        return verdict(category, c.prog, t, effect, role)
-
+def handler(fn: Rule) -> Rule:
+    """Register ``fn`` as a handler under its name without leading underscores; a name taken twice fails."""
+    name = fn.__name__.lstrip("_")
+    if name in HANDLERS:
+        raise ValueError(f"handler {name!r} is registered twice")
+    HANDLERS[name] = fn
     return fn
 
 
-def table(category: str, names: str, effect: str | None = None, target: str = "word") -> None:
-    r = simple(category, effect, target=target)
-    for n in names.split():
-        RULES.setdefault(n, r)
+def target_of(kind: str, args: list[str], values: frozenset[str], skip: int = 0) -> str:
+    """A declared rule's target (the kinds are listed in :data:`agents.ruletable.TARGETS`)."""
+    if kind.startswith("="):
+        return kind[1:]
+    if kind == "none":
+        return "*"
+    if kind == "first":
+        return (args or ["*"])[0]
+    if kind == "subcommand":
+        return subcommand(args)
+    pos = positionals(args, values)[skip:]
+    if kind == "word":
+        return word_target(pos[0]) if pos else "*"
+    if kind == "reads":
+        pos = [a for a in pos if not a.lstrip("+-").isdigit() and a not in ("]", "]]")]
+    elif kind == "files":
+        pos = [a for a in pos if looks_like_path(a)]
+    return paths_target(pos)
 
 
-# ---- noise -----------------------------------------------------------------------------------------
-NOISE = frozenset(
+def declared(p: ProgramRule) -> Rule:
+    """The rule function of a declared (handler-less) table entry."""
+
+    def rule(c: Call) -> Verdict:
+        category, effect, target, tool = p.category or "other", p.effect, p.target, p.tool
+        if p.subcommands:
+            keys = c.args if p.match == "any" else positionals(c.args, p.values)[:1]
+            sub = next((p.subcommands[k] for k in keys if k in p.subcommands), None)
+            if sub is not None:
+                if sub.category is not None:
+                    category, effect = sub.category, None
+                effect = sub.effect or effect
+                target, tool = sub.target or target, sub.tool or tool
+        return verdict(category, tool or c.prog, target_of(target, c.args, p.values, p.skip), effect, p.role)
+
+    rule.__name__ = rule.__qualname__ = f"declared[{p.names[0]}]"
+    return rule
+
+
+def install(table: RuleTable) -> None:
+    """Make ``table`` the rules in force: every name maps to its handler or declared rule. An unknown
+    handler name fails (:class:`RulesError`) before anything changes."""
+    missing = sorted({p.handler for p in table.programs if p.handler and p.handler not in HANDLERS})
+    if missing:
+        raise RulesError(f"unknown handler(s) {missing}; known: {sorted(HANDLERS)}")
+    compiled = {id(p): HANDLERS[p.handler] if p.handler else declared(p) for p in table.programs}
+    RULES.clear()
+    RULES.update({name: compiled[id(p)] for name, p in table.by_name.items()})
+    global ACTIVE
+    ACTIVE = table
+
+
+BUILTIN: RuleTable = ruletable.load_builtin()
+ACTIVE: RuleTable = BUILTIN  # the table in force (agents.signatures adds the user's file)
+FILTERS = BUILTIN.filters
+
+# ---- handlers: search, text tools, files ---------------------------------------------------------
+_GREP_VALUES = frozenset(
     words(
-        "cd pushd popd pwd echo printf sleep true false : export set unset source . clear exit wait shopt "
-        "alias trap local declare typeset read return break continue start-sleep write-host write-"
-        "output set-location unalias hash reset"
+        "-e -f -m -A -B -C --include --exclude --exclude-dir -g --glob -t --type --max-count --context "
+        "--after-context --before-context"
     )
 )
 
 
-def noise(c: Call) -> Verdict:
-    cat = (
-        "env"
-        if c.prog in ("cd", "pushd", "popd", "pwd", "export", "set", "unset", "source", ".", "set-location")
-        else "other"
-    )
-    return verdict(cat, c.prog, "*", RO, "noise")
-
-
-for _n in NOISE:
-    RULES[_n] = noise
-
-# ---- read / search / filters ---------------------------------------------------------------------
-FILTERS = frozenset(
-    words(
-        "grep egrep fgrep rg ag ack head tail wc jq yq sort uniq cut awk gawk sed tr tee less more "
-        "column fmt nl od xxd hexdump base64 findstr select-string select-object where-object sort-"
-        "object format-table format-list measure-object group-object foreach-object out-null out-"
-        "string convertfrom-json convertto-json select where ft fl % ? get-member cat bat paste rev "
-        "strings comm diff xargs iconv fold expand sha256sum md5sum shasum tac python-json-tool"
-    )
-)
-READERS = (
-    "cat bat less more head tail nl od xxd hexdump strings wc md5sum sha256sum shasum sha1sum file "
-    "diff cmp tac column type get-content gc readlink realpath"
-)
-for _m in READERS.split():
-    RULES.setdefault(
-        _m,
-        lambda c: verdict(
-            "read",
-            c.prog,
-            paths_target(
-                [
-                    a
-                    for a in positionals(c.args, ("-n", "-c", "--lines", "--bytes", "-s", "-w", "-v"))
-                    if not a.lstrip("+-").isdigit()
-                ]
-            ),
-            RO,
-        ),
-    )
-_SEARCH_VALUES = (
-    "-L",
-    "-I",
-    "-P",
-    "--depth",
-    "-d",
-    "--level",
-    "-t",
-    "--type",
-    "-e",
-    "--extension",
-    "-Filter",
-)
-for _m in words(
-    "ls ll la dir tree fd fdfind locate mdfind stat du get-childitem gci test-path test [ [[ exa eza lsd"
-):
-    RULES.setdefault(
-        _m,
-        lambda c: verdict(
-            "search",
-            c.prog,
-            paths_target(
-                [a for a in positionals(c.args, _SEARCH_VALUES) if not a.isdigit() and a not in ("]", "]]")]
-            ),
-            RO,
-        ),
-    )
-_GREP_VALUES = (
-    "-e",
-    "-f",
-    "-m",
-    "-A",
-    "-B",
-    "-C",
-    "--include",
-    "--exclude",
-    "--exclude-dir",
-    "-g",
-    "--glob",
-    "-t",
-    "--type",
-    "--max-count",
-    "--context",
-    "--after-context",
-    "--before-context",
-)
-
-
-@rule("grep", "egrep", "fgrep", "rg", "ag", "ack", "findstr", "zgrep")
+@handler
 def _grep(c: Call) -> Verdict:
     pos = positionals(c.args, _GREP_VALUES)
     if not any(a in ("-e", "-f") or a.startswith(("--regexp", "--file=")) for a in c.args) and pos:
@@ -208,7 +156,7 @@ def _grep(c: Call) -> Verdict:
     return verdict("search", c.prog, paths_target(pos) if pos else "*", RO)
 
 
-@rule("find", "gfind")
+@handler
 def _find(c: Call) -> Verdict:
     roots = []
     for a in c.args:
@@ -229,7 +177,7 @@ def _find(c: Call) -> Verdict:
     return verdict("search", "find", paths_target(roots) if roots else ".", effect)
 
 
-@rule("sed", "gsed")
+@handler
 def _sed(c: Call) -> Verdict:
     inplace = any(
         a == "-i"
@@ -245,7 +193,7 @@ def _sed(c: Call) -> Verdict:
     return verdict("read", c.prog, paths_target(pos), RO)
 
 
-@rule("awk", "gawk", "mawk", "perl", "ruby")
+@handler
 def _awk(c: Call) -> Verdict:
     if c.prog in ("perl", "ruby"):
         if any(a.startswith("-") and "i" in a and a[1:2] != "-" and not a.startswith("-I") for a in c.args):
@@ -262,23 +210,7 @@ def _awk(c: Call) -> Verdict:
     return verdict("edit" if inplace else "read", c.prog, paths_target(files), WR if inplace else RO)
 
 
-@rule("jq", "yq")
-def _jq(c: Call) -> Verdict:
-    pos = positionals(c.args, ("--arg", "--argjson", "-L", "--indent", "--slurpfile", "--rawfile"))
-    return verdict("read", c.prog, paths_target(pos[1:]) if len(pos) > 1 else "*", RO)
-
-
-@rule("sort", "uniq", "cut", "tr", "fmt", "fold", "rev", "paste", "comm", "iconv", "expand")
-def _textfilter(c: Call) -> Verdict:
-    return verdict(
-        "read",
-        c.prog,
-        paths_target([a for a in positionals(c.args, ("-k", "-t", "-d", "-f", "-c")) if looks_like_path(a)]),
-        RO,
-    )
-
-
-@rule("tee")
+@handler
 def _tee(c: Call) -> Verdict:
     files = [a for a in positionals(c.args) if not a.startswith("/dev/")]
     return verdict("edit", "tee", paths_target(files), WR if files else RO, "filter" if c.piped_in else None)
@@ -287,12 +219,7 @@ def _tee(c: Call) -> Verdict:
 # ---- files -----------------------------------------------------------------------------------------
 
 
-@rule("rm", "rmdir", "unlink", "shred", "trash", "del", "rd", "remove-item", "ri", "erase")
-def _rm(c: Call) -> Verdict:
-    return verdict("edit", c.prog, paths_target(positionals(c.args)), DES)
-
-
-@rule("cp", "mv", "ln", "rsync", "copy-item", "move-item", "rename-item", "install", "scp")
+@handler
 def _cp(c: Call) -> Verdict:
     pos = positionals(
         c.args, ("-t", "--target-directory", "-m", "--mode", "-o", "-g", "-e", "--exclude", "-P", "-i", "-F")
@@ -303,17 +230,9 @@ def _cp(c: Call) -> Verdict:
     return verdict("edit", c.prog, paths_target(pos[-1:]), WR)
 
 
-table(
-    "edit",
-    "mkdir md touch chmod chown chgrp truncate dos2unix unix2dos patch ed ex mktemp new-item ni "
-    "set-content add-content out-file zip gzip gunzip bzip2 xz 7z",
-    WR,
-    target="paths",
-)
-RULES["truncate"] = simple("edit", DES)
 
 
-@rule("tar", "unzip")
+@handler
 def _archive(c: Call) -> Verdict:
     listing = (c.prog == "unzip" and "-l" in c.args) or (
         c.prog == "tar" and c.args and "t" in c.args[0].lstrip("-") and "x" not in c.args[0]
@@ -323,17 +242,6 @@ def _archive(c: Call) -> Verdict:
 
 
 # ---- editors, openers, misc ----------------------------------------------------------------------
-table("edit", "vim vi nvim nano emacs micro", WR, target="paths")
-table("other", "open xdg-open code subl start explorer osascript say notify-send pbcopy pbpaste", UNK)
-RULES["gitleaks"] = simple("lint", RO, target="word")
-RULES["pre-commit"] = simple("lint", WR, target="word")
-RULES["shellcheck"] = simple("lint", RO)
-RULES["hadolint"] = simple("lint", RO)
-RULES["markdownlint"] = simple("lint", RO)
-RULES["yamllint"] = simple("lint", RO)
-RULES["actionlint"] = simple("lint", RO)
-RULES["codespell"] = simple("lint", RO)
-RULES["shfmt"] = simple("format", WR)
 
 
 _VERBS = frozenset(
@@ -376,14 +284,14 @@ def local_executable(c: Call) -> Verdict:
 
 
 def script_by_name(name: str, args: list[str]) -> Verdict:
-    """A shell script named after a task (``build.sh``, ``scripts/lint``, ``install.sh``) is that task;
-    any other script or program of the project is run."""
-    from outloop.agents.ecosystems import task_category
+    """A script named after a routable task (``build.sh``, ``scripts/lint``, ``test-api.sh``) is that task;
+    any other script or program of the project is run (see :func:`agents.ecosystems.script_category`)."""
+    from outloop.agents.ecosystems import script_category
 
     stem = name.rsplit(".", 1)[0] if name.endswith((".sh", ".bash", ".zsh", ".ps1", ".bat", ".cmd")) else name
     if "." not in stem:
-        cat = task_category(stem, "run")
-        if cat in ("test", "build", "lint", "typecheck", "format", "install"):
+        cat = script_category(stem)
+        if cat != "run":
             return verdict(cat, name, subcommand(args))
     return verdict("run", name, subcommand(args), UNK)
 
@@ -431,4 +339,4 @@ _FIX_FLAGS = frozenset(words("--fix -w --write fix --apply --unsafe-fixes -i --i
 _CHECK_FLAGS = frozenset(words("--check -l --list-different --diff --dry-run -d --verify"))
 
 
-__all__ = ["Call", "RULES", "FILTERS", "NOISE", "DES", "NET", "RO", "UNK", "WR", "option_value"]
+__all__ = ["Call", "RULES", "HANDLERS", "FILTERS", "DES", "NET", "RO", "UNK", "WR", "handler", "install"]

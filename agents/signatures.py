@@ -9,19 +9,26 @@ See ``docs/signatures.md`` for the categories, side-effect classes, target maski
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from outloop.agents import programs, ruletable
 from outloop.agents.categories import CATEGORIES, DES, NET, RO, SIDE_EFFECTS, UNK, WR, path_target, word_target
 from outloop.agents.commands import Analyzer
+from outloop.agents.ruletable import RulesError, RuleTable
 from outloop.streams.redact import redact_text as redact  # sample commands are redacted with the project's one redactor
 
-SIGNATURE_VERSION = 2
-"""Bumped whenever a rule change can change any signature; stored rows keep the version they were
-computed with, and :func:`recompute` brings them up to date."""
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 3
+"""Bumped whenever a change to the analysis code (not the rule table) can change any signature.
+Version 2 read unterminated here-documents as bash does; version 3 moved the rules into the table and
+keeps the structure of paths under temporary folders."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +38,7 @@ class Signature:
     tool: str
     target: str
     side_effect: str
-    version: int = SIGNATURE_VERSION
+    version: int = 0  # SIGNATURE_VERSION when made by make()
 
     @property
     def routable(self) -> bool:
@@ -96,6 +103,51 @@ class SignatureCache:
 CACHE = SignatureCache()
 _FAST = Analyzer(fast=True)
 _FULL = Analyzer(fast=False)
+
+
+def rules_version(table: RuleTable) -> int:
+    """The signature version of ``table`` under this code: ``CODE_VERSION`` millions plus six digits of
+    the table's digest (built-in and user rules), so any rule change gives another version."""
+    return CODE_VERSION * 1_000_000 + int(table.digest[:12], 16) % 1_000_000
+
+
+def check_examples(table: RuleTable, *, user_only: bool = False) -> list[str]:
+    """Every example of ``table`` (of the user's entries only with ``user_only``) whose signature or side
+    effect differs from what it expects, as ``command: expected -> got`` lines. Uses the rules in force."""
+    failures = []
+    for p in table.programs:
+        if user_only and p.source == "builtin":
+            continue
+        for ex in p.examples:
+            got = command_signature(ex.run, cache=None)
+            if (got.signature, got.side_effect) != (ex.sig, ex.effect):
+                failures.append(f"{ex.run!r}: expected {ex.sig} ({ex.effect}), got {got.signature} ({got.side_effect})")
+    return failures
+
+
+def use_rules(user: Path | None) -> RuleTable:
+    """Put the built-in rules with ``user``'s entries on top in force, after checking them: the file's
+    shape (:mod:`agents.ruletable`), its handler names and its examples. On any problem the built-in
+    rules stay in force and :class:`RulesError` says why. Signatures already cached are dropped."""
+    table = ruletable.load(user, programs.BUILTIN)
+    CACHE.clear()
+    programs.install(table)
+    failures = check_examples(table, user_only=True) if user is not None else []
+    if failures:
+        programs.install(programs.BUILTIN)
+        raise RulesError(f"{user}: {len(failures)} example(s) do not hold:\n" + "\n".join(failures))
+    return table
+
+
+def _startup_rules() -> RuleTable:
+    """The rules in force at import: the built-in table plus the user's file when there is one. A user
+    file that does not check is logged and left out (classification fails open to the built-in rules)."""
+    try:
+        user = ruletable.user_rules_path()
+        return use_rules(user)
+    except (RulesError, OSError) as e:
+        log.warning("outloop: user command rules ignored: %s", e)
+        return use_rules(None)
 
 
 def command_signature(command: str, *, cache: SignatureCache | None = CACHE, fast: bool = True) -> Signature:
@@ -209,14 +261,24 @@ def recompute(
         }
 
 
+SIGNATURE_VERSION = 0  # while the rules are checked at import (their signatures are compared, never kept)
+RULES_TABLE = _startup_rules()
+SIGNATURE_VERSION = rules_version(RULES_TABLE)
+"""Changes whenever a rule change can change any signature (the code's version or the rule table's
+content, user rules included); stored rows keep the version they were computed with, and
+:func:`recompute` brings them up to date."""
+
 __all__ = [
     "SIGNATURE_VERSION",
+    "RULES_TABLE",
     "Signature",
     "SignatureCache",
     "CACHE",
     "signature_of",
     "command_signature",
     "recompute",
+    "use_rules",
+    "check_examples",
     "redact",
     "CATEGORIES",
     "SIDE_EFFECTS",

@@ -17,9 +17,8 @@ from outloop.agents.categories import (
     positionals,
     verdict,
     word_target,
-    words,
 )
-from outloop.agents.programs import RULES, Call, rule, subcommand
+from outloop.agents.programs import Call, handler, subcommand
 
 # ---- git / gh ------------------------------------------------------------------------------------
 _GIT_RO = {
@@ -100,7 +99,7 @@ def _git_effect(sub: str, rest: list[str]) -> str:
     return WR
 
 
-@rule("git", "hub")
+@handler
 def git(c: Call) -> Verdict:
     pos = positionals(c.args, _GIT_VALUES, stop_at_dashdash=True)
     if not pos:
@@ -110,7 +109,7 @@ def git(c: Call) -> Verdict:
     return verdict("vcs", "git", word_target(sub), _git_effect(sub, rest))
 
 
-@rule("gh", "glab", "tea")
+@handler
 def gh(c: Call) -> Verdict:
     pos = positionals(
         c.args,
@@ -155,13 +154,6 @@ def gh(c: Call) -> Verdict:
     return verdict("vcs", c.prog, "-".join(words) or "*", DES if delete else NET)
 
 
-for _m in ("tig", "lazygit", "git-lfs", "jj", "hg", "svn", "fossil"):
-    RULES[_m] = (
-        git
-        if _m != "jj"
-        else (lambda c: verdict("vcs", "jj", word_target((positionals(c.args) or ["*"])[0])))
-    )
-
 # ---- system package managers -----------------------------------------------------------------------
 _PKG_INSTALL = {
     "install",
@@ -185,31 +177,7 @@ _PKG_INSTALL = {
 }
 
 
-@rule(
-    "brew",
-    "apt",
-    "apt-get",
-    "yum",
-    "dnf",
-    "pacman",
-    "apk",
-    "zypper",
-    "snap",
-    "flatpak",
-    "port",
-    "choco",
-    "winget",
-    "scoop",
-    "opkg",
-    "mas",
-    "nix-env",
-    "pkg",
-    "emerge",
-    "xbps-install",
-    "dpkg",
-    "rpm",
-    "apt-cache",
-)
+@handler
 def system_pm(c: Call) -> Verdict:
     pos = positionals(c.args, ("-t", "--target-release", "-o"))
     sub = pos[0] if pos else (c.args[0] if c.args else "")
@@ -226,48 +194,7 @@ def system_pm(c: Call) -> Verdict:
     return verdict("env", c.prog, word_target(sub.lstrip("-")) if sub else "*", RO)
 
 
-# ---- env: system and network administration -------------------------------------------------------
-_ENV_RO = words(
-    "which where whereis type uname whoami id groups hostname uptime date env printenv locale nproc "
-    "lscpu arch ps pgrep top htop free df vmstat iostat lsof netstat ss ifconfig ipconfig ip route "
-    "arp lsblk lsusb lspci dmesg journalctl logread sw_vers system_profiler systeminfo tasklist "
-    "mountvol ulimit getconf sysctl lsmod last w who finger getent dscl scutil networksetup pmset "
-    "csrutil spctl codesign mdls plutil tty stty tput infocmp wmic get-process get-service get-"
-    "itemproperty get-netadapter get-nettcpconnection get-netfirewallprofile get-netfirewallrule get-"
-    "localuser get-mpcomputerstatus get-mppreference get-acl get-wmiobject get-ciminstance get-"
-    "scheduledtask get-hotfix get-eventlog get-command get-host get-volume get-pnpdevice get-"
-    "windowsoptionalfeature get-windowscapability get-bitlockervolume get-smbserverconfiguration get-"
-    "item get-date get-location get-windowshelloforbusiness get-webauthnsetting resolve-path lynis "
-    "osqueryi osquery gpg-agent fdesetup tmutil security softwareupdate diskutil certutil net "
-    "whoami.exe pwd mount showmount nvidia-smi sensors hostnamectl timedatectl loginctl printenv-all "
-    "systemd-analyze launchctl-list cmd-ver ver tmux screen"
-)
-_ENV_NET = words(
-    "ping ping6 traceroute tracert tracepath mtr dig nslookup host whois curl wget http https httpie "
-    "nc ncat netcat telnet ssh-keyscan openssl resolve-dnsname test-netconnection invoke-webrequest "
-    "invoke-restmethod iwr irm aria2c ftp sftp nmap arping"
-)
-_ENV_DES = words(
-    "kill pkill killall taskkill shutdown reboot halt poweroff stop-process stop-service disable-"
-    "scheduledtask remove-itemproperty uci-delete"
-)
-_ENV_WR = words(
-    "systemctl service launchctl uci defaults iptables ip6tables nft ufw firewall-cmd crontab useradd "
-    "usermod userdel passwd chsh modprobe sysctl-w hdiutil gpg ssh-keygen ssh-add set-itemproperty "
-    "new-itemproperty set-service start-service restart-service set-netfirewallprofile add-"
-    "mppreference set-mppreference enable-scheduledtask start-process set-executionpolicy new-service "
-    "op xattr socketfilterfw auditpol bcdedit secedit reg sc icacls setx update-alternatives ldconfig "
-    "timedatectl-set chflags nvram sudoers visudo"
-)
-for _m in _ENV_RO:
-    RULES.setdefault(_m, lambda c: verdict("env", c.prog, subcommand(c.args), RO))
-for _m in _ENV_NET:
-    RULES.setdefault(_m, lambda c: verdict("env", c.prog, "*", NET))
-for _m in _ENV_DES:
-    RULES.setdefault(_m, lambda c: verdict("env", c.prog, "*", DES))
-for _m in _ENV_WR:
-    RULES.setdefault(_m, lambda c: _admin(c))
-
+# ---- env: system administration (the programs are listed in the rule table) ----------------------
 _READ_SUBS = {
     "show",
     "status",
@@ -316,6 +243,7 @@ _DES_SUBS = {
 }
 
 
+@handler
 def _admin(c: Call) -> Verdict:
     pos = [a for a in c.args if not a.startswith("--") or a in _READ_SUBS or a in _DES_SUBS]
     sub = next((a for a in pos if a in _READ_SUBS or a in _DES_SUBS or not a.startswith("-")), "")
@@ -344,7 +272,7 @@ def _admin(c: Call) -> Verdict:
     return verdict("env", c.prog, target, effect)
 
 
-@rule("ssh")
+@handler
 def ssh(c: Call) -> Verdict:
     rest = list(c.args)
     while rest and rest[0].startswith("-"):
@@ -388,7 +316,7 @@ def _worst(a: str, b: str) -> str:
     return worst(a, b)
 
 
-@rule("init.d")
+@handler
 def init_d(c: Call) -> Verdict:
     action = c.args[0] if c.args else ""
     return verdict(
@@ -403,7 +331,7 @@ def init_d(c: Call) -> Verdict:
 _PS_STMT = re.compile(r"""('(?:[^']|'')*'|"(?:[^"`]|`.)*"|[{}();|]|[^\s'"{}();|]+)""")
 
 
-@rule("powershell", "pwsh", "powershell.exe")
+@handler
 def powershell(c: Call) -> Verdict:
     args = list(c.args)
     text = None
@@ -485,7 +413,7 @@ def _skip_group(toks: list[str], i: int, open_: str, close: str) -> int:
     return i
 
 
-@rule("cmd", "cmd.exe")
+@handler
 def cmd_exe(c: Call) -> Verdict:
     for i, a in enumerate(c.args):
         if a.lower() in ("/c", "/k", "/s/c"):
@@ -493,7 +421,7 @@ def cmd_exe(c: Call) -> Verdict:
     return verdict("env", "cmd", "*", RO)
 
 
-@rule("dir")
+@handler
 def win_dir(c: Call) -> Verdict:
     return verdict("search", "dir", paths_or_star([a for a in c.args if not a.startswith("/")]), RO)
 

@@ -15,7 +15,7 @@ from outloop.agents.categories import (
     word_target,
 )
 from outloop.agents.ecosystems import inline_code, is_test_script, task_category, tasks_verdict
-from outloop.agents.programs import RULES, Call, rule, simple
+from outloop.agents.programs import RULES, Call, handler
 
 # ---- node ----------------------------------------------------------------------------------------
 _PM_INSTALL = {
@@ -64,7 +64,7 @@ _PM_ENV = {
 }
 
 
-@rule("npm", "yarn", "pnpm", "bun", "cnpm")
+@handler
 def node_pm(c: Call) -> Verdict:
     pos = positionals(c.args, ("--prefix", "-C", "--dir", "--filter", "-F", "-w", "--workspace", "--cwd"))
     tool = c.prog
@@ -110,7 +110,7 @@ def node_pm(c: Call) -> Verdict:
     return verdict(task_category(sub), tool, word_target(sub))
 
 
-@rule("npx", "bunx", "pnpx")
+@handler
 def npx(c: Call) -> Verdict:
     rest = list(c.args)
     while rest and rest[0].startswith("-"):
@@ -118,7 +118,7 @@ def npx(c: Call) -> Verdict:
     return c.sub(rest) if rest else verdict("other", c.prog, "*")
 
 
-@rule("node", "nodejs", "deno", "ts-node", "tsx")
+@handler
 def node(c: Call) -> Verdict:
     if c.prog == "deno":
         pos = positionals(c.args)
@@ -155,35 +155,13 @@ def node(c: Call) -> Verdict:
     return inline_code(c.prog, stdin) if stdin is not None else verdict("run", c.prog, "repl", UNK)
 
 
-@rule("tsc")
+@handler
 def tsc(c: Call) -> Verdict:
     build = "-b" in c.args or "--build" in c.args or not ("--noEmit" in c.args or "--noemit" in c.args)
     return verdict("build" if build and "--noEmit" not in c.args else "typecheck", "tsc", "*")
 
 
-@rule(
-    "vite",
-    "next",
-    "nuxt",
-    "astro",
-    "webpack",
-    "rollup",
-    "esbuild",
-    "parcel",
-    "turbo",
-    "nx",
-    "svelte-kit",
-    "remix",
-    "expo",
-    "react-scripts",
-    "vue-cli-service",
-    "ng",
-    "gatsby",
-    "tsup",
-    "swc",
-    "babel",
-    "lerna",
-)
+@handler
 def js_build(c: Call) -> Verdict:
     pos = positionals(c.args, ("--config", "-c", "--mode", "--port", "-p", "--filter", "--project"))
     sub = pos[0] if pos else ""
@@ -200,7 +178,7 @@ def js_build(c: Call) -> Verdict:
     return verdict(task_category(sub, "run"), c.prog, word_target(sub))
 
 
-@rule("playwright", "cypress")
+@handler
 def browser_tests(c: Call) -> Verdict:
     pos = positionals(c.args)
     sub = pos[0] if pos else ""
@@ -211,7 +189,7 @@ def browser_tests(c: Call) -> Verdict:
     return verdict("test", c.prog, paths_target(pos[1:]) if len(pos) > 1 else "*")
 
 
-@rule("biome")
+@handler
 def biome(c: Call) -> Verdict:
     pos = positionals(c.args)
     sub = pos[0] if pos else "check"
@@ -242,7 +220,7 @@ _GO_VALUES = (
 )
 
 
-@rule("go")
+@handler
 def go(c: Call) -> Verdict:
     pos = positionals(c.args, _GO_VALUES)
     sub = pos[0] if pos else ""
@@ -303,7 +281,7 @@ _CARGO = {
 }
 
 
-@rule("cargo")
+@handler
 def cargo(c: Call) -> Verdict:
     args = [a for a in c.args if not a.startswith("+")]
     pos = positionals(
@@ -331,11 +309,3 @@ def cargo(c: Call) -> Verdict:
         return verdict("format", "cargo", "fmt", RO)
     names = {"b": "build", "c": "check", "r": "run"}
     return verdict(cat, "cargo", names.get(sub, sub), NET if cat == "install" else None)
-
-
-RULES["rustc"] = simple("build", target="paths")
-RULES["rustup"] = lambda c: verdict(
-    "install" if any(a in ("install", "add", "update", "toolchain") for a in c.args) else "env",
-    "rustup",
-    word_target(positionals(c.args)[0]) if positionals(c.args) else "*",
-)

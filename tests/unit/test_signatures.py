@@ -72,6 +72,65 @@ def test_category_accuracy_at_least_95_percent(source: str) -> None:
     assert accuracy >= 0.95, f"accuracy {accuracy:.3f}\n" + _confusion(rows, "category", got)
 
 
+ROUTABLE = ("test", "build", "lint", "typecheck", "format", "install")
+
+
+def test_routable_classes_are_precise() -> None:
+    """Routing trusts test/build/lint/typecheck/format/install: on the labelled set, a command put in one
+    of them belongs there (precision 1.0; a miss in these classes goes to run/env/other instead)."""
+    got = [(r, sig(r["command"]).category) for r in LABELLED]
+    wrong = [(r["category"], g, r["command"][:100]) for r, g in got if g in ROUTABLE and g != r["category"]]
+    assert not wrong, wrong
+    assert sum(g in ROUTABLE for _, g in got) > 100
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "./scripts/setup.sh",
+        "./install.sh",
+        "bash scripts/setup-dev.sh",
+        "./scripts/bootstrap.sh",
+        "./scripts/restore_db.sh",
+        "./scripts/check.sh",
+        "./verify_fix.sh",
+        "bash check_env.sh",
+        "./bench.sh",
+        "./scripts/update_all.sh",
+        "./scripts/test_and_deploy.sh",
+        "./scripts/deploy_release.sh",
+        "sleep 3 && make status",
+        "sleep 5 && npm run build:status",
+        "just logs",
+    ],
+)
+def test_unclear_purposes_are_not_routable(command: str) -> None:
+    """A project's own script whose name does not clearly say test/build/lint (installers, set-ups,
+    checks, deploys) and a task named after a query or a wait are run: their purpose is unclear."""
+    assert sig(command).category == "run", command
+
+
+@pytest.mark.parametrize(
+    ("command", "category"),
+    [
+        ("./scripts/test.sh", "test"),
+        ("bin/test", "test"),
+        ("python runtests.py", "test"),
+        ("./scripts/coverage.sh", "test"),
+        ("./scripts/build_and_test.sh", "test"),
+        ("./scripts/lint.sh", "lint"),
+        ("./build.sh", "build"),
+        ("./scripts/gen_client.sh", "build"),
+        ("./typecheck.sh", "typecheck"),
+        ("python setup.py install", "install"),
+        ("make test", "test"),
+        ("npm run build", "build"),
+    ],
+)
+def test_clearly_named_scripts_and_tasks_stay_routable(command: str, category: str) -> None:
+    assert sig(command).category == category, command
+
+
 def test_side_effect_accuracy() -> None:
     rows = [r for r in LABELLED if r.get("side_effect")]
     got = [sig(r["command"]).side_effect for r in rows]
@@ -227,7 +286,8 @@ def test_argument_lists_of_any_length_collapse() -> None:
         ("pytest tests/unit/test_x.py::TestA::test_b -k slow", "tests/unit/test_x.py"),
         ("cat /Users/bob/code/proj/src/main/App.java", "src/main/App.java"),
         ("cat /tmp/tmpab12cd34/out.log", "<tmp>/out.log"),
-        ("tail -n 50 /tmp/claude/tasks/b3932ee.output", "<tmp>/<hash>.output"),
+        ("tail -n 50 /tmp/claude/tasks/b3932ee.output", "<tmp>/claude/tasks/<hash>.output"),
+        ("tail -n 50 /tmp/claude/-Users-bob-proj/tasks/b3932ee.output", "<tmp>/tasks/<hash>.output"),
         ("cat ~/.config/app/settings.json", ".config/app/settings.json"),
         ("cat 'C:\\Users\\Me\\proj\\src\\app.py'", "src/app.py"),
         ("gh issue view 1234", "issue-view"),
@@ -237,6 +297,28 @@ def test_argument_lists_of_any_length_collapse() -> None:
 )
 def test_masking_of_targets(command: str, target: str) -> None:
     assert sig(command).target == target
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("/tmp/tmpab12cd34/proj/src/app.py", "<tmp>/src/app.py"),
+        ("/tmp/tmpab12cd34/proj/lib/app.py", "<tmp>/lib/app.py"),
+        ("/tmp/tmpab12cd34/proj/app.py", "<tmp>/proj/app.py"),
+        ("/var/folders/x7/k2jd84nd0000gn/T/tmpq1w2e3r4/proj/src/app.py", "<tmp>/src/app.py"),
+        ("/private/var/folders/x7/k2jd84nd0000gn/T/proj/tests/test_app.py", "<tmp>/tests/test_app.py"),
+        ("C:\\Users\\bob\\AppData\\Local\\Temp\\tmp12ab34cd\\proj\\src\\app.py", "<tmp>/src/app.py"),
+        ("/tmp/pytest-of-alice/pytest-37/test_replay0/proj/src/app.py", "<tmp>/src/app.py"),
+        ("/tmp/build.log", "<tmp>/build.log"),
+        ("/tmp/tmp.Xy12Ab", "<tmp>/<tmp>"),
+        ("/tmp", "<tmp>"),
+    ],
+)
+def test_paths_under_a_temporary_folder_keep_their_structure(path: str, target: str) -> None:
+    """A project copied under the system's temporary folder keeps its structure below the folder and its
+    random names: ``src/app.py`` and ``lib/app.py`` there never share a signature (issue 12, item 9)."""
+    assert signature_of("Read", {"file_path": path}, cache=None).signature == f"read:file:{target}"
+    assert sig(f"cat '{path}'").target == target
 
 
 def test_masking_makes_machines_agree() -> None:
