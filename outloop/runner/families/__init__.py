@@ -19,6 +19,8 @@ NAMES: list[str] = [
     "go_test",
     "swift_test",
     # builds and compilers, linters and type checkers, installers, git: one line a family
+    "make",
+    "cc",
     "generic",  # always last: it accepts every command
 ]
 

@@ -1,0 +1,196 @@
+"""What the build, compiler, linter, installer and git families share: a bounded report of diagnostics
+(errors with their ``file:line`` and message, warnings, the tool's summary line, a few kept facts) and
+its rendering into the compact text, plus the reading of compiler-style lines
+(``path:line:col: error: message``, as gcc, clang, swift and many tools print them). Stdlib only.
+
+A family reads each line once, classifies it, and tells the report what to keep; everything else is
+counted as left out. Memory is bounded by ``Limits.max_failures`` errors and ``MAX_WARNINGS`` warnings
+whatever the output's size. A family whose tool failed (exit code not 0) but whose report holds no error
+returns ``None`` (:meth:`Report.compact`), so the runner falls back to the generic summariser instead of
+printing a summary that would hide why the command failed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from outloop.runner.families.base import STRUCTURED, Capped, Compact, Limits, clip, join, more_failures_note
+
+MAX_WARNINGS = 50  # warnings listed one line each; past this they are counted (the log has them all)
+MAX_FACTS = 40  # other kept lines (branch, installed packages, failing targets...)
+
+# path:line[:col]: severity: message (gcc, clang, swift, ld with -g, many linters)
+CC_DIAG = re.compile(
+    r"^(?P<file>[^\s:][^:]*?):(?P<line>\d+)(?::(?P<col>\d+))?:\s*"
+    r"(?P<sev>fatal error|error|warning|note|remark)(?P<rest>(?:\[[^\]]*\])?:.*)$"
+)
+LOCATION_PREFIX = re.compile(r"^([^\s:][^:]*?):(\d+):")
+# error lines without a severity word or a location: "gcc: error: x.c: No such file",
+# "collect2: error: ld returned 1 exit status", "/usr/bin/ld: main.c:(.text+0x9): undefined reference to `f'",
+# "clang: error: linker command failed"
+CC_UNLOCATED = re.compile(
+    r"(^|\s)(fatal error|error):|undefined reference to|multiple definition of|cannot find -l|"
+    r"ld returned \d+ exit status|linker command failed|Undefined symbols for architecture|symbol\(s\) not found",
+)
+# Lines a family did not classify that still look like a failure: kept so that no failure is dropped.
+OTHER_PROBLEM = re.compile(
+    r"\b(error|errors|fatal|failed|failure|panic(ked)?|exception|traceback|segmentation fault|core dumped|"
+    r"killed|cannot|can't|could not|unable to|not found|no such file|permission denied|aborted)\b",
+    re.IGNORECASE,
+)
+NONE_FOUND = re.compile(r"\b(0|no|zero|without) (errors?|warnings?|failures?|failed|problems?)\b", re.IGNORECASE)
+
+
+def cc_line(line: str) -> tuple[str, str | None] | None:
+    """A compiler-style line as (severity, ``file:line``), severity being ``error`` (``fatal error`` too),
+    ``warning`` or ``note`` (``remark`` too), or None when the line is not a diagnostic."""
+    m = CC_DIAG.match(line)
+    if m:
+        sev = m.group("sev")
+        kind = "error" if "error" in sev else "warning" if sev == "warning" else "note"
+        return kind, f"{m.group('file')}:{m.group('line')}"
+    if CC_UNLOCATED.search(line):
+        at = LOCATION_PREFIX.match(line)
+        return "error", (f"{at.group(1)}:{at.group(2)}" if at else None)
+    return None
+
+
+def looks_like_problem(line: str) -> bool:
+    """Whether an unclassified line looks like an error worth keeping ("0 errors" does not)."""
+    return bool(OTHER_PROBLEM.search(line)) and not NONE_FOUND.search(line)
+
+
+class Report:
+    """The diagnostics kept from one output, bounded whatever its size."""
+
+    def __init__(self, family: str, limits: Limits) -> None:
+        self.family = family
+        self.limits = limits
+        self.errors = Capped(limits.max_failures)
+        self.failures: list[str] = []  # file:line (or the message, when it has no location) per kept error
+        self.warnings = Capped(MAX_WARNINGS)
+        self.other = Capped(limits.max_failures)
+        self.facts = Capped(MAX_FACTS)
+        self.summary: str | None = None
+        self.lines = 0  # lines read (the family sets it at the end)
+        self.kept = 0  # lines of the output the text stands for
+        self._seen: dict[str, int] = {}  # error text -> repeats (bounded by the cap on errors)
+
+    def error(self, text: str, location: str | None = None, used: int = 1) -> None:
+        """An error (``text`` may hold a few detail lines); repeats of the same text are counted once."""
+        self.kept += used
+        block = self._clip_block(text)
+        key = block.strip()
+        if key in self._seen:
+            self._seen[key] += 1
+            return
+        if len(self.errors.items) < self.errors.cap:
+            self._seen[key] = 1
+            self.failures.append(location or key.splitlines()[0])
+        self.errors.add(block)
+
+    def warning(self, text: str, used: int = 1) -> None:
+        self.kept += used
+        self.warnings.add(clip(text, self.limits))
+
+    def fact(self, text: str, used: int = 1) -> None:
+        """A line worth keeping that is neither an error nor a warning (a state, a count, a target)."""
+        self.kept += used
+        self.facts.add(clip(text, self.limits))
+
+    def set_summary(self, line: str) -> None:
+        """The tool's own summary line (the last one seen wins)."""
+        if self.summary is None:
+            self.kept += 1
+        self.summary = clip(line.strip(), self.limits)
+
+    def unclassified(self, line: str) -> None:
+        """A line the family does not know: kept if it looks like a problem, else left out."""
+        if looks_like_problem(line):
+            self.kept += 1
+            self.other.add(clip(line, self.limits))
+
+    def _clip_block(self, text: str) -> str:
+        return "\n".join(clip(part, self.limits) for part in text.split("\n"))
+
+    def has_problem(self) -> bool:
+        return bool(len(self.errors) or len(self.other))
+
+    def compact(self, exit_code: int, headline: str | None = None) -> Compact | None:
+        """The compact result, or None when the command failed and nothing here says why (the generic
+        summariser then keeps every error-looking line and the output's tail)."""
+        if exit_code != 0 and not self.has_problem() and self.summary is None:
+            return None
+        return Compact(family=self.family, kind=STRUCTURED, text=self.render(exit_code, headline),
+                       failures=list(self.failures), summary_line=self.summary,
+                       omitted_lines=max(self.lines - self.kept, 0))
+
+    def render(self, exit_code: int, headline: str | None = None) -> str:
+        """The compact text: a header with the counts, the errors, the warnings, other problem lines, the
+        kept facts and the tool's summary line."""
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        omitted = max(self.lines - self.kept, 0)
+        head = (f"[outloop] {self.family}: exit {exit_code}; {n_err} error{'s' * (n_err != 1)}, "
+                f"{n_warn} warning{'s' * (n_warn != 1)}; {self.lines} lines of output, {omitted} left out")
+        errors = [self._repeat(e) for e in self.errors]
+        return join(
+            [head], [headline] if headline else None,
+            _section(f"errors ({n_err}):", errors, self.errors.dropped, "grep the log for 'error'"),
+            _section(f"warnings ({n_warn}):", list(self.warnings), self.warnings.dropped,
+                     "grep the log for 'warning'"),
+            _section(f"other problem lines ({len(self.other)}):", list(self.other), self.other.dropped,
+                     "see the log"),
+            _section("", list(self.facts), self.facts.dropped, "see the log"),
+            [f"summary: {self.summary}"] if self.summary else None,
+        )
+
+    def _repeat(self, text: str) -> str:
+        n = self._seen.get(text.strip(), 1)
+        return f"{text} (x{n})" if n > 1 else text
+
+
+def _section(title: str, items: list[str], dropped: int, hint: str) -> list[str] | None:
+    """A titled block of kept lines, with the note for those past the cap."""
+    if not items and not dropped:
+        return None
+    block = [title] if title else []
+    block += items
+    if dropped:
+        block.append(more_failures_note(dropped, hint))
+    return block
+
+
+def subcommand(argv: list[str], valued: frozenset[str] = frozenset()) -> str | None:
+    """The first word after the program that is not an option (or a ``+toolchain``), or None:
+    ``["cargo", "+nightly", "build"]`` -> ``"build"``; ``["git", "-C", "x", "status"]`` -> ``"status"``."""
+    i = 1
+    while i < len(argv):
+        word = argv[i]
+        if word in valued:
+            i += 2
+            continue
+        if word.startswith(("-", "+")):
+            i += 1
+            continue
+        return word
+    return None
+
+
+CLANG_SUMMARY = re.compile(r"^\d+ (warnings?|errors?)( and \d+ (warnings?|errors?))? generated\.$")
+
+
+def take_cc_line(report: Report, line: str) -> bool:
+    """Keeps a compiler-style line in ``report`` (errors with their location, warnings; notes are left
+    out) and says whether the line was one."""
+    seen = cc_line(line)
+    if seen is None:
+        if CLANG_SUMMARY.match(line.strip()):
+            report.set_summary(line)
+            return True
+        return False
+    kind, location = seen
+    if kind == "error":
+        report.error(line.rstrip(), location)
+    elif kind == "warning":
+        report.warning(line.rstrip())
+    return True
