@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from outloop.runner.compact import log_lines
 from outloop.runner.families.base import Compact, Limits
 
 DATA = Path(__file__).resolve().parent / "data" / "runner"
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
 @dataclass
@@ -31,8 +31,12 @@ class Output:
 
 
 def lines_of(raw: bytes) -> list[str]:
-    """The lines a family reads from a log holding ``raw``."""
-    return [ANSI.sub("", line) for line in raw.decode("utf-8", errors="replace").splitlines()]
+    """The lines a family reads from a log holding ``raw``, as the runner reads them."""
+    with tempfile.TemporaryDirectory() as d:
+        log = os.path.join(d, "run.log")
+        with open(log, "wb") as f:
+            f.write(raw)
+        return list(log_lines(log))
 
 
 def run(command: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> Output:

@@ -19,6 +19,9 @@ NAMES: list[str] = [
     "go_test",
     "swift_test",
     # builds and compilers, linters and type checkers, installers, git: one line a family
+    "swift_build",
+    "cargo_build",
+    "go_build",
     "make",
     "cc",
     "generic",  # always last: it accepts every command

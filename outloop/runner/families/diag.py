@@ -110,6 +110,12 @@ class Report:
             self.kept += 1
             self.other.add(clip(line, self.limits))
 
+    def other_line(self, line: str) -> None:
+        """A line the family does not know, kept whatever it says (for tools whose every unknown line on
+        a failure is the reason)."""
+        self.kept += 1
+        self.other.add(clip(line, self.limits))
+
     def _clip_block(self, text: str) -> str:
         return "\n".join(clip(part, self.limits) for part in text.split("\n"))
 

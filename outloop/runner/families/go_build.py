@@ -1,7 +1,8 @@
 """The go-build family (``go build``, ``go vet``, ``go install``, ``go run``'s build): keeps every error and
 vet finding with its ``./main.go:10:14`` location and message (and the indented ``have``/``want`` lines under
 it), the ``# package`` headers they belong to, the go command's own errors (``go: cannot find main module``)
-and ``too many errors``. It leaves out ``go: downloading`` progress. Stdlib only."""
+``too many errors`` and any other line it prints (a pattern that matches no package). It leaves out
+``go: downloading`` progress. Stdlib only."""
 
 from __future__ import annotations
 
@@ -40,16 +41,16 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
             report.error("\n".join(current), location, used=len(current))
             current = []
         m = DIAG.match(line)
-        if m:
+        if m and m.group("msg") == "too many errors":
+            report.set_summary(line)
+        elif m:
             current, location = [line.rstrip()], f"{m.group('file')}:{m.group('line')}"
         elif PACKAGE.match(line):
             report.fact(line.rstrip())
-        elif line.strip() == "too many errors":
-            report.set_summary(line)
         elif line.startswith("go: ") and not NOISE.match(line):
             report.error(line.rstrip())
-        elif line.strip():
-            report.unclassified(line)
+        elif line.strip():  # the go command says little else: an unknown line is kept
+            report.other_line(line)
     if current:
         report.error("\n".join(current), location, used=len(current))
     report.lines = counted.n
