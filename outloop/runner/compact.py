@@ -16,8 +16,10 @@ from outloop.runner.families.base import Compact, Limits
 MAX_LINE_BYTES = 64 * 1024  # a longer line (binary output, minified JSON) is cut: the log keeps it whole
 DEFAULT_SCAN_SECONDS = 30.0
 BINARY_SNIFF = 8192  # a NUL byte in the first 8 KiB makes an output binary (git's rule)
-# CSI and OSC sequences, and single-character escapes: colours, cursor moves, titles, hyperlinks
-ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# CSI and OSC sequences, and the other escapes (ESC, intermediates, a final byte: "ESC ( B", which
+# curses-coloured output such as mypy's ends each colour with, "ESC 7", "ESC M"): colours, cursor moves,
+# titles, hyperlinks
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
 
 
 def log_lines(path: str) -> Iterator[str]:
