@@ -24,6 +24,10 @@ NAMES: list[str] = [
     "go_build",
     "make",
     "cc",
+    "tsc",
+    "ruff",
+    "eslint",
+    "mypy",
     "generic",  # always last: it accepts every command
 ]
 

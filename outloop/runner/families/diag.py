@@ -74,23 +74,29 @@ class Report:
         self.summary: str | None = None
         self.lines = 0  # lines read (the family sets it at the end)
         self.kept = 0  # lines of the output the text stands for
-        self._seen: dict[str, int] = {}  # error text -> repeats (bounded by the cap on errors)
+        self._seen: dict[str, int] = {}  # group and error text -> repeats (bounded by the cap on errors)
+        self._error_groups: list[str | None] = []  # the group of each kept error
+        self._warning_groups: list[str | None] = []
 
-    def error(self, text: str, location: str | None = None, used: int = 1) -> None:
-        """An error (``text`` may hold a few detail lines); repeats of the same text are counted once."""
+    def error(self, text: str, location: str | None = None, used: int = 1, group: str | None = None) -> None:
+        """An error (``text`` may hold a few detail lines); repeats of the same text are counted once.
+        ``group`` (a file name) is printed once above the entries that share it."""
         self.kept += used
         block = self._clip_block(text)
-        key = block.strip()
+        key = f"{group}\0{block.strip()}"
         if key in self._seen:
             self._seen[key] += 1
             return
         if len(self.errors.items) < self.errors.cap:
             self._seen[key] = 1
-            self.failures.append(location or key.splitlines()[0])
+            self.failures.append(location or block.strip().splitlines()[0])
+            self._error_groups.append(group)
         self.errors.add(block)
 
-    def warning(self, text: str, used: int = 1) -> None:
+    def warning(self, text: str, used: int = 1, group: str | None = None) -> None:
         self.kept += used
+        if len(self.warnings.items) < self.warnings.cap:
+            self._warning_groups.append(group)
         self.warnings.add(clip(text, self.limits))
 
     def fact(self, text: str, used: int = 1) -> None:
@@ -138,11 +144,13 @@ class Report:
         omitted = max(self.lines - self.kept, 0)
         head = (f"[outloop] {self.family}: exit {exit_code}; {n_err} error{'s' * (n_err != 1)}, "
                 f"{n_warn} warning{'s' * (n_warn != 1)}; {self.lines} lines of output, {omitted} left out")
-        errors = [self._repeat(e) for e in self.errors]
+        errors = _grouped([self._repeat(e, g) for e, g in zip(self.errors, self._error_groups, strict=True)],
+                          self._error_groups)
+        warnings = _grouped(list(self.warnings), self._warning_groups)
         return join(
             [head], [headline] if headline else None,
             _section(f"errors ({n_err}):", errors, self.errors.dropped, "grep the log for 'error'"),
-            _section(f"warnings ({n_warn}):", list(self.warnings), self.warnings.dropped,
+            _section(f"warnings ({n_warn}):", warnings, self.warnings.dropped,
                      "grep the log for 'warning'"),
             _section(f"other problem lines ({len(self.other)}):", list(self.other), self.other.dropped,
                      "see the log"),
@@ -150,9 +158,21 @@ class Report:
             [f"summary: {self.summary}"] if self.summary else None,
         )
 
-    def _repeat(self, text: str) -> str:
-        n = self._seen.get(text.strip(), 1)
+    def _repeat(self, text: str, group: str | None) -> str:
+        n = self._seen.get(f"{group}\0{text.strip()}", 1)
         return f"{text} (x{n})" if n > 1 else text
+
+
+def _grouped(items: list[str], groups: list[str | None]) -> list[str]:
+    """Items under a line naming their group each time the group changes (grouped items are indented)."""
+    out: list[str] = []
+    last: str | None = None
+    for item, group in zip(items, groups, strict=True):
+        if group is not None and group != last:
+            out.append(group)
+        last = group
+        out.append(f"  {item}" if group is not None else item)
+    return out
 
 
 def _section(title: str, items: list[str], dropped: int, hint: str) -> list[str] | None:
