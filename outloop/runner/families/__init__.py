@@ -28,6 +28,9 @@ NAMES: list[str] = [
     "ruff",
     "eslint",
     "mypy",
+    "pip",
+    "npm_install",
+    "apt",
     "generic",  # always last: it accepts every command
 ]
 
