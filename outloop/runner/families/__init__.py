@@ -31,6 +31,9 @@ NAMES: list[str] = [
     "pip",
     "npm_install",
     "apt",
+    "git_status",
+    "git_diff",
+    "git_log",
     "generic",  # always last: it accepts every command
 ]
 

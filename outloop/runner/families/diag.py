@@ -220,3 +220,13 @@ def take_cc_line(report: Report, line: str) -> bool:
     elif kind == "warning":
         report.warning(line.rstrip())
     return True
+
+
+GIT_VALUED = frozenset({"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--config-env"})
+
+
+def git_subcommand(argv: list[str]) -> str | None:
+    """The git subcommand of ``git [-C dir] [-c k=v] [--no-pager] SUBCOMMAND ...``, or None."""
+    if not argv or argv[0] != "git":
+        return None
+    return subcommand(argv, GIT_VALUED)
