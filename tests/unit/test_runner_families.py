@@ -134,7 +134,8 @@ def test_failures_past_the_cap_are_counted_and_pointed_to() -> None:
     ("npx jest sum", "js-test"), ("npx vitest run", "js-test"), ("mocha", "js-test"), ("bun run test", "js-test"),
     ("go test ./...", "go-test"), ("GOFLAGS=-count=1 go test -run X ./pkg", "go-test"),
     ("swift test --parallel", "swift-test"),
-    ("cargo build", "generic"), ("npm install", "generic"), ("go build ./...", "generic"), ("ls -la", "generic"),
+    ("cargo build", "cargo-build"), ("npm install", "npm-install"), ("go build ./...", "go-build"),
+    ("ls -la", "generic"),
     ("echo 'unclosed", "generic"),
 ])
 def test_detect_by_main_program(command: str, family: str) -> None:

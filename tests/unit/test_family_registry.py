@@ -1,0 +1,65 @@
+"""The build, compiler, linter, installer and git families in the registry: the command lines agents type
+reach the right family through the runner's own choice, and the runner process prints the family's compact
+result (with the log's path and the command's exit code) when the output is long."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from outloop.runner.api import run
+from outloop.runner.compact import choose
+from outloop.runner.families import by_name
+from tests.unit.familykit import need
+
+CASES = [
+    ("swift build -c release", "swift-build"), ("cargo build --release 2>&1 | tail -40", "cargo-build"),
+    ("cargo clippy --all-targets -- -D warnings", "cargo-build"), ("cd svc && go build ./...", "go-build"),
+    ("go vet ./...", "go-build"), ("npx tsc --noEmit", "tsc"), ("npm exec tsc -- -p .", "tsc"),
+    ("gcc -Wall -O2 -c main.c -o main.o", "cc"), ("clang++ -std=c++20 a.cc", "cc"),
+    ("make -j4", "make"), ("cmake --build build --parallel", "make"), ("cmake -S . -B build", "make"),
+    ("ruff check . --fix", "ruff"), ("uv run ruff format --check", "ruff"), ("npx eslint src --ext .ts", "eslint"),
+    ("python -m mypy src", "mypy"), ("uv run mypy .", "mypy"), ("pip install -r requirements.txt", "pip"),
+    ("python3 -m pip install -e '.[dev]'", "pip"), ("uv pip install -e .", "pip"), ("uv sync --frozen", "pip"),
+    ("npm ci", "npm-install"), ("pnpm install --frozen-lockfile", "npm-install"), ("yarn", "npm-install"),
+    ("sudo apt-get install -y libssl-dev", "apt"), ("DEBIAN_FRONTEND=noninteractive apt-get update", "apt"),
+    ("git status --short", "git-status"), ("git -C repo diff HEAD~1", "git-diff"), ("git show --stat HEAD", "git-diff"),
+    ("git --no-pager log -10", "git-log"),
+    # not ours: the test runners keep theirs, the rest is generic
+    ("cargo test", "cargo-test"), ("go test ./...", "go-test"), ("npm test", "js-test"), ("ls -la", "generic"),
+    ("git commit -m x", "generic"), ("apt-cache search ssl", "generic"),
+]
+
+
+@pytest.mark.parametrize(("command", "family"), CASES)
+def test_runner_chooses_the_family(command: str, family: str) -> None:
+    assert family == choose(command, None).NAME
+
+
+def test_every_family_is_registered_by_its_router_name() -> None:
+    names = ["swift-build", "cargo-build", "go-build", "tsc", "cc", "make", "ruff", "eslint", "mypy", "pip",
+             "npm-install", "apt", "git-status", "git-diff", "git-log"]
+    for name in names:
+        fam = by_name(name)
+        assert fam is not None and name == fam.NAME and fam.KIND == "structured", name
+
+
+BAD_C = "int main(void) {\n" + "".join(f"    v{i} = {i};\n" for i in range(300)) + "    return 0;\n}\n"
+
+
+def test_runner_process_prints_the_cc_summary(tmp_path: Path) -> None:
+    """gcc with 300 errors through the real runner (its own process, started as a file): the exit code is
+    gcc's, every error is listed with its file:line, and the full log is on disk."""
+    need("gcc")
+    (tmp_path / "big.c").write_text(BAD_C)
+    env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home")}
+    result = run("gcc -c big.c", cwd=tmp_path, env=env, timeout=120)
+    assert result.exit_code == 1 and result.family == "cc" and result.kind == "structured"
+    assert "[outloop] cc: exit 1; 300 errors" in result.summary
+    assert "big.c:2:5: error: ‘v0’ undeclared" in result.summary and "big.c:301:5" in result.summary
+    assert len(result.failures) == 300 and result.failures[0] == "big.c:2"
+    assert result.log_path is not None and Path(result.log_path).read_bytes().count(b"error:") == 300
+    # every error is kept, one line each: 33,183 bytes printed as about 21,400 when measured
+    assert result.printed_bytes < result.raw_bytes * 0.75
