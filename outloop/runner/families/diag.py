@@ -144,17 +144,18 @@ class Report:
         omitted = max(self.lines - self.kept, 0)
         head = (f"[outloop] {self.family}: exit {exit_code}; {n_err} error{'s' * (n_err != 1)}, "
                 f"{n_warn} warning{'s' * (n_warn != 1)}; {self.lines} lines of output, {omitted} left out")
-        errors = _grouped([self._repeat(e, g) for e, g in zip(self.errors, self._error_groups, strict=True)],
+        # .items, not the Capped itself: list() would size itself by len(), which counts the dropped ones
+        errors = _grouped([self._repeat(e, g) for e, g in zip(self.errors.items, self._error_groups, strict=True)],
                           self._error_groups)
-        warnings = _grouped(list(self.warnings), self._warning_groups)
+        warnings = _grouped(list(self.warnings.items), self._warning_groups)
         return join(
             [head], [headline] if headline else None,
             _section(f"errors ({n_err}):", errors, self.errors.dropped, "grep the log for 'error'"),
             _section(f"warnings ({n_warn}):", warnings, self.warnings.dropped,
                      "grep the log for 'warning'"),
-            _section(f"other problem lines ({len(self.other)}):", list(self.other), self.other.dropped,
+            _section(f"other problem lines ({len(self.other)}):", list(self.other.items), self.other.dropped,
                      "see the log"),
-            _section("", list(self.facts), self.facts.dropped, "see the log"),
+            _section("", list(self.facts.items), self.facts.dropped, "see the log"),
             [f"summary: {self.summary}"] if self.summary else None,
         )
 
