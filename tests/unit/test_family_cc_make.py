@@ -88,6 +88,8 @@ def test_cc_huge_output_counts_what_it_cannot_list(project: Path) -> None:
     assert len(result.failures) == 1000 and result.failures[0] == "huge.c:2"
     keeps(result, "1500 errors", "... and 500 more (not listed here; grep the log for 'error')")
     smaller(result, out, 2)  # the errors themselves are kept, one line each
+    cut = compact(cc, run("gcc -fmax-errors=5 -c huge.c", project))
+    assert len(cut.failures) == 5 and cut.summary_line == "compilation terminated due to -fmax-errors=5."
 
 
 MAKEFILE = """all: good.o bad.o

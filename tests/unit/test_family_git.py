@@ -74,6 +74,8 @@ def test_git_status_conflicts_are_all_kept(repo: Path) -> None:
     assert result.failures == ["README.md", "src/app.py"]
     short = compact(git_status, git(repo, "status --short"))
     assert short.failures == ["README.md", "src/app.py"]
+    v2 = compact(git_status, git(repo, "status --porcelain=v2 --branch"))
+    assert v2.failures == ["README.md", "src/app.py"] and "# branch.head main" in v2.text
 
 
 def test_git_status_huge_counts_by_folder(repo: Path) -> None:
@@ -100,6 +102,7 @@ def test_git_diff_stat_and_hunk_headers(repo: Path) -> None:
     keeps(result, "2 files changed, +3 -3 in 3 hunks", "src/app.py | +3 -2, 2 hunks",
           "README.md | +0 -1, 1 hunk (deleted)", "  @@ -1,6 +1,6 @@", "  @@ -28,11 +28,12 @@")
     assert "line 3 changed" not in result.text  # the bodies are in the log
+    assert compact(git_diff, git(repo, "diff --no-prefix")).text == result.text
     coloured = git(repo, "-c color.diff=always diff")
     assert b"\x1b[" in coloured.raw and compact(git_diff, coloured).text == result.text
     assert git(repo, "commit -q -am 'Change app'").exit_code == 0

@@ -1,7 +1,8 @@
 """The C/C++ compiler family (gcc, g++, cc, c++, clang, clang++ and cross or versioned names): keeps every
 error with its ``file:line:col`` and message, linker errors (undefined references, ``ld returned 1``),
 the warnings (one line each, capped), clang's ``N errors generated.`` line; leaves out notes, code frames,
-``In function`` context and caret lines. Stdlib only."""
+``In function`` context and caret lines. ``compilation terminated due to -fmax-errors=N.`` is kept as the
+summary (it says errors past N were not printed). Stdlib only."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
     report = Report(NAME, limits)
     counted = Counted(lines)
     for line in counted:
-        if take_cc_line(report, line) or CONTEXT.match(line) or line.startswith(" "):
-            continue
-        report.unclassified(line)
+        if line.startswith("compilation terminated due to"):  # -fmax-errors / -Wfatal-errors: more were cut
+            report.set_summary(line)
+        elif not (take_cc_line(report, line) or CONTEXT.match(line) or line.startswith(" ")):
+            report.unclassified(line)
     report.lines = counted.n
     return report.compact(exit_code)

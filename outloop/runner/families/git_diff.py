@@ -16,7 +16,8 @@ from outloop.runner.families.diag import git_subcommand
 NAME = "git-diff"
 KIND = STRUCTURED
 
-FILE = re.compile(r"^diff --(?:git a/(?P<a>.*) b/(?P<b>.*)|cc (?P<cc>.*)|combined (?P<comb>.*))$")
+FILE = re.compile(r"^diff --(?:git a/(?P<a>.*) b/(?P<b>.*)|git (?P<plain>\S+ (?P<np>\S+))|cc (?P<cc>.*)|"
+                  r"combined (?P<comb>.*))$")  # "plain": --no-prefix, --src-prefix...
 HUNK = re.compile(r"^@@@? -[\d,]+ (?:-[\d,]+ )?\+[\d,]+ @@@?")
 MARKS = (("new file mode", "new"), ("deleted file mode", "deleted"), ("rename from", "renamed"),
          ("old mode", "mode change"), ("similarity index", None), ("Binary files", "binary"))
@@ -59,7 +60,7 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
     for line in counted:
         m = FILE.match(line)
         if m:
-            cur = _File(m.group("b") or m.group("cc") or m.group("comb") or "?", counted.n)
+            cur = _File(m.group("b") or m.group("np") or m.group("cc") or m.group("comb") or "?", counted.n)
             totals[0] += 1
             in_hunk = False
             if len(files) < limits.max_failures:

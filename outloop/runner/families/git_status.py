@@ -1,4 +1,4 @@
-"""The git-status family (``git status`` in its long and short forms): keeps the branch and state lines
+"""The git-status family (``git status`` in its long, short and porcelain v1/v2 forms): keeps the branch and state lines
 (``On branch main``, ``Your branch is ahead of 'origin/main' by 2 commits.``, a rebase or merge in
 progress), every unmerged path (a conflict is a failure), and for the staged, not staged, untracked and
 ignored sections their count, their first entries and the rest counted by top-level folder; the closing
@@ -21,6 +21,9 @@ MAX_FOLDERS = 1000  # folders counted per section (bounded memory); past this, "
 SECTIONS = {"Changes to be committed:": "staged", "Changes not staged for commit:": "not staged",
             "Untracked files:": "untracked", "Unmerged paths:": "unmerged", "Ignored files:": "ignored"}
 SHORT = re.compile(r"^(?P<xy>[ MADRCUT?!]{2}) (?P<path>.+)$")
+# --porcelain=v2: "1 XY sub mH mI mW hH hI path", "2 XY ... Xscore path<TAB>orig", "u XY ... path", "? path"
+V2_FIELDS = {"1": 8, "2": 9, "u": 10}  # fields before the path
+V2 = re.compile(r"^([12u] [.MADRCUT]{2} |[?!] )")
 UNMERGED_XY = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 SUMMARY = re.compile(r"^(nothing to commit.*|no changes added to commit.*|nothing added to commit but .*)$")
 
@@ -72,6 +75,9 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
             entry = line.strip()
             _section(sections, current, limits).add(entry, entry.split(":", 1)[-1].strip())
             continue
+        if current is None and V2.match(line):
+            _v2(sections, line, limits)
+            continue
         m = SHORT.match(line)
         if m and current is None and not line.startswith("  "):
             xy, path = m.group("xy"), m.group("path")
@@ -85,6 +91,17 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
     if exit_code != 0 and not sections and summary is None:
         return None  # not a repository, a bad option: the generic summariser keeps git's message
     return _render(counted.n, state, sections, summary, exit_code)
+
+
+def _v2(sections: dict[str, _Section], line: str, limits: Limits) -> None:
+    """One ``--porcelain=v2`` entry (its path is the last field; a rename's original follows a tab)."""
+    kind = line[0]
+    if kind in "?!":
+        xy, path = kind * 2, line[2:]
+    else:
+        xy, path = line[2:4].replace(".", " "), line.split(" ", V2_FIELDS[kind])[-1].split("\t")[0]
+    for name in ["unmerged"] if kind == "u" else _short_sections(xy):
+        _section(sections, name, limits).add(f"{xy} {path}", path)
 
 
 def _section(sections: dict[str, _Section], name: str, limits: Limits) -> _Section:
