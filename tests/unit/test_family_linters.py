@@ -11,6 +11,7 @@ import pytest
 
 from outloop.runner.families import eslint, mypy, ruff, tsc
 from outloop.runner.families.base import Limits
+from outloop.runner.families.diag import stated_errors
 from tests.unit.familykit import Output, compact, keeps, recorded, run, smaller, summarise
 
 BIN = Path(sys.executable).parent
@@ -94,6 +95,20 @@ def test_mypy_errors_pretty_and_colour(pyproj: Path) -> None:
     keeps(pretty, 'Incompatible types in assignment (expression has type "int", variable has type "str")')
     colour = run(f"{BIN}/python -m mypy --no-incremental --color-output a.py", pyproj, {"MYPY_FORCE_COLOR": "1"})
     assert b"\x1b[" in colour.raw and compact(mypy, colour).text == result.text
+
+
+def test_a_summary_counting_more_errors_than_read_says_so(pyproj: Path) -> None:
+    """An error line in a form the family does not know (here mypy's first error line with its severity
+    word altered) is not lost silently: the summary's count is compared with what was read."""
+    out = run(f"{BIN}/python -m mypy --no-incremental a.py", pyproj)
+    altered = Output(out.command, out.raw.replace(b"a.py:6: error:", b"a.py:6: eror:", 1), out.exit_code)
+    result = compact(mypy, altered)
+    assert len(result.failures) == 2
+    keeps(result, "note: the summary counts 3 errors and 2 were read here: the log has every line")
+    assert "note: the summary" not in compact(mypy, out).text
+    summaries = ("Found 3 errors (2 fixed, 1 remaining).", "✖ 7 problems (5 errors, 2 warnings)",
+                 "error: could not compile `demo` (bin \"demo\") due to 2 previous errors", "All checks passed!")
+    assert [stated_errors(s) for s in summaries] == [1, 5, 2, None]
 
 
 def test_mypy_passing_missing_file_and_huge(pyproj: Path) -> None:

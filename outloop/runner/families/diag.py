@@ -129,9 +129,10 @@ class Report:
         return bool(len(self.errors) or len(self.other))
 
     def compact(self, exit_code: int, headline: str | None = None) -> Compact | None:
-        """The compact result, or None when the command failed and nothing here says why (the generic
-        summariser then keeps every error-looking line and the output's tail)."""
-        if exit_code != 0 and not self.has_problem() and self.summary is None:
+        """The compact result, or None when the command failed and no error was found (a summary line
+        alone does not say why; the generic summariser then keeps every error-looking line and the
+        output's tail)."""
+        if exit_code != 0 and not self.has_problem():
             return None
         return Compact(family=self.family, kind=STRUCTURED, text=self.render(exit_code, headline),
                        failures=list(self.failures), summary_line=self.summary,
@@ -157,11 +158,34 @@ class Report:
                      "see the log"),
             _section("", list(self.facts.items), self.facts.dropped, "see the log"),
             [f"summary: {self.summary}"] if self.summary else None,
+            self._missing_note(n_err),
         )
+
+    def _missing_note(self, n_err: int) -> list[str] | None:
+        """A line saying so when the tool's summary counts more errors than were read here (an error in a
+        form this family does not know is then only in the log)."""
+        stated = stated_errors(self.summary) if self.summary else None
+        if stated is None or stated <= n_err:
+            return None
+        return [f"note: the summary counts {stated} errors and {n_err} were read here: the log has every line"]
 
     def _repeat(self, text: str, group: str | None) -> str:
         n = self._seen.get(f"{group}\0{text.strip()}", 1)
         return f"{text} (x{n})" if n > 1 else text
+
+
+STATED = [re.compile(p) for p in (r"due to (\d+) previous errors?", r"(\d+) remaining",
+                                   r"\((\d+) errors?, \d+ warnings?\)", r"^Found (\d+) errors?\b")]
+
+
+def stated_errors(summary: str) -> int | None:
+    """The number of errors a tool's summary line states (``Found 3 errors``, ``due to 2 previous errors``,
+    ``(5 errors, 2 warnings)``, ``1 remaining``), or None."""
+    for pattern in STATED:
+        m = pattern.search(summary)
+        if m:
+            return int(m.group(1))
+    return None
 
 
 def _grouped(items: list[str], groups: list[str | None]) -> list[str]:
