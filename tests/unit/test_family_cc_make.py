@@ -152,3 +152,19 @@ def test_cmake_configure_error_and_build_error(project: Path) -> None:
     (project / "CMakeLists.txt").write_text(CMAKELISTS.format(src="good.c"))
     ok = compact(make, run("cmake -S . -B build >/dev/null && cmake --build build", project))
     assert ok.summary_line == "[100%] Built target app" and ok.failures == []
+
+
+def test_make_huge_keep_going_and_coloured_compiler(project: Path) -> None:
+    need("make")
+    rules = "".join(f"t{i}:\n\t@echo building t{i}; false\n" for i in range(300))
+    (project / "Makefile").write_text("all: " + " ".join(f"t{i}" for i in range(300)) + "\n" + rules
+                                      + "bad.o: bad.c\n\tgcc -fdiagnostics-color=always -Wall -c bad.c -o bad.o\n")
+    out = run("make -k", project)
+    assert out.exit_code == 2
+    result = compact(make, out, Limits(max_failures=200))
+    keeps(result, "make: *** [Makefile:3: t0] Error 1", "... and 100 more",
+          "make: Target 'all' not remade because of errors.")
+    assert len(result.failures) == 200 and "building t1" not in result.text
+    coloured = run("make bad.o", project)
+    assert b"\x1b[" in coloured.raw
+    keeps(compact(make, coloured), "bad.c:5:5: error: ‘x’ undeclared", "make: *** [Makefile:")

@@ -215,3 +215,12 @@ def test_apt_huge_install_is_bounded() -> None:
     result = compact(apt, Output("apt-get install -y big", raw, 0))
     keeps(result, "Setting up (5000): p0 p1", "(and 4960 more)")
     smaller(result, Output("apt-get install -y big", raw, 0), 100)
+
+
+def test_apt_coloured_shape() -> None:
+    """apt's recorded install wrapped in colour codes (as apt's own progress bar and a coloured terminal
+    show it): the same result as the plain output."""
+    plain = recorded("apt", "install-failing")
+    coloured = Output(plain.command, b"".join(b"\x1b[0;32m" + ln + b"\x1b[0m\n" for ln in plain.raw.splitlines()),
+                      plain.exit_code)
+    assert compact(apt, coloured).text == compact(apt, plain).text

@@ -126,3 +126,20 @@ def test_swift_build_written_fixtures() -> None:
     linker = compact(swift_build, recorded("swift-build", "linker"))
     keeps(linker, "cannot find -lmissingdep", "clang: error: linker command failed with exit code 1")
     assert summarise(swift_build, Output("swift build", b"", 1)) is None
+
+
+def test_swift_build_huge_and_coloured_shape() -> None:
+    """Swift's own lines (the written fixture's error block) repeated for 2,000 files, and the fixture wrapped
+    in colour codes as a terminal shows it: the errors are all counted, the colour changes nothing."""
+    failing = recorded("swift-build", "failing")
+    block = b"".join(f"/home/dev/Demo/Sources/Demo/F{i}.swift:3:7: error: cannot find 'missing' in scope\n"
+                     f" 3 | print(missing)\n   |       `- error: cannot find 'missing' in scope\n".encode()
+                     for i in range(2000))
+    huge = Output("swift build", b"Building for debugging...\n" + block + b"error: fatalError\n", 1)
+    result = compact(swift_build, huge)
+    assert len(result.failures) == 1000
+    keeps(result, "2001 errors", "... and 1001 more")
+    smaller(result, huge, 2)
+    painted = b"".join(b"\x1b[1m\x1b[31m" + ln + b"\x1b[0m\n" for ln in failing.raw.splitlines())
+    coloured = Output(failing.command, painted, failing.exit_code)
+    assert compact(swift_build, coloured).text == compact(swift_build, failing).text

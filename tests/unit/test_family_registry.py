@@ -12,6 +12,7 @@ import pytest
 from outloop.runner.api import run
 from outloop.runner.compact import choose
 from outloop.runner.families import by_name
+from outloop.runner.families.base import Limits
 from tests.unit.familykit import need
 
 CASES = [
@@ -63,3 +64,15 @@ def test_runner_process_prints_the_cc_summary(tmp_path: Path) -> None:
     assert result.log_path is not None and Path(result.log_path).read_bytes().count(b"error:") == 300
     # every error is kept, one line each: 33,183 bytes printed as about 21,400 when measured
     assert result.printed_bytes < result.raw_bytes * 0.75
+
+
+@pytest.mark.parametrize("name", ["swift-build", "cargo-build", "go-build", "tsc", "cc", "make", "ruff", "eslint",
+                                  "mypy", "pip", "npm-install", "apt", "git-status", "git-diff", "git-log"])
+def test_empty_output(name: str) -> None:
+    """No output: a passing command gets a summary without failures (or the generic one), a failing one
+    always the generic one (nothing here says why it failed)."""
+    fam = by_name(name)
+    assert fam is not None
+    passing = fam.summarise("x", iter([]), 0, Limits())
+    assert passing is None or passing.failures == []
+    assert fam.summarise("x", iter([]), 1, Limits()) is None
