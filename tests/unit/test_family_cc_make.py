@@ -120,9 +120,20 @@ def test_make_nested_directory_and_no_rule(project: Path) -> None:
     need("make")
     (project / "sub").mkdir()
     (project / "sub" / "Makefile").write_text("all: nofile.o\n")
-    result = compact(make, run("make -C sub", project))
+    result = compact(make, run("make -C sub", project), Limits(tail_lines=0))
     keeps(result, "make: *** No rule to make target 'nofile.o', needed by 'all'.  Stop.")
     assert "Entering directory" not in result.text
+
+
+def test_make_keeps_the_last_lines_a_recipe_printed(project: Path) -> None:
+    """``make run``: the program's own output is not a diagnostic, but its last lines are what the agent
+    ran it for."""
+    need("make")
+    (project / "Makefile").write_text("run:\n\t@for i in $$(seq 1 500); do echo result $$i; done\n")
+    out = run("make run", project)
+    result = compact(make, out)
+    keeps(result, "--- last 15 lines ---\nresult 486", "result 500")
+    assert "result 485\n" not in result.text and "500 lines of output, 485 left out" in result.text
 
 
 CMAKELISTS = """cmake_minimum_required(VERSION 3.10)

@@ -37,6 +37,7 @@ def test_detect() -> None:
     assert cargo_build.detect(["cargo", "build", "--release"]) and cargo_build.detect(["cargo", "+nightly", "check"])
     assert cargo_build.detect(["cargo", "clippy", "--", "-D", "warnings"]) and cargo_build.detect(["rustc", "a.rs"])
     assert not cargo_build.detect(["cargo", "test"]) and not cargo_build.detect(["cargo", "fmt"])
+    assert not cargo_build.detect(["cargo", "run"]) and not go_build.detect(["go", "run", "."])
     assert go_build.detect(["go", "build", "./..."]) and go_build.detect(["go", "vet", "./..."])
     assert not go_build.detect(["go", "test", "./..."]) and not go_build.detect(["go"])
     assert swift_build.detect(["swift", "build", "-c", "release"]) and not swift_build.detect(["swift", "test"])

@@ -1,4 +1,4 @@
-"""The cargo-build family (``cargo build``, ``check``, ``clippy``, ``run``'s build, ``rustc``): keeps every
+"""The cargo-build family (``cargo build``, ``check``, ``clippy``, ``rustc``, ``doc``, ``install``): keeps every
 error and warning as one line, its header joined to the ``--> src/main.rs:3:20`` location under it
 (``src/main.rs:3:20: error[E0425]: cannot find value `y` in this scope``), cargo's own errors (a manifest
 it cannot read, a dependency it cannot fetch), and the summary line (``error: could not compile `demo` ...
@@ -17,7 +17,8 @@ from outloop.runner.families.diag import Report, subcommand
 NAME = "cargo-build"
 KIND = STRUCTURED
 
-SUBCOMMANDS = {"build", "b", "check", "c", "clippy", "rustc", "doc", "install", "run", "r"}
+# not "run": the program's own output is what the agent wants to read, and this family would leave it out
+SUBCOMMANDS = {"build", "b", "check", "c", "clippy", "rustc", "doc", "install"}
 HEADER = re.compile(r"^(?P<sev>error|warning)(?P<code>\[[\w:-]+\])?: (?P<msg>.*)$")
 LOCATION = re.compile(r"^\s*--> (?P<file>.+?):(?P<line>\d+):(?P<col>\d+)\s*$")
 SUMMARY = re.compile(r"^(error: could not compile .*|error: aborting due to .*|warning: .* generated \d+ warnings?.*|"
@@ -29,8 +30,8 @@ NOISE = re.compile(r"^\s*(Compiling|Checking|Downloaded|Downloading|Updating|Loc
 
 
 def detect(argv: list[str]) -> bool:
-    """``cargo build|check|clippy|rustc|doc|install|run`` (``cargo test`` is the cargo-test family's),
-    and ``rustc`` itself."""
+    """``cargo build|check|clippy|rustc|doc|install`` (``cargo test`` is the cargo-test family's; ``cargo
+    run`` prints the program's own output, which the generic summariser keeps), and ``rustc`` itself."""
     if not argv:
         return False
     if argv[0] == "rustc":

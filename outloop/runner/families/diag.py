@@ -13,6 +13,7 @@ printing a summary that would hide why the command failed.
 from __future__ import annotations
 
 import re
+from collections import deque
 
 from outloop.runner.families.base import STRUCTURED, Capped, Compact, Limits, clip, join, more_failures_note
 
@@ -72,6 +73,8 @@ class Report:
         self.other = Capped(limits.max_failures)
         self.facts = Capped(MAX_FACTS)
         self.summary: str | None = None
+        self.tail: deque[tuple[str, bool]] | None = None  # last lines (and whether kept apart), if shown
+        self._kept_before = 0  # self.kept when the last line was seen
         self.lines = 0  # lines read (the family sets it at the end)
         self.kept = 0  # lines of the output the text stands for
         self._seen: dict[str, int] = {}  # group and error text -> repeats (bounded by the cap on errors)
@@ -103,6 +106,30 @@ class Report:
         """A line worth keeping that is neither an error nor a warning (a state, a count, a target)."""
         self.kept += used
         self.facts.add(clip(text, self.limits))
+
+    def keep_tail(self, n: int) -> None:
+        """Show the output's last ``n`` lines too (for commands whose output is partly a program's own)."""
+        self.tail = deque(maxlen=max(n, 0))
+
+    def see(self, line: str) -> None:
+        """A line read, for the tail (when shown); notes whether the line before it was kept elsewhere, so
+        that the count of lines left out stays exact."""
+        if self.tail is None:
+            return
+        if self.tail:
+            last, _ = self.tail[-1]
+            self.tail[-1] = (last, self.kept != self._kept_before)
+        self._kept_before = self.kept
+        self.tail.append((clip(line, self.limits), False))
+
+    def _omitted(self) -> int:
+        """Lines of the output the text does not show."""
+        shown_in_tail = 0
+        if self.tail:
+            last, _ = self.tail[-1]
+            self.tail[-1] = (last, self.kept != self._kept_before)
+            shown_in_tail = sum(1 for _, kept in self.tail if not kept)
+        return max(self.lines - self.kept - shown_in_tail, 0)
 
     def set_summary(self, line: str) -> None:
         """The tool's own summary line (the last one seen wins)."""
@@ -136,13 +163,13 @@ class Report:
             return None
         return Compact(family=self.family, kind=STRUCTURED, text=self.render(exit_code, headline),
                        failures=list(self.failures), summary_line=self.summary,
-                       omitted_lines=max(self.lines - self.kept, 0))
+                       omitted_lines=self._omitted())
 
     def render(self, exit_code: int, headline: str | None = None) -> str:
         """The compact text: a header with the counts, the errors, the warnings, other problem lines, the
         kept facts and the tool's summary line."""
         n_err, n_warn = len(self.errors), len(self.warnings)
-        omitted = max(self.lines - self.kept, 0)
+        omitted = self._omitted()
         head = (f"[outloop] {self.family}: exit {exit_code}; {n_err} error{'s' * (n_err != 1)}, "
                 f"{n_warn} warning{'s' * (n_warn != 1)}; {self.lines} lines of output, {omitted} left out")
         # .items, not the Capped itself: list() would size itself by len(), which counts the dropped ones
@@ -159,6 +186,7 @@ class Report:
             _section("", list(self.facts.items), self.facts.dropped, "see the log"),
             [f"summary: {self.summary}"] if self.summary else None,
             self._missing_note(n_err),
+            [f"--- last {len(self.tail)} lines ---", *(t for t, _ in self.tail)] if self.tail else None,
         )
 
     def _missing_note(self, n_err: int) -> list[str] | None:

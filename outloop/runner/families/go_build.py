@@ -1,4 +1,4 @@
-"""The go-build family (``go build``, ``go vet``, ``go install``, ``go run``'s build): keeps every error and
+"""The go-build family (``go build``, ``go vet``, ``go install``): keeps every error and
 vet finding with its ``./main.go:10:14`` location and message (and the indented ``have``/``want`` lines under
 it), the ``# package`` headers they belong to, the go command's own errors (``go: cannot find main module``)
 ``too many errors`` and any other line it prints (a pattern that matches no package). It leaves out
@@ -15,14 +15,14 @@ from outloop.runner.families.diag import Report, subcommand
 NAME = "go-build"
 KIND = STRUCTURED
 
-SUBCOMMANDS = {"build", "vet", "install", "run", "generate"}
+SUBCOMMANDS = {"build", "vet", "install"}  # not "run" nor "generate": their programs' own output matters
 DIAG = re.compile(r"^(?:vet: )?(?P<file>[^\s:]+\.go):(?P<line>\d+)(?::(?P<col>\d+))?: (?P<msg>.*)$")
 PACKAGE = re.compile(r"^# \S+")
 NOISE = re.compile(r"^go: (downloading|finding|extracting|added|upgraded) ")
 
 
 def detect(argv: list[str]) -> bool:
-    """``go build|vet|install|run|generate`` (``go test`` is the go-test family's)."""
+    """``go build|vet|install`` (``go test`` is the go-test family's)."""
     return len(argv) > 1 and argv[0] == "go" and subcommand(argv, frozenset({"-C"})) in SUBCOMMANDS
 
 

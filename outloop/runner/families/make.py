@@ -3,8 +3,10 @@
 compiler errors and warnings in between (as the cc family reads them), CMake's errors with their message
 block (``CMake Error at CMakeLists.txt:3 (add_executable):`` and the lines under it), every other line that
 looks like a failure (a recipe's ``/bin/sh: 1: foo: not found``), and the last summary line (``[100%] Built
-target app``, ``make: Nothing to be done``, ``-- Configuring incomplete, errors occurred!``). It leaves out
-the commands make echoes, progress lines, ``Entering directory`` lines, notes and code frames. Stdlib only.
+target app``, ``make: Nothing to be done``, ``-- Configuring incomplete, errors occurred!``), and the
+output's last ``Limits.tail_lines`` lines (a recipe such as ``make run`` prints a program's own output).
+It leaves out the rest: the commands make echoes, progress lines, ``Entering directory`` lines, notes and
+code frames. Stdlib only.
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ def detect(argv: list[str]) -> bool:
 def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits) -> Compact | None:
     """The failing targets, the compiler and CMake errors, and the summary (see the module doc)."""
     report = Report(NAME, limits)
+    report.keep_tail(limits.tail_lines)  # a recipe (make run, make test) prints a program's own output
     counted = Counted(lines)
     block: list[str] = []  # an open CMake message: its header, location and first lines
     block_loc: str | None = None
     for line in counted:
+        report.see(line)
         if block:
             if line.startswith((" ", "\t")) or not line.strip():
                 if line.strip() and len(block) <= limits.detail_lines:
