@@ -76,3 +76,38 @@ def test_empty_output(name: str) -> None:
     passing = fam.summarise("x", iter([]), 0, Limits())
     assert passing is None or passing.failures == []
     assert fam.summarise("x", iter([]), 1, Limits()) is None
+
+
+def test_log_lines_strip_every_escape() -> None:
+    """mypy's --color-output (curses) ends each colour with ESC ( B; it used to stay in the text and broke the
+    reading of mypy's coloured lines."""
+    from outloop.runner.compact import clean
+
+    assert clean("a.py:6: \x1b[1m\x1b[31merror:\x1b(B\x1b[m Bad\x1b(B\x1b[m\n") == "a.py:6: error: Bad"
+    assert clean("\x1b7saved\x1b8 \x1b]0;title\x07x \x1bM") == "saved x "
+
+
+@pytest.mark.parametrize(("argv", "sub"), [
+    (["git", "-C", "repo", "-c", "a=b", "--no-pager", "status"], "status"), (["cargo", "+nightly", "build"], "build"),
+    (["npm"], None), (["npm", "--prefix", "app", "ci"], "ci"),
+])
+def test_subcommand(argv: list[str], sub: str | None) -> None:
+    from outloop.runner.families.diag import git_subcommand, subcommand
+
+    valued = frozenset({"-C", "-c", "--prefix"})
+    assert (git_subcommand(argv) if argv[0] == "git" else subcommand(argv, valued)) == sub
+
+
+@pytest.mark.parametrize(("line", "seen"), [
+    ("src/a.c:3:5: error: 'x' undeclared", ("error", "src/a.c:3")),
+    ("a.c:3: fatal error: b.h: No such file or directory", ("error", "a.c:3")),
+    ("a.cc:9:1: warning: unused [-Wunused]", ("warning", "a.cc:9")),
+    ("a.c:2:11: note: expected 'int'", ("note", "a.c:2")),
+    ("/x/link.c:2: undefined reference to `g'", ("error", "/x/link.c:2")),
+    ("collect2: error: ld returned 1 exit status", ("error", None)),
+    ("    5 |     x = 1;", None), ("In file included from a.c:1:", None),
+])
+def test_cc_line(line: str, seen: tuple[str, str | None] | None) -> None:
+    from outloop.runner.families.diag import cc_line
+
+    assert cc_line(line) == seen
