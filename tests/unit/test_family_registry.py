@@ -111,3 +111,21 @@ def test_cc_line(line: str, seen: tuple[str, str | None] | None) -> None:
     from outloop.runner.families.diag import cc_line
 
     assert cc_line(line) == seen
+
+
+def test_generic_summary_memory_does_not_grow_with_error_lines() -> None:
+    """200,000 error lines with a location: the generic summariser's peak allocations are those of 20,000
+    (its list of locations used to be built with list(Capped), which sized itself by every location seen:
+    2.0 MB against 0.56 MB before the fix)."""
+    import tracemalloc
+
+    from outloop.runner.families import generic
+
+    def peak(n: int) -> int:
+        tracemalloc.start()
+        generic.summarise("x", (f"src/m{i}.c:{i}:1: error: bad thing {i}" for i in range(n)), 1, Limits())
+        size = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return size
+
+    assert peak(200_000) < 1.2 * peak(20_000)

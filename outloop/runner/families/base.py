@@ -75,7 +75,9 @@ def clip(line: str, limits: Limits) -> str:
 
 
 class Capped:
-    """A list that keeps its first ``cap`` items and counts the rest (bounded memory)."""
+    """A list that keeps its first ``cap`` items and counts the rest (bounded memory). ``len()`` counts
+    them all: take ``.items`` to make a list (``list(capped)`` would size itself by ``len()``, 8 bytes for
+    every item ever added)."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap

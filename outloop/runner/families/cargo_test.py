@@ -130,7 +130,7 @@ def summarise(command: str, lines: Iterable[str], exit_code: int, limits: Limits
         st.extra.add(st.error)
     if not st.seen:
         return None
-    results = list(st.results)
+    results = list(st.results.items)  # not list(Capped): it would size itself by every result seen
     failed = [r for r in results if r.startswith("test result: FAILED")]
     summary = failed[-1] if failed else (results[-1] if results else None)
     summary = summary.split("  [", 1)[0] if summary else None  # cargo's line, without the binary's name

@@ -226,5 +226,5 @@ def render(n: int, head: list[str], last: list[str], problems: Problems, exit_co
     cut = [clip(x, problems.limits) for x in head], [clip(x, problems.limits) for x in last]
     text = join([header], cut[0], block, [f"--- {omitted} lines left out; the last {len(last)} ---"] if last else None,
                 cut[1])
-    return Compact(family=NAME, kind=KIND, text=text, failures=list(problems.locations), summary_line=None,
+    return Compact(family=NAME, kind=KIND, text=text, failures=list(problems.locations.items), summary_line=None,
                    omitted_lines=omitted)
