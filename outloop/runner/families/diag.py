@@ -42,6 +42,12 @@ OTHER_PROBLEM = re.compile(
 NONE_FOUND = re.compile(r"\b(0|no|zero|without) (errors?|warnings?|failures?|failed|problems?)\b", re.IGNORECASE)
 
 
+def _maybe_unlocated(line: str) -> bool:
+    """A cheap test before CC_UNLOCATED's search (an unanchored alternation is the costliest test of a line):
+    every line it matches holds one of these words."""
+    return "error" in line or "undefined" in line or "definition" in line or "cannot find" in line or "ymbol" in line
+
+
 def cc_line(line: str) -> tuple[str, str | None] | None:
     """A compiler-style line as (severity, ``file:line``), severity being ``error`` (``fatal error`` too),
     ``warning`` or ``note`` (``remark`` too), or None when the line is not a diagnostic."""
@@ -50,7 +56,7 @@ def cc_line(line: str) -> tuple[str, str | None] | None:
         sev = m.group("sev")
         kind = "error" if "error" in sev else "warning" if sev == "warning" else "note"
         return kind, f"{m.group('file')}:{m.group('line')}"
-    if CC_UNLOCATED.search(line):
+    if _maybe_unlocated(line) and CC_UNLOCATED.search(line):
         at = LOCATION_PREFIX.match(line)
         return "error", (f"{at.group(1)}:{at.group(2)}" if at else None)
     return None
@@ -120,7 +126,7 @@ class Report:
             last, _ = self.tail[-1]
             self.tail[-1] = (last, self.kept != self._kept_before)
         self._kept_before = self.kept
-        self.tail.append((clip(line, self.limits), False))
+        self.tail.append((line, False))
 
     def _omitted(self) -> int:
         """Lines of the output the text does not show."""
@@ -186,7 +192,8 @@ class Report:
             _section("", list(self.facts.items), self.facts.dropped, "see the log"),
             [f"summary: {self.summary}"] if self.summary else None,
             self._missing_note(n_err),
-            [f"--- last {len(self.tail)} lines ---", *(t for t, _ in self.tail)] if self.tail else None,
+            [f"--- last {len(self.tail)} lines ---", *(clip(t, self.limits) for t, _ in self.tail)] if self.tail
+            else None,
         )
 
     def _missing_note(self, n_err: int) -> list[str] | None:

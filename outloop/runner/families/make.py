@@ -27,7 +27,7 @@ FAILED_TARGET = re.compile(r"^\[(?P<file>[^\]:]+):(?P<line>\d+): (?P<target>[^\]
 OLD_FAILED_TARGET = re.compile(r"^\[(?P<target>[^\]]+)\] (?P<why>Error \d+.*)$")
 MAKEFILE_ERROR = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+): \*\*\* (?P<what>.*)$")
 MAKE_SUMMARY = re.compile(r"^(?:g|b)?make(?:\[\d+\])?: (Nothing to be done for .*|'.*' is up to date\.)$")
-MAKE_NOISE = re.compile(r"^(?:g|b)?make(?:\[\d+\])?: (Entering|Leaving) directory|\*\*\* Waiting for unfinished")
+MAKE_NOISE = re.compile(r"^(?:g|b)?make(?:\[\d+\])?: (Entering|Leaving) directory")
 CMAKE_BLOCK = re.compile(r"^CMake (?P<sev>Error|Warning|Deprecation Warning)(?: \(dev\))?(?: at (?P<file>[^:]+):"
                          r"(?P<line>\d+)(?: \([^)]*\))?)?:?(?P<rest>.*)$")
 CMAKE_SUMMARY = re.compile(r"^(-- (Configuring incomplete.*|Build files have been written to.*)|"
@@ -98,7 +98,7 @@ def _take(report: Report, line: str) -> None:
     if MAKE_SUMMARY.match(line) or CMAKE_SUMMARY.match(line.strip()):
         report.set_summary(line)
         return
-    if MAKE_NOISE.search(line) or take_cc_line(report, line) or line.startswith((" ", "\t")):
+    if MAKE_NOISE.match(line) or take_cc_line(report, line) or line.startswith((" ", "\t")):
         return
     if line.startswith("-- ") and "error" not in line.lower():
         return
