@@ -121,6 +121,7 @@ def test_swift_build_written_fixtures() -> None:
           "error: emit-module command failed with exit code 1",
           "main.swift:2:5: warning: initialization of immutable value 'unused' was never used")
     assert "`- error" not in result.text and "[4/5]" not in result.text
+    assert "4 errors (3 distinct)" in result.text and "note: the summary" not in result.text
     assert "/home/dev/Demo/Sources/Demo/main.swift:3" in result.failures
     passing = compact(swift_build, recorded("swift-build", "passing"))
     assert passing.summary_line == "Build complete! (2.41s)" and passing.failures == []

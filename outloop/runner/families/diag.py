@@ -84,6 +84,7 @@ class Report:
         self.lines = 0  # lines read (the family sets it at the end)
         self.kept = 0  # lines of the output the text stands for
         self._seen: dict[str, int] = {}  # group and error text -> repeats (bounded by the cap on errors)
+        self.repeats = 0  # errors read again with the same text (listed once, with their count)
         self._error_groups: list[str | None] = []  # the group of each kept error
         self._warning_groups: list[str | None] = []
 
@@ -95,6 +96,7 @@ class Report:
         key = f"{group}\0{block.strip()}"
         if key in self._seen:
             self._seen[key] += 1
+            self.repeats += 1
             return
         if len(self.errors.items) < self.errors.cap:
             self._seen[key] = 1
@@ -174,9 +176,10 @@ class Report:
     def render(self, exit_code: int, headline: str | None = None) -> str:
         """The compact text: a header with the counts, the errors, the warnings, other problem lines, the
         kept facts and the tool's summary line."""
-        n_err, n_warn = len(self.errors), len(self.warnings)
+        n_err, n_warn = len(self.errors) + self.repeats, len(self.warnings)
+        distinct = f" ({len(self.errors)} distinct)" if self.repeats else ""
         omitted = self._omitted()
-        head = (f"[outloop] {self.family}: exit {exit_code}; {n_err} error{'s' * (n_err != 1)}, "
+        head = (f"[outloop] {self.family}: exit {exit_code}; {n_err} error{'s' * (n_err != 1)}{distinct}, "
                 f"{n_warn} warning{'s' * (n_warn != 1)}; {self.lines} lines of output, {omitted} left out")
         # .items, not the Capped itself: list() would size itself by len(), which counts the dropped ones
         errors = _grouped([self._repeat(e, g) for e, g in zip(self.errors.items, self._error_groups, strict=True)],
@@ -184,7 +187,8 @@ class Report:
         warnings = _grouped(list(self.warnings.items), self._warning_groups)
         return join(
             [head], [headline] if headline else None,
-            _section(f"errors ({n_err}):", errors, self.errors.dropped, "grep the log for 'error'"),
+            _section(f"errors ({len(self.errors)}{' distinct' * bool(self.repeats)}):", errors, self.errors.dropped,
+                     "grep the log for 'error'"),
             _section(f"warnings ({n_warn}):", warnings, self.warnings.dropped,
                      "grep the log for 'warning'"),
             _section(f"other problem lines ({len(self.other)}):", list(self.other.items), self.other.dropped,
