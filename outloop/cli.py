@@ -121,6 +121,7 @@ def replay(
     timeout: Annotated[float, typer.Option(help="seconds to wait for materialization")] = 600.0,
 ) -> None:
     """Import transcripts, hook logs and trajectories, materialize them, print a summary."""
+    from outloop.replay import NothingToImport
     from outloop.replay import replay as run_replay
     from outloop.runtime import StackError
     from outloop.streams.importers.detect import default_claude_projects
@@ -131,7 +132,7 @@ def replay(
     try:
         summary = run_replay(paths, s, console=err, show_progress=err.is_terminal and not as_json,
                              timeout=timeout)
-    except (FileNotFoundError, StackError, TimeoutError) as exc:
+    except (FileNotFoundError, NothingToImport, StackError, TimeoutError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
         sys.stdout.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")

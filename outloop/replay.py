@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,7 +24,7 @@ from outloop.runtime import Stack
 from outloop.schemas.events import Envelope, EventType, Flush
 from outloop.schemas.topics import TopicCatalogue
 from outloop.streams.importers import ImportStats
-from outloop.streams.importers.detect import iter_paths
+from outloop.streams.importers.detect import first_usable, iter_paths
 from outloop.streams.settings import Settings
 
 # The consumer session timeout of a replay on a broker of its own, unless OUTLOOP_SESSION_TIMEOUT
@@ -52,6 +52,7 @@ class ReplaySummary:
     usage_records: int = 0
     tokens: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
+    unpriced_by_model: dict[str, int] = field(default_factory=dict)  # usage records without a price
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
@@ -94,7 +95,13 @@ def wait_for_marker(client: WorkerClient, marker: str, expected: int, timeout: f
         time.sleep(0.1)
 
 
-def summarize(client: WorkerClient, sessions: list[str], summary: ReplaySummary) -> None:
+class Queryable(Protocol):
+    def query(self, sql: str, params: Any = None) -> tuple[list[str], list[list[Any]]]: ...
+
+
+def summarize(client: Queryable, sessions: list[str], summary: ReplaySummary) -> None:
+    """Fill ``summary`` from what the database holds for ``sessions`` (through the worker, or any
+    reader with the same ``query``)."""
     ids = [sessions]
     _, rows = client.query(
         "SELECT source, count(*) FROM tool_calls WHERE session_id IN (SELECT unnest(?::VARCHAR[])) "
@@ -110,8 +117,34 @@ def summarize(client: WorkerClient, sessions: list[str], summary: ReplaySummary)
     summary.tokens = {"input": int(inp), "output": int(out), "cache_read": int(cread),
                       "cache_creation": int(cwrite), "total": int(inp) + int(out) + int(cread) + int(cwrite)}
     summary.cost_usd = round(float(cost), 6) if cost is not None else None
+    _, rows = client.query(
+        "SELECT coalesce(model, '(none)'), count(*) FROM usage WHERE cost_usd IS NULL "
+        "AND session_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1 ORDER BY 2 DESC, 1", ids)
+    summary.unpriced_by_model = {r[0]: int(r[1]) for r in rows}
     _, rows = client.query("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")
     summary.dead_letters_by_reason = {r[0]: int(r[1]) for r in rows}
+
+
+class NothingToImport(ValueError):
+    """No file under the given paths is a transcript, hook-log capture or trajectory."""
+
+
+def check_inputs(paths: list[Path]) -> None:
+    """Raise :class:`NothingToImport` (saying what was found instead) unless at least one file under
+    ``paths`` can be imported: a replay with nothing to read starts nothing and creates no database."""
+    stats = ImportStats()
+    if first_usable(paths, stats) is not None:
+        return
+    where = ", ".join(map(str, paths))
+    skipped = stats.skipped_files
+    if not skipped:
+        raise NothingToImport(f"nothing to import: no files in {where}")
+    reasons = Counter(skipped.values())
+    why = "; ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    files = "the file" if len(skipped) == 1 else f"all {len(skipped)} files"
+    raise NothingToImport(f"nothing to import in {where}: {files} skipped ({why}); outloop reads Claude Code "
+                          f"transcripts (.jsonl), hook-log captures and chat.json (.json), and mini-swe-agent "
+                          f"trajectories (.traj.json)")
 
 
 def replay_settings(settings: Settings) -> Settings:
@@ -131,6 +164,7 @@ def replay(paths: list[Path], settings: Settings, *, console: Console | None = N
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(map(str, missing))}")
+    check_inputs(paths)
     stats = ImportStats()
     summary = ReplaySummary()
     sessions: set[str] = set()

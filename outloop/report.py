@@ -37,6 +37,10 @@ def print_summary(console: Console, s: ReplaySummary, db: Path) -> None:
     for kind, n in s.tokens.items():
         _kv(t, f"  {kind} tokens", f"{n:,}")
     _kv(t, "cost (USD, priced models)", "n/a" if s.cost_usd is None else f"{s.cost_usd:,.4f}")
+    unpriced = sum(s.unpriced_by_model.values())
+    _kv(t, "  responses without a price", f"{unpriced} of {s.usage_records}")
+    for model, n in s.unpriced_by_model.items():
+        _kv(t, f"    {model}", n)
     for reason, n in s.dead_letters_by_reason.items():
         _kv(t, f"dead letters: {reason}", n)
     _kv(t, "elapsed", f"{s.elapsed_s:.1f} s")

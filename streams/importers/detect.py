@@ -109,6 +109,18 @@ def detect(path: Path) -> tuple[str, Any]:
     return SKIP, "unknown format: JSON of an unknown shape"
 
 
+def first_usable(paths: list[Path], stats: ImportStats) -> Path | None:
+    """The first file under ``paths`` an importer can read, or None when there is none; the files
+    passed over on the way are recorded in ``stats.skipped_files`` with the reason. Lets a caller
+    refuse input with nothing importable before it starts anything."""
+    for path in collect_files(paths, stats):
+        fmt, reason = detect(path)
+        if fmt != SKIP:
+            return path
+        stats.skip(path, reason)
+    return None
+
+
 def _envelopes(path: Path, fmt: str, doc: Any, stats: ImportStats,
                state: TranscriptState) -> Iterator[Envelope]:
     if fmt == "transcript":
