@@ -162,6 +162,19 @@ def forwarded_reason(headers: Any) -> str | None:
     return None
 
 
+def stated_rejection(headers: Any) -> Rejected | None:
+    """The rejection a publisher stated in the record's headers (``outloop-reason`` with an
+    ``outloop-detail``: a record too large to send, whose stand-in holds only its first bytes), which
+    decides over whatever the cut bytes would decode to."""
+    found: dict[str, str] = {}
+    for k, v in headers.items() if isinstance(headers, dict) else headers or ():
+        if k in ("outloop-reason", "outloop-detail") and v:
+            found[k] = bytes(v).decode("utf-8", "replace")
+    if "outloop-reason" in found and "outloop-detail" in found:
+        return Rejected(found["outloop-reason"][:100], found["outloop-detail"][:1000])
+    return None
+
+
 def _key(subject: str) -> bytes:
     return subject.encode()
 
@@ -199,7 +212,7 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
         stats["dead_letters"] += 1
 
     for topic, partition, offset, key, value, headers in messages:
-        result = decode(value)
+        result = stated_rejection(headers) or decode(value)
         forwarded = forwarded_reason(headers)
         if forwarded and isinstance(result, Decoded):  # hook input shaped like an envelope: untrusted
             result = Rejected(forwarded, "hook input the forwarder sent raw")
@@ -263,7 +276,7 @@ def register(app: faust.App, topics: Topics, settings: Settings,
         out = Emitter(app.producer)
         for ev in events:
             msg = ev.message
-            result = decode(msg.value)
+            result = stated_rejection(msg.headers) or decode(msg.value)
             if not isinstance(result, Decoded):
                 reject(out, ev, result)
             elif result.envelope.type is EventType.FLUSH:

@@ -26,6 +26,13 @@ sent as it is.
   so a dead letter's bytes are the redacted bytes. The record key and header values are redacted as
   text too.
 
+A record larger than the producer's ``max_request_size`` (the broker's record limit, 16 MiB by
+default) is never sent as it is and never stops the caller: :meth:`Publisher.envelope` sends in its
+place its first :data:`~streams.codec.DEAD_LETTER_RAW_MAX` bytes, keyed by its subject, with the
+headers ``outloop-reason: too_large`` and ``outloop-detail`` (type, id, subject, size, limit, how much
+was kept), so the agents turn it into a ``too_large`` dead letter (:func:`too_large_headers`).
+``oversize="raise"`` raises :class:`RecordTooLarge` instead.
+
 ``Publisher(..., redact=False)`` turns this off; it exists for tests and benchmarks that need the
 unredacted reference.
 """
@@ -58,6 +65,7 @@ from outloop.schemas.events import (
 )
 from outloop.schemas.sizes import SIZES_KEY, hook_sizes, json_size, text_size
 from outloop.schemas.topics import TOPICS, TopicCatalogue
+from outloop.streams.codec import DEAD_LETTER_RAW_MAX
 from outloop.streams.redact import ALL, redact_bytes, redact_json, scan
 from outloop.streams.spool import uuid7
 
@@ -123,6 +131,15 @@ def _wrap(exc: BaseException | None, what: str) -> PublishError:
     if isinstance(exc, kerr.MessageSizeTooLargeError):
         return RecordTooLarge(f"{what}: {exc}", exc)
     return PublishError(f"{what}: {exc}", exc)
+
+
+def too_large_headers(env: Envelope, size: int, limit: int, kept: int) -> dict[str, bytes]:
+    """The headers that make the agents dead-letter a record as ``too_large``: the envelope fields
+    that can be kept (type, id, subject) and the sizes, in words (they end up in ``detail``)."""
+    detail = (f"{env.type.value} {env.id} of {env.subject}: {size:,} bytes, over the record limit of "
+              f"{limit:,} bytes; raw truncated to its first {kept:,} bytes")
+    return {"outloop-reason": b"too_large", "outloop-detail": detail.encode(),
+            "outloop-type": env.type.value.encode(), "outloop-id": env.id.encode()}
 
 
 def _now() -> datetime:
@@ -196,12 +213,20 @@ class Publisher:
         timeout: float = 10.0,
         max_request_size: int = DEFAULT_MAX_REQUEST_BYTES,
         redact: bool = True,
+        oversize: str = "dead_letter",
         **producer_config: Any,
     ) -> None:
         """``prefix`` is a shorthand for ``catalogue=TopicCatalogue(prefix)``. ``timeout`` bounds each
         wait on the broker (connect, metadata, request); a record not acknowledged within
         ``3 * timeout`` fails. ``redact=False`` publishes secrets as they are (tests and benchmarks
-        only). Extra keyword arguments go to ``KafkaProducer``."""
+        only). ``oversize``: ``"dead_letter"`` sends a record over ``max_request_size`` as a
+        ``too_large`` dead letter (see the module docstring), ``"raise"`` raises
+        :class:`RecordTooLarge`. Extra keyword arguments go to ``KafkaProducer``."""
+        if oversize not in ("dead_letter", "raise"):
+            raise ValueError("oversize must be 'dead_letter' or 'raise'")
+        self.oversize = oversize
+        self.max_request_size = max_request_size
+        self.too_large = 0  # records sent as too_large dead letters instead of themselves
         self.bootstrap = bootstrap
         self.redact = redact
         self.catalogue = TopicCatalogue(prefix=prefix) if prefix is not None else catalogue
@@ -270,7 +295,23 @@ class Publisher:
         if self.redact:
             value = redact_envelope_bytes(env, value)
         key = env.subject.encode()
-        return self._send(self.topic_for(env.type), key, value, env.id, partition=partition)
+        topic = self.topic_for(env.type)
+        try:
+            return self._send(topic, key, value, env.id, partition=partition)
+        except RecordTooLarge:
+            if self.oversize == "raise":
+                raise
+            return self._send_too_large(topic, key, env, value, partition)
+
+    def _send_too_large(self, topic: str, key: bytes, env: Envelope, value: bytes,
+                        partition: int | None) -> Delivery:
+        """The stand-in of a record too large to send: its first bytes (already redacted), to be
+        dead-lettered as ``too_large`` by the agents, under the record's own key and partition."""
+        kept = value[:DEAD_LETTER_RAW_MAX]
+        headers = too_large_headers(env, len(value), self.max_request_size, len(kept))
+        log.warning("%s", headers["outloop-detail"].decode())
+        self.too_large += 1
+        return self._send(topic, key, kept, env.id, partition=partition, headers=list(headers.items()))
 
     def raw(
         self,
