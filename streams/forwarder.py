@@ -16,6 +16,7 @@ age and size (``journal_max_age``, ``journal_max_bytes``; a size of 0 deletes on
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
@@ -32,6 +33,7 @@ from outloop.schemas.topics import TopicCatalogue
 from outloop.streams.publisher import Delivery, Publisher, PublishError, RecordTooLarge, redact_envelope, redact_record
 from outloop.streams.settings import Settings
 from outloop.streams.spool import Spool, SpoolCorrupt, SpoolRecord
+from outloop.streams.truncated import recover
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,22 @@ TRUNCATED_KEY = "outloop_truncated"  # added to ``data`` when a payload had to b
 DEFAULT_MAX_RECORD_BYTES = 1_000_000  # below Apache Kafka's default message.max.bytes (1 MiB)
 _MIN_KEEP_CHARS = 1024
 _SUBJECT_MAX = 512
+_UNPARSED = object()
 
 
 def envelope_for(rec: SpoolRecord) -> Envelope | str:
     """The envelope of a spool record, or the reason it cannot be one (``not_json``,
-    ``not_object``, ``no_session_id``, ``envelope``)."""
-    try:
-        obj: Any = orjson.loads(rec.raw)
-    except orjson.JSONDecodeError:
-        return "not_json"
+    ``not_object``, ``no_session_id``, ``envelope``). A payload the shim cut keeps the fields that
+    arrived whole, marked ``outloop_truncated`` (:mod:`streams.truncated`); one with a tail is
+    never read whole, as its head and tail joined can be valid JSON with the middle missing."""
+    obj: Any = _UNPARSED
+    if not rec.tail:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            obj = orjson.loads(rec.raw)
+    if obj is _UNPARSED:
+        obj = recover(rec.raw, rec.tail, rec.trunc) if rec.trunc else None
+        if obj is None:
+            return "not_json"
     if not isinstance(obj, dict):
         return "not_object"
     session = obj.get("session_id")

@@ -23,6 +23,7 @@ else:
     from .spool import Spool, default_spool_dir
 
 MAX_BYTES = 16 * 1024 * 1024  # stdin kept at most; the rest is read and discarded
+TAIL_BYTES = 64 * 1024  # of what is discarded, the last bytes are kept too (after the first MAX_BYTES)
 SOFT_DEADLINE = 1.5  # stop reading stdin, keep what was read, write it
 DEADLINE = 2.0  # hard stop: exit 0 whatever is happening
 _CHUNK = 1 << 20
@@ -68,9 +69,11 @@ def _disarm() -> None:
         pass
 
 
-def read_stdin(chunks: list[bytes], limit: int = MAX_BYTES) -> str | None:
+def read_stdin(chunks: list[bytes], limit: int = MAX_BYTES, tail: bytearray | None = None) -> str | None:
     """Read fd 0 to its end into ``chunks`` (kept even when interrupted), keeping at most ``limit``
-    bytes. Returns ``"size"`` when bytes were discarded, else None. A closed fd 0 reads as empty."""
+    bytes, and in ``tail`` the last ``TAIL_BYTES`` of those it did not keep (where a hook payload
+    keeps ``tool_use_id``). Returns ``"size"`` when bytes were discarded, else None. A closed fd 0
+    reads as empty."""
     kept = 0
     trunc = None
     while True:
@@ -83,12 +86,14 @@ def read_stdin(chunks: list[bytes], limit: int = MAX_BYTES) -> str | None:
         if not block:
             return trunc
         room = limit - kept
-        if room <= 0:
-            trunc = "size"
-            continue
         if len(block) > room:
-            block = block[:room]
             trunc = "size"
+            if tail is not None:
+                tail += block[max(room, 0):]
+                del tail[:-TAIL_BYTES]
+            if room <= 0:
+                continue
+            block = block[:room]
         chunks.append(block)
         kept += len(block)
 
@@ -103,14 +108,17 @@ def _complain(what: str, exc: BaseException) -> None:
 
 def _run(ns: int) -> None:
     chunks: list[bytes] = []
+    tail = bytearray()
     trunc: str | None
     try:
-        trunc = read_stdin(chunks)
+        trunc = read_stdin(chunks, tail=tail)
     except _Deadline:
         trunc = "timeout"
     try:
+        if tail:
+            chunks.append(bytes(tail))
         Spool(default_spool_dir(), fsync=os.environ.get("OUTLOOP_SPOOL_FSYNC") == "1").write(
-            b"".join(chunks), ns=ns, trunc=trunc
+            b"".join(chunks), ns=ns, trunc=trunc, tail=len(tail)
         )
     except _Deadline as exc:
         _complain("spool write timed out", exc)

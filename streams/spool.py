@@ -8,7 +8,9 @@ Record file ``<uuid7>.rec``::
     {"v":1,"id":"<uuid7>","received_at":"2026-01-31T12:00:00.123456Z","len":1234}\\n
     <exactly len raw bytes of the hook's stdin>
 
-The header may also hold ``"trunc": "size" | "timeout"`` when the shim kept only part of its stdin.
+The header may also hold ``"trunc": "size" | "timeout"`` when the shim kept only part of its stdin,
+and ``"tail": N`` when the last N bytes of the body are the last bytes of stdin, after a gap of bytes
+the shim dropped (it keeps the first 16 MiB and the last 64 KiB of a larger payload).
 A record is written to a hidden temp file ``.<uuid7>.tmp`` in the same folder and renamed into place,
 so a reader never sees a half-written record. UUIDv7 text sorts by time, so the sorted file names
 are the arrival order (to a fraction of a millisecond across processes).
@@ -96,13 +98,14 @@ class SpoolCorrupt(Exception):
 
 
 class SpoolRecord:
-    __slots__ = ("id", "received_at", "raw", "trunc")
+    __slots__ = ("id", "received_at", "raw", "trunc", "tail")
 
-    def __init__(self, id: str, received_at: str, raw: bytes, trunc: str | None = None) -> None:
+    def __init__(self, id: str, received_at: str, raw: bytes, trunc: str | None = None, tail: int = 0) -> None:
         self.id = id
         self.received_at = received_at
         self.raw = raw
         self.trunc = trunc
+        self.tail = tail  # the last ``tail`` bytes of ``raw`` are the end of stdin, after a gap
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter((self.id, self.received_at, self.raw))
@@ -126,12 +129,15 @@ class Spool:
         return os.path.join(self.folder, id + SUFFIX)
 
     # -- writing (the shim) -------------------------------------------------------------------
-    def write(self, raw: bytes, *, ns: int | None = None, trunc: str | None = None) -> str:
-        """Store ``raw`` as a new record stamped ``ns`` (default: now); returns its id."""
+    def write(self, raw: bytes, *, ns: int | None = None, trunc: str | None = None, tail: int = 0) -> str:
+        """Store ``raw`` as a new record stamped ``ns`` (default: now); returns its id. ``tail``: how
+        many of the last bytes of ``raw`` come after a gap (see the module docstring)."""
         rid = uuid7(ns)
         if ns is None:
             ns = uuid7_time_ns(rid)
         extra = f',"trunc":"{trunc}"' if trunc else ""
+        if tail:
+            extra += f',"tail":{int(tail)}'
         header = (
             f'{{"v":{FORMAT_VERSION},"id":"{rid}","received_at":"{utc_iso(ns)}","len":{len(raw)}{extra}}}\n'
         ).encode("ascii")
@@ -193,7 +199,9 @@ class Spool:
         if len(raw) != length:
             raise SpoolCorrupt(id, data, f"body has {len(raw)} bytes, header says {length}")
         trunc = header.get("trunc")
-        return SpoolRecord(rid, received_at, raw, trunc if isinstance(trunc, str) else None)
+        tail = header.get("tail")
+        tail = tail if isinstance(tail, int) and not isinstance(tail, bool) and 0 < tail <= len(raw) else 0
+        return SpoolRecord(rid, received_at, raw, trunc if isinstance(trunc, str) else None, tail)
 
     def ack(self, id: str, keep: bool = False) -> None:
         """The record's publication was acknowledged: delete it, or with ``keep`` move it into the

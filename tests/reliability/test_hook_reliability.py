@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from outloop.streams.shim import DEADLINE, MAX_BYTES
+from outloop.streams.shim import DEADLINE, MAX_BYTES, TAIL_BYTES
 from outloop.streams.spool import Spool
 from tests import reliability as rel
 
@@ -152,7 +152,7 @@ def test_stdin_beyond_the_limit_is_cut_and_marked(tmp_path: Path) -> None:
     r = rel.run(rel.shim_cmd(), rel.shim_env(tmp_path / "spool"), body)
     assert ok(r) and r.wall < BUDGET
     rec = rel.only_record(tmp_path / "spool")
-    assert rec.raw == body[:MAX_BYTES] and rec.trunc == "size"
+    assert rec.raw == body[:MAX_BYTES] + body[-TAIL_BYTES:] and rec.trunc == "size" and rec.tail == TAIL_BYTES
 
 
 def test_closed_stdin(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from outloop.streams.shim import DEADLINE, MAX_BYTES, hook_command, shim_path
+from outloop.streams.shim import DEADLINE, MAX_BYTES, TAIL_BYTES, hook_command, shim_path
 from outloop.streams.spool import Spool
 
 CMD = shlex.split(hook_command())
@@ -112,13 +112,13 @@ def test_closed_stdin(tmp_path: Path) -> None:
     assert raw == b""
 
 
-def test_stdin_over_the_cap_keeps_the_first_bytes(tmp_path: Path) -> None:
-    body = b"a" * MAX_BYTES + b"b" * (1024 * 1024)
+def test_stdin_over_the_cap_keeps_the_first_and_the_last_bytes(tmp_path: Path) -> None:
+    body = b"a" * MAX_BYTES + b"b" * (1024 * 1024) + b"c" * 1000
     proc, _ = run_shim(body, shim_env(tmp_path / "spool"))
     assert proc.returncode == 0 and proc.stdout == b""
     _, header, raw = only_record(tmp_path / "spool")
-    assert header["trunc"] == "size"
-    assert raw == body[:MAX_BYTES]
+    assert header["trunc"] == "size" and header["tail"] == TAIL_BYTES
+    assert raw == body[:MAX_BYTES] + body[-TAIL_BYTES:]
 
 
 def test_stdin_that_never_ends_is_cut_at_the_deadline(tmp_path: Path) -> None:
