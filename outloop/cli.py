@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import signal
 import sys
 import threading
@@ -39,8 +40,18 @@ def _settings(db: Path | None = None, **overrides: Any) -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
+    """Print ``error: message`` (the one form of every CLI error) and return the Exit to raise."""
+    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
+
+
+_CLASS_PREFIX = re.compile(r"(^|: )(?:[A-Z][A-Za-z0-9]*(?:Error|Exception|Rejected): )+")
+
+
+def _reason(exc: BaseException) -> str:
+    """An expected error's message without Python class names in front of it (``QueryRejected: ...``,
+    and the ones the worker's HTTP answer carries)."""
+    return _CLASS_PREFIX.sub(r"\1", str(exc)) or type(exc).__name__
 
 
 @app.command()
@@ -52,12 +63,15 @@ def up() -> None:
     import logging
 
     from outloop.runtime import Stack, StackError
+    from outloop.streams.broker import BrokerError
+    from outloop.streams.publisher import PublishError
 
     s = _settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("outloop.supervisor").propagate = False  # printed through on_event below
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # a broker that is down: outloop says so once
     try:
         with Stack(s, forwarder=True, supervise=True, on_event=lambda m: err.print(m, markup=False)) as stack:
             st = stack.settings
@@ -73,8 +87,8 @@ def up() -> None:
             except KeyboardInterrupt:
                 pass
             err.print("stopping...")
-    except StackError as exc:
-        raise _fail(str(exc)) from None
+    except (StackError, BrokerError, PublishError) as exc:
+        raise _fail(_reason(exc)) from None
 
 
 @app.command()
@@ -124,7 +138,9 @@ def replay(
     from outloop.replay import NothingToImport
     from outloop.replay import replay as run_replay
     from outloop.runtime import StackError
+    from outloop.streams.broker import BrokerError
     from outloop.streams.importers.detect import default_claude_projects
+    from outloop.streams.publisher import PublishError
 
     if not paths:
         paths = [default_claude_projects()]
@@ -132,8 +148,8 @@ def replay(
     try:
         summary = run_replay(paths, s, console=err, show_progress=err.is_terminal and not as_json,
                              timeout=timeout)
-    except (FileNotFoundError, NothingToImport, StackError, TimeoutError) as exc:
-        raise _fail(str(exc)) from None
+    except (FileNotFoundError, NothingToImport, StackError, TimeoutError, BrokerError, PublishError) as exc:
+        raise _fail(_reason(exc)) from None
     if as_json:
         sys.stdout.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -148,15 +164,17 @@ def _render(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
         sys.stdout.write(orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv.writer(buf, lineterminator="\n")
         w.writerow(columns)
         w.writerows(rows)
         sys.stdout.write(buf.getvalue())
     else:
+        from outloop.report import print_table
+
         table = Table(*columns)
         for r in rows:
             table.add_row(*(Text("" if v is None else str(v)) for v in r))
-        out.print(table)
+        print_table(out, table)
 
 
 @app.command()
@@ -166,7 +184,6 @@ def query(
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
 ) -> None:
     """Query the database: through the running worker, or read-only from the file."""
-    from outloop.client import QueryError
     from outloop.client import query as run_query
 
     if fmt not in ("table", "csv", "json"):
@@ -174,10 +191,8 @@ def query(
     s = _settings(db)
     try:
         columns, rows = run_query(s.db, s.http_host, s.http_port, sql)
-    except QueryError as exc:
-        raise _fail(str(exc)) from None
-    except Exception as exc:  # duckdb errors on the read-only path
-        raise _fail(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # QueryError, and duckdb's errors on the read-only path
+        raise _fail(_reason(exc)) from None
     _render(columns, rows, fmt)
 
 
@@ -200,7 +215,6 @@ def patterns(
     db: Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")] = None,
 ) -> None:
     """Repeated operations by signature, with counts, token cost and confidence."""
-    from outloop.client import QueryError
     from outloop.client import query as run_query
 
     if top < 1:
@@ -208,10 +222,8 @@ def patterns(
     s = _settings(db)
     try:
         columns, rows = run_query(s.db, s.http_host, s.http_port, PATTERNS_SQL, [category, category, top])
-    except QueryError as exc:
-        raise _fail(str(exc)) from None
-    except Exception as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # QueryError, and duckdb's errors on the read-only path
+        raise _fail(_reason(exc)) from None
     records = [dict(zip(columns, r, strict=True)) for r in rows]
     for rec in records:
         for key in ("samples", "confidence_breakdown"):
@@ -229,7 +241,9 @@ def patterns(
         table.add_row(Text(rec["signature"]), rec["status"], str(rec["confidence_score"]),
                       str(rec["occurrence_count"]), str(rec["session_count"]), str(rec["count_24h"]),
                       f"{rec['tokens_total']:,}", "" if rate is None else f"{100 * rate:.0f}", rec["side_effect"])
-    out.print(table)
+    from outloop.report import print_table
+
+    print_table(out, table)
 
 
 @hooks_app.command("install")
@@ -238,14 +252,14 @@ def hooks_install(
         "~/.claude/settings.json"),
 ) -> None:
     """Add the outloop hook to every Claude Code hook event (idempotent; keeps a backup)."""
-    from outloop.hooks_install import install_hooks
+    from outloop.hooks_install import describe, install_hooks
     from outloop.streams.shim import hook_command
 
     try:
         result = install_hooks(settings_path.expanduser(), hook_command())
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    err.print(str(result))
+    err.print(describe(result, installing=True), markup=False, soft_wrap=True)
 
 
 @hooks_app.command("uninstall")
@@ -254,14 +268,14 @@ def hooks_uninstall(
         "~/.claude/settings.json"),
 ) -> None:
     """Remove the outloop hook entries (keeps a backup)."""
-    from outloop.hooks_install import uninstall_hooks
+    from outloop.hooks_install import describe, uninstall_hooks
     from outloop.streams.shim import hook_command
 
     try:
         result = uninstall_hooks(settings_path.expanduser(), hook_command())
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    err.print(str(result))
+    err.print(describe(result, installing=False), markup=False, soft_wrap=True)
 
 
 @hooks_app.command("command")
@@ -293,6 +307,8 @@ def demo(
     from outloop.report import print_demo
     from outloop.runtime import StackError
     from outloop.sample import write_sample
+    from outloop.streams.broker import BrokerError
+    from outloop.streams.publisher import PublishError
 
     work = Path(tempfile.mkdtemp(prefix="outloop-demo-"))
     sample = work / "sample"
@@ -301,8 +317,8 @@ def demo(
     s = _settings(db or work / "demo.duckdb", home=work / "home", broker=None, http_port=0)
     try:
         summary = run_replay([sample], s, console=err, show_progress=err.is_terminal)
-    except StackError as exc:
-        raise _fail(str(exc)) from None
+    except (StackError, BrokerError, PublishError, TimeoutError) as exc:
+        raise _fail(_reason(exc)) from None
     print_demo(out, summary, s.db)
 
 
@@ -343,7 +359,22 @@ def wait_command(
 
 
 def main() -> None:
-    app()
+    """The console script: typer's app, with usage errors in the CLI's one error form."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print(Text.assemble(("error:", "red"), " aborted"), soft_wrap=True)
+        sys.exit(130)
+    except typer.TyperException as exc:  # typer's click: usage errors and the like
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            sys.stderr.write(ctx.get_help() + "\n")
+            sys.exit(2)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err.print(Text.assemble(("error:", "red"), f" {message}{hint}"), soft_wrap=True)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

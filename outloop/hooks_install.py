@@ -209,3 +209,23 @@ def uninstall_hooks(settings_path: Path, command: str) -> InstallResult:
 def default_settings_path() -> Path:
     """The user's Claude Code settings: ``~/.claude/settings.json``."""
     return Path(os.path.expanduser("~")) / ".claude" / "settings.json"
+
+
+def _events(names: list[str]) -> str:
+    return f"{len(names)} hook event{'s' if len(names) != 1 else ''}"
+
+
+def describe(result: InstallResult, installing: bool) -> str:
+    """What ``outloop hooks install``/``uninstall`` did, in words (what the user reads)."""
+    where = result.path
+    if not result.changed:
+        if installing:
+            return f"the outloop hook is already installed in {where} for every hook event; nothing changed"
+        return f"no outloop hook in {where}; nothing changed"
+    backup = f" (previous file kept as {result.backup})" if result.backup else " (the file is new)"
+    if installing:
+        text = f"installed the outloop hook in {where} for {_events(result.added)}"
+        if result.removed:
+            text += f"; replaced an outloop hook of another path in {_events(result.removed)}"
+        return text + backup
+    return f"removed the outloop hook from {_events(result.removed)} in {where}" + backup

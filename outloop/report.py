@@ -5,11 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from outloop.client import query_file
 from outloop.replay import ReplaySummary
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print ``table`` without cutting a value: on a terminal at its width, long values wrapped
+    (folded) in their cells; elsewhere (a pipe, a file, ``make demo`` in a log) as wide as its widest
+    row needs, whatever width the console assumed (80 columns without a terminal)."""
+    for column in table.columns:
+        column.overflow = "fold"
+        column.no_wrap = False
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(1 << 20), table).maximum
+    assumed = console.width
+    console.width = max(natural, assumed)  # print(width=...) cannot go past the console's own width
+    try:
+        console.print(table)
+    finally:
+        console.width = assumed
 
 
 def _kv(table: Table, key: str, value: object) -> None:
@@ -45,7 +65,7 @@ def print_summary(console: Console, s: ReplaySummary, db: Path) -> None:
         _kv(t, f"dead letters: {reason}", n)
     _kv(t, "elapsed", f"{s.elapsed_s:.1f} s")
     _kv(t, "database", db)
-    console.print(t)
+    print_table(console, t)
 
 
 TOP_PATTERNS = """
@@ -69,7 +89,7 @@ def _table(console: Console, db: Path, sql: str, title: str) -> None:
         t.add_column(c, overflow="fold", min_width=24 if i == 0 else None)
     for r in rows:
         t.add_row(*(Text("" if v is None else str(v)) for v in r))
-    console.print(t)
+    print_table(console, t)
 
 
 def print_demo(console: Console, s: ReplaySummary, db: Path) -> None:
