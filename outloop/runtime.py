@@ -37,6 +37,7 @@ from typing import Any
 
 from outloop.client import WorkerClient
 from outloop.streams.broker import BrokerError, EmbeddedBroker, free_port, wait_for_kafka
+from outloop.streams.logfiles import LogRotation
 from outloop.streams.settings import Settings
 from outloop.supervision import Action, JournalConfirmation, Supervision
 
@@ -165,6 +166,8 @@ class Stack:
         self._journal_lock = threading.Lock()  # journal requeues (restarts) vs proven drops
         self._generation = 0  # broker incarnations: a journal proof is valid only within one
         self._confirm_thread: threading.Thread | None = None
+        self.log_rotation = LogRotation([self.worker_log, self.log_dir / "broker.log"],
+                                        int(settings.log_max_mb * 2**20), settings.log_backups)
 
     @property
     def worker_log(self) -> Path:
@@ -264,6 +267,7 @@ class Stack:
     def _supervise(self) -> None:
         while not self._sup_stop.wait(self.tick):
             try:
+                self.log_rotation.check(time.monotonic())
                 if not self.supervise_once(time.monotonic()):
                     return
             except Exception as exc:  # a bug must not end supervision silently

@@ -24,6 +24,7 @@ from outloop.sinks.errors import QueryRejected
 from outloop.sinks.service import SinkProcess, SinkUnavailable
 from outloop.streams.app import create_app
 from outloop.streams.heaps import Trimmer, limit_arenas
+from outloop.streams.logfiles import quiet_repeats
 from outloop.streams.settings import Settings
 
 log = logging.getLogger("outloop.worker")
@@ -159,6 +160,7 @@ def run(settings: Settings) -> None:
     Worker = worker_class()  # noqa: N806
     if not settings.broker:
         sys.exit("outloop worker needs OUTLOOP_BROKER (use 'outloop up' to start an embedded broker)")
+    quiet_repeats()
     limit_arenas(2)  # before Faust and the executors start their threads (see streams.heaps)
     Trimmer().start()
     (settings.home / "faust").mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ from typing import Any
 
 from outloop.sinks.errors import QueryRejected
 from outloop.streams.heaps import Trimmer, limit_arenas
+from outloop.streams.logfiles import quiet_repeats
 
 log = logging.getLogger("outloop.sink")
 
@@ -291,6 +292,7 @@ def main(spec: SinkSpec) -> None:
     """Run the sink until stopped (the child's work; also usable in-process by tests)."""
     logging.basicConfig(level=spec.log_level.upper(), stream=sys.stderr,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    quiet_repeats()  # aiokafka's "Updating subscribed topics" at every assignment: only changes are logged
     code = asyncio.run(_run(spec))
     sys.exit(code)
 

@@ -42,6 +42,9 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
                             "0 lets the broker evict it after the session timeout, see README"),
     "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
     "OUTLOOP_LOG_LEVEL": ("info", "worker log level"),
+    "OUTLOOP_LOG_MAX_MB": ("20", "size (MB) past which `outloop up` rotates each log file of $OUTLOOP_HOME/logs "
+                           "(copy to <name>.1, truncate); 0 never rotates"),
+    "OUTLOOP_LOG_BACKUPS": ("3", "rotated copies kept of each log file (<name>.1 is the newest)"),
     "OUTLOOP_BROKER_MAX_RSS_MB": ("512", "embedded broker RSS (MB) above which `outloop up` recycles it once the "
                                   "pipeline is drained; 0 never recycles"),
     "OUTLOOP_BROKER_MAX_RESTARTS": ("10", "unexpected embedded-broker and worker exits within 10 minutes that "
@@ -83,6 +86,8 @@ class Settings:
     journal_confirm: float = 300.0
     leave_group: bool = False
     session_timeout: float | None = None  # None: DEFAULT_SESSION_TIMEOUT, see consumer_session_timeout
+    log_max_mb: float = 20.0
+    log_backups: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -128,6 +133,8 @@ class Settings:
                 journal_max_age=float(get("OUTLOOP_JOURNAL_MAX_AGE")),
                 journal_max_mb=float(get("OUTLOOP_JOURNAL_MAX_MB")),
                 journal_confirm=float(get("OUTLOOP_JOURNAL_CONFIRM")),
+                log_max_mb=float(get("OUTLOOP_LOG_MAX_MB")),
+                log_backups=int(get("OUTLOOP_LOG_BACKUPS")),
             )
         except ValueError as exc:
             raise ValueError(f"bad OUTLOOP_* setting: {exc}") from exc
@@ -140,9 +147,10 @@ class Settings:
         if settings.partitions < 1:
             raise ValueError("OUTLOOP_PARTITIONS must be at least 1")
         if min(settings.broker_max_rss_mb, settings.broker_max_restarts, settings.journal_max_age,
-               settings.journal_max_mb, settings.journal_confirm, settings.stall_restart) < 0:
-            raise ValueError("OUTLOOP_BROKER_*, OUTLOOP_STALL_RESTART and OUTLOOP_JOURNAL_* settings must not "
-                             "be negative")
+               settings.journal_max_mb, settings.journal_confirm, settings.stall_restart, settings.log_max_mb,
+               settings.log_backups) < 0:
+            raise ValueError("OUTLOOP_BROKER_*, OUTLOOP_STALL_RESTART, OUTLOOP_JOURNAL_* and OUTLOOP_LOG_* settings "
+                             "must not be negative")
         if settings.session_timeout is not None and settings.session_timeout < 1.0:
             raise ValueError("OUTLOOP_SESSION_TIMEOUT must be at least 1 second")
         return settings
@@ -182,6 +190,8 @@ class Settings:
             "OUTLOOP_JOURNAL_MAX_AGE": str(self.journal_max_age),
             "OUTLOOP_JOURNAL_MAX_MB": str(self.journal_max_mb),
             "OUTLOOP_JOURNAL_CONFIRM": str(self.journal_confirm),
+            "OUTLOOP_LOG_MAX_MB": str(self.log_max_mb),
+            "OUTLOOP_LOG_BACKUPS": str(self.log_backups),
         }
         if self.broker:
             out["OUTLOOP_BROKER"] = self.broker
