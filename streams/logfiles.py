@@ -1,4 +1,4 @@
-"""outloop's log files: size-based rotation, and a filter that quiets messages repeated unchanged.
+"""outloop's log files: size-based rotation, and a filter that quiets messages repeated over and over.
 
 The log files (``$OUTLOOP_HOME/logs/worker.log``, ``broker.log``) are written by child processes
 through the file descriptors they were started with (the worker, its DuckDB sink process, the Tansu
@@ -16,35 +16,47 @@ import contextlib
 import logging
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 # loggers that repeat one message unchanged every few seconds; only a change is worth a line
 REPEATED = ("aiokafka.consumer.subscription_state", "kafka.consumer.subscription_state")
 
 
-class ChangedOnly(logging.Filter):
-    """Lets a record through only when its message differs from the last one this filter let
-    through (aiokafka logs ``Updating subscribed topics to: ...`` at every partition assignment,
-    which the sink repeats every few seconds: ~17k identical lines a day)."""
+class RepeatsQuieted(logging.Filter):
+    """Lets a message through once per ``window`` seconds: aiokafka logs ``Updating subscribed topics
+    to: ...`` at every partition assignment, and the sink's probe consumer assigns and releases its
+    partitions every 10 s (two alternating messages, ~17k lines a day). A message not seen within
+    the window (a real change) is logged at once. Remembers at most ``keep`` messages."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: float = 3600.0, keep: int = 256,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.last: str | None = None
+        self.window = window
+        self.keep = keep
+        self.clock = clock
+        self.seen: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if message == self.last:
+        now = self.clock()
+        last = self.seen.get(message)
+        if last is not None and now - last < self.window:
             return False
-        self.last = message
+        self.seen.pop(message, None)
+        self.seen[message] = now
+        while len(self.seen) > self.keep:
+            del self.seen[next(iter(self.seen))]
         return True
 
 
 def quiet_repeats() -> None:
-    """Install :class:`ChangedOnly` on the loggers of :data:`REPEATED` (idempotent)."""
+    """Install :class:`RepeatsQuieted` on the loggers of :data:`REPEATED` (idempotent)."""
     for name in REPEATED:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, ChangedOnly) for f in logger.filters):
-            logger.addFilter(ChangedOnly())
+        if not any(isinstance(f, RepeatsQuieted) for f in logger.filters):
+            logger.addFilter(RepeatsQuieted())
 
 
 def backup_path(path: Path, i: int) -> Path:

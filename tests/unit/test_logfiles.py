@@ -14,13 +14,14 @@ import pytest
 from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.structs import TopicPartition
 
-from outloop.streams.logfiles import LogRotation, backup_path, quiet_repeats, rotate
+from outloop.streams.logfiles import LogRotation, RepeatsQuieted, backup_path, quiet_repeats, rotate
 from outloop.streams.settings import Settings
 
 
-def test_aiokafka_repeating_an_unchanged_assignment_logs_it_once(caplog: pytest.LogCaptureFixture) -> None:
-    """The sink assigns its partitions again and again; aiokafka logs 'Updating subscribed topics'
-    at every assignment. Only a change is logged."""
+def test_aiokafka_assignments_repeated_every_few_seconds_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The sink's probe consumer assigns its partitions and releases them every 10 s; aiokafka logs
+    'Updating subscribed topics' at each (two alternating messages). Each is logged once; a new one
+    at once."""
     quiet_repeats()
     quiet_repeats()  # idempotent
     same = [TopicPartition("t.usage", 0), TopicPartition("t.dlq", 0)]
@@ -29,13 +30,28 @@ def test_aiokafka_repeating_an_unchanged_assignment_logs_it_once(caplog: pytest.
         state = SubscriptionState()
         for _ in range(5):
             state.assign_from_user(same)
-        state.assign_from_user([*same, TopicPartition("t.tool-calls", 0)])
+            state.assign_from_user([])
         state.assign_from_user([*same, TopicPartition("t.tool-calls", 0)])
 
     with caplog.at_level(logging.INFO, logger="aiokafka"):
         asyncio.run(assign())
     lines = [r.getMessage() for r in caplog.records if "Updating subscribed topics" in r.getMessage()]
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
+
+
+def test_a_repeat_is_logged_again_after_the_window() -> None:
+    now = [0.0]
+    f = RepeatsQuieted(window=60, keep=2, clock=lambda: now[0])
+
+    def passes(message: str) -> bool:
+        return f.filter(logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None))
+
+    assert [passes("a"), passes("a"), passes("b"), passes("a")] == [True, False, True, False]
+    now[0] = 61.0
+    assert [passes("a"), passes("a")] == [True, False]
+    passes("c")
+    passes("d")  # keeps 2: "a" is forgotten
+    assert passes("a") is True
 
 
 def test_rotation_keeps_backups_and_the_writer_goes_on_at_the_new_end(tmp_path: Path) -> None:
