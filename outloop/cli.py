@@ -32,8 +32,7 @@ def _settings(db: Path | None = None, **overrides: Any) -> Settings:
     try:
         s = Settings.from_env()
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise _fail(str(exc), 2) from None
     if db is not None:
         overrides["db"] = db.expanduser().resolve()
     return replace(s, **overrides) if overrides else s

@@ -159,7 +159,7 @@ def run(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT. Needs ``settings.broker`` (``outloop up`` passes it)."""
     Worker = worker_class()  # noqa: N806
     if not settings.broker:
-        sys.exit("outloop worker needs OUTLOOP_BROKER (use 'outloop up' to start an embedded broker)")
+        sys.exit("error: outloop worker needs OUTLOOP_BROKER (use 'outloop up' to start an embedded broker)")
     quiet_repeats()
     limit_arenas(2)  # before Faust and the executors start their threads (see streams.heaps)
     Trimmer().start()

@@ -105,3 +105,13 @@ def test_usage_errors_have_the_same_form(tmp_path: Path) -> None:
 def test_json_output_is_unchanged(db: Path, tmp_path: Path) -> None:
     proc = run("query", "--db", str(db), "--format", "json", "SELECT id FROM tool_calls ORDER BY id", home=tmp_path)
     assert proc.returncode == 0 and json.loads(proc.stdout) == [{"id": "toolu_1"}, {"id": "toolu_2"}]
+
+
+def test_setting_and_worker_errors_have_the_same_form(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    env["OUTLOOP_PARTITIONS"] = "many"
+    proc = subprocess.run([OUTLOOP, "query", "SELECT 1"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: bad OUTLOOP_* setting: "), proc.stderr
+    proc = run("worker", home=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == "error: outloop worker needs OUTLOOP_BROKER (use 'outloop up' to start an embedded broker)\n"
