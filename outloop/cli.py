@@ -58,16 +58,23 @@ def up() -> None:
     """Run broker (embedded unless OUTLOOP_BROKER is set), worker and forwarder until Ctrl-C.
 
     An embedded broker that exits is restarted with a fresh worker (the forwarder sends its sent
-    journal again); one whose memory passed OUTLOOP_BROKER_MAX_RSS_MB is recycled once drained."""
+    journal again); one whose memory passed OUTLOOP_BROKER_MAX_RSS_MB is recycled once drained.
+    One instance per OUTLOOP_HOME: a second one exits at once, naming the first one's pid."""
     import logging
 
+    from outloop.lifetime import AlreadyRunning, InstanceLock
     from outloop.runtime import Stack, StackError
     from outloop.streams.broker import BrokerError
     from outloop.streams.publisher import PublishError
 
     s = _settings()
+    try:
+        lock = InstanceLock(s.home).acquire()  # held until this process ends, however it ends
+    except AlreadyRunning as exc:
+        raise _fail(str(exc)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: stop.set())  # its terminal closed
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("outloop.supervisor").propagate = False  # printed through on_event below
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # a broker that is down: outloop says so once
@@ -88,6 +95,8 @@ def up() -> None:
             err.print("stopping...")
     except (StackError, BrokerError, PublishError) as exc:
         raise _fail(_reason(exc)) from None
+    finally:
+        lock.release()
 
 
 @app.command()
@@ -134,6 +143,7 @@ def replay(
     timeout: Annotated[float, typer.Option(help="seconds to wait for materialization")] = 600.0,
 ) -> None:
     """Import transcripts, hook logs and trajectories, materialize them, print a summary."""
+    from outloop.lifetime import Stopped, stopped_by_signals
     from outloop.replay import NothingToImport
     from outloop.replay import replay as run_replay
     from outloop.runtime import StackError
@@ -145,10 +155,13 @@ def replay(
         paths = [default_claude_projects()]
     s = _settings(db)
     try:
-        summary = run_replay(paths, s, console=err, show_progress=err.is_terminal and not as_json,
-                             timeout=timeout)
+        with stopped_by_signals():  # whatever stops it stops the broker and worker it started first
+            summary = run_replay(paths, s, console=err, show_progress=err.is_terminal and not as_json,
+                                 timeout=timeout)
     except (FileNotFoundError, NothingToImport, StackError, TimeoutError, BrokerError, PublishError) as exc:
         raise _fail(_reason(exc)) from None
+    except Stopped as exc:
+        raise _fail(str(exc), exc.exit_code) from None
     if as_json:
         sys.stdout.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -296,12 +309,18 @@ def schema(dest: Annotated[Path, typer.Argument(help="folder to write one JSON S
 
 @app.command()
 def demo(
-    db: Annotated[Path | None, typer.Option(help="DuckDB file (default: a fresh file in a temp folder)")] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default: a fresh file in the temporary folder)")] = None,
     sessions: Annotated[int, typer.Option(help="sessions in the generated sample")] = 6,
 ) -> None:
-    """The main job on the embedded default: generate a realistic sample, replay it, print a report."""
+    """The main job on the embedded default: generate a realistic sample, replay it, print a report.
+
+    The sample and everything the replay keeps lives in a temporary folder removed at the end, however
+    the demo ends; without --db the database is a fresh file in the temporary folder, kept for querying."""
+    import secrets
+    import shutil
     import tempfile
 
+    from outloop.lifetime import Stopped, stopped_by_signals
     from outloop.replay import replay as run_replay
     from outloop.report import print_demo
     from outloop.runtime import StackError
@@ -309,15 +328,22 @@ def demo(
     from outloop.streams.broker import BrokerError
     from outloop.streams.publisher import PublishError
 
+    if db is None:
+        db = Path(tempfile.gettempdir()) / f"outloop-demo-{secrets.token_hex(6)}.duckdb"
     work = Path(tempfile.mkdtemp(prefix="outloop-demo-"))
-    sample = work / "sample"
-    files = write_sample(sample, sessions=sessions)
-    err.print(f"generated a sample of {len(files)} files in {sample}")
-    s = _settings(db or work / "demo.duckdb", home=work / "home", broker=None, http_port=0)
     try:
-        summary = run_replay([sample], s, console=err, show_progress=err.is_terminal)
+        with stopped_by_signals():
+            sample = work / "sample"
+            files = write_sample(sample, sessions=sessions)
+            err.print(f"generated a sample of {len(files)} files")
+            s = _settings(db, home=work / "home", broker=None, http_port=0)
+            summary = run_replay([sample], s, console=err, show_progress=err.is_terminal)
     except (StackError, BrokerError, PublishError, TimeoutError) as exc:
         raise _fail(_reason(exc)) from None
+    except Stopped as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print_demo(out, summary, s.db)
 
 

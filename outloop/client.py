@@ -1,5 +1,7 @@
 """Reading outloop's database: through the worker's HTTP endpoint while a worker owns the file,
-read-only straight from the file otherwise."""
+read-only straight from the file otherwise. Whatever answers on the HTTP port is used only when its
+``/health`` names the asked-for file as the one it owns: a worker of another database (``outloop up``
+beside ``--db FILE``) must never answer for FILE."""
 
 from __future__ import annotations
 
@@ -48,21 +50,35 @@ class WorkerClient:
 
 def query_file(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[list[Any]]]:
     """Read-only query of a database file no worker holds."""
+    import duckdb
+
     from outloop.sinks.query import open_readonly, run_readonly
 
     if not db.exists():
         raise QueryError(f"no database at {db} (run 'outloop replay' or 'outloop up' first)")
-    con = open_readonly(db)
+    try:
+        con = open_readonly(db)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        raise QueryError(f"{db} is held by another process (a worker on another HTTP port? set "
+                         f"OUTLOOP_HTTP_PORT to its port to query through it): {exc}") from None
     try:
         return run_readonly(con, sql, params)
     finally:
         con.close()
 
 
+def owns(health: dict[str, Any] | None, db: Path) -> bool:
+    """Whether the worker whose ``/health`` answered ``health`` owns the database file ``db``."""
+    owned = health.get("db") if health else None
+    return isinstance(owned, str) and owned == str(db.expanduser().resolve())
+
+
 def query(db: Path, host: str, port: int, sql: str, params: list[Any] | None = None
           ) -> tuple[list[str], list[list[Any]]]:
-    """Through a running worker if one answers on host:port, else read-only from the file."""
+    """Through the worker on host:port if it owns ``db``, else read-only from the file."""
     client = WorkerClient(host, port)
-    if client.health() is not None:
+    if owns(client.health(), db):
         return client.query(sql, params)
     return query_file(db, sql, params)

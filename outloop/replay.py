@@ -5,13 +5,23 @@ materialized in DuckDB, then report what the database holds for the replayed ses
 published to every partition of both input topics; the agents forward it behind everything that
 partition produced, and the sink records it. When every output partition has shown the marker,
 every event published before it is in DuckDB.
+
+A replay runs a stack of its own beside whatever else runs (``outloop up`` included): its worker
+listens on a free HTTP port and keeps its logs and Faust's data folder in a private temporary home,
+removed when the replay ends (kept, and named, when it fails); the broker and the worker it starts
+die with it, whatever stops it (see ``outloop.lifetime``). Only the database is shared, and a
+database a running worker owns is refused at once: it is that worker's to write.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,8 +29,8 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from outloop.client import WorkerClient
-from outloop.runtime import Stack
+from outloop.client import WorkerClient, owns
+from outloop.runtime import Stack, StackError
 from outloop.schemas.events import Envelope, EventType, Flush
 from outloop.schemas.topics import TopicCatalogue
 from outloop.streams.importers import ImportStats
@@ -147,12 +157,44 @@ def check_inputs(paths: list[Path]) -> None:
                           f"trajectories (.traj.json)")
 
 
-def replay_settings(settings: Settings) -> Settings:
-    """The settings a replay runs its stack with: ``settings``, with the short session timeout when
-    the replay starts a broker of its own and no session timeout was set."""
+def replay_settings(settings: Settings, home: Path) -> Settings:
+    """The settings a replay runs its stack with: ``settings`` with the private ``home`` (logs, Faust's
+    data folder), a free HTTP port (the configured one may be a running worker's), and the short
+    session timeout when the replay starts a broker of its own and no session timeout was set."""
+    settings = replace(settings, home=home, http_port=0)
     if settings.broker is None and settings.session_timeout is None:
         return replace(settings, session_timeout=PRIVATE_BROKER_SESSION_TIMEOUT)
     return settings
+
+
+def refuse_a_running_workers_db(settings: Settings) -> None:
+    """A StackError when the worker on the configured HTTP port owns ``settings.db`` (its sink holds
+    the file: the replay's own worker could not open it)."""
+    if not settings.http_port:
+        return
+    health = WorkerClient(settings.http_host, settings.http_port).health()
+    if health is not None and owns(health, settings.db):
+        raise StackError(f"{settings.db} is the database of the running worker (pid {health.get('pid')}); "
+                         "replay into another file with --db FILE, or stop 'outloop up' first")
+
+
+@contextlib.contextmanager
+def private_home() -> Iterator[Path]:
+    """A temporary home for a replay's stack (its logs, Faust's data folder), removed on the way
+    out, unless the stack failed (a StackError or TimeoutError, whose message then names it)."""
+    home = Path(tempfile.mkdtemp(prefix="outloop-replay-"))
+    keep = False
+    try:
+        yield home
+    except TimeoutError as exc:
+        keep = True
+        raise TimeoutError(f"{exc}; the replay's logs are kept in {home / 'logs'}") from None
+    except StackError:  # its message names the worker log, in this folder
+        keep = True
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def replay(paths: list[Path], settings: Settings, *, console: Console | None = None,
@@ -165,12 +207,13 @@ def replay(paths: list[Path], settings: Settings, *, console: Console | None = N
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(map(str, missing))}")
     check_inputs(paths)
+    refuse_a_running_workers_db(settings)
     stats = ImportStats()
     summary = ReplaySummary()
     sessions: set[str] = set()
     by_type: Counter[str] = Counter()
     cat = TopicCatalogue(prefix=settings.topic_prefix)
-    with Stack(replay_settings(settings)) as stack, Progress(
+    with private_home() as home, Stack(replay_settings(settings, home), die_with_parent=True) as stack, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, disable=not show_progress, transient=True,
     ) as progress:

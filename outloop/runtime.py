@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from outloop.client import WorkerClient
-from outloop.streams.broker import BrokerError, EmbeddedBroker, free_port, wait_for_kafka
+from outloop.streams.broker import BrokerError, EmbeddedBroker, _killed_with, free_port, wait_for_kafka
 from outloop.streams.logfiles import LogRotation
 from outloop.streams.settings import Settings
 from outloop.supervision import Action, JournalConfirmation, Supervision
@@ -131,11 +131,18 @@ class Stack:
     """broker + worker (+ forwarder thread) (+ supervisor thread). ``settings.http_port == 0``
     picks a free port. With ``supervise``, a thread watches the processes (see the module doc);
     ``failure`` then says why the stack gave up, and ``on_event`` receives every line of what the
-    supervisor did (they are logged to ``outloop.supervisor`` and kept in ``events`` too)."""
+    supervisor did (they are logged to ``outloop.supervisor`` and kept in ``events`` too).
+
+    ``die_with_parent`` (Linux; a stack without supervision, started from the main thread, such as a
+    replay's): the embedded broker and the worker are SIGKILLed when the thread that started them
+    dies, so even a SIGKILLed command leaves neither behind (the worker's sink child follows it)."""
 
     def __init__(self, settings: Settings, *, forwarder: bool = False, log_dir: Path | None = None,
                  supervise: bool = False, on_event: Callable[[str], None] | None = None,
-                 tick: float = 0.5) -> None:
+                 tick: float = 0.5, die_with_parent: bool = False) -> None:
+        if die_with_parent and supervise:
+            raise ValueError("a supervised stack restarts processes from its supervisor thread: no die_with_parent")
+        self.die_with_parent = die_with_parent
         self.settings = settings
         self.want_forwarder = forwarder
         self.log_dir = log_dir or settings.home / "logs"
@@ -180,7 +187,8 @@ class Stack:
             wait_for_kafka(s.broker, timeout)
             bootstrap = s.broker
         else:
-            self.broker = EmbeddedBroker(self.log_dir / "broker.log").start(timeout)
+            self.broker = EmbeddedBroker(self.log_dir / "broker.log", die_with_parent=self.die_with_parent)
+            self.broker.start(timeout)
             bootstrap = self.broker.bootstrap
         port = s.http_port or free_port(s.http_host)
         self.settings = s = replace(s, broker=bootstrap, http_port=port)
@@ -202,20 +210,28 @@ class Stack:
             pub.ensure_topics()
 
     def start_worker(self, timeout: float = 30.0) -> None:
+        """Start the worker and wait until it answers ``/health`` as ready. Only its own answer counts
+        (the pid in it): another process on the HTTP port is not this stack's worker."""
         env = {**os.environ, **self.settings.to_env()}
         log = open(self.worker_log, "ab")  # noqa: SIM115 - handed to the child
+        preexec = _killed_with(os.getpid()) if self.die_with_parent else None
         try:
             self.worker = subprocess.Popen([sys.executable, "-m", "outloop.worker"], env=env,
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
+                                           start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509
         finally:
             log.close()
         deadline = time.monotonic() + timeout
+        other = None  # the pid of another worker answering on our port
         while time.monotonic() < deadline:
             if self.worker.poll() is not None:
-                raise StackError(f"worker exited with {self.worker.returncode}; see {self.worker_log}")
+                taken = (f" (HTTP port {self.settings.http_port} is taken by another worker, pid {other})"
+                         if other is not None else "")
+                raise StackError(f"worker exited with {self.worker.returncode}{taken}; see {self.worker_log}")
             health = self.client.health(timeout=1.0)
-            if health and health.get("ok"):
+            if health and health.get("pid") not in (None, self.worker.pid):
+                other = health.get("pid")
+            elif health and health.get("ok") and health.get("pid") == self.worker.pid:
                 return
             time.sleep(0.1)
         raise StackError(f"worker not ready within {timeout:.0f}s; see {self.worker_log}")

@@ -3,7 +3,8 @@ child process of its own: ``sinks.service``) and the HTTP endpoint through which
 reads while the worker runs.
 
 HTTP (loopback by default):
-  GET  /health            -> {"ok": true, "assigned": <input partitions held>, ...counters}
+  GET  /health            -> {"ok": true, "assigned": <input partitions held>, "db": <the database file it
+                              owns, absolute and resolved>, "pid": <the worker's pid>, ...counters}
   POST /query             -> body {"sql": "...", "params": [...]}; read-only statements only
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import Any
 
@@ -43,6 +45,8 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
     prices = load_prices(settings.prices) if settings.prices else PriceTable.default()
     register(app, topics, settings, price=prices.cost_usd)
     holder: dict[str, Any] = {}
+    # what /health says this worker owns: a client asked for another file must not be answered from this one
+    owned_db = str(settings.db.expanduser().resolve())
     loopback = settings.http_host in LOOPBACK_NAMES or settings.http_host.startswith("127.")
 
     sink = SinkProcess(settings.db, bootstrap, topic_prefix=settings.topic_prefix,
@@ -89,7 +93,8 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
             ready = proc.ready or await loop.run_in_executor(None, proc.ping)
             progress = await loop.run_in_executor(None, proc.progress) if ready else None
         body = {"ok": progress is not None, "agents": dict(app_stats(app)), "sink": progress,
-                "sink_pid": proc.pid if proc is not None else None, "assigned": _assigned(app)}
+                "sink_pid": proc.pid if proc is not None else None, "assigned": _assigned(app),
+                "db": owned_db, "pid": os.getpid()}
         return web.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/query")

@@ -139,6 +139,9 @@ class EmbeddedBroker:
         except BrokerError:
             self.stop()
             raise BrokerError(f"embedded broker did not start; see {self.log_path}") from None
+        except BaseException:  # stopped while waiting (a signal): the caller never got hold of the process
+            self.stop()
+            raise
         if self.proc.poll() is not None:
             raise BrokerError(f"embedded broker exited with {self.proc.returncode}; see {self.log_path}")
         return self
