@@ -257,7 +257,8 @@ class Stack:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its sink child with it (its own session)
             proc.wait()
 
     def kill_worker(self) -> None:

@@ -178,8 +178,11 @@ class SinkProcess:
         if proc is None:
             return None
         if proc.poll() is None:
-            with contextlib.suppress(SinkUnavailable, OSError):
+            try:
                 self.request("stop", timeout=2.0)
+            except (SinkUnavailable, OSError):  # not listening yet (opening the database): its SIGTERM handler
+                with contextlib.suppress(ProcessLookupError):  # sets the same stop, from its first moment
+                    proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -42,10 +43,14 @@ def dump(db: Path) -> dict[str, list[tuple]]:
         con.close()
 
 
-def test_replay_on_a_broker_of_its_own_as_users_run_it(tmp_path: Path, broker: str) -> None:
+def test_replay_on_a_broker_of_its_own_as_users_run_it(tmp_path: Path, broker: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """``outloop replay`` and ``outloop demo`` without OUTLOOP_BROKER: the replay starts an embedded
     broker of its own (with a short session timeout, see ``replay_settings``) and materializes the
-    same as a replay through a shared broker."""
+    same as a replay through a shared broker. Its logs live in a private temporary home, removed
+    when it ends."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     sample = tmp_path / "sample"
     write_sample(sample, sessions=2)
     own = Settings.from_env({}, home=tmp_path / "own", db=tmp_path / "own.duckdb", http_port=0)
@@ -57,8 +62,8 @@ def test_replay_on_a_broker_of_its_own_as_users_run_it(tmp_path: Path, broker: s
             mine.tokens, mine.dead_letters_by_reason) == (
         shared.events, shared.sessions, shared.tool_calls, shared.tool_calls_by_source, shared.usage_records,
         shared.tokens, shared.dead_letters_by_reason)
-    log = (tmp_path / "own" / "logs" / "worker.log").read_text(errors="replace")
-    assert "Joined group" in log
+    assert not list((tmp_path / "tmp").iterdir())  # the private homes are gone
+    assert not (tmp_path / "own").exists()  # and nothing was written into the configured home
 
 
 def test_replay_sample_twice_changes_no_row(tmp_path: Path, broker: str) -> None:
