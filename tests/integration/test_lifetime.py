@@ -99,3 +99,26 @@ def test_demo_removes_its_temporary_folder(with_db: bool, tmp_path: Path) -> Non
     else:  # only the database, a file the report names, kept for querying
         assert len(left) == 1 and left[0].is_file() and left[0].suffix == ".duckdb", left
         assert str(left[0]) in r.stdout.decode()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
+def test_up_stopped_by_a_signal_stops_what_it_started(sig: int, tmp_path: Path) -> None:
+    """`outloop up` whose terminal closes (SIGHUP) or that is killed (SIGTERM) stops cleanly."""
+    env = command_env(tmp_path)
+    proc = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started: list[psutil.Process] = []
+    try:
+        wait(lambda: proc.poll() is not None or len(descendants(proc.pid)) >= 3, 90, "outloop up's processes")
+        assert proc.poll() is None
+        started = descendants(proc.pid)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+        gone, alive = psutil.wait_procs(started, timeout=15)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        for p in [*started, *descendants(proc.pid)]:
+            if p.is_running():
+                p.kill()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
