@@ -216,7 +216,8 @@ class Stack:
         log = open(self.worker_log, "ab")  # noqa: SIM115 - handed to the child
         preexec = _killed_with(os.getpid()) if self.die_with_parent else None
         try:
-            self.worker = subprocess.Popen([sys.executable, "-m", "outloop.worker"], env=env,
+            # -P: the installed outloop, not one in the current folder (an outloop checkout, say)
+            self.worker = subprocess.Popen([sys.executable, "-P", "-m", "outloop.worker"], env=env,
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509
         finally:
