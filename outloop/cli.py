@@ -72,12 +72,15 @@ def up() -> None:
     logging.getLogger("outloop.supervisor").propagate = False  # printed through on_event below
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # a broker that is down: outloop says so once
     try:
-        with Stack(s, forwarder=True, supervise=True, on_event=lambda m: err.print(m, markup=False)) as stack:
+        with Stack(s, forwarder=True, supervise=True, router=True,
+                   on_event=lambda m: err.print(m, markup=False)) as stack:
             st = stack.settings
             err.print(f"broker   {st.broker}{' (embedded)' if stack.broker else ''}")
             err.print(f"worker   http://{st.http_host}:{st.http_port}  (log {stack.worker_log})")
             err.print(f"database {st.db}")
             err.print(f"spool    {st.spool}")
+            if stack.router is not None:
+                err.print(f"router   {stack.router.socket_path}  (log {stack.router.log_path})")
             err.print("outloop is up; Ctrl-C stops it")
             try:
                 while not stop.wait(0.5):

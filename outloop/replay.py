@@ -34,7 +34,7 @@ from outloop.streams.settings import Settings
 # timeout under 6 s unless configured to accept one.
 PRIVATE_BROKER_SESSION_TIMEOUT = 2.0
 
-SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters")
+SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters", "routing_decisions")
 WORKFLOW_OUTPUTS = ("workflow_runs", "dead_letters")
 
 

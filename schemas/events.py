@@ -39,6 +39,7 @@ class EventType(StrEnum):
     WORKFLOW_PHASE_CHANGED = "workflow.phase_changed"
     WORKFLOW_ENDED = "workflow.ended"
     FLUSH = "control.flush"  # a marker the agents forward so a replay knows it is materialized
+    ROUTING_DECISION = "routing.decision"  # one PreToolUse decision of the router component
 
 
 class _Open(BaseModel):
@@ -175,6 +176,32 @@ class WorkflowEnded(_Closed):
     cost_usd: float | None = Field(ge=0, default=None)
 
 
+class RoutingDecision(_Closed):
+    """One decision of the router (``outloop.router``), shadow ones too; ``decision_id`` is stable for
+    a tool call (``rd:`` + digest of session and tool_use_id). ``action`` is what the rule decided
+    (pass | rewrite | advise | deny); ``answered`` whether the hook printed it (not in shadow mode)."""
+
+    decision_id: str = Field(min_length=1, max_length=512)
+    tool_use_id: str | None = None
+    session_id: str = Field(min_length=1)
+    tool_name: str | None = None
+    command: str | None = None
+    signature: str | None = None
+    category: str | None = None
+    side_effect: str | None = None
+    rule: str | None = None
+    rule_version: str | None = None
+    kind: Literal["structured", "generic"] | None = None
+    family: str | None = None
+    mode: Literal["shadow", "advise", "enforce"]
+    action: Literal["pass", "rewrite", "advise", "deny"]
+    answered: bool = False
+    confidence: int | None = Field(ge=0, le=100, default=None)
+    latency_ms: float | None = Field(ge=0, default=None)
+    reason: str = ""
+    decided_at: Time
+
+
 class Flush(_Closed):
     marker: str
     partitions: int = Field(ge=1)
@@ -206,4 +233,5 @@ EVENT_TYPES: dict[EventType, type[BaseModel]] = {
     EventType.WORKFLOW_PHASE_CHANGED: WorkflowPhaseChanged,
     EventType.WORKFLOW_ENDED: WorkflowEnded,
     EventType.FLUSH: Flush,
+    EventType.ROUTING_DECISION: RoutingDecision,
 }

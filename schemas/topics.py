@@ -49,6 +49,10 @@ class TopicCatalogue:
         return self._t("workflow-runs", "run_id", "validated workflow run events", "output")
 
     @property
+    def routing_decisions(self) -> Topic:
+        return self._t("routing-decisions", "session_id", "the router's decisions, shadow ones too", "output")
+
+    @property
     def dead_letters(self) -> Topic:
         return self._t("dlq", "original key", "rejected records with their bytes and a reason", "output")
 
@@ -61,6 +65,7 @@ class TopicCatalogue:
             self.usage,
             self.workflow_runs,
             self.dead_letters,
+            self.routing_decisions,
         ]
 
     def outputs(self) -> list[Topic]:

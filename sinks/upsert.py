@@ -102,6 +102,9 @@ def _dead_letter_rank(t: str) -> str:
     return "(" + ", ".join(f"{t}.{c}" for c in _DEAD_LETTER_ORDER) + ")"
 
 
+DECISION_TIE = tuple(c for c in SCHEMAS["routing_decisions"].names if c != "decision_id")
+KEYS = {"routing_decisions": "decision_id"}  # every other table's key column is ``id``
+
 UPSERT: dict[str, str] = {
     "tool_calls": _insert("tool_calls") + " ON CONFLICT (id) DO UPDATE SET "
                   + ", ".join(tool_call_merge("tool_calls", "EXCLUDED")),
@@ -113,6 +116,8 @@ UPSERT: dict[str, str] = {
     "dead_letters": _replace_where("dead_letters", "id", f"{_dead_letter_rank('EXCLUDED')} < "
                                                          f"{_dead_letter_rank('dead_letters')}"),
     "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING",
+    "routing_decisions": _replace_where("routing_decisions", "decision_id",
+                                        f"{tie(DECISION_TIE, 'EXCLUDED')} < {tie(DECISION_TIE, 'routing_decisions')}"),
 }
 
 PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
@@ -211,8 +216,8 @@ _DERIVED = ("CASE WHEN min(started_at) IS NOT NULL AND max(ended_at) IS NOT NULL
             "(epoch_us(max(ended_at)) - epoch_us(min(started_at)))::DOUBLE / 1000000.0 * 1000.0) END")
 
 
-def _first(table: str, order: str) -> str:
-    return f"SELECT * FROM raw_{table} QUALIFY row_number() OVER (PARTITION BY id ORDER BY {order}) = 1"
+def _first(table: str, order: str, key: str = "id") -> str:
+    return f"SELECT * FROM raw_{table} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
 
 
 # One row per key from the batch's versions (``raw_<table>``), by the rule of the upsert above.
@@ -229,6 +234,7 @@ FOLD: dict[str, str] = {
     "hook_events": _first("hook_events", tie(HOOK_TIE)),
     "workflow_events": _first("workflow_events", tie(WORKFLOW_TIE)),
     "dead_letters": _first("dead_letters", ", ".join(_DEAD_LETTER_ORDER)),
+    "routing_decisions": _first("routing_decisions", tie(DECISION_TIE), "decision_id"),
 }
 
 
@@ -242,7 +248,8 @@ def _staged(con: duckdb.DuckDBPyConnection, table: str, data: object, statements
 
 def folded(con: duckdb.DuckDBPyConnection, table: str, staged: pa.Table) -> pa.Table:
     """The batch's rows of ``table``, one per key: ``staged`` itself when its keys are distinct."""
-    if table not in FOLD or pc.count_distinct(staged.column("id")).as_py() == staged.num_rows:
+    key = KEYS.get(table, "id")
+    if table not in FOLD or pc.count_distinct(staged.column(key)).as_py() == staged.num_rows:
         return staged
     con.register(f"raw_{table}", staged)
     out = con.sql(FOLD[table]).to_arrow_table().select(SCHEMAS[table].names).cast(SCHEMAS[table])

@@ -38,6 +38,7 @@ class Topics:
     usage: faust.TopicT
     workflow_runs: faust.TopicT
     dead_letters: faust.TopicT
+    routing_decisions: faust.TopicT
 
 
 def stay_in_group_on_close() -> None:
@@ -109,5 +110,6 @@ def create_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Topics]:
         usage=topic(cat.usage.name),
         workflow_runs=topic(cat.workflow_runs.name),
         dead_letters=topic(cat.dead_letters.name),
+        routing_decisions=topic(cat.routing_decisions.name),
     )
     return app, topics
