@@ -192,12 +192,23 @@ class SessionOutputs:
     usage: str
     dead_letters: str
     routing_decisions: str = "outloop.routing-decisions"
+    routing_rules: str = "outloop.routing-rules"
+    adw_tools: str = "outloop.adw-tools"
 
     @classmethod
     def of(cls, topics: Topics) -> SessionOutputs:
         return cls(topics.hook_events.get_topic_name(), topics.tool_calls.get_topic_name(),
                    topics.usage.get_topic_name(), topics.dead_letters.get_topic_name(),
-                   topics.routing_decisions.get_topic_name())
+                   topics.routing_decisions.get_topic_name(), topics.routing_rules.get_topic_name(),
+                   topics.adw_tools.get_topic_name())
+
+    def routing(self) -> tuple[str, str, str]:
+        return self.routing_decisions, self.routing_rules, self.adw_tools
+
+
+# the router's records: already final, passed on as they came (secrets redacted) to their own topic
+_ROUTING = {EventType.ROUTING_DECISION: "routing_decisions", EventType.ROUTING_RULE: "routing_rules",
+            EventType.ROUTING_TOOL: "adw_tools"}
 
 
 def session_records(pairing: Pairing, messages: Iterable[Message], names: SessionOutputs, now: datetime,
@@ -226,8 +237,9 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
             reject(topic, partition, offset, key, value,
                    Rejected("wrong_topic", f"{kind.value} belongs on the workflow topic"))
             continue
-        if kind is EventType.ROUTING_DECISION:  # already final: forwarded as it came, secrets redacted
-            out.append((names.routing_decisions, key, _redacted(value or b"", result), partition))
+        routed = _ROUTING.get(kind)
+        if routed is not None:
+            out.append((getattr(names, routed), key, _redacted(value or b"", result), partition))
             stats["events"] += 1
             continue
         batch = per_partition.setdefault(partition, BatchOut())
@@ -255,7 +267,7 @@ def _partition_records(out: list[Record], names: SessionOutputs, partition: int,
         out.append((names.usage, _key(usage.session_id), encode(usage), partition))
     for marker in batch.flushes:
         value = flush_value(marker, partition)
-        for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters, names.routing_decisions):
+        for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters, *names.routing()):
             out.append((t, None, value, partition))
 
 

@@ -40,6 +40,8 @@ class EventType(StrEnum):
     WORKFLOW_ENDED = "workflow.ended"
     FLUSH = "control.flush"  # a marker the agents forward so a replay knows it is materialized
     ROUTING_DECISION = "routing.decision"  # one PreToolUse decision of the router component
+    ROUTING_RULE = "routing.rule"  # a routing rule as the router loaded it (on start and on every change)
+    ROUTING_TOOL = "routing.tool"  # a deterministic tool (runner family) rules route to
 
 
 class _Open(BaseModel):
@@ -202,6 +204,36 @@ class RoutingDecision(_Closed):
     decided_at: Time
 
 
+class RoutingRule(_Closed):
+    """A routing rule as the router loaded it; the latest ``updated_at`` of a name is its row."""
+
+    name: str = Field(min_length=1, max_length=200)
+    version: str
+    family: str
+    kind: Literal["structured", "generic"]
+    mode: Literal["shadow", "advise", "enforce"]
+    signatures: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    threshold: int = Field(ge=0, le=100)
+    promote_at: float = Field(ge=0, le=1)
+    min_decisions: int = Field(ge=1)
+    builtin: bool
+    source: str = ""
+    updated_at: Time
+
+
+class RoutingTool(_Closed):
+    """A deterministic tool the rules route to: a runner family and how it is started."""
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["structured", "generic"]
+    entry: str  # the command line that runs a command through it (COMMAND stands for the command)
+    rules: list[str] = Field(default_factory=list)
+    version: str
+    updated_at: Time
+
+
 class Flush(_Closed):
     marker: str
     partitions: int = Field(ge=1)
@@ -234,4 +266,6 @@ EVENT_TYPES: dict[EventType, type[BaseModel]] = {
     EventType.WORKFLOW_ENDED: WorkflowEnded,
     EventType.FLUSH: Flush,
     EventType.ROUTING_DECISION: RoutingDecision,
+    EventType.ROUTING_RULE: RoutingRule,
+    EventType.ROUTING_TOOL: RoutingTool,
 }

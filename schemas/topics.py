@@ -53,6 +53,14 @@ class TopicCatalogue:
         return self._t("routing-decisions", "session_id", "the router's decisions, shadow ones too", "output")
 
     @property
+    def routing_rules(self) -> Topic:
+        return self._t("routing-rules", "subject", "routing rules as the router loaded them", "output")
+
+    @property
+    def adw_tools(self) -> Topic:
+        return self._t("adw-tools", "subject", "the deterministic tools routing rules name", "output")
+
+    @property
     def dead_letters(self) -> Topic:
         return self._t("dlq", "original key", "rejected records with their bytes and a reason", "output")
 
@@ -66,6 +74,8 @@ class TopicCatalogue:
             self.workflow_runs,
             self.dead_letters,
             self.routing_decisions,
+            self.routing_rules,
+            self.adw_tools,
         ]
 
     def outputs(self) -> list[Topic]:

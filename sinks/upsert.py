@@ -103,7 +103,16 @@ def _dead_letter_rank(t: str) -> str:
 
 
 DECISION_TIE = tuple(c for c in SCHEMAS["routing_decisions"].names if c != "decision_id")
-KEYS = {"routing_decisions": "decision_id"}  # every other table's key column is ``id``
+RULE_TIE = tuple(c for c in SCHEMAS["routing_rules"].names if c not in ("name", "updated_at"))
+TOOL_TIE = tuple(c for c in SCHEMAS["adw_tools"].names if c not in ("name", "updated_at"))
+KEYS = {"routing_decisions": "decision_id", "routing_rules": "name", "adw_tools": "name"}  # else ``id``
+
+
+def _latest(t: str, columns: tuple[str, ...]) -> str:
+    """The latest version wins (then the smallest own columns): ``(updated_at DESC, tie)`` as a row
+    value compared with the negated epoch."""
+    return f"(-epoch_us({t}.updated_at), {tie(columns, t)[1:-1]})"
+
 
 UPSERT: dict[str, str] = {
     "tool_calls": _insert("tool_calls") + " ON CONFLICT (id) DO UPDATE SET "
@@ -118,6 +127,10 @@ UPSERT: dict[str, str] = {
     "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING",
     "routing_decisions": _replace_where("routing_decisions", "decision_id",
                                         f"{tie(DECISION_TIE, 'EXCLUDED')} < {tie(DECISION_TIE, 'routing_decisions')}"),
+    "routing_rules": _replace_where("routing_rules", "name",
+                                    f"{_latest('EXCLUDED', RULE_TIE)} < {_latest('routing_rules', RULE_TIE)}"),
+    "adw_tools": _replace_where("adw_tools", "name",
+                                f"{_latest('EXCLUDED', TOOL_TIE)} < {_latest('adw_tools', TOOL_TIE)}"),
 }
 
 PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
@@ -235,6 +248,8 @@ FOLD: dict[str, str] = {
     "workflow_events": _first("workflow_events", tie(WORKFLOW_TIE)),
     "dead_letters": _first("dead_letters", ", ".join(_DEAD_LETTER_ORDER)),
     "routing_decisions": _first("routing_decisions", tie(DECISION_TIE), "decision_id"),
+    "routing_rules": _first("routing_rules", f"updated_at DESC, {tie(RULE_TIE)[1:-1]}", "name"),
+    "adw_tools": _first("adw_tools", f"updated_at DESC, {tie(TOOL_TIE)[1:-1]}", "name"),
 }
 
 

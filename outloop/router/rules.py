@@ -34,6 +34,7 @@ KINDS = ("structured", "generic")
 FAMILIES = ("pytest", "unittest", "go-test", "cargo-test", "js-test", "swift-test", "swift-build", "cargo-build",
             "go-build", "tsc", "cc", "make", "ruff", "eslint", "mypy", "pip", "npm-install", "apt", "git-status",
             "git-diff", "git-log", "generic")
+GUARD = "loop-guard"  # the name decisions of the loop guard carry, and its mode's name in ``outloop routes mode``
 DEFAULT_THRESHOLD = 70
 DEFAULT_LOOP_GUARD = 3
 DEFAULT_PROMOTE_AT = 0.95  # measured fidelity over enough shadow decisions that suggests a promotion
@@ -233,8 +234,12 @@ def write_user(path: Path, data: dict[str, Any]) -> None:
 
 
 def set_mode(path: Path, rule: str, mode: str) -> dict[str, Any]:
+    """Set a rule's mode in the user file (``loop-guard``: the loop guard's and wait advice's)."""
     data = read_user(path)
-    data.setdefault("rules", {}).setdefault(rule, {})["mode"] = mode
+    if rule == GUARD:
+        data["guard_mode"] = mode
+    else:
+        data.setdefault("rules", {}).setdefault(rule, {})["mode"] = mode
     write_user(path, data)
     return data
 

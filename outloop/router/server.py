@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from outloop.router.rules import user_path
-from outloop.router.state import Router, snapshot_path
+from outloop.router.state import Router, registry_records, snapshot_path
 from outloop.streams.settings import Settings
 from outloop.streams.shim import router_socket
 from outloop.streams.spool import Spool, utc_iso
@@ -41,11 +41,21 @@ MAX_REQUEST = 32 * 1024 * 1024
 RECORD_SOURCE = "router"
 
 
+def envelope(kind: str, id: str, subject: str, data: dict[str, Any], ns: int) -> bytes:
+    """A spool record body the forwarder publishes as it is."""
+    return orjson.dumps({"specversion": "1", "id": id, "type": kind, "source": RECORD_SOURCE,
+                         "time": utc_iso(ns), "subject": subject, "data": data})
+
+
 def decision_envelope(data: dict[str, Any], ns: int) -> bytes:
-    """The spool record body of a decision: an envelope the forwarder publishes as it is."""
-    return orjson.dumps({"specversion": "1", "id": data["decision_id"], "type": "routing.decision",
-                         "source": RECORD_SOURCE, "time": utc_iso(ns), "subject": data["session_id"],
-                         "data": data})
+    """The spool record body of a decision."""
+    return envelope("routing.decision", data["decision_id"], data["session_id"], data, ns)
+
+
+def registry_envelopes(records: list[tuple[str, str, dict[str, Any]]], ns: int) -> list[bytes]:
+    """The spool record bodies of the rule and tool records (ids from their name, version, time)."""
+    return [envelope(kind, f"{kind}:{data['name']}:{data['version']}:{data['updated_at']}", subject, data, ns)
+            for kind, subject, data in records]
 
 
 class Recorder(threading.Thread):
@@ -54,10 +64,11 @@ class Recorder(threading.Thread):
     def __init__(self, spool: Spool) -> None:
         super().__init__(name="outloop-router-recorder", daemon=True)
         self.spool = spool
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=100_000)
+        self.queue: queue.Queue[dict[str, Any] | bytes | None] = queue.Queue(maxsize=100_000)
         self.written = self.failed = 0
 
-    def put(self, data: dict[str, Any]) -> None:
+    def put(self, data: dict[str, Any] | bytes) -> None:
+        """A decision's data, or a record body already made."""
         try:
             self.queue.put_nowait(data)
         except queue.Full:
@@ -70,7 +81,8 @@ class Recorder(threading.Thread):
                 return
             try:
                 ns = time.time_ns()
-                self.spool.write(decision_envelope(data, ns), ns=ns, source=RECORD_SOURCE)
+                body = data if isinstance(data, bytes) else decision_envelope(data, ns)
+                self.spool.write(body, ns=ns, source=RECORD_SOURCE)
                 self.written += 1
             except Exception as exc:  # noqa: BLE001 - logged, counted; the router keeps answering
                 self.failed += 1
@@ -88,6 +100,18 @@ class Server:
         self.recorder = recorder
         self.stop = threading.Event()
         self.sock: socket.socket | None = None
+        self._published: set[bytes] = set()
+
+    def publish_registry(self) -> int:
+        """Record the rules and tools that changed since the last call (all of them the first time)."""
+        if self.recorder is None:
+            return 0
+        records = registry_envelopes(registry_records(self.router.rules, self.router.rules_path), time.time_ns())
+        fresh = [r for r in records if orjson.loads(r)["id"].encode() not in self._published]
+        for body in fresh:
+            self._published.add(orjson.loads(body)["id"].encode())
+            self.recorder.put(body)
+        return len(fresh)
 
     def bind(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -119,9 +143,11 @@ class Server:
             threading.Thread(target=self._answer, args=(conn,), name="outloop-router-conn", daemon=True).start()
 
     def _watch(self) -> None:
+        self.publish_registry()
         while not self.stop.wait(1.0):
             try:
-                self.router.refresh()
+                if self.router.refresh():
+                    self.publish_registry()
             except Exception:  # noqa: BLE001 - a bad reload keeps the last good state
                 log.exception("router: reload failed")
 

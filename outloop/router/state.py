@@ -179,6 +179,36 @@ def decision_record(d: Decision, payload: dict[str, Any], now: float, latency_ms
     }
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def registry_records(rules: RuleSet, rules_path: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(event type, subject, data) of every rule and every tool the rules route to. ``updated_at``
+    is when the rules last changed on disk, so the same rules give the same records (and rows)."""
+    from outloop.router.rules import BUILTIN
+    from outloop.runner.rewrite import runner_command
+
+    at = datetime.fromtimestamp(max(_mtime(BUILTIN), _mtime(rules_path)), UTC).isoformat().replace("+00:00", "Z")
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    families: dict[str, list[str]] = {}
+    for r in rules.rules:
+        families.setdefault(r.family, []).append(r.name)
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in r.as_dict().items()
+                if k not in ("examples", "description")}
+        out.append(("routing.rule", "routing", {**data, "source": rules.source, "updated_at": at}))
+    for family, names in families.items():
+        kind = "generic" if family == "generic" else "structured"
+        entry = runner_command("COMMAND", family)
+        version = hashlib.blake2b(orjson.dumps([family, kind, entry, names]), digest_size=6).hexdigest()
+        out.append(("routing.tool", "routing", {"name": family, "kind": kind, "entry": entry, "rules": names,
+                                                 "version": version, "updated_at": at}))
+    return out
+
+
 def rules_snapshot(path: Path) -> tuple[RuleSet | None, str | None]:
     """The rules a file gives, or the reason it cannot be used (for ``outloop routes``)."""
     try:

@@ -68,7 +68,8 @@ class Running:
         deadline = time.monotonic() + timeout
         while True:
             recs = [self.spool.read(i) for i in self.spool.ready()]
-            found = [orjson.loads(r.raw) for r in recs if r.source == "router"]
+            found = [e for e in (orjson.loads(r.raw) for r in recs if r.source == "router")
+                     if e["type"] == "routing.decision"]
             if len(found) >= n or time.monotonic() > deadline:
                 return found
             time.sleep(0.02)
@@ -104,7 +105,8 @@ def test_enforce_answers_updated_input_and_spools_payload_and_decision(running: 
     data = decision["data"]
     assert (data["rule"], data["mode"], data["action"], data["answered"]) == ("pytest", "enforce", "rewrite", True)
     assert data["tool_use_id"] == "toolu_01" and data["latency_ms"] >= 0
-    rec = next(running.spool.read(i) for i in running.spool.ready() if running.spool.read(i).source == "router")
+    rec = next(r for r in map(running.spool.read, running.spool.ready())
+               if r.source == "router" and b"routing.decision" in r.raw)
     env = envelope_for(rec)
     assert not isinstance(env, str) and env.type.value == "routing.decision" and env.id == data["decision_id"]
 
@@ -198,6 +200,29 @@ def test_snapshot_confidence_gates_the_structured_summariser(running: Running) -
     running.router.refresh()
     d = orjson.loads(ask(claude_payload("PreToolUse", "pytest -q", "toolu_09"), running.server.path))
     assert "--family pytest" in d["hookSpecificOutput"]["updatedInput"]["command"]
+
+
+def test_rules_and_tools_are_recorded_once_per_version(running: Running) -> None:
+    def registry() -> list[dict[str, object]]:
+        recs = [running.spool.read(i) for i in running.spool.ready()]
+        return [e for e in (orjson.loads(r.raw) for r in recs if r.source == "router")
+                if e["type"] in ("routing.rule", "routing.tool")]
+
+    rules = running.router.rules.rules
+    expected = len(rules) + len({r.family for r in rules})
+    deadline = time.monotonic() + 5
+    while len(registry()) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = registry()
+    assert len(first) == expected
+    names = {e["data"]["name"] for e in first if e["type"] == "routing.rule"}  # type: ignore[index]
+    assert {"pytest", "generic", "git-status"} <= names
+    tools = {e["data"]["name"]: e["data"] for e in first if e["type"] == "routing.tool"}  # type: ignore[index]
+    assert tools["pytest"]["rules"] == ["pytest"] and "COMMAND" in tools["pytest"]["entry"]
+    assert running.server.publish_registry() == 0  # nothing changed: nothing recorded again
+    (running.home / "routes.json").write_text(json.dumps({"rules": {"mypy": {"mode": "advise"}}}))
+    running.router.refresh()
+    assert running.server.publish_registry() > 0
 
 
 def test_garbage_is_answered_with_nothing(running: Running) -> None:
