@@ -18,14 +18,23 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from outloop.router.cli import routes_app
+from outloop.router.cli import mount as mount_routes
 from outloop.streams.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="outloop: watch coding agents, move deterministic work out of the LLM loop.")
 hooks_app = typer.Typer(no_args_is_help=True, help="Claude Code hook integration.")
 app.add_typer(hooks_app, name="hooks")
-app.add_typer(routes_app, name="routes")
+
+
+def _query_db(sql: str) -> tuple[list[str], list[list[Any]]]:
+    from outloop.client import query as run
+
+    s = Settings.from_env()
+    return run(s.db, s.http_host, s.http_port, sql)
+
+
+app.add_typer(mount_routes(_query_db), name="routes")
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 

@@ -6,6 +6,7 @@ within about a second and records the new rules (tables ``routing_rules`` and ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -17,6 +18,14 @@ from outloop.router.rules import GUARD, MODES, Rule, RulesError, add_exclusion, 
 
 routes_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                          help="Routing rules: list, show RULE, mode RULE shadow|advise|enforce, exclude SIGNATURE.")
+Query = Callable[[str], tuple[list[str], list[list[Any]]]]
+_query: list[Query] = []  # how to read the database: given by the CLI that mounts this app
+
+
+def mount(query: Query) -> typer.Typer:
+    """The ``routes`` app, reading decision figures with ``query`` (through a running worker, or the file)."""
+    _query[:] = [query]
+    return routes_app
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -24,13 +33,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 def _stats() -> dict[str, dict[str, Any]]:
     """Per rule: decisions, answered, rewrites, measured fidelity (from DuckDB when there is one)."""
-    from outloop.client import query
-    from outloop.streams.settings import Settings
-
     try:
-        s = Settings.from_env()
-        _, rows = query(s.db, s.http_host, s.http_port,
-                        "SELECT rule, count(*), count(*) FILTER (WHERE answered), "
+        _, rows = _query[0]("SELECT rule, count(*), count(*) FILTER (WHERE answered), "
                         "count(*) FILTER (WHERE action = 'rewrite'), count(fidelity), avg(fidelity) "
                         "FROM routing_decisions WHERE rule IS NOT NULL GROUP BY rule")
     except Exception:  # noqa: BLE001 - no database yet, or one without the table: no figures

@@ -236,3 +236,20 @@ def test_wait_advice_table(commands: list[str], current: str, advised: bool) -> 
     assert (verdict is not None) == advised
     if verdict:
         assert "outloop wait" in verdict.reason and "gh run view 1" in verdict.reason
+
+
+# -- the same decision on recorded sessions (shadow replay) -----------------------------------------
+def test_shadow_decider_decides_recorded_steps_as_enforced_with_memory() -> None:
+    from outloop.agents.timeline import Timeline, ToolStep
+    from outloop.router.shadow import shadow_decider
+
+    steps = [ToolStep(f"t{i}", "Bash", {"command": c}, i, output=o) for i, (c, o) in enumerate([
+        ("pytest -q", FAIL), ("pytest -q", FAIL), ("pytest -q", FAIL), ("rm -rf build", ""), ("go test ./...", "ok")])]
+    steps.append(ToolStep("t9", "Read", {"file_path": "/repo/a.py"}, 9, output="x"))
+    timeline = Timeline("s", "s", steps=steps)
+    decide_step = shadow_decider(patterns={"test:pytest:*": 90})
+    got = [decide_step(s, timeline) for s in steps]
+    assert [(d.rule, d.kind, d.action) if d else None for d in got] == [
+        ("pytest", "structured", "rewrite"), ("pytest", "structured", "rewrite"),
+        ("loop-guard", "guard", "deny"), None, ("generic", "generic", "rewrite"), None]
+    assert shadow_decider()(steps[0], timeline).kind == "generic"  # type: ignore[union-attr]  # no confidence known

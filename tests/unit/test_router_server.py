@@ -229,3 +229,22 @@ def test_garbage_is_answered_with_nothing(running: Running) -> None:
     for junk in (b"", b"\xff\xfe", b"[1,2]", b'{"hook_event_name":"PreToolUse"}', b'{"session_id":"s"}'):
         assert ask(junk, running.server.path) == b""
     assert ping(running.server.path)
+
+
+def test_hook_with_routing_within_twice_a_bare_interpreter_start(running: Running) -> None:
+    """The whole PreToolUse hook, answered by the router, against ``python -c pass`` (the reference
+    of the shim's own timing test), medians of interleaved runs."""
+    import statistics
+    import sys
+
+    body = claude_payload("PreToolUse", "pytest -q", "toolu_t")
+    hook, bare = [], []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        proc = subprocess.run(CMD, input=body, capture_output=True, env=running.env())
+        hook.append(time.perf_counter() - t0)
+        assert b"updatedInput" in proc.stdout
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], capture_output=True, env=running.env())
+        bare.append(time.perf_counter() - t0)
+    assert statistics.median(hook) < 2 * statistics.median(bare), (hook, bare)
