@@ -152,6 +152,7 @@ class Server:
                 log.exception("router: reload failed")
 
     def _answer(self, conn: socket.socket) -> None:
+        event = None
         with conn:
             try:
                 conn.settimeout(5.0)
@@ -167,8 +168,10 @@ class Server:
                 reply, event = self.router.handle(b"".join(chunks))
                 if reply:
                     conn.sendall(reply)
-            except OSError:
-                return  # the shim gave up (its budget): it printed nothing
+            except OSError:  # the shim gave up (its budget): it printed nothing, the call went on unchanged
+                if event is not None:
+                    event = {**event, "answered": False, "reason": event["reason"] + " (not answered: the hook "
+                                                                                     "had given up)"}
             except Exception:  # noqa: BLE001 - a bug answers nothing, never crashes the router
                 self.router.counters["errors"] += 1
                 log.exception("router: a request failed")
