@@ -191,7 +191,7 @@ class DuckSink:
             try:
                 result = self._write(messages, anchors or {})
                 self._refresh_due()  # before counting: a refresh that fails makes the caller retry the batch
-                if self._snapshot_owed or result.rows.get("routing_decisions"):
+                if self._snapshot_owed:  # after a refresh: confidences (and fidelity) may have changed
                     self.snapshots.publish(self.con)
                     self._snapshot_owed = False
                 self.totals.add(result)
