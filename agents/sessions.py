@@ -191,11 +191,24 @@ class SessionOutputs:
     tool_calls: str
     usage: str
     dead_letters: str
+    routing_decisions: str = "outloop.routing-decisions"
+    routing_rules: str = "outloop.routing-rules"
+    adw_tools: str = "outloop.adw-tools"
 
     @classmethod
     def of(cls, topics: Topics) -> SessionOutputs:
         return cls(topics.hook_events.get_topic_name(), topics.tool_calls.get_topic_name(),
-                   topics.usage.get_topic_name(), topics.dead_letters.get_topic_name())
+                   topics.usage.get_topic_name(), topics.dead_letters.get_topic_name(),
+                   topics.routing_decisions.get_topic_name(), topics.routing_rules.get_topic_name(),
+                   topics.adw_tools.get_topic_name())
+
+    def routing(self) -> tuple[str, str, str]:
+        return self.routing_decisions, self.routing_rules, self.adw_tools
+
+
+# the router's records: already final, passed on as they came (secrets redacted) to their own topic
+_ROUTING = {EventType.ROUTING_DECISION: "routing_decisions", EventType.ROUTING_RULE: "routing_rules",
+            EventType.ROUTING_TOOL: "adw_tools"}
 
 
 def session_records(pairing: Pairing, messages: Iterable[Message], names: SessionOutputs, now: datetime,
@@ -224,6 +237,11 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
             reject(topic, partition, offset, key, value,
                    Rejected("wrong_topic", f"{kind.value} belongs on the workflow topic"))
             continue
+        routed = _ROUTING.get(kind)
+        if routed is not None:
+            out.append((getattr(names, routed), key, _redacted(value or b"", result), partition))
+            stats["events"] += 1
+            continue
         batch = per_partition.setdefault(partition, BatchOut())
         secrets = scan(value or b"") if kind in _CARRY_CONTENT else _NOTHING
         try:
@@ -249,7 +267,7 @@ def _partition_records(out: list[Record], names: SessionOutputs, partition: int,
         out.append((names.usage, _key(usage.session_id), encode(usage), partition))
     for marker in batch.flushes:
         value = flush_value(marker, partition)
-        for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters):
+        for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters, *names.routing()):
             out.append((t, None, value, partition))
 
 
@@ -287,7 +305,7 @@ def register(app: faust.App, topics: Topics, settings: Settings,
             elif not result.envelope.type.value.startswith("workflow."):
                 reject(out, ev, Rejected("wrong_topic", f"{result.envelope.type.value} on the workflow topic"))
             else:
-                out.send(topics.workflow_runs, msg.key, _workflow_value(msg.value or b"", result), msg.partition)
+                out.send(topics.workflow_runs, msg.key, _redacted(msg.value or b"", result), msg.partition)
                 stats["workflow_events"] += 1
         await out.drain()
 
@@ -322,7 +340,7 @@ def register(app: faust.App, topics: Topics, settings: Settings,
         await run(stream, workflow_batches)
 
 
-def _workflow_value(raw: bytes, result: Decoded) -> bytes:
+def _redacted(raw: bytes, result: Decoded) -> bytes:
     """The record as it came, or re-encoded with its data redacted when it may hold a secret."""
     secrets = scan(raw)
     if not secrets:

@@ -18,12 +18,23 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from outloop.router.cli import mount as mount_routes
 from outloop.streams.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="outloop: watch coding agents, move deterministic work out of the LLM loop.")
 hooks_app = typer.Typer(no_args_is_help=True, help="Claude Code hook integration.")
 app.add_typer(hooks_app, name="hooks")
+
+
+def _query_db(sql: str) -> tuple[list[str], list[list[Any]]]:
+    from outloop.client import query as run
+
+    s = Settings.from_env()
+    return run(s.db, s.http_host, s.http_port, sql)
+
+
+app.add_typer(mount_routes(_query_db), name="routes")
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 
@@ -79,12 +90,15 @@ def up() -> None:
     logging.getLogger("outloop.supervisor").propagate = False  # printed through on_event below
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # a broker that is down: outloop says so once
     try:
-        with Stack(s, forwarder=True, supervise=True, on_event=lambda m: err.print(m, markup=False)) as stack:
+        with Stack(s, forwarder=True, supervise=True, router=True,
+                   on_event=lambda m: err.print(m, markup=False)) as stack:
             st = stack.settings
             err.print(f"broker   {st.broker}{' (embedded)' if stack.broker else ''}")
             err.print(f"worker   http://{st.http_host}:{st.http_port}  (log {stack.worker_log})")
             err.print(f"database {st.db}")
             err.print(f"spool    {st.spool}")
+            if stack.router is not None:
+                err.print(f"router   {stack.router.socket_path}  (log {stack.router.log_path})")
             err.print("outloop is up; Ctrl-C stops it")
             try:
                 while not stop.wait(0.5):

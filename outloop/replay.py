@@ -44,7 +44,8 @@ from outloop.streams.settings import Settings
 # timeout under 6 s unless configured to accept one.
 PRIVATE_BROKER_SESSION_TIMEOUT = 2.0
 
-SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters")
+SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters", "routing_decisions", "routing_rules",
+                   "adw_tools")
 WORKFLOW_OUTPUTS = ("workflow_runs", "dead_letters")
 
 

@@ -139,12 +139,14 @@ class Stack:
 
     def __init__(self, settings: Settings, *, forwarder: bool = False, log_dir: Path | None = None,
                  supervise: bool = False, on_event: Callable[[str], None] | None = None,
-                 tick: float = 0.5, die_with_parent: bool = False) -> None:
+                 tick: float = 0.5, die_with_parent: bool = False, router: bool = False) -> None:
         if die_with_parent and supervise:
             raise ValueError("a supervised stack restarts processes from its supervisor thread: no die_with_parent")
         self.die_with_parent = die_with_parent
         self.settings = settings
         self.want_forwarder = forwarder
+        self.want_router = router
+        self.router: Any = None  # outloop.router.component.RouterProcess while running
         self.log_dir = log_dir or settings.home / "logs"
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -196,6 +198,10 @@ class Stack:
         self.start_worker(timeout)
         if self.want_forwarder:
             self._start_forwarder()
+        if self.want_router:
+            from outloop.router.component import RouterProcess
+
+            self.router = RouterProcess(s, self.log_dir).start(timeout)
         if self.want_supervise:
             self._sup_thread = threading.Thread(target=self._supervise, name="outloop-supervisor", daemon=True)
             self._sup_thread.start()
@@ -300,6 +306,12 @@ class Stack:
 
     def supervise_once(self, now: float) -> bool:
         """One observation and what it decides; False once the stack gave up."""
+        if self.router is not None and not self.router.alive():  # fails open meanwhile: hooks get no answer
+            self._event(f"supervisor: the router exited; starting a fresh one (log {self.router.log_path})")
+            try:
+                self.router.restart()
+            except RuntimeError as exc:
+                self._event(f"supervisor: the router did not start again: {exc}")
         broker_alive = self.broker_alive()
         worker_alive = self.worker is not None and self.worker.poll() is None
         rss = process_rss(self.broker.pid) if self.broker is not None and broker_alive else None
@@ -540,6 +552,8 @@ class Stack:
         self._sup_stop.set()
         if self._sup_thread is not None and self._sup_thread is not threading.current_thread():
             self._sup_thread.join(timeout=180)
+        if self.router is not None:
+            self.router.stop()
         self._fwd_stop.set()
         if self._fwd_thread is not None:
             self._fwd_thread.join(timeout=15)

@@ -39,6 +39,9 @@ class EventType(StrEnum):
     WORKFLOW_PHASE_CHANGED = "workflow.phase_changed"
     WORKFLOW_ENDED = "workflow.ended"
     FLUSH = "control.flush"  # a marker the agents forward so a replay knows it is materialized
+    ROUTING_DECISION = "routing.decision"  # one PreToolUse decision of the router component
+    ROUTING_RULE = "routing.rule"  # a routing rule as the router loaded it (on start and on every change)
+    ROUTING_TOOL = "routing.tool"  # a deterministic tool (runner family) rules route to
 
 
 class _Open(BaseModel):
@@ -175,6 +178,62 @@ class WorkflowEnded(_Closed):
     cost_usd: float | None = Field(ge=0, default=None)
 
 
+class RoutingDecision(_Closed):
+    """One decision of the router (``outloop.router``), shadow ones too; ``decision_id`` is stable for
+    a tool call (``rd:`` + digest of session and tool_use_id). ``action`` is what the rule decided
+    (pass | rewrite | advise | deny); ``answered`` whether the hook printed it (not in shadow mode)."""
+
+    decision_id: str = Field(min_length=1, max_length=512)
+    tool_use_id: str | None = None
+    session_id: str = Field(min_length=1)
+    tool_name: str | None = None
+    command: str | None = None
+    signature: str | None = None
+    category: str | None = None
+    side_effect: str | None = None
+    rule: str | None = None
+    rule_version: str | None = None
+    kind: Literal["structured", "generic"] | None = None
+    family: str | None = None
+    mode: Literal["shadow", "advise", "enforce"]
+    action: Literal["pass", "rewrite", "advise", "deny"]
+    answered: bool = False
+    confidence: int | None = Field(ge=0, le=100, default=None)
+    latency_ms: float | None = Field(ge=0, default=None)
+    reason: str = ""
+    decided_at: Time
+
+
+class RoutingRule(_Closed):
+    """A routing rule as the router loaded it; the latest ``updated_at`` of a name is its row."""
+
+    name: str = Field(min_length=1, max_length=200)
+    version: str
+    family: str
+    kind: Literal["structured", "generic"]
+    mode: Literal["shadow", "advise", "enforce"]
+    signatures: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    threshold: int = Field(ge=0, le=100)
+    promote_at: float = Field(ge=0, le=1)
+    min_decisions: int = Field(ge=1)
+    builtin: bool
+    source: str = ""
+    updated_at: Time
+
+
+class RoutingTool(_Closed):
+    """A deterministic tool the rules route to: a runner family and how it is started."""
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["structured", "generic"]
+    entry: str  # the command line that runs a command through it (COMMAND stands for the command)
+    rules: list[str] = Field(default_factory=list)
+    version: str
+    updated_at: Time
+
+
 class Flush(_Closed):
     marker: str
     partitions: int = Field(ge=1)
@@ -206,4 +265,7 @@ EVENT_TYPES: dict[EventType, type[BaseModel]] = {
     EventType.WORKFLOW_PHASE_CHANGED: WorkflowPhaseChanged,
     EventType.WORKFLOW_ENDED: WorkflowEnded,
     EventType.FLUSH: Flush,
+    EventType.ROUTING_DECISION: RoutingDecision,
+    EventType.ROUTING_RULE: RoutingRule,
+    EventType.ROUTING_TOOL: RoutingTool,
 }

@@ -49,6 +49,18 @@ class TopicCatalogue:
         return self._t("workflow-runs", "run_id", "validated workflow run events", "output")
 
     @property
+    def routing_decisions(self) -> Topic:
+        return self._t("routing-decisions", "session_id", "the router's decisions, shadow ones too", "output")
+
+    @property
+    def routing_rules(self) -> Topic:
+        return self._t("routing-rules", "subject", "routing rules as the router loaded them", "output")
+
+    @property
+    def adw_tools(self) -> Topic:
+        return self._t("adw-tools", "subject", "the deterministic tools routing rules name", "output")
+
+    @property
     def dead_letters(self) -> Topic:
         return self._t("dlq", "original key", "rejected records with their bytes and a reason", "output")
 
@@ -61,6 +73,9 @@ class TopicCatalogue:
             self.usage,
             self.workflow_runs,
             self.dead_letters,
+            self.routing_decisions,
+            self.routing_rules,
+            self.adw_tools,
         ]
 
     def outputs(self) -> list[Topic]:

@@ -37,7 +37,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
-from outloop.schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType, ToolCall, UsageRecord
+from outloop.schemas.events import (
+    EVENT_TYPES,
+    DeadLetter,
+    Envelope,
+    EventType,
+    RoutingDecision,
+    RoutingRule,
+    RoutingTool,
+    ToolCall,
+    UsageRecord,
+)
 from outloop.streams.codec import Rejected, dead_letter
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
@@ -45,7 +55,8 @@ TopicPartition = tuple[str, int]
 Row = dict[str, Any]
 
 KINDS = {"hook-events": "hook_events", "tool-calls": "tool_calls", "usage": "usage",
-         "workflow-runs": "workflow_events", "dlq": "dead_letters"}
+         "workflow-runs": "workflow_events", "dlq": "dead_letters", "routing-decisions": "routing_decisions",
+         "routing-rules": "routing_rules", "adw-tools": "adw_tools"}
 WORKFLOW_TYPES = {EventType.WORKFLOW_STARTED, EventType.WORKFLOW_PHASE_CHANGED, EventType.WORKFLOW_ENDED}
 
 TS = pa.timestamp("us", tz="UTC")
@@ -66,6 +77,17 @@ SCHEMAS: dict[str, pa.Schema] = {
                                   ("data", S)]),
     "dead_letters": pa.schema([("id", S), ("topic", S), ("partition", I32), ("offset", I64), ("key", S),
                                ("reason", S), ("detail", S), ("raw", pa.binary()), ("at", TS)]),
+    "routing_decisions": pa.schema([("decision_id", S), ("tool_use_id", S), ("session_id", S), ("tool_name", S),
+                                    ("command", S), ("signature", S), ("category", S), ("side_effect", S),
+                                    ("rule", S), ("rule_version", S), ("kind", S), ("family", S), ("mode", S),
+                                    ("action", S), ("answered", pa.bool_()), ("confidence", I32),
+                                    ("latency_ms", F64), ("reason", S), ("decided_at", TS)]),
+    "routing_rules": pa.schema([("name", S), ("version", S), ("family", S), ("kind", S), ("mode", S),
+                                ("signatures", S), ("categories", S), ("exclude", S), ("threshold", I32),
+                                ("promote_at", F64), ("min_decisions", I32), ("builtin", pa.bool_()), ("source", S),
+                                ("updated_at", TS)]),
+    "adw_tools": pa.schema([("name", S), ("kind", S), ("entry", S), ("rules", S), ("version", S),
+                            ("updated_at", TS)]),
     "flush_markers": pa.schema([("marker", S), ("topic", S), ("partition", I32), ("seen_at", TS)]),
     "consumer_offsets": pa.schema([("topic", S), ("partition", I32), ("next_offset", I64), ("anchor", S)]),
 }
@@ -232,6 +254,32 @@ def _dead_letter_row(value: bytes) -> Row:
     return row
 
 
+def _decision_row(value: bytes) -> Row:
+    env = Envelope.model_validate_json(value)
+    if env.type is not EventType.ROUTING_DECISION:
+        raise DecodeError(f"{env.type.value} on the routing-decisions topic")
+    return dict(RoutingDecision.model_validate(env.data).__dict__)
+
+
+def _listed(row: Row) -> Row:
+    """Lists stored as their JSON text."""
+    return {k: orjson.dumps(v).decode() if isinstance(v, list) else v for k, v in row.items()}
+
+
+def _rule_row(value: bytes) -> Row:
+    env = Envelope.model_validate_json(value)
+    if env.type is not EventType.ROUTING_RULE:
+        raise DecodeError(f"{env.type.value} on the routing-rules topic")
+    return _listed(dict(RoutingRule.model_validate(env.data).__dict__))
+
+
+def _tool_row(value: bytes) -> Row:
+    env = Envelope.model_validate_json(value)
+    if env.type is not EventType.ROUTING_TOOL:
+        raise DecodeError(f"{env.type.value} on the adw-tools topic")
+    return _listed(dict(RoutingTool.model_validate(env.data).__dict__))
+
+
 def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Row:
     marker = obj.get("marker")
     if not isinstance(marker, str) or not marker:
@@ -243,7 +291,8 @@ def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Ro
 
 CHECKED: dict[str, Callable[[bytes], Row]] = {
     "hook_events": _hook_row, "usage": _usage_row, "workflow_events": _workflow_row,
-    "tool_calls": _tool_call_row, "dead_letters": _dead_letter_row}
+    "tool_calls": _tool_call_row, "dead_letters": _dead_letter_row, "routing_decisions": _decision_row,
+    "routing_rules": _rule_row, "adw_tools": _tool_row}
 
 
 # -- the fast path: msgspec structs, only for the exact forms the agents write ----------------------

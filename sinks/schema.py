@@ -208,6 +208,28 @@ ALTER TABLE hook_events DROP COLUMN digest;
 ALTER TABLE workflow_events DROP COLUMN digest;
 """
 
+ROUTING = """
+CREATE TABLE routing_decisions (
+    decision_id VARCHAR PRIMARY KEY,    -- 'rd:' + digest of session and tool_use_id
+    tool_use_id VARCHAR, session_id VARCHAR NOT NULL, tool_name VARCHAR, command VARCHAR,
+    signature VARCHAR, category VARCHAR, side_effect VARCHAR,
+    rule VARCHAR, rule_version VARCHAR,
+    kind VARCHAR,                       -- structured | generic
+    family VARCHAR,                     -- the runner family
+    mode VARCHAR NOT NULL,              -- shadow | advise | enforce
+    action VARCHAR NOT NULL,            -- pass | rewrite | advise | deny
+    answered BOOLEAN,                   -- whether the hook printed it (never in shadow)
+    confidence INTEGER, latency_ms DOUBLE, reason VARCHAR, decided_at TIMESTAMPTZ,
+    fidelity DOUBLE);                   -- measured later (share of used strings the compact result kept)
+CREATE TABLE routing_rules (            -- the rules as the router loaded them; the latest version per name
+    name VARCHAR PRIMARY KEY, version VARCHAR NOT NULL, family VARCHAR, kind VARCHAR, mode VARCHAR,
+    signatures JSON, categories JSON, exclude JSON, threshold INTEGER, promote_at DOUBLE,
+    min_decisions INTEGER, builtin BOOLEAN, source VARCHAR, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE adw_tools (                -- the deterministic tools (runner families) the rules route to
+    name VARCHAR PRIMARY KEY, kind VARCHAR, entry VARCHAR, rules JSON, version VARCHAR,
+    updated_at TIMESTAMPTZ NOT NULL);
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
@@ -217,6 +239,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "samples, session spans (backfilled)", INCREMENTAL_PATTERNS),
     (5, "versions of a usage, hook or workflow row are told apart by their own columns: the record digest "
         "columns are dropped (stored rows keep the version they hold)", TIE_ON_COLUMNS),
+    (6, "routing: the router's decisions, its rules and the tools they route to", ROUTING),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

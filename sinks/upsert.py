@@ -102,6 +102,18 @@ def _dead_letter_rank(t: str) -> str:
     return "(" + ", ".join(f"{t}.{c}" for c in _DEAD_LETTER_ORDER) + ")"
 
 
+DECISION_TIE = tuple(c for c in SCHEMAS["routing_decisions"].names if c != "decision_id")
+RULE_TIE = tuple(c for c in SCHEMAS["routing_rules"].names if c not in ("name", "updated_at"))
+TOOL_TIE = tuple(c for c in SCHEMAS["adw_tools"].names if c not in ("name", "updated_at"))
+KEYS = {"routing_decisions": "decision_id", "routing_rules": "name", "adw_tools": "name"}  # else ``id``
+
+
+def _latest(t: str, columns: tuple[str, ...]) -> str:
+    """The latest version wins (then the smallest own columns): ``(updated_at DESC, tie)`` as a row
+    value compared with the negated epoch."""
+    return f"(-epoch_us({t}.updated_at), {tie(columns, t)[1:-1]})"
+
+
 UPSERT: dict[str, str] = {
     "tool_calls": _insert("tool_calls") + " ON CONFLICT (id) DO UPDATE SET "
                   + ", ".join(tool_call_merge("tool_calls", "EXCLUDED")),
@@ -113,6 +125,12 @@ UPSERT: dict[str, str] = {
     "dead_letters": _replace_where("dead_letters", "id", f"{_dead_letter_rank('EXCLUDED')} < "
                                                          f"{_dead_letter_rank('dead_letters')}"),
     "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING",
+    "routing_decisions": _replace_where("routing_decisions", "decision_id",
+                                        f"{tie(DECISION_TIE, 'EXCLUDED')} < {tie(DECISION_TIE, 'routing_decisions')}"),
+    "routing_rules": _replace_where("routing_rules", "name",
+                                    f"{_latest('EXCLUDED', RULE_TIE)} < {_latest('routing_rules', RULE_TIE)}"),
+    "adw_tools": _replace_where("adw_tools", "name",
+                                f"{_latest('EXCLUDED', TOOL_TIE)} < {_latest('adw_tools', TOOL_TIE)}"),
 }
 
 PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
@@ -211,8 +229,8 @@ _DERIVED = ("CASE WHEN min(started_at) IS NOT NULL AND max(ended_at) IS NOT NULL
             "(epoch_us(max(ended_at)) - epoch_us(min(started_at)))::DOUBLE / 1000000.0 * 1000.0) END")
 
 
-def _first(table: str, order: str) -> str:
-    return f"SELECT * FROM raw_{table} QUALIFY row_number() OVER (PARTITION BY id ORDER BY {order}) = 1"
+def _first(table: str, order: str, key: str = "id") -> str:
+    return f"SELECT * FROM raw_{table} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
 
 
 # One row per key from the batch's versions (``raw_<table>``), by the rule of the upsert above.
@@ -229,6 +247,9 @@ FOLD: dict[str, str] = {
     "hook_events": _first("hook_events", tie(HOOK_TIE)),
     "workflow_events": _first("workflow_events", tie(WORKFLOW_TIE)),
     "dead_letters": _first("dead_letters", ", ".join(_DEAD_LETTER_ORDER)),
+    "routing_decisions": _first("routing_decisions", tie(DECISION_TIE), "decision_id"),
+    "routing_rules": _first("routing_rules", f"updated_at DESC, {tie(RULE_TIE)[1:-1]}", "name"),
+    "adw_tools": _first("adw_tools", f"updated_at DESC, {tie(TOOL_TIE)[1:-1]}", "name"),
 }
 
 
@@ -242,7 +263,8 @@ def _staged(con: duckdb.DuckDBPyConnection, table: str, data: object, statements
 
 def folded(con: duckdb.DuckDBPyConnection, table: str, staged: pa.Table) -> pa.Table:
     """The batch's rows of ``table``, one per key: ``staged`` itself when its keys are distinct."""
-    if table not in FOLD or pc.count_distinct(staged.column("id")).as_py() == staged.num_rows:
+    key = KEYS.get(table, "id")
+    if table not in FOLD or pc.count_distinct(staged.column(key)).as_py() == staged.num_rows:
         return staged
     con.register(f"raw_{table}", staged)
     out = con.sql(FOLD[table]).to_arrow_table().select(SCHEMAS[table].names).cast(SCHEMAS[table])

@@ -42,6 +42,7 @@ from outloop.sinks.patterns import (
 )
 from outloop.sinks.query import confine, run_readonly, use_utc
 from outloop.sinks.schema import migrate
+from outloop.sinks.snapshot import Publisher as SnapshotPublisher
 from outloop.sinks.upsert import KeyConflict, Optimism, apply
 from outloop.streams.codec import Rejected, dead_letter
 from outloop.streams.heaps import gc_paused
@@ -126,6 +127,8 @@ class DuckSink:
         self._enrich = {"tool_calls": signature_columns}
         self._last_full = self._last_refresh = self._last_sequences = 0.0
         self._owed = True  # dirty marks may be waiting (from before a restart): the next refresh looks
+        self.snapshots = SnapshotPublisher(self.path)  # for the router: published after each refresh
+        self._snapshot_owed = True
         self.open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -188,6 +191,9 @@ class DuckSink:
             try:
                 result = self._write(messages, anchors or {})
                 self._refresh_due()  # before counting: a refresh that fails makes the caller retry the batch
+                if self._snapshot_owed:  # after a refresh: confidences (and fidelity) may have changed
+                    self.snapshots.publish(self.con)
+                    self._snapshot_owed = False
                 self.totals.add(result)
             except duckdb.Error as exc:
                 self._grow_memory(exc)
@@ -273,6 +279,7 @@ class DuckSink:
         if folded.rows["flush_markers"]:
             refresh(con, True, True)
             self._last_refresh = self._last_full = self._last_sequences = time.monotonic()
+            self._snapshot_owed = True
 
     def _refresh_due(self) -> None:
         """The periodic refreshes - patterns at most every REFRESH_S, a full one every FULL_REFRESH_S,
@@ -289,6 +296,7 @@ class DuckSink:
             return
         with self.transaction() as con:
             refresh(con, full, sequences)
+        self._snapshot_owed = True
         self._last_refresh = now
         if full:
             self._last_full = now

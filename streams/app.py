@@ -38,6 +38,9 @@ class Topics:
     usage: faust.TopicT
     workflow_runs: faust.TopicT
     dead_letters: faust.TopicT
+    routing_decisions: faust.TopicT
+    routing_rules: faust.TopicT
+    adw_tools: faust.TopicT
 
 
 def stay_in_group_on_close() -> None:
@@ -109,5 +112,8 @@ def create_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Topics]:
         usage=topic(cat.usage.name),
         workflow_runs=topic(cat.workflow_runs.name),
         dead_letters=topic(cat.dead_letters.name),
+        routing_decisions=topic(cat.routing_decisions.name),
+        routing_rules=topic(cat.routing_rules.name),
+        adw_tools=topic(cat.adw_tools.name),
     )
     return app, topics

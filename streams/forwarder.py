@@ -49,7 +49,9 @@ def envelope_for(rec: SpoolRecord) -> Envelope | str:
     """The envelope of a spool record, or the reason it cannot be one (``not_json``,
     ``not_object``, ``no_session_id``, ``envelope``). A payload the shim cut keeps the fields that
     arrived whole, marked ``outloop_truncated`` (:mod:`streams.truncated`); one with a tail is
-    never read whole, as its head and tail joined can be valid JSON with the middle missing."""
+    never read whole, as its head and tail joined can be valid JSON with the middle missing. A record
+    the router wrote (``source`` "router") holds an envelope already (a routing decision, rule or
+    tool): it is sent as it is."""
     obj: Any = _UNPARSED
     if not rec.tail:
         with contextlib.suppress(orjson.JSONDecodeError):
@@ -60,6 +62,11 @@ def envelope_for(rec: SpoolRecord) -> Envelope | str:
             return "not_json"
     if not isinstance(obj, dict):
         return "not_object"
+    if rec.source == "router":
+        try:
+            return Envelope.model_validate(obj)
+        except ValidationError:
+            return "envelope"
     session = obj.get("session_id")
     if not isinstance(session, str) or not session or len(session) > _SUBJECT_MAX:
         return "no_session_id"

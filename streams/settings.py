@@ -55,6 +55,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_JOURNAL_MAX_AGE": ("86400", "seconds a forwarded hook event stays in the spool's sent journal at most"),
     "OUTLOOP_JOURNAL_MAX_MB": ("512", "size (MB) of the spool's sent journal at most, oldest pruned first; "
                                       "0 deletes forwarded events at once (no journal)"),
+    "OUTLOOP_ROUTES": ("$OUTLOOP_HOME/routes.json", "the user routing rules file"),
+    "OUTLOOP_ROUTER": ("1", "0 makes the hook shim skip the router (read by the shim itself)"),
+    "OUTLOOP_ROUTE_BUDGET_MS": ("150", "the hook's hard budget for the router's answer, from its start (ms)"),
+    "OUTLOOP_ROUTER_SOCKET": ("$OUTLOOP_HOME/router.sock", "the router's Unix socket"),
     "OUTLOOP_JOURNAL_CONFIRM": ("300", "seconds between checks that prune the journal entries proven in DuckDB "
                                       "(a flush marker); 0 never checks"),
 }

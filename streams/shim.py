@@ -1,9 +1,16 @@
 """The Claude Code hook shim: stdin -> one spool record. Runs on every tool call of the agent.
 
-Contract (the hook never harms the agent): stdlib only, prints nothing on stdout, always exits 0,
-ends within ``DEADLINE`` seconds whatever happens (unwritable or full spool, endless stdin), never
-talks to the broker. Bytes that are not a hook payload are kept exactly as read; the forwarder turns
-them into dead letters downstream.
+Contract (the hook never harms the agent): stdlib only, always exits 0, ends within ``DEADLINE``
+seconds whatever happens (unwritable or full spool, endless stdin), never talks to the broker.
+Bytes that are not a hook payload are kept exactly as read; the forwarder turns them into dead
+letters downstream.
+
+Routing: a PreToolUse payload is first handed to the router component (``outloop up`` runs it) over
+its Unix socket, within a hard budget (``OUTLOOP_ROUTE_BUDGET_MS``, default 150 ms from the shim's
+start); its answer, when there is one, is printed on stdout as is (the PreToolUse JSON). No router,
+an error or the budget spent: nothing is printed and the call proceeds unchanged. A PostToolUse
+payload is passed on without waiting (the router's session memory learns each command's result).
+``OUTLOOP_ROUTER=0`` turns both off. The payload is spooled in every case, as before.
 
 Run it as a file with ``python -I -S <this file>`` (see :func:`hook_command`): isolated mode skips
 site-packages and their ``.pth`` import hooks, which cost more than the whole shim.
@@ -22,6 +29,7 @@ if __package__ in (None, ""):  # run as a file (``-I -S``): the sibling spool mo
 else:
     from .spool import Spool, default_spool_dir
 
+ROUTE_BUDGET_MS = 150.0  # default hard budget for the router's answer, from the shim's start
 MAX_BYTES = 16 * 1024 * 1024  # stdin kept at most; the rest is read and discarded
 TAIL_BYTES = 64 * 1024  # of what is discarded, the last bytes are kept too (after the first MAX_BYTES)
 SOFT_DEADLINE = 1.5  # stop reading stdin, keep what was read, write it
@@ -106,7 +114,76 @@ def _complain(what: str, exc: BaseException) -> None:
         pass
 
 
-def _run(ns: int) -> None:
+def router_socket(environ: "os._Environ[str] | dict[str, str] | None" = None) -> str:
+    """``OUTLOOP_ROUTER_SOCKET``, else ``$OUTLOOP_HOME/router.sock`` (``~/.outloop/router.sock``)."""
+    env = os.environ if environ is None else environ
+    path = env.get("OUTLOOP_ROUTER_SOCKET")
+    if path:
+        return os.path.expanduser(path)
+    return os.path.join(os.path.expanduser(env.get("OUTLOOP_HOME") or os.path.join("~", ".outloop")), "router.sock")
+
+
+def _budget() -> float:
+    try:
+        return float(os.environ.get("OUTLOOP_ROUTE_BUDGET_MS") or ROUTE_BUDGET_MS) / 1000.0
+    except ValueError:
+        return ROUTE_BUDGET_MS / 1000.0
+
+
+def route(raw: bytes, start: float) -> bytes:
+    """The router's answer to a PreToolUse payload (b"" for none), within the budget counted from
+    ``start`` (monotonic); a PostToolUse payload is sent without waiting. Never raises."""
+    pre = b'"PreToolUse"' in raw
+    if (not pre and b'"PostToolUse"' not in raw) or os.environ.get("OUTLOOP_ROUTER") == "0":
+        return b""
+    deadline = start + _budget()
+    try:
+        import _socket  # the C module: ``socket.py`` would import enum, selectors ...
+
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    except Exception:
+        return b""
+    try:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b""
+        sock.settimeout(left)
+        sock.connect(router_socket())
+        sock.sendall(raw)
+        sock.shutdown(1)  # SHUT_WR: the request is complete
+        if not pre:
+            return b""
+        chunks = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b""
+            sock.settimeout(left)
+            block = sock.recv(65536)
+            if not block:
+                break
+            chunks.append(block)
+        reply = b"".join(chunks)
+        return reply if reply.startswith(b"{") and reply.endswith(b"}\n") else b""
+    except Exception:  # no router, refused, timed out, reset: the call proceeds unchanged
+        return b""
+    finally:
+        try:
+            sock.close()
+        except Exception:
+            pass
+
+
+def _answer(reply: bytes) -> None:
+    try:
+        view = memoryview(reply)
+        while view:
+            view = view[os.write(1, view):]
+    except Exception:
+        pass
+
+
+def _run(ns: int, start: float) -> None:
     chunks: list[bytes] = []
     tail = bytearray()
     trunc: str | None
@@ -114,6 +191,13 @@ def _run(ns: int) -> None:
         trunc = read_stdin(chunks, tail=tail)
     except _Deadline:
         trunc = "timeout"
+    if trunc is None:
+        try:
+            reply = route(b"".join(chunks), start)
+            if reply:
+                _answer(reply)
+        except _Deadline:
+            pass
     try:
         if tail:
             chunks.append(bytes(tail))
@@ -129,9 +213,10 @@ def _run(ns: int) -> None:
 def main() -> int:
     """Entry point. Always returns 0."""
     ns = time.time_ns()  # the receive time: Claude Code hands the payload over at once
+    start = time.monotonic()
     try:
         _arm()
-        _run(ns)
+        _run(ns, start)
     except BaseException as exc:  # never an exception, never a non-zero exit
         _complain("failed", exc)
     try:
@@ -156,4 +241,4 @@ def hook_command(python: str | None = None) -> str:
 
 if __name__ == "__main__":
     main()
-    os._exit(0)  # skip interpreter teardown; nothing is buffered (we print nothing)
+    os._exit(0)  # skip interpreter teardown; nothing is buffered (stdout is written with os.write)

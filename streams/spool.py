@@ -10,7 +10,9 @@ Record file ``<uuid7>.rec``::
 
 The header may also hold ``"trunc": "size" | "timeout"`` when the shim kept only part of its stdin,
 and ``"tail": N`` when the last N bytes of the body are the last bytes of stdin, after a gap of bytes
-the shim dropped (it keeps the first 16 MiB and the last 64 KiB of a larger payload).
+the shim dropped (it keeps the first 16 MiB and the last 64 KiB of a larger payload), and
+``"src": "router"`` for a record the router component wrote (its body is an event envelope, not a
+hook payload; the shim never writes that field).
 A record is written to a hidden temp file ``.<uuid7>.tmp`` in the same folder and renamed into place,
 so a reader never sees a half-written record. UUIDv7 text sorts by time, so the sorted file names
 are the arrival order (to a fraction of a millisecond across processes).
@@ -98,14 +100,16 @@ class SpoolCorrupt(Exception):
 
 
 class SpoolRecord:
-    __slots__ = ("id", "received_at", "raw", "trunc", "tail")
+    __slots__ = ("id", "received_at", "raw", "trunc", "tail", "source")
 
-    def __init__(self, id: str, received_at: str, raw: bytes, trunc: str | None = None, tail: int = 0) -> None:
+    def __init__(self, id: str, received_at: str, raw: bytes, trunc: str | None = None, tail: int = 0,
+                 source: str | None = None) -> None:
         self.id = id
         self.received_at = received_at
         self.raw = raw
         self.trunc = trunc
         self.tail = tail  # the last ``tail`` bytes of ``raw`` are the end of stdin, after a gap
+        self.source = source
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter((self.id, self.received_at, self.raw))
@@ -129,15 +133,19 @@ class Spool:
         return os.path.join(self.folder, id + SUFFIX)
 
     # -- writing (the shim) -------------------------------------------------------------------
-    def write(self, raw: bytes, *, ns: int | None = None, trunc: str | None = None, tail: int = 0) -> str:
+    def write(self, raw: bytes, *, ns: int | None = None, trunc: str | None = None, tail: int = 0,
+              source: str | None = None) -> str:
         """Store ``raw`` as a new record stamped ``ns`` (default: now); returns its id. ``tail``: how
-        many of the last bytes of ``raw`` come after a gap (see the module docstring)."""
+        many of the last bytes of ``raw`` come after a gap (see the module docstring). ``source``
+        ("router") marks a record whose body is an event envelope rather than a hook payload."""
         rid = uuid7(ns)
         if ns is None:
             ns = uuid7_time_ns(rid)
         extra = f',"trunc":"{trunc}"' if trunc else ""
         if tail:
             extra += f',"tail":{int(tail)}'
+        if source:
+            extra += f',"src":"{source}"'
         header = (
             f'{{"v":{FORMAT_VERSION},"id":"{rid}","received_at":"{utc_iso(ns)}","len":{len(raw)}{extra}}}\n'
         ).encode("ascii")
@@ -201,7 +209,9 @@ class Spool:
         trunc = header.get("trunc")
         tail = header.get("tail")
         tail = tail if isinstance(tail, int) and not isinstance(tail, bool) and 0 < tail <= len(raw) else 0
-        return SpoolRecord(rid, received_at, raw, trunc if isinstance(trunc, str) else None, tail)
+        src = header.get("src")
+        return SpoolRecord(rid, received_at, raw, trunc if isinstance(trunc, str) else None, tail,
+                           src if isinstance(src, str) else None)
 
     def ack(self, id: str, keep: bool = False) -> None:
         """The record's publication was acknowledged: delete it, or with ``keep`` move it into the

@@ -99,7 +99,7 @@ def consumer_for(bootstrap: str, sink: DuckSink, cat: TopicCatalogue) -> SinkCon
     return SinkConsumer(bootstrap, sink, cat, max_batch=50, refresh_s=0.5, probe_s=0.5)
 
 
-ALL = PARTITIONS * 5  # one marker per partition of each of the five output topics
+ALL = PARTITIONS * len(TopicCatalogue().outputs())  # one marker per partition of each output topic
 
 
 def test_rows_arrive_and_a_restarted_consumer_resumes_without_duplicates(broker: str, tmp_path: Path) -> None:

@@ -22,6 +22,10 @@ from outloop.agents.sessions import (
     flush_value,
     forwarded_reason,
 )
+from outloop.agents.sessions import (
+    _ROUTING as ROUTING,
+)
+from outloop.agents.sessions import _redacted as redacted
 from outloop.schemas import sizes as sz
 from outloop.schemas.events import (
     Envelope,
@@ -227,7 +231,7 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
             out.append((names.usage, usage.session_id.encode(), encode(usage), partition))
         for marker in batch.flushes:
             value = flush_value(marker, partition)
-            for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters):
+            for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters, *names.routing()):
                 out.append((t, None, value, partition))
 
     for topic, partition, offset, key, value, headers in messages:
@@ -241,6 +245,11 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
         if result.envelope.type.value.startswith("workflow."):
             reject(topic, partition, offset, key, value,
                    Rejected("wrong_topic", f"{result.envelope.type.value} belongs on the workflow topic"))
+            continue
+        if result.envelope.type in ROUTING:  # the router's records pass through (added with them)
+            table = ROUTING[result.envelope.type]
+            out.append((getattr(names, table), key, redacted(value or b"", result), partition))
+            stats["events"] += 1
             continue
         batch = per_partition.setdefault(partition, BatchOut())
         kind = result.envelope.type

@@ -1,0 +1,217 @@
+"""What the router component holds in memory and how one hook payload is answered, apart from sockets.
+
+:class:`Router` keeps the rules (reloaded when the user file changes), the pattern confidences and
+per-rule fidelity (from the snapshot the sink writes after each pattern refresh) and every
+session's recent tool calls. :meth:`Router.handle` takes one hook payload (bytes, as the hook shim
+read them) and returns the bytes the shim prints (empty: nothing) and, for a PreToolUse call, the
+decision event to record. A PostToolUse payload only feeds the session's memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from outloop.router.decide import Decision, answer, decide
+from outloop.router.guard import SessionState, response_text
+from outloop.router.rules import RulesError, RuleSet, build, load, read_user
+from outloop.sinks.snapshot import snapshot_path
+
+__all__ = ["Router", "snapshot_path"]
+
+log = logging.getLogger("outloop.router")
+
+MAX_SESSIONS = 2000
+PING = b'{"outloop":"ping"}'
+
+
+def decision_id(session_id: str, tool_use_id: str | None, now_ns: int) -> str:
+    """Stable for one tool call (a retried hook records the same decision); unique otherwise."""
+    key = f"{session_id}\0{tool_use_id}" if tool_use_id else f"{session_id}\0{now_ns}\0{os.urandom(8).hex()}"
+    return "rd:" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+class Router:
+    def __init__(self, rules_path: Path, snapshot: Path | None) -> None:
+        self.rules_path = rules_path
+        self.snapshot = snapshot
+        self.rules: RuleSet = build({})
+        self.rules_error: str | None = None
+        self.patterns: dict[str, int] = {}
+        self.rule_stats: dict[str, tuple[int, float | None]] = {}
+        self.sessions: OrderedDict[str, SessionState] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stamps: dict[str, tuple[float, int] | None] = {}
+        self.counters = {"decisions": 0, "answered": 0, "posts": 0, "errors": 0, "reloads": 0}
+        self.refresh(force=True)
+
+    # -- inputs that change while it runs ------------------------------------------------------
+    def _changed(self, path: Path | None) -> bool:
+        if path is None:
+            return False
+        try:
+            st = path.stat()
+            stamp: tuple[float, int] | None = (st.st_mtime, st.st_size)
+        except OSError:
+            stamp = None
+        if self._stamps.get(str(path), ()) == stamp:
+            return False
+        self._stamps[str(path)] = stamp
+        return True
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload the rules file and the snapshot when they changed; True when anything did."""
+        changed = False
+        if self._changed(self.rules_path) or force:
+            try:
+                rules = load(self.rules_path)
+                self.rules, self.rules_error = rules, None
+                changed = True
+            except (RulesError, OSError) as exc:  # keep deciding with the last good rules
+                self.rules_error = str(exc)
+                log.error("router: rules not reloaded: %s", exc)
+        if self._changed(self.snapshot) or (force and self.snapshot):
+            self._load_snapshot()
+            changed = True
+        if changed:
+            self.counters["reloads"] += 1
+        return changed
+
+    def _load_snapshot(self) -> None:
+        assert self.snapshot is not None
+        try:
+            data = orjson.loads(self.snapshot.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return
+        patterns = data.get("patterns") if isinstance(data, dict) else None
+        stats = data.get("rules") if isinstance(data, dict) else None
+        if isinstance(patterns, dict):
+            self.patterns = {str(k): int(v) for k, v in patterns.items() if isinstance(v, int | float)}
+        if isinstance(stats, dict):
+            self.rule_stats = {str(k): (int(v.get("decisions", 0)), v.get("fidelity"))
+                               for k, v in stats.items() if isinstance(v, dict)}
+
+    # -- one payload ---------------------------------------------------------------------------
+    def session(self, session_id: str, now: float) -> SessionState:
+        state = self.sessions.get(session_id)
+        if state is None:
+            state = self.sessions[session_id] = SessionState(last_seen=now)
+            while len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
+        else:
+            self.sessions.move_to_end(session_id)
+        return state
+
+    def handle(self, raw: bytes, now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
+        """(bytes to print, the decision event's data or None). Never raises on bad input."""
+        started = time.perf_counter()
+        now = time.time() if now is None else now
+        if raw.strip() == PING:
+            return b"pong", None
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return b"", None
+        if not isinstance(payload, dict) or not isinstance(payload.get("session_id"), str):
+            return b"", None
+        event = payload.get("hook_event_name")
+        with self._lock:
+            if event == "PostToolUse":
+                self.counters["posts"] += 1
+                self.session(payload["session_id"], now).post(
+                    _str(payload.get("tool_use_id")), response_text(payload.get("tool_response")), now)
+                return b"", None
+            if event != "PreToolUse":
+                return b"", None
+            return self._pre(payload, now, started)
+
+    def _pre(self, payload: dict[str, Any], now: float, started: float) -> tuple[bytes, dict[str, Any] | None]:
+        session_id = payload["session_id"]
+        tool = _str(payload.get("tool_name")) or ""
+        raw_input = payload.get("tool_input")
+        tool_input: dict[str, Any] = raw_input if isinstance(raw_input, dict) else {}
+        state = self.session(session_id, now)
+        d = decide(tool, tool_input, _str(payload.get("cwd")), state, self.rules, self.patterns, now,
+                   self.rule_stats)
+        command = tool_input.get("command") if tool == "Bash" else None
+        step = state.pre(_str(payload.get("tool_use_id")), tool, command if isinstance(command, str) else None, now)
+        out = answer(d)
+        if out is not None and d.action == "deny":
+            step.denied = True
+            if state.steps and len(state.steps) > 1:  # a deny keeps the digest it denied for
+                step.digest = state.steps[-2].digest
+        self.counters["decisions"] += 1
+        self.counters["answered"] += out is not None
+        reply = orjson.dumps(out) + b"\n" if out is not None else b""
+        latency = (time.perf_counter() - started) * 1000.0
+        return reply, decision_record(d, payload, now, latency)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def decision_record(d: Decision, payload: dict[str, Any], now: float, latency_ms: float) -> dict[str, Any]:
+    """The ``routing.decision`` event's data (schemas.events.RoutingDecision)."""
+    session_id = payload["session_id"]
+    tool_use_id = _str(payload.get("tool_use_id"))
+    raw_input = payload.get("tool_input")
+    tool_input: dict[str, Any] = raw_input if isinstance(raw_input, dict) else {}
+    command = tool_input.get("command") if isinstance(tool_input.get("command"), str) else None
+    return {
+        "decision_id": decision_id(session_id, tool_use_id, int(now * 1e9)),
+        "tool_use_id": tool_use_id, "session_id": session_id,
+        "tool_name": _str(payload.get("tool_name")), "command": command,
+        "signature": d.signature, "category": d.category, "side_effect": d.side_effect,
+        "rule": d.rule, "rule_version": d.rule_version, "kind": d.kind, "family": d.family,
+        "mode": d.mode, "action": d.action, "answered": answer(d) is not None,
+        "confidence": d.confidence, "latency_ms": round(latency_ms, 3), "reason": d.reason,
+        "decided_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def registry_records(rules: RuleSet, rules_path: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(event type, subject, data) of every rule and every tool the rules route to. ``updated_at``
+    is when the rules last changed on disk, so the same rules give the same records (and rows)."""
+    from outloop.router.rules import BUILTIN
+    from outloop.runner.rewrite import runner_command
+
+    at = datetime.fromtimestamp(max(_mtime(BUILTIN), _mtime(rules_path)), UTC).isoformat().replace("+00:00", "Z")
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    families: dict[str, list[str]] = {}
+    for r in rules.rules:
+        families.setdefault(r.family, []).append(r.name)
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in r.as_dict().items()
+                if k not in ("examples", "description")}
+        out.append(("routing.rule", "routing", {**data, "source": rules.source, "updated_at": at}))
+    for family, names in families.items():
+        kind = "generic" if family == "generic" else "structured"
+        entry = runner_command("COMMAND", family)
+        version = hashlib.blake2b(orjson.dumps([family, kind, entry, names]), digest_size=6).hexdigest()
+        out.append(("routing.tool", "routing", {"name": family, "kind": kind, "entry": entry, "rules": names,
+                                                 "version": version, "updated_at": at}))
+    return out
+
+
+def rules_snapshot(path: Path) -> tuple[RuleSet | None, str | None]:
+    """The rules a file gives, or the reason it cannot be used (for ``outloop routes``)."""
+    try:
+        return build(read_user(path), source=str(path)), None
+    except RulesError as exc:
+        return None, str(exc)
