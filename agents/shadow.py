@@ -35,6 +35,7 @@ class ShadowDecision:
     category: str
     family: str | None = None
     reason: str = ""
+    context: str | None = None  # the text an advice adds
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Routed:
     decision: ShadowDecision
     fidelity: Fidelity
     saving: Saving
+    decided_at: str  # when the agent issued the call (its API response's timestamp): replays decide alike
 
     def row(self) -> dict[str, Any]:
         out = {"session_id": self.session_id, "context_id": self.context_id, "tool_use_id": self.tool_use_id,
@@ -81,10 +83,18 @@ def route_timeline(timeline: Timeline, decide: Decide, render: Render, estimator
         if compact is None:
             continue
         own = orjson.dumps(step.tool_input).decode()
-        fid = fidelity(step.output, compact, own, later_texts(timeline, step))
+        # a denied identical repeat loses nothing: the same output is already in the context
+        kept_text = step.output if decision.action == "deny" else compact
+        fid = fidelity(step.output, kept_text, own, later_texts(timeline, step))
+        at = timeline.calls[step.issued_by].timestamp or _first_time(timeline)
         out.append(Routed(timeline.session_id, timeline.context_id, step.tool_use_id, decision, fid,
-                          saving(timeline, step, compact, fid, estimator, prices)))
+                          saving(timeline, step, compact, fid, estimator, prices), at))
     return out
+
+
+def _first_time(timeline: Timeline) -> str:
+    """The earliest timestamp of the context, else the epoch (a transcript without timestamps)."""
+    return min((c.timestamp for c in timeline.calls if c.timestamp), default="1970-01-01T00:00:00Z")
 
 
 def _pct(part: float, whole: float) -> float | None:

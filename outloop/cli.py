@@ -155,6 +155,8 @@ def replay(
     db: Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for materialization")] = 600.0,
+    route_mode: Annotated[str, typer.Option(
+        "--route-mode", help="'shadow': decide every recorded tool call and price what routing would save")] = "off",
 ) -> None:
     """Import transcripts, hook logs and trajectories, materialize them, print a summary."""
     from outloop.lifetime import Stopped, stopped_by_signals
@@ -170,8 +172,10 @@ def replay(
     s = _settings(db)
     try:
         with stopped_by_signals():  # whatever stops it stops the broker and worker it started first
+            if route_mode not in ("off", "shadow"):
+                raise _fail(f"--route-mode is 'off' or 'shadow', not {route_mode!r}")
             summary = run_replay(paths, s, console=err, show_progress=err.is_terminal and not as_json,
-                                 timeout=timeout)
+                                 timeout=timeout, route_mode=None if route_mode == "off" else route_mode)
     except (FileNotFoundError, NothingToImport, StackError, TimeoutError, BrokerError, PublishError) as exc:
         raise _fail(_reason(exc)) from None
     except Stopped as exc:

@@ -65,6 +65,7 @@ class ReplaySummary:
     cost_usd: float | None = None
     unpriced_by_model: dict[str, int] = field(default_factory=dict)  # usage records without a price
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    routing: dict[str, Any] | None = None  # --route-mode shadow: docs/routing-savings.md
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -199,7 +200,7 @@ def private_home() -> Iterator[Path]:
 
 
 def replay(paths: list[Path], settings: Settings, *, console: Console | None = None,
-           show_progress: bool = False, timeout: float = 600.0) -> ReplaySummary:
+           show_progress: bool = False, timeout: float = 600.0, route_mode: str | None = None) -> ReplaySummary:
     from outloop.streams.publisher import Publisher
 
     started = time.monotonic()
@@ -236,6 +237,11 @@ def replay(paths: list[Path], settings: Settings, *, console: Console | None = N
         wait_for_marker(stack.client, marker, expected, timeout,
                         on_progress=lambda seen: progress.update(waiting, completed=seen))
         summarize(stack.client, sorted(sessions), summary)
+        if route_mode == "shadow":
+            progress.update(waiting, visible=False)
+            routing = progress.add_task("deciding and pricing every tool call (shadow)", total=None)
+            summary.routing = shadow_routing(paths, stack, cat, timeout, sorted(sessions))
+            progress.update(routing, total=1, completed=1)
     summary.files = dict(stats.files_by_format)
     summary.events = dict(sorted(by_type.items()))
     summary.rejected = dict(Counter(stats.skipped_files.values()))
@@ -245,3 +251,35 @@ def replay(paths: list[Path], settings: Settings, *, console: Console | None = N
     summary.sessions = len(sessions)
     summary.elapsed_s = round(time.monotonic() - started, 2)
     return summary
+
+
+def shadow_routing(paths: list[Path], stack: Stack, cat: TopicCatalogue, timeout: float,
+                   sessions: list[str]) -> dict[str, Any]:
+    """Decide every recorded tool call with the rules in force and the pattern confidences the replay
+    just materialized, price what enforcing the decisions would have saved, and store each decision
+    (with its fidelity and saving) in ``routing_decisions`` through the pipeline: ids are stable, so a
+    second replay of the same files changes no row."""
+    from outloop.agents.pricing import active_table
+    from outloop.router.rules import load
+    from outloop.shadow_replay import decision_records, operations_decided, shadow_section
+    from outloop.streams.publisher import Publisher
+
+    _, rows = stack.client.query("SELECT signature, confidence_score FROM operation_patterns")
+    patterns = {str(r[0]): int(round(float(r[1] or 0))) for r in rows}
+    rules = load()
+    section, routed = shadow_section(paths, rules, patterns, active_table())
+    _, calls = stack.client.query(
+        "SELECT command, category FROM tool_calls WHERE category IN ('test', 'build') AND command IS NOT NULL "
+        "AND session_id IN (SELECT unnest(?::VARCHAR[]))", [sessions])
+    section["test_build_operations"] = operations_decided([(r[0], r[1]) for r in calls], rules, patterns)
+    s = stack.settings
+    assert s.broker is not None
+    with Publisher(s.broker, catalogue=cat, partitions=s.partitions) as pub:
+        for env in decision_records(routed):
+            pub.envelope(env)
+        pub.flush()
+        marker = uuid.uuid4().hex
+        expected = publish_markers(pub, cat, marker, s.partitions)
+    wait_for_marker(stack.client, marker, expected, timeout)
+    section["stored_decisions"] = len(routed)
+    return section

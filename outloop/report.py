@@ -66,6 +66,47 @@ def print_summary(console: Console, s: ReplaySummary, db: Path) -> None:
     _kv(t, "elapsed", f"{s.elapsed_s:.1f} s")
     _kv(t, "database", db)
     print_table(console, t)
+    if s.routing is not None:
+        print_routing(console, s.routing)
+
+
+def _pct(v: object) -> str:
+    return "n/a" if v is None else f"{v:.2f}%"
+
+
+def print_routing(console: Console, r: dict[str, object]) -> None:
+    """The routing section of a shadow replay (docs/routing-savings.md)."""
+    t = Table(title="routing (shadow): what enforcing the decisions would have saved, net (estimate)",
+              show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    _kv(t, "sessions / contexts", f"{r['sessions']} / {r['contexts']}")
+    _kv(t, "total tokens (distinct API responses)", f"{r['total_tokens']:,}")
+    _kv(t, "total cost (USD)", f"{r['total_cost_usd']:,.4f}")
+    _kv(t, "decisions priced", r["decisions"])
+    _kv(t, "net tokens saved", f"{r['net_tokens_saved']:,} ({_pct(r['reduction_tokens_pct'])})")
+    _kv(t, "net USD saved", f"{r['net_usd_saved']:,.4f} ({_pct(r['reduction_cost_pct'])})")
+    _kv(t, "  without the largest session", f"{_pct(r['reduction_tokens_pct_without_largest'])} of tokens, "
+        f"{_pct(r['reduction_cost_pct_without_largest'])} of cost")
+    _kv(t, "median session reduction", _pct(r["median_session_reduction_tokens_pct"]))
+    _kv(t, "decisions that lost a string the agent used", r["lost_decisions"])
+    ops = r["test_build_operations"]
+    if isinstance(ops, dict):
+        _kv(t, "test/build operations with a structured decision",
+            f"{ops['structured_decisions']} of {ops['test_build_operations']} ({_pct(ops['structured_share_pct'])})")
+    est = r["estimator"]
+    if isinstance(est, dict):
+        _kv(t, "tokens of text", f"{est['chars_per_token']} chars/token (calibrated: {est['calibrated']}, "
+            f"{est['observations']} intervals)")
+    print_table(console, t)
+    by_rule = r["by_rule"]
+    if isinstance(by_rule, dict) and by_rule:
+        rules = Table("rule", "decisions", "net tokens", "net USD", "fidelity", "lost", title="by rule")
+        for name, g in by_rule.items():
+            fid = "n/a" if g["fidelity"] is None else f"{g['fidelity']:.3f}"
+            rules.add_row(name, str(g["decisions"]), f"{g['net_tokens']:,}", f"{g['net_usd']:.4f}", fid,
+                          str(g["lost"]))
+        print_table(console, rules)
 
 
 TOP_PATTERNS = """

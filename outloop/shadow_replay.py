@@ -18,12 +18,11 @@ import orjson
 
 from outloop.agents.calibration import calibrate
 from outloop.agents.pricing import PriceTable
-from outloop.agents.shadow import Decide, Render, Routed, route_timeline, section
-from outloop.agents.timeline import Timeline, build_timeline
-from outloop.streams.importers import ImportStats
+from outloop.agents.shadow import Routed, ShadowDecision, route_timeline, section
+from outloop.agents.timeline import Timeline, ToolStep, build_timeline
+from outloop.schemas.events import Envelope, EventType, RoutingDecision
+from outloop.streams.importers import ImportStats, make_envelope
 from outloop.streams.importers.detect import SKIP, collect_files, detect
-
-TEST_BUILD = ("test", "build")
 
 
 def _records(path: Path, fmt: str, doc: Any) -> Iterable[Any]:
@@ -69,15 +68,64 @@ def _distinct(timelines: list[Timeline]) -> list[set[int]]:
     return out
 
 
-def shadow_section(paths: list[Path], decide: Decide, render: Render, prices: PriceTable,
-                   is_structured_family: Any = None) -> tuple[dict[str, Any], list[Routed]]:
-    """The routing section for the files under ``paths`` and the routed decisions behind it."""
+class _Decisions:
+    """The router's decision for every step of one timeline, taken in order with the session state the
+    live router would have had (each earlier step's command and output), so the loop guard sees repeats."""
+
+    def __init__(self, timeline: Timeline, rules: Any, patterns: dict[str, int]) -> None:
+        from outloop.router.decide import decide
+        from outloop.router.guard import SessionState
+
+        state = SessionState()
+        self.by_step: dict[str, ShadowDecision | None] = {}
+        for step in timeline.steps:
+            command = step.tool_input.get("command") if step.tool_name == "Bash" else None
+            d = decide(step.tool_name, step.tool_input, None, state, rules, patterns, 0.0)
+            self.by_step[step.tool_use_id] = _shadow(d)
+            state.pre(step.tool_use_id, step.tool_name, command if isinstance(command, str) else None, 0.0)
+            if step.output is not None:
+                state.post(step.tool_use_id, step.output, 0.0)
+
+    def __call__(self, step: ToolStep, timeline: Timeline) -> ShadowDecision | None:
+        return self.by_step.get(step.tool_use_id)
+
+
+def _shadow(d: Any) -> ShadowDecision | None:
+    """A router decision as shadow replay prices it: rewrites, denials and advice; passes are None."""
+    if d.action == "pass" or d.rule is None:
+        return None
+    kind = d.kind or "guard"
+    return ShadowDecision(d.rule, d.rule_version or "", kind, d.action, d.signature or "", d.category or "",
+                          d.family, d.reason, d.context)
+
+
+def render(decision: ShadowDecision, step: ToolStep) -> str | None:
+    """What the agent would have read instead of the recorded output under ``decision`` (enforced)."""
+    from outloop.runner.recorded import printed_for
+
+    output = step.output or ""
+    if decision.action == "rewrite":
+        command = step.tool_input.get("command")
+        if not isinstance(command, str):
+            return None
+        return printed_for(command, output, step.exit_code or 0, decision.family, decision.rule)
+    if decision.action == "deny":
+        return decision.reason  # the repeat's output is replaced by the denial's reason
+    if decision.action == "advise":
+        return output + "\n" + (decision.context or "")  # advice adds to what the agent reads
+    return None
+
+
+def shadow_section(paths: list[Path], rules: Any, patterns: dict[str, int],
+                   prices: PriceTable) -> tuple[dict[str, Any], list[Routed]]:
+    """The routing section for the files under ``paths`` and the routed decisions behind it, decided
+    with ``rules`` and the pattern confidences ``patterns`` (signature -> 0-100)."""
     timelines, others = load_timelines(paths)
     skips = _distinct(timelines)
     estimator = calibrate(timelines)
     totals: dict[str, dict[str, float]] = {}
     routed: list[Routed] = []
-    ops: dict[str, Any] = {"test_build_operations": 0, "structured_decisions": 0}
+    ops: dict[str, Any] = {}  # filled from every replayed source by operations_decided
     unpriced = 0
     for t, skip in zip(timelines, skips, strict=True):
         agg = totals.setdefault(t.session_id, {"tokens": 0, "usd": 0.0})
@@ -89,26 +137,49 @@ def shadow_section(paths: list[Path], decide: Decide, render: Render, prices: Pr
             if cost is None:
                 unpriced += 1
             agg["usd"] += cost or 0.0
-        mine = route_timeline(t, decide, render, estimator, prices, skip)
-        routed.extend(mine)
-        for step in t.steps:
-            if step.issued_by in skip or step.output is None:
-                continue
-            d = decide(step, t)
-            category = d.category if d else _category(step)
-            if category in TEST_BUILD:
-                ops["test_build_operations"] += 1
-                if d is not None and d.kind == "structured" and d.action == "rewrite":
-                    ops["structured_decisions"] += 1
-    ops["structured_share_pct"] = (round(100 * ops["structured_decisions"] / ops["test_build_operations"], 1)
-                                   if ops["test_build_operations"] else None)
+        decisions = _Decisions(t, rules, patterns)
+        routed.extend(route_timeline(t, decisions, render, estimator, prices, skip))
     out = section(timelines, routed, totals, estimator, ops)
     out["unpriced_responses"] = unpriced
     out["trajectories_not_covered"] = others
     return out, routed
 
 
-def _category(step: Any) -> str:
-    from outloop.agents.signatures import signature_of
+def decision_records(routed: list[Routed]) -> list[Envelope]:
+    """The ``routing.decision`` events of shadow decisions, with their fidelity and saving. Ids are
+    stable for a tool call and apart from the live router's (``replay:`` in the digested key)."""
+    from outloop.router.state import decision_id
 
-    return signature_of(step.tool_name, step.tool_input).category
+    out = []
+    for r in routed:
+        d, sv = r.decision, r.saving
+        did = decision_id(r.session_id, f"replay:{r.tool_use_id}", 0)
+        data = {"decision_id": did, "tool_use_id": r.tool_use_id, "session_id": r.session_id, "tool_name": "Bash",
+                "command": None, "signature": d.signature, "category": d.category, "rule": d.rule,
+                "rule_version": d.rule_version, "kind": d.kind if d.kind in ("structured", "generic") else None,
+                "family": d.family, "mode": "shadow", "action": d.action, "answered": False, "reason": d.reason,
+                "decided_at": r.decided_at, "fidelity": r.fidelity.value, "fidelity_used": r.fidelity.used,
+                "raw_tokens": sv.raw_tokens, "compact_tokens": sv.compact_tokens, "carry_calls": sv.carry_calls,
+                "saved_once_tokens": sv.saved_once_tokens, "net_tokens": sv.net_tokens, "net_usd": sv.net_usd,
+                "context_tokens": sv.context_tokens, "model": sv.model, "basis": "estimate"}
+        out.append(make_envelope(RoutingDecision.model_validate(data), id=did, type=EventType.ROUTING_DECISION,
+                                 source="replay", subject=r.session_id, time=None))
+    return out
+
+
+def operations_decided(calls: list[tuple[str, str]], rules: Any, patterns: dict[str, int]) -> dict[str, Any]:
+    """Of the replayed test and build commands (every source: transcripts, hook logs, trajectories),
+    how many the router would hand to a structured family summariser, to the generic one, or pass."""
+    from outloop.router.decide import decide
+
+    counts: dict[str, Any] = {"test_build_operations": len(calls), "structured_decisions": 0,
+                              "generic_decisions": 0, "passed": 0}
+    for command, _category in calls:
+        d = decide("Bash", {"command": command}, None, None, rules, patterns, 0.0)
+        if d.action != "rewrite":
+            counts["passed"] += 1
+        else:
+            counts["structured_decisions" if d.kind == "structured" else "generic_decisions"] += 1
+    n = counts["test_build_operations"]
+    counts["structured_share_pct"] = round(100 * counts["structured_decisions"] / n, 1) if n else None
+    return counts

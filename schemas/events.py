@@ -202,6 +202,18 @@ class RoutingDecision(_Closed):
     latency_ms: float | None = Field(ge=0, default=None)
     reason: str = ""
     decided_at: Time
+    # measured on a recorded or logged output (shadow replay; docs/routing-savings.md), else None
+    fidelity: float | None = Field(ge=0, le=1, default=None)
+    fidelity_used: int | None = Field(ge=0, default=None)
+    raw_tokens: int | None = Field(ge=0, default=None)
+    compact_tokens: int | None = Field(ge=0, default=None)
+    carry_calls: int | None = Field(ge=0, default=None)
+    saved_once_tokens: int | None = None
+    net_tokens: int | None = None
+    net_usd: float | None = None
+    context_tokens: int | None = Field(ge=0, default=None)
+    model: str | None = None
+    basis: str | None = None  # "estimate" (shadow replay of recorded outputs) or "measured"
 
 
 class RoutingRule(_Closed):

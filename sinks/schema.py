@@ -230,6 +230,24 @@ CREATE TABLE adw_tools (                -- the deterministic tools (runner famil
     updated_at TIMESTAMPTZ NOT NULL);
 """
 
+SAVINGS = """
+ALTER TABLE routing_decisions ADD COLUMN fidelity_used INTEGER;
+ALTER TABLE routing_decisions ADD COLUMN raw_tokens BIGINT;
+ALTER TABLE routing_decisions ADD COLUMN compact_tokens BIGINT;
+ALTER TABLE routing_decisions ADD COLUMN carry_calls INTEGER;
+ALTER TABLE routing_decisions ADD COLUMN saved_once_tokens BIGINT;
+ALTER TABLE routing_decisions ADD COLUMN net_tokens BIGINT;
+ALTER TABLE routing_decisions ADD COLUMN net_usd DOUBLE;
+ALTER TABLE routing_decisions ADD COLUMN context_tokens BIGINT;
+ALTER TABLE routing_decisions ADD COLUMN model VARCHAR;
+ALTER TABLE routing_decisions ADD COLUMN basis VARCHAR;
+CREATE OR REPLACE VIEW cost_savings_log AS
+SELECT decision_id, tool_use_id, session_id, CAST(decided_at AS DATE) AS day, rule, rule_version, kind, family,
+       category, signature, mode, action, basis, model, raw_tokens, compact_tokens, carry_calls, saved_once_tokens,
+       net_tokens, net_usd, context_tokens, fidelity, fidelity_used, decided_at
+FROM routing_decisions WHERE net_tokens IS NOT NULL;
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
@@ -240,6 +258,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (5, "versions of a usage, hook or workflow row are told apart by their own columns: the record digest "
         "columns are dropped (stored rows keep the version they hold)", TIE_ON_COLUMNS),
     (6, "routing: the router's decisions, its rules and the tools they route to", ROUTING),
+    (7, "savings: measured fidelity and the net saving of each routing decision; the cost_savings_log view",
+     SAVINGS),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
