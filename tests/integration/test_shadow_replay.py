@@ -31,7 +31,7 @@ def test_shadow_replay_prices_every_decision_and_stores_it_once(tmp_path: Path, 
     s = settings_for(tmp_path, broker)
     first = replay([traces], s, route_mode="shadow")
     r = first.routing
-    assert r is not None and KEYS <= set(r)
+    assert r is not None and set(r) >= KEYS
     assert r["total_tokens"] == first.tokens["total"] - _trajectory_tokens(s.db)
     assert r["decisions"] == r["stored_decisions"] > 0
     ops = r["test_build_operations"]
