@@ -68,37 +68,6 @@ def _distinct(timelines: list[Timeline]) -> list[set[int]]:
     return out
 
 
-class _Decisions:
-    """The router's decision for every step of one timeline, taken in order with the session state the
-    live router would have had (each earlier step's command and output), so the loop guard sees repeats."""
-
-    def __init__(self, timeline: Timeline, rules: Any, patterns: dict[str, int]) -> None:
-        from outloop.router.decide import decide
-        from outloop.router.guard import SessionState
-
-        state = SessionState()
-        self.by_step: dict[str, ShadowDecision | None] = {}
-        for step in timeline.steps:
-            command = step.tool_input.get("command") if step.tool_name == "Bash" else None
-            d = decide(step.tool_name, step.tool_input, None, state, rules, patterns, 0.0)
-            self.by_step[step.tool_use_id] = _shadow(d)
-            state.pre(step.tool_use_id, step.tool_name, command if isinstance(command, str) else None, 0.0)
-            if step.output is not None:
-                state.post(step.tool_use_id, step.output, 0.0)
-
-    def __call__(self, step: ToolStep, timeline: Timeline) -> ShadowDecision | None:
-        return self.by_step.get(step.tool_use_id)
-
-
-def _shadow(d: Any) -> ShadowDecision | None:
-    """A router decision as shadow replay prices it: rewrites, denials and advice; passes are None."""
-    if d.action == "pass" or d.rule is None:
-        return None
-    kind = d.kind or "guard"
-    return ShadowDecision(d.rule, d.rule_version or "", kind, d.action, d.signature or "", d.category or "",
-                          d.family, d.reason, d.context)
-
-
 def render(decision: ShadowDecision, step: ToolStep) -> str | None:
     """What the agent would have read instead of the recorded output under ``decision`` (enforced)."""
     from outloop.runner.recorded import printed_for
@@ -120,6 +89,9 @@ def shadow_section(paths: list[Path], rules: Any, patterns: dict[str, int],
                    prices: PriceTable) -> tuple[dict[str, Any], list[Routed]]:
     """The routing section for the files under ``paths`` and the routed decisions behind it, decided
     with ``rules`` and the pattern confidences ``patterns`` (signature -> 0-100)."""
+    from outloop.router.shadow import shadow_decider
+
+    decide = shadow_decider(rules, patterns)  # every rule as if enforced, the session's memory rebuilt
     timelines, others = load_timelines(paths)
     skips = _distinct(timelines)
     estimator = calibrate(timelines)
@@ -137,8 +109,7 @@ def shadow_section(paths: list[Path], rules: Any, patterns: dict[str, int],
             if cost is None:
                 unpriced += 1
             agg["usd"] += cost or 0.0
-        decisions = _Decisions(t, rules, patterns)
-        routed.extend(route_timeline(t, decisions, render, estimator, prices, skip))
+        routed.extend(route_timeline(t, decide, render, estimator, prices, skip))
     out = section(timelines, routed, totals, estimator, ops)
     out["unpriced_responses"] = unpriced
     out["trajectories_not_covered"] = others
@@ -171,7 +142,9 @@ def operations_decided(calls: list[tuple[str, str]], rules: Any, patterns: dict[
     """Of the replayed test and build commands (every source: transcripts, hook logs, trajectories),
     how many the router would hand to a structured family summariser, to the generic one, or pass."""
     from outloop.router.decide import decide
+    from outloop.router.shadow import enforced
 
+    rules = enforced(rules)
     counts: dict[str, Any] = {"test_build_operations": len(calls), "structured_decisions": 0,
                               "generic_decisions": 0, "passed": 0}
     for command, _category in calls:
