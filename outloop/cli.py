@@ -276,6 +276,31 @@ def patterns(
     print_table(out, table)
 
 
+@app.command()
+def savings(
+    by: Annotated[str, typer.Option(help="group by rule, day or session")] = "rule",
+    as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")] = None,
+) -> None:
+    """Net tokens and dollars routing saved (or would save, in shadow), with fidelity."""
+    from outloop.client import query as run_query
+    from outloop.savings import records, savings_sql
+
+    try:
+        sql = savings_sql(by)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    s = _settings(db)
+    try:
+        columns, rows = run_query(s.db, s.http_host, s.http_port, sql)
+    except Exception as exc:  # QueryError, and duckdb's errors on the read-only path
+        raise _fail(_reason(exc)) from None
+    if as_json:
+        sys.stdout.write(orjson.dumps(records(columns, rows), default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    _render(columns, rows, "table")
+
+
 @hooks_app.command("install")
 def hooks_install(
     settings_path: Annotated[Path, typer.Option("--settings", help="Claude Code settings.json")] = Path(

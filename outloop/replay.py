@@ -264,14 +264,15 @@ def shadow_routing(paths: list[Path], stack: Stack, cat: TopicCatalogue, timeout
     from outloop.shadow_replay import decision_records, operations_decided, shadow_section
     from outloop.streams.publisher import Publisher
 
-    _, rows = stack.client.query("SELECT signature, confidence_score FROM operation_patterns")
+    _, rows = stack.client.query("SELECT signature, confidence_score, avg_output_tokens FROM operation_patterns")
     patterns = {str(r[0]): int(round(float(r[1] or 0))) for r in rows}
+    sizes = {str(r[0]): float(r[2]) for r in rows if r[2] is not None}
     rules = load()
-    section, routed = shadow_section(paths, rules, patterns, active_table())
+    section, routed = shadow_section(paths, rules, patterns, active_table(), sizes)
     _, calls = stack.client.query(
         "SELECT command, category FROM tool_calls WHERE category IN ('test', 'build') AND command IS NOT NULL "
         "AND session_id IN (SELECT unnest(?::VARCHAR[]))", [sessions])
-    section["test_build_operations"] = operations_decided([(r[0], r[1]) for r in calls], rules, patterns)
+    section["test_build_operations"] = operations_decided([(r[0], r[1]) for r in calls], rules, patterns, sizes)
     s = stack.settings
     assert s.broker is not None
     with Publisher(s.broker, catalogue=cat, partitions=s.partitions) as pub:

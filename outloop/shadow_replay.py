@@ -85,13 +85,13 @@ def render(decision: ShadowDecision, step: ToolStep) -> str | None:
     return None
 
 
-def shadow_section(paths: list[Path], rules: Any, patterns: dict[str, int],
-                   prices: PriceTable) -> tuple[dict[str, Any], list[Routed]]:
+def shadow_section(paths: list[Path], rules: Any, patterns: dict[str, int], prices: PriceTable,
+                   sizes: dict[str, float] | None = None) -> tuple[dict[str, Any], list[Routed]]:
     """The routing section for the files under ``paths`` and the routed decisions behind it, decided
     with ``rules`` and the pattern confidences ``patterns`` (signature -> 0-100)."""
     from outloop.router.shadow import shadow_decider
 
-    decide = shadow_decider(rules, patterns)  # every rule as if enforced, the session's memory rebuilt
+    decide = shadow_decider(rules, patterns, sizes)  # every rule as if enforced, the session's memory rebuilt
     timelines, others = load_timelines(paths)
     skips = _distinct(timelines)
     estimator = calibrate(timelines)
@@ -138,7 +138,8 @@ def decision_records(routed: list[Routed]) -> list[Envelope]:
     return out
 
 
-def operations_decided(calls: list[tuple[str, str]], rules: Any, patterns: dict[str, int]) -> dict[str, Any]:
+def operations_decided(calls: list[tuple[str, str]], rules: Any, patterns: dict[str, int],
+                       sizes: dict[str, float] | None = None) -> dict[str, Any]:
     """Of the replayed test and build commands (every source: transcripts, hook logs, trajectories),
     how many the router would hand to a structured family summariser, to the generic one, or pass."""
     from outloop.router.decide import decide
@@ -148,7 +149,7 @@ def operations_decided(calls: list[tuple[str, str]], rules: Any, patterns: dict[
     counts: dict[str, Any] = {"test_build_operations": len(calls), "structured_decisions": 0,
                               "generic_decisions": 0, "passed": 0}
     for command, _category in calls:
-        d = decide("Bash", {"command": command}, None, None, rules, patterns, 0.0)
+        d = decide("Bash", {"command": command}, None, None, rules, patterns, 0.0, sizes=sizes)
         if d.action != "rewrite":
             counts["passed"] += 1
         else:

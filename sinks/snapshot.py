@@ -2,8 +2,9 @@
 writer after each pattern refresh as a JSON file replaced by atomic rename (beside the database),
 so that the router never reads DuckDB and never waits on the writer.
 
-Content: ``{"patterns": {signature: confidence_score}, "rules": {rule: {"decisions": n,
-"fidelity": mean}}}`` (the fidelity of decisions whose fidelity was measured).
+Content: ``{"patterns": {signature: confidence_score}, "sizes": {signature: avg_output_tokens},
+"rules": {rule: {"decisions": n, "fidelity": mean}}}`` (the fidelity of decisions whose fidelity was
+measured).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ def snapshot_path(db: Path) -> Path:
 def snapshot(con: duckdb.DuckDBPyConnection) -> bytes:
     patterns = dict(con.execute("SELECT signature, confidence_score FROM operation_patterns "
                                 "ORDER BY signature").fetchall())
+    sizes = dict(con.execute("SELECT signature, avg_output_tokens FROM operation_patterns "
+                             "WHERE avg_output_tokens IS NOT NULL ORDER BY signature").fetchall())
     rules = {rule: {"decisions": int(n), "fidelity": fidelity} for rule, n, fidelity in con.execute(
         "SELECT rule, count(fidelity), avg(fidelity) FROM routing_decisions WHERE rule IS NOT NULL "
         "GROUP BY rule ORDER BY rule").fetchall()}
-    return orjson.dumps({"patterns": patterns, "rules": rules})
+    return orjson.dumps({"patterns": patterns, "sizes": sizes, "rules": rules})
 
 
 class Publisher:

@@ -45,13 +45,15 @@ def memory_before(timeline: Timeline, step: ToolStep) -> SessionState:
     return state
 
 
-def shadow_decider(rules: RuleSet | None = None, patterns: Mapping[str, int] | None = None) -> ShadowDecide:
+def shadow_decider(rules: RuleSet | None = None, patterns: Mapping[str, int] | None = None,
+                   sizes: Mapping[str, float] | None = None) -> ShadowDecide:
     """``decide(step, timeline)`` for :func:`outloop.agents.shadow.route_timeline`: None for a pass."""
     effective = enforced(rules)
     confidences = patterns or {}
 
     def decide_step(step: ToolStep, timeline: Timeline) -> ShadowDecision | None:
-        d = decide(step.tool_name, step.tool_input, None, memory_before(timeline, step), effective, confidences, 0.0)
+        d = decide(step.tool_name, step.tool_input, None, memory_before(timeline, step), effective, confidences, 0.0,
+                   sizes=sizes)
         if d.action == "pass" or d.rule is None:
             return None
         kind = d.kind or ("guard" if d.rule in (GUARD, "wait-advice") else "generic")

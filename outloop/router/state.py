@@ -47,6 +47,7 @@ class Router:
         self.rules: RuleSet = build({})
         self.rules_error: str | None = None
         self.patterns: dict[str, int] = {}
+        self.sizes: dict[str, float] = {}  # signature -> average output tokens (the snapshot's)
         self.rule_stats: dict[str, tuple[int, float | None]] = {}
         self.sessions: OrderedDict[str, SessionState] = OrderedDict()
         self._lock = threading.Lock()
@@ -96,6 +97,9 @@ class Router:
         stats = data.get("rules") if isinstance(data, dict) else None
         if isinstance(patterns, dict):
             self.patterns = {str(k): int(v) for k, v in patterns.items() if isinstance(v, int | float)}
+        sizes = data.get("sizes") if isinstance(data, dict) else None
+        if isinstance(sizes, dict):
+            self.sizes = {str(k): float(v) for k, v in sizes.items() if isinstance(v, int | float)}
         if isinstance(stats, dict):
             self.rule_stats = {str(k): (int(v.get("decisions", 0)), v.get("fidelity"))
                                for k, v in stats.items() if isinstance(v, dict)}
@@ -141,7 +145,7 @@ class Router:
         tool_input: dict[str, Any] = raw_input if isinstance(raw_input, dict) else {}
         state = self.session(session_id, now)
         d = decide(tool, tool_input, _str(payload.get("cwd")), state, self.rules, self.patterns, now,
-                   self.rule_stats)
+                   self.rule_stats, self.sizes)
         command = tool_input.get("command") if tool == "Bash" else None
         step = state.pre(_str(payload.get("tool_use_id")), tool, command if isinstance(command, str) else None, now)
         out = answer(d)

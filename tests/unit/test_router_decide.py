@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from outloop.router.decide import answer, decide
+from outloop.router.decide import Decision, answer, decide
 from outloop.router.guard import SessionState, loop_guard, wait_advice
 from outloop.router.rules import RulesError, build, builtin_rules, effective_mode, suggestion
 from outloop.runner.rewrite import is_wrapped, runner_command
@@ -255,3 +255,16 @@ def test_shadow_decider_decides_recorded_steps_as_enforced_with_memory() -> None
         ("pytest", "structured", "rewrite"), ("pytest", "structured", "rewrite"),
         ("loop-guard", "guard", "deny"), None, ("generic", "generic", "rewrite"), None]
     assert shadow_decider()(steps[0], timeline).kind == "generic"  # type: ignore[union-attr]  # no confidence known
+
+
+def test_a_signature_whose_output_is_typically_short_is_not_rewritten() -> None:
+    from outloop.router.decide import SHORT_OUTPUT_TOKENS
+
+    def sized(command: str, sizes: dict[str, float] | None) -> Decision:
+        return decide("Bash", {"command": command}, "/repo", None, ENFORCE, CONFIDENT, 0.0, sizes=sizes)
+
+    sizes = {"vcs:git:status": SHORT_OUTPUT_TOKENS - 1.0, "test:pytest:*": SHORT_OUTPUT_TOKENS + 1.0}
+    short = sized("git status", sizes)
+    assert short.action == "pass" and "typically short" in short.reason
+    assert sized("git status", None).action == "rewrite"  # an unknown size does not hold it back
+    assert sized("pytest -q", sizes).action == "rewrite"
