@@ -1,0 +1,121 @@
+"""Backtest of the five-hour forecast against three baselines, on usage rows.
+
+For every five-hour block (ccusage's definition, :func:`agents.quota.blocks`) the forecast is made at
+25%, 50% and 75% of the block, from the rows up to that time only, of the block's final total
+(input + output + cache writes + cache reads). A point counts when at least ``min_events`` rows of the
+block precede it ("enough data"). Compared in the same run:
+
+- ``linear``: ccusage's projection: tokens so far + (tokens so far / minutes between the block's
+  first and last row so far) x minutes left; tokens so far when that span is zero.
+- ``persistence``: no more usage (tokens so far).
+- ``mean_of_earlier``: the mean final total of the earlier blocks (tokens so far for the first block).
+
+Figures: mean absolute percentage error (|forecast - final| / final) of each, and the coverage and the
+median width (relative to the final total) of the p10-p90 interval. All are measurements on the rows
+given; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from outloop.agents.quota import Block, UsageRow, blocks
+from outloop.agents.quota_forecast import ModelParams, forecast
+
+FRACTIONS = (0.25, 0.5, 0.75)
+METHODS = ("model", "linear", "persistence", "mean_of_earlier")
+
+
+@dataclass(frozen=True)
+class Point:
+    block_start: datetime
+    fraction: float
+    at: datetime
+    so_far: int
+    final: int
+    predictions: dict[str, float]
+    p10: int
+    p90: int
+
+    @property
+    def covered(self) -> bool:
+        return self.p10 <= self.final <= self.p90
+
+    def as_dict(self) -> dict[str, object]:
+        return {"block_start": self.block_start.isoformat(), "fraction": self.fraction, "at": self.at.isoformat(),
+                "so_far": self.so_far, "final": self.final, "p10": self.p10, "p90": self.p90,
+                "predictions": {k: round(v) for k, v in self.predictions.items()}}
+
+
+@dataclass(frozen=True)
+class Backtest:
+    points: list[Point]
+    blocks: int
+    mape: dict[str, float] = field(default_factory=dict)
+    mape_by_fraction: dict[str, dict[str, float]] = field(default_factory=dict)
+    coverage: float = 0.0
+    nominal: float = 0.8
+    median_width: float = 0.0  # (p90 - p10) / final, median over points
+
+    @property
+    def best_baseline(self) -> str:
+        return min((m for m in METHODS if m != "model"), key=lambda m: self.mape.get(m, float("inf")))
+
+    @property
+    def ratio_to_best(self) -> float:
+        best = self.mape.get(self.best_baseline, 0.0)
+        return self.mape["model"] / best if best else float("inf")
+
+    def as_dict(self) -> dict[str, object]:
+        return {"blocks": self.blocks, "points": len(self.points), "mape": self.mape,
+                "mape_by_fraction": self.mape_by_fraction, "best_baseline": self.best_baseline,
+                "ratio_to_best_baseline": round(self.ratio_to_best, 3), "interval": "p10-p90",
+                "coverage": round(self.coverage, 3), "nominal_coverage": self.nominal,
+                "median_width_over_final": round(self.median_width, 3),
+                "detail": [p.as_dict() for p in self.points]}
+
+
+def linear_projection(block: Block, at: datetime) -> float:
+    """ccusage: tokens so far + tokens per minute (first to last row so far) x minutes left."""
+    rows = [r for r in block.rows if r.ts <= at]
+    so_far = sum(r.total for r in rows)
+    minutes = (rows[-1].ts - rows[0].ts).total_seconds() / 60 if rows else 0.0
+    if minutes <= 0:
+        return float(so_far)
+    return so_far + so_far / minutes * max((block.end - at).total_seconds() / 60, 0.0)
+
+
+def _mape(points: Sequence[Point], method: str) -> float:
+    errors = [abs(p.predictions[method] - p.final) / p.final for p in points if p.final > 0]
+    return round(sum(errors) / len(errors), 4) if errors else 0.0
+
+
+def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: ModelParams | None = None) -> Backtest:
+    """The backtest over all blocks of ``rows`` (see the module docstring)."""
+    ordered = sorted(rows, key=lambda r: r.ts)
+    found = blocks(ordered)
+    points: list[Point] = []
+    finals: list[int] = []
+    for block in found:
+        final = block.total
+        for frac in FRACTIONS:
+            at = block.start + (block.end - block.start) * frac
+            before = [r for r in block.rows if r.ts <= at]
+            if len(before) < min_events:
+                continue
+            so_far = sum(r.total for r in before)
+            fc = forecast("five_hour", ordered, at, params=params)
+            preds = {"model": float(fc.projected_tokens), "linear": linear_projection(block, at),
+                     "persistence": float(so_far),
+                     "mean_of_earlier": sum(finals) / len(finals) if finals else float(so_far)}
+            points.append(Point(block.start, frac, at, so_far, final, preds, fc.p10, fc.p90))
+        finals.append(final)
+    widths = sorted((p.p90 - p.p10) / p.final for p in points if p.final > 0)
+    nominal = round((params or ModelParams()).high_q - (params or ModelParams()).low_q, 3)
+    return Backtest(
+        points, len(found), {m: _mape(points, m) for m in METHODS},
+        {str(f): {m: _mape([p for p in points if p.fraction == f], m) for m in METHODS} for f in FRACTIONS},
+        sum(p.covered for p in points) / len(points) if points else 0.0, nominal,
+        widths[len(widths) // 2] if widths else 0.0)
