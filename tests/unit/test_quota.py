@@ -106,3 +106,4 @@ def test_forecast_time_to_limit() -> None:
     assert f.time_to_limit_s is not None and 0 < f.time_to_limit_s < 4 * 3600
     far = forecast("five_hour", past + now, at, limit_tokens=10**12)
     assert far.time_to_limit_s is None and far.p_exceed == 0.0
+

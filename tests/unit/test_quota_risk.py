@@ -1,0 +1,75 @@
+"""Risk levels, limits as configuration, throttle decisions (engage and release), official figures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from outloop.agents.quota import UsageRow
+from outloop.agents.quota_risk import QuotaConfig, level_of, warning_line
+from outloop.agents.quota_status import Official, assess
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def row(minutes: float, total: int) -> UsageRow:
+    q = total // 4
+    return UsageRow(T0 + timedelta(minutes=minutes), q, q, q, total - 3 * q, 0.01)
+
+
+@pytest.mark.parametrize(("percent", "level"), [
+    (None, "low"), (0, "low"), (69.9, "low"), (70, "medium"), (84.9, "medium"), (85, "high"), (95, "critical"),
+    (140, "critical")])
+def test_levels(percent: float | None, level: str) -> None:
+    assert level_of(percent) == level
+
+
+def test_config_from_file_and_env(tmp_path: Path) -> None:
+    (tmp_path / "quota.json").write_text('{"five_hour_tokens": 1000000, "levels": [50, 60, 90], "deny": true}')
+    c = QuotaConfig.load({"OUTLOOP_HOME": str(tmp_path), "OUTLOOP_QUOTA_LEVELS": "60,80,90"})
+    assert (c.five_hour_tokens, c.levels, c.deny) == (1000000, (60.0, 80.0, 90.0), True)
+    assert QuotaConfig.load({"OUTLOOP_HOME": str(tmp_path / "none")}) == QuotaConfig()
+    for bad in ({"OUTLOOP_QUOTA_LEVELS": "90,80,95"}, {"OUTLOOP_QUOTA_FIVE_HOUR_TOKENS": "lots"},
+                {"OUTLOOP_QUOTA_MONTH_USD": "-3"}):
+        with pytest.raises(ValueError, match="quota"):
+            QuotaConfig.load({"OUTLOOP_HOME": str(tmp_path / "none"), **bad})
+
+
+def test_throttle_engages_on_a_synthetic_burn_and_releases_when_the_window_rolls_over() -> None:
+    config = QuotaConfig(five_hour_tokens=1_000_000, deny=True)
+    # 12:00 [ a burn of 20k tokens a minute from 12:00 on ... 17:00 ] 17:05 quiet
+    rows = [row(m, 20_000) for m in range(0, 60)]
+    kinds = ("five_hour",)
+    steps = []
+    for minute in (20, 38, 45, 50, 59, 305):
+        status = assess(rows, T0 + timedelta(minutes=minute, seconds=30), config, kinds=kinds)
+        steps.append((status.decision.level, status.decision.action))
+    assert steps == [("low", "none"), ("medium", "none"), ("high", "warn"), ("critical", "deny"),
+                     ("critical", "deny"), ("low", "none")]
+    warned = assess(rows, T0 + timedelta(minutes=45, seconds=30), config, kinds=kinds).decision
+    line = warning_line(warned)
+    assert line is not None and "five_hour window at 92% (estimate)" in line
+    # deny is off by default: critical only warns
+    off = assess(rows, T0 + timedelta(minutes=59), QuotaConfig(five_hour_tokens=1_000_000), kinds=kinds)
+    assert (off.decision.level, off.decision.action) == ("critical", "warn")
+
+
+def test_official_percentage_wins_over_the_estimate() -> None:
+    rows = [row(m, 1000) for m in range(0, 30)]
+    at = T0 + timedelta(minutes=30)
+    official = {"five_hour": Official(88.0, T0 + timedelta(hours=5), at)}
+    status = assess(rows, at, QuotaConfig(five_hour_tokens=10**9), official, kinds=("five_hour",))
+    w = status.windows[0]
+    assert (w["percent"], w["basis"], status.decision.level) == (88.0, "official", "high")
+    fc = w["forecast"]
+    assert isinstance(fc, dict) and fc["implied_limit_tokens"] == round(30000 / 0.88)
+
+
+def test_abnormal_burn_raises_the_level() -> None:
+    usual = [row(-60 * 24 * d, 1000) for d in range(1, 8)]
+    burst = [row(-m, 3000) for m in range(1, 5)]  # 12k today against a usual 1k day
+    status = assess(usual + burst, T0, QuotaConfig(), kinds=("five_hour",))
+    assert status.decision.abnormal and status.decision.level == "medium"
+    assert "12.0x the usual day" in status.decision.reason
