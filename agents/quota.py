@@ -175,9 +175,10 @@ def burn(kind: WindowKind, window: Block, at: datetime, recent: timedelta = time
                 recent_total / (recent.total_seconds() / 3600), used.cost_usd / hours)
 
 
-def daily_rates(rows: Sequence[UsageRow], at: datetime, days: int = 14) -> tuple[float, float]:
+def daily_rates(rows: Sequence[UsageRow], at: datetime, days: int = 14, min_days: int = 3) -> tuple[float, float]:
     """(tokens in the 24 h before ``at``, median of the daily totals of the ``days`` days before that
-    counting only days with usage): "today" against "the usual", for the abnormal-burn rule."""
+    counting only days with usage): "today" against "the usual", for the abnormal-burn rule. With fewer
+    than ``min_days`` such days there is no usual day yet (0.0)."""
     today = sum(r.total for r in rows if at - timedelta(days=1) < r.ts <= at)
     totals = []
     for d in range(1, days + 1):
@@ -186,5 +187,5 @@ def daily_rates(rows: Sequence[UsageRow], at: datetime, days: int = 14) -> tuple
         if t:
             totals.append(t)
     totals.sort()
-    usual = float(totals[len(totals) // 2]) if totals else 0.0
+    usual = float(totals[len(totals) // 2]) if len(totals) >= min_days else 0.0
     return float(today), usual

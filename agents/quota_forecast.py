@@ -82,7 +82,7 @@ def _bins(rows: Sequence[UsageRow], start: datetime, until: datetime, width: tim
     n = max(math.ceil((until - start) / width), 0)
     out = [0] * n
     for r in rows:
-        if start <= r.ts < until:
+        if start <= r.ts <= until:  # a row at `until` itself is in (the last bin)
             out[min(int((r.ts - start) / width), n - 1)] += r.total
     return out
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from outloop.quota_cli import quota_app
 from outloop.router.cli import mount as mount_routes
 from outloop.streams.settings import Settings
 
@@ -35,6 +36,7 @@ def _query_db(sql: str) -> tuple[list[str], list[list[Any]]]:
 
 
 app.add_typer(mount_routes(_query_db), name="routes")
+app.add_typer(quota_app, name="quota")
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 

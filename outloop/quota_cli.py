@@ -1,0 +1,228 @@
+"""``outloop quota``: status, forecast and backtest of the quota windows, read from the database.
+
+Rows come through the running worker's HTTP endpoint when one answers, else read-only from the file
+(``outloop.client.query``). ``--at`` restricts every read to events up to that time, so a forecast can
+be made as it would have been then (and backtested).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from outloop.agents.quota import UsageRow, WindowKind
+from outloop.agents.quota_status import Official
+
+quota_app = typer.Typer(help="Quota windows, burn rates, forecasts, throttling (docs/quota.md).",
+                        invoke_without_command=True)
+
+USAGE_SQL = """
+SELECT "timestamp", input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, model
+FROM usage WHERE "timestamp" IS NOT NULL AND (? IS NULL OR "timestamp" <= CAST(? AS TIMESTAMPTZ))
+ORDER BY "timestamp", id
+"""
+OFFICIAL_SQL = """
+SELECT received_at, (payload->'rate_limits') FROM hook_events
+WHERE hook_event_name = 'Status' AND (payload->'rate_limits') IS NOT NULL
+  AND (? IS NULL OR received_at <= CAST(? AS TIMESTAMPTZ))
+ORDER BY received_at DESC, id LIMIT 50
+"""
+OFFICIAL_MAX_AGE_S = 15 * 60  # an official figure older than this no longer counts
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time; without an offset it is taken as UTC."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    try:
+        return parse_time(str(value))
+    except ValueError:
+        return None
+
+
+def load_rows(db: Path | None, at: datetime | None) -> list[UsageRow]:
+    from outloop.cli import _settings
+    from outloop.client import query
+
+    s = _settings(db)
+    stamp = at.isoformat() if at else None
+    _cols, rows = query(s.db, s.http_host, s.http_port, USAGE_SQL, [stamp, stamp])
+    out = []
+    for ts, i, o, w, r, cost, model in rows:
+        when = _time(ts)
+        if when is not None:
+            out.append(UsageRow(when, int(i), int(o), int(w), int(r), cost, model))
+    return out
+
+
+def load_official(db: Path | None, at: datetime) -> dict[str, Official]:
+    """The latest official figure of each window seen up to ``at`` (and not older than 15 minutes)."""
+    import duckdb
+
+    from outloop.cli import _settings
+    from outloop.client import QueryError, query
+
+    s = _settings(db)
+    stamp = at.isoformat()
+    try:
+        _cols, rows = query(s.db, s.http_host, s.http_port, OFFICIAL_SQL, [stamp, stamp])
+    except (QueryError, duckdb.Error):  # no database yet: no official figures
+        return {}
+    found: dict[str, Official] = {}
+    for received, limits in rows:
+        seen = _time(received)
+        data = orjson.loads(limits) if isinstance(limits, str | bytes) else limits
+        if seen is None or not isinstance(data, dict) or (at - seen).total_seconds() > OFFICIAL_MAX_AGE_S:
+            continue
+        for kind in ("five_hour", "seven_day"):
+            entry = data.get(kind)
+            if kind in found or not isinstance(entry, dict):
+                continue
+            pct = entry.get("used_percentage")
+            if isinstance(pct, int | float) and not isinstance(pct, bool):
+                found[kind] = Official(float(pct), _time(entry.get("resets_at")), seen)
+    return found
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    from outloop.cli import err
+
+    err.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _config() -> Any:
+    from outloop.agents.quota_risk import QuotaConfig
+
+    try:
+        return QuotaConfig.load()
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _at(at: str | None) -> datetime:
+    try:
+        return parse_time(at) if at else datetime.now(UTC)
+    except ValueError:
+        raise _fail(f"--at {at!r} is not an ISO 8601 time", 2) from None
+
+
+DbOpt = Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+AtOpt = Annotated[str | None, typer.Option(help="as of this ISO 8601 time (default now); only events up to it")]
+
+
+@quota_app.callback()
+def status(ctx: typer.Context, as_json: JsonOpt = False, db: DbOpt = None, at: AtOpt = None) -> None:
+    """Every window's use (official or estimated), burn rates, forecast and the throttle decision."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from outloop.agents.quota_status import assess
+    from outloop.client import QueryError
+
+    when = _at(at)
+    config = _config()
+    try:
+        rows = load_rows(db, when)
+    except QueryError as exc:
+        raise _fail(str(exc)) from None
+    result = assess(rows, when, config, load_official(db, when))
+    if as_json:
+        _emit(result.as_dict())
+        return
+    _print_status(result.as_dict())
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from outloop.cli import out
+
+    table = Table(title=f"quota at {status['at']}")
+    for name in ("window", "start", "end", "used", "of limit", "tokens/h", "projected (p10-p90)", "to limit"):
+        table.add_column(name)
+    for w in status["windows"]:
+        fc = w["forecast"]
+        pct = "-" if w["percent"] is None else f"{w['percent']:.0f}% ({w['basis']})"
+        ttl = fc["time_to_limit_s"]
+        table.add_row(w["window"], w["start"][:16], w["end"][:16], f"{w['used']['total']:,}", pct,
+                      f"{w['tokens_per_hour']:,.0f}", f"{fc['projected_tokens']:,} ({fc['p10']:,}-{fc['p90']:,})",
+                      "-" if ttl is None else f"{ttl / 3600:.1f} h")
+    out.print(table)
+    d = status["decision"]
+    out.print(f"risk {d['level']}, action {d['action']}: {d['reason']}")
+
+
+@quota_app.command("forecast")
+def forecast_command(
+    window: Annotated[str, typer.Option(help="five_hour | seven_day | month")] = "five_hour",
+    at: AtOpt = None, db: DbOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """The window holding --at: start, end, tokens used so far, projected_tokens at its end, p10, p90."""
+    from outloop.agents.quota import WINDOW_KINDS
+    from outloop.agents.quota_forecast import forecast
+    from outloop.client import QueryError
+
+    if window not in WINDOW_KINDS:
+        raise _fail("--window must be five_hour, seven_day or month", 2)
+    kind: WindowKind = window  # type: ignore[assignment]
+    when = _at(at)
+    config = _config()
+    try:
+        rows = load_rows(db, when)
+    except QueryError as exc:
+        raise _fail(str(exc)) from None
+    fc = forecast(kind, rows, when, limit_tokens=config.limit_tokens(kind)).as_dict()
+    if as_json:
+        _emit(fc)
+        return
+    from outloop.cli import out
+
+    out.print(f"{window} window {fc['start']} -> {fc['end']}: used {fc['used_tokens']:,} tokens, projected "
+              f"{fc['projected_tokens']:,} at its end (p10 {fc['p10']:,}, p90 {fc['p90']:,}; estimate)")
+
+
+@quota_app.command("backtest")
+def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
+                     detail: Annotated[bool, typer.Option(help="with --json: every forecast point")] = False) -> None:
+    """Forecast every five-hour block at 25/50/75% of it and compare with three baselines (MAPE, coverage)."""
+    from outloop.agents.quota_backtest import METHODS, run_backtest
+    from outloop.client import QueryError
+
+    try:
+        rows = load_rows(db, None)
+    except QueryError as exc:
+        raise _fail(str(exc)) from None
+    result = run_backtest(rows).as_dict()
+    if not detail:
+        result.pop("detail")
+    if as_json:
+        _emit(result)
+        return
+    from outloop.cli import out
+
+    out.print(f"{result['blocks']} five-hour blocks, {result['points']} forecast points (25/50/75% of each)")
+    mape: Any = result["mape"]
+    for m in METHODS:
+        out.print(f"  MAPE {m:<16} {100 * mape[m]:8.1f}%")
+    out.print(f"  model / best baseline ({result['best_baseline']}): {result['ratio_to_best_baseline']}")
+    out.print(f"  p10-p90 coverage {100 * float(str(result['coverage'])):.0f}% (nominal 80%), median width "
+              f"{result['median_width_over_final']}x the final total")

@@ -1,0 +1,81 @@
+"""``outloop quota``, ``quota forecast --at`` and ``quota backtest`` run as the installed command on a real
+DuckDB file: only events up to --at count, official status-line figures win over estimates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from outloop.sinks.schema import migrate
+
+OUTLOOP = str(Path(sys.executable).with_name("outloop"))
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two sessions a day apart (12:00-14:00 every 3 min, 4,000 tokens a response) and a status line."""
+    path = tmp_path_factory.mktemp("quota") / "q.duckdb"
+    con = duckdb.connect(str(path))
+    migrate(con)
+    for day in (0, 1):
+        for m in range(0, 120, 3):
+            ts = T0 + timedelta(days=day, minutes=m)
+            con.execute("INSERT INTO usage (id, session_id, model, \"timestamp\", input_tokens, output_tokens, "
+                        "cache_read_input_tokens, cache_creation_input_tokens, cost_usd, source) "
+                        "VALUES (?, 's', 'claude-sonnet-4-5', ?, 1000, 1000, 1000, 1000, 0.01, 'transcript')",
+                        [f"m{day}-{m}:r", ts])
+    payload = {"hook_event_name": "Status", "session_id": "s",
+               "rate_limits": {"five_hour": {"used_percentage": 42.5, "resets_at": "2026-01-06T17:00:00Z"}}}
+    con.execute("INSERT INTO hook_events (id, session_id, hook_event_name, received_at, source, payload) "
+                "VALUES ('st1', 's', 'Status', ?, 'hook', ?)",
+                [T0 + timedelta(days=1, minutes=30), json.dumps(payload)])
+    con.close()
+    return path
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "OUTLOOP_HTTP_PORT": "1", **(env or {})}  # no worker answers: the file is read
+    return subprocess.run([OUTLOOP, "quota", *args], capture_output=True, text=True, timeout=120, env=full)
+
+
+def test_forecast_at_uses_only_events_up_to_it(db: Path) -> None:
+    at = (T0 + timedelta(days=1, minutes=60)).isoformat()
+    proc = run("forecast", "--window", "five_hour", "--at", at, "--db", str(db), "--json")
+    assert proc.returncode == 0, proc.stderr
+    fc = json.loads(proc.stdout)
+    assert fc["start"] == (T0 + timedelta(days=1)).isoformat()
+    assert fc["end"] == (T0 + timedelta(days=1, hours=5)).isoformat()
+    assert fc["used_tokens"] == 21 * 4000  # responses at 0, 3, ..., 60 minutes
+    assert fc["used_tokens"] <= fc["p10"] <= fc["projected_tokens"] <= fc["p90"]
+
+
+def test_status_prefers_the_official_figure(db: Path) -> None:
+    at = (T0 + timedelta(days=1, minutes=40)).isoformat()
+    proc = run("--json", "--db", str(db), "--at", at, env={"OUTLOOP_QUOTA_FIVE_HOUR_TOKENS": "100000"})
+    assert proc.returncode == 0, proc.stderr
+    five = json.loads(proc.stdout)["windows"][0]
+    assert (five["window"], five["percent"], five["basis"]) == ("five_hour", 42.5, "official")
+    # 20 minutes after it the status line is too old (15 minutes at most): the estimate counts
+    late = run("--json", "--db", str(db), "--at", (T0 + timedelta(days=1, minutes=50)).isoformat(),
+               env={"OUTLOOP_QUOTA_FIVE_HOUR_TOKENS": "100000"})
+    five = json.loads(late.stdout)["windows"][0]
+    assert (five["basis"], five["percent"]) == ("estimate", 68.0)  # 17 responses x 4,000 of 100,000
+
+
+def test_backtest_and_bad_arguments(db: Path) -> None:
+    proc = run("backtest", "--db", str(db), "--json")
+    assert proc.returncode == 0, proc.stderr
+    bt = json.loads(proc.stdout)
+    assert bt["blocks"] == 2 and bt["points"] == 6
+    assert set(bt["mape"]) == {"model", "linear", "persistence", "mean_of_earlier"}
+    assert run("forecast", "--window", "year", "--db", str(db)).returncode == 2
+    assert run("forecast", "--at", "yesterday", "--db", str(db)).returncode == 2
+    assert run("--db", str(db), env={"OUTLOOP_QUOTA_LEVELS": "9,8,7"}).returncode == 2
