@@ -307,16 +307,23 @@ def savings(
 def hooks_install(
     settings_path: Annotated[Path, typer.Option("--settings", help="Claude Code settings.json")] = Path(
         "~/.claude/settings.json"),
+    statusline: Annotated[bool, typer.Option(help="also set Claude Code's status line to outloop's quota line")]
+    = False,
 ) -> None:
     """Add the outloop hook to every Claude Code hook event (idempotent; keeps a backup)."""
-    from outloop.hooks_install import describe, install_hooks
+    from outloop.hooks_install import describe, install_hooks, install_statusline
     from outloop.streams.shim import hook_command
+    from outloop.streams.statusline import statusline_command
 
     try:
         result = install_hooks(settings_path.expanduser(), hook_command())
+        err.print(describe(result, installing=True), markup=False, soft_wrap=True)
+        if statusline:
+            line = install_statusline(settings_path.expanduser(), statusline_command())
+            err.print(f"set Claude Code's statusLine in {line.path} to the outloop quota line" if line.changed
+                      else "the outloop quota status line is already set; nothing changed", markup=False)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    err.print(describe(result, installing=True), markup=False, soft_wrap=True)
 
 
 @hooks_app.command("uninstall")

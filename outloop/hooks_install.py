@@ -229,3 +229,25 @@ def describe(result: InstallResult, installing: bool) -> str:
             text += f"; replaced an outloop hook of another path in {_events(result.removed)}"
         return text + backup
     return f"removed the outloop hook from {_events(result.removed)} in {where}" + backup
+
+
+STATUSLINE_SUFFIX = "/streams/statusline.py"
+
+
+def install_statusline(settings_path: Path, command: str) -> InstallResult:
+    """Set Claude Code's ``statusLine`` to ``command`` (``outloop quota statusline``). A status line of
+    another program is refused, never replaced (Claude Code has only one); an outloop one of another
+    path is replaced; the same one changes nothing."""
+    settings_path = Path(settings_path)
+    data = _load(settings_path)
+    current = data.get("statusLine")
+    if isinstance(current, dict) and current.get("command") == command:
+        return InstallResult(settings_path, changed=False)
+    ours = isinstance(current, dict) and str(current.get("command", "")).strip().strip("'\"").endswith(
+        STATUSLINE_SUFFIX)
+    if current is not None and not ours:
+        raise HooksFileError(f"{settings_path} already has a statusLine of another program ({current!r}); "
+                             "remove it first, nothing was changed")
+    data["statusLine"] = {"type": "command", "command": command, "padding": 0}
+    backup = _write(settings_path, data)
+    return InstallResult(settings_path, changed=True, backup=backup, added=["statusLine"])

@@ -145,10 +145,44 @@ def status(ctx: typer.Context, as_json: JsonOpt = False, db: DbOpt = None, at: A
     except QueryError as exc:
         raise _fail(str(exc)) from None
     result = assess(rows, when, config, load_official(db, when))
+    if at is None:
+        write_status_cache(result.as_dict())
     if as_json:
         _emit(result.as_dict())
         return
     _print_status(result.as_dict())
+
+
+def write_status_cache(status: dict[str, Any], path: str | None = None) -> None:
+    """The compact view the status line shows between two runs (``$OUTLOOP_HOME/quota/status.json``),
+    written atomically; a failure to write it is not an error of the command."""
+    import os
+    import tempfile
+    import time
+
+    from outloop.streams.statusline import status_cache_path
+
+    windows = []
+    for w in status["windows"]:
+        fc = w["forecast"]
+        limit = w["limit_tokens"]
+        projected = fc.get("projected_percent")
+        if projected is None and limit:
+            projected = round(100 * fc["projected_tokens"] / limit, 1)
+        windows.append({"window": w["window"], "percent": w["percent"], "basis": w["basis"],
+                        "used": w["used"]["total"], "projected_percent": projected,
+                        "time_to_limit_s": fc["time_to_limit_s"]})
+    body = orjson.dumps({"written": time.time(), "at": status["at"], "level": status["decision"]["level"],
+                         "windows": windows})
+    target = path or status_cache_path()
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".status.", dir=os.path.dirname(target))
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        os.replace(tmp, target)
+    except OSError:
+        pass
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -226,3 +260,12 @@ def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
     out.print(f"  model / best baseline ({result['best_baseline']}): {result['ratio_to_best_baseline']}")
     out.print(f"  p10-p90 coverage {100 * float(str(result['coverage'])):.0f}% (nominal 80%), median width "
               f"{result['median_width_over_final']}x the final total")
+
+
+@quota_app.command("statusline")
+def statusline_command() -> None:
+    """Claude Code's status line: reads its JSON on stdin, spools it, prints one line, never fails.
+    `outloop hooks install --statusline` installs the fast form (the stdlib-only file run directly)."""
+    from outloop.streams.statusline import main
+
+    main()
