@@ -14,10 +14,13 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.console import Console
 
 from outloop.agents.quota import UsageRow, WindowKind
 from outloop.agents.quota_status import Official
 
+out = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
 quota_app = typer.Typer(help="Quota windows, burn rates, forecasts, throttling (docs/quota.md).",
                         invoke_without_command=True)
 
@@ -33,6 +36,18 @@ WHERE hook_event_name = 'Status' AND (payload->'rate_limits') IS NOT NULL
 ORDER BY received_at DESC, id LIMIT 50
 """
 OFFICIAL_MAX_AGE_S = 15 * 60  # an official figure older than this no longer counts
+
+
+def _settings(db: Path | None) -> Any:
+    from dataclasses import replace
+
+    from outloop.streams.settings import Settings
+
+    try:
+        s = Settings.from_env()
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    return replace(s, db=db.expanduser().resolve()) if db is not None else s
 
 
 def parse_time(text: str) -> datetime:
@@ -55,7 +70,6 @@ def _time(value: Any) -> datetime | None:
 
 
 def load_rows(db: Path | None, at: datetime | None) -> list[UsageRow]:
-    from outloop.cli import _settings
     from outloop.client import query
 
     s = _settings(db)
@@ -73,7 +87,6 @@ def load_official(db: Path | None, at: datetime) -> dict[str, Official]:
     """The latest official figure of each window seen up to ``at`` (and not older than 15 minutes)."""
     import duckdb
 
-    from outloop.cli import _settings
     from outloop.client import QueryError, query
 
     s = _settings(db)
@@ -103,8 +116,6 @@ def _emit(obj: Any) -> None:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    from outloop.cli import err
-
     err.print(f"[red]error:[/] {message}")
     return typer.Exit(code)
 
@@ -188,8 +199,6 @@ def write_status_cache(status: dict[str, Any], path: str | None = None) -> None:
 def _print_status(status: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from outloop.cli import out
-
     table = Table(title=f"quota at {status['at']}")
     for name in ("window", "start", "end", "used", "of limit", "tokens/h", "projected (p10-p90)", "to limit"):
         table.add_column(name)
@@ -228,8 +237,6 @@ def forecast_command(
     if as_json:
         _emit(fc)
         return
-    from outloop.cli import out
-
     out.print(f"{window} window {fc['start']} -> {fc['end']}: used {fc['used_tokens']:,} tokens, projected "
               f"{fc['projected_tokens']:,} at its end (p10 {fc['p10']:,}, p90 {fc['p90']:,}; estimate)")
 
@@ -251,8 +258,6 @@ def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
     if as_json:
         _emit(result)
         return
-    from outloop.cli import out
-
     out.print(f"{result['blocks']} five-hour blocks, {result['points']} forecast points (25/50/75% of each)")
     mape: Any = result["mape"]
     for m in METHODS:

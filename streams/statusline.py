@@ -72,7 +72,7 @@ def render(payload: object, cache: object, now: float) -> str:
         entry = limits.get(kind) if isinstance(limits, dict) else None
         est = estimates.get(kind) or {}
         pct = entry.get("used_percentage") if isinstance(entry, dict) else None
-        if isinstance(pct, int | float) and not isinstance(pct, bool):
+        if isinstance(entry, dict) and isinstance(pct, int | float) and not isinstance(pct, bool):
             text = f"{_SHORT[kind]} {pct:.0f}% official{_reset_in(entry.get('resets_at'), now)}"
         elif isinstance(est.get("percent"), int | float):
             text = f"{_SHORT[kind]} {est['percent']:.0f}% est"
