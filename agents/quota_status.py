@@ -8,9 +8,10 @@ says which it is (``basis``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from outloop.agents.quota import WINDOW_KINDS, UsageRow, WindowKind, burn, daily_rates, empty_window, window_at
 from outloop.agents.quota_forecast import Forecast, ModelParams, forecast
@@ -24,6 +25,45 @@ class Official:
     used_percentage: float
     resets_at: datetime | None
     seen_at: datetime
+
+
+OFFICIAL_MAX_AGE_S = 15 * 60  # an official figure older than this no longer counts
+
+
+def _time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / (1000 if value > 1e11 else 1), UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def official_from(rows: Iterable[Sequence[object]], at: datetime) -> dict[str, Official]:
+    """The latest official figure of each window from (seen at, ``rate_limits`` as JSON text or object)
+    pairs, newest first, seen up to ``at`` and at most ``OFFICIAL_MAX_AGE_S`` before it."""
+    found: dict[str, Official] = {}
+    for received, limits in rows:
+        seen = _time(received)
+        try:
+            data = json.loads(limits) if isinstance(limits, str | bytes) else limits
+        except ValueError:
+            continue
+        if seen is None or not isinstance(data, dict) or not 0 <= (at - seen).total_seconds() <= OFFICIAL_MAX_AGE_S:
+            continue
+        for kind in ("five_hour", "seven_day"):
+            entry = data.get(kind)
+            if kind in found or not isinstance(entry, dict):
+                continue
+            pct = entry.get("used_percentage")
+            if isinstance(pct, int | float) and not isinstance(pct, bool) and 0 <= pct <= 1000:
+                found[kind] = Official(float(pct), _time(entry.get("resets_at")), seen)
+    return found
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,41 @@ def query(db: Path, host: str, port: int, sql: str, params: list[Any] | None = N
     if owns(client.health(), db):
         return client.query(sql, params)
     return query_file(db, sql, params)
+
+
+class OutloopClient:
+    """outloop for ADWs: pre-flight budget checks against the running worker (``outloop up``).
+
+    ``check_budget`` answers allow / warn / deny with reasons and, unless denied, reserves the estimate
+    until :meth:`release_budget` (or the run's ``workflow.ended``, or ``ttl_s``): the worker's sink answers
+    checks one at a time, so concurrent checks never share the same headroom. When no worker answers it
+    raises :class:`QueryError`; the caller decides whether to proceed (outloop never blocks on its own)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 6066, timeout: float = 10.0) -> None:
+        self.worker = WorkerClient(host, port, timeout)
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> OutloopClient:
+        from outloop.streams.settings import Settings
+
+        s = settings or Settings.from_env()
+        return cls(s.http_host, s.http_port)
+
+    def check_budget(self, workflow: str, estimated_tokens: int | None = None, *, run_id: str | None = None,
+                     ttl_s: float | None = None) -> dict[str, Any]:
+        """{"id", "decision": allow|warn|deny, "reasons", "estimated_tokens", "estimate_basis",
+        "reserved_tokens", "headroom_tokens", "status", "expires_at"}; without an estimate, the p90 of the
+        workflow's past runs is used."""
+        try:
+            result = self.worker._request("/budget", {"workflow": workflow, "estimated_tokens": estimated_tokens,
+                                                      "run_id": run_id, "ttl_s": ttl_s})
+        except OSError as exc:
+            raise QueryError(f"no outloop worker answers at {self.worker.base}: {exc}") from None
+        return result  # type: ignore[no-any-return]
+
+    def release_budget(self, check_id: str) -> bool:
+        """End the reservation of a check (the run finished); False when it held none any more."""
+        try:
+            return bool(self.worker._request("/budget/release", {"id": check_id}))
+        except OSError as exc:
+            raise QueryError(f"no outloop worker answers at {self.worker.base}: {exc}") from None

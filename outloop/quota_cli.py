@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from outloop.agents.quota import UsageRow, WindowKind
-from outloop.agents.quota_status import Official
+from outloop.agents.quota_status import Official, official_from
 
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
@@ -30,12 +30,11 @@ FROM usage WHERE "timestamp" IS NOT NULL AND (? IS NULL OR "timestamp" <= CAST(?
 ORDER BY "timestamp", id
 """
 OFFICIAL_SQL = """
-SELECT received_at, (payload->'rate_limits') FROM hook_events
+SELECT received_at, CAST((payload->'rate_limits') AS VARCHAR) FROM hook_events
 WHERE hook_event_name = 'Status' AND (payload->'rate_limits') IS NOT NULL
   AND (? IS NULL OR received_at <= CAST(? AS TIMESTAMPTZ))
 ORDER BY received_at DESC, id LIMIT 50
 """
-OFFICIAL_MAX_AGE_S = 15 * 60  # an official figure older than this no longer counts
 
 
 def _settings(db: Path | None) -> Any:
@@ -95,20 +94,7 @@ def load_official(db: Path | None, at: datetime) -> dict[str, Official]:
         _cols, rows = query(s.db, s.http_host, s.http_port, OFFICIAL_SQL, [stamp, stamp])
     except (QueryError, duckdb.Error):  # no database yet: no official figures
         return {}
-    found: dict[str, Official] = {}
-    for received, limits in rows:
-        seen = _time(received)
-        data = orjson.loads(limits) if isinstance(limits, str | bytes) else limits
-        if seen is None or not isinstance(data, dict) or (at - seen).total_seconds() > OFFICIAL_MAX_AGE_S:
-            continue
-        for kind in ("five_hour", "seven_day"):
-            entry = data.get(kind)
-            if kind in found or not isinstance(entry, dict):
-                continue
-            pct = entry.get("used_percentage")
-            if isinstance(pct, int | float) and not isinstance(pct, bool):
-                found[kind] = Official(float(pct), _time(entry.get("resets_at")), seen)
-    return found
+    return official_from(rows, at)
 
 
 def _emit(obj: Any) -> None:

@@ -6,6 +6,9 @@ HTTP (loopback by default):
   GET  /health            -> {"ok": true, "assigned": <input partitions held>, "db": <the database file it
                               owns, absolute and resolved>, "pid": <the worker's pid>, ...counters}
   POST /query             -> body {"sql": "...", "params": [...]}; read-only statements only
+  POST /budget            -> body {"workflow": "...", "estimated_tokens": n|null, "run_id": ..., "ttl_s": ...}
+  POST /budget/release    -> body {"id": "budget:N"}
+  GET  /quota             -> the latest quota snapshots, forecasts and throttle decision (for dashboards)
 """
 
 from __future__ import annotations
@@ -127,7 +130,84 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
             return self.bytes(orjson.dumps({"columns": columns, "rows": rows}, default=str),
                               content_type="application/json")
 
+    register_quota_pages(app, holder, loopback)
     return app
+
+
+def _json(view: Any, body: Any, status: int = 200) -> Any:
+    return view.bytes(orjson.dumps(body, default=str), status=status, content_type="application/json")
+
+
+async def _sink_call(view: Any, request: Any, holder: dict[str, Any], loopback: bool, op: str,
+                     args: tuple[Any, ...]) -> Any:
+    refused = _refuse_cross_site(request, loopback)
+    if refused:
+        return _json(view, {"error": refused}, 403)
+    sink = holder.get("sink")
+    if sink is None or not sink.ready:
+        return _json(view, {"error": "sink not ready"}, 503)
+    loop = asyncio.get_running_loop()
+    try:
+        return _json(view, await loop.run_in_executor(None, lambda: sink.request(op, *args)))
+    except SinkUnavailable as exc:
+        return _json(view, {"error": str(exc)}, 503)
+    except Exception as exc:
+        return _json(view, {"error": f"{type(exc).__name__}: {exc}"}, 400)
+
+
+QUOTA_VIEW_SQL = """
+SELECT 'snapshot' AS kind, to_json(s) AS row FROM quota_snapshots s WHERE "at" = (SELECT max("at") FROM quota_snapshots)
+UNION ALL SELECT 'forecast', to_json(f) FROM quota_forecasts f WHERE "at" = (SELECT max("at") FROM quota_forecasts)
+UNION ALL SELECT 'decision', to_json(d) FROM (SELECT * FROM throttle_decisions ORDER BY "at" DESC, id LIMIT 1) d
+"""
+
+
+def register_quota_pages(app: faust.App, holder: dict[str, Any], loopback: bool) -> None:
+    """Budget checks (answered by the sink, one at a time) and the quota view for dashboards."""
+
+    @app.page("/budget")
+    class Budget(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                body = orjson.loads(await request.read())
+                workflow = body["workflow"]
+                estimated = body.get("estimated_tokens")
+                if not isinstance(workflow, str) or not workflow or not (
+                        estimated is None or (isinstance(estimated, int) and estimated >= 0)):
+                    raise TypeError
+                args = (workflow, estimated, body.get("run_id"), body.get("ttl_s"))
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                return _json(self, {"error": 'body must be {"workflow": "...", "estimated_tokens": n or null}'}, 400)
+            return await _sink_call(self, request, holder, loopback, "budget", args)
+
+    @app.page("/budget/release")
+    class Release(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                check_id = str(orjson.loads(await request.read())["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return _json(self, {"error": 'body must be {"id": "budget:N"}'}, 400)
+            return await _sink_call(self, request, holder, loopback, "budget_release", (check_id,))
+
+    @app.page("/quota")
+    class Quota(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            sink = holder.get("sink")
+            if sink is None or not sink.ready:
+                return _json(self, {"error": "sink not ready"}, 503)
+            loop = asyncio.get_running_loop()
+            try:
+                _cols, rows = await loop.run_in_executor(None, sink.query, QUOTA_VIEW_SQL, None)
+            except Exception as exc:
+                return _json(self, {"error": f"{type(exc).__name__}: {exc}"}, 503)
+            view: dict[str, Any] = {"snapshots": [], "forecasts": [], "decision": None}
+            for kind, row in rows:
+                value = orjson.loads(row) if isinstance(row, str) else row
+                if kind == "decision":
+                    view["decision"] = value
+                else:
+                    view[kind + "s"].append(value)
+            return _json(self, view)
 
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]", "::1"}

@@ -248,6 +248,33 @@ SELECT decision_id, tool_use_id, session_id, CAST(decided_at AS DATE) AS day, ru
 FROM routing_decisions WHERE net_tokens IS NOT NULL;
 """
 
+QUOTA = """
+CREATE TABLE quota_snapshots (
+    id VARCHAR PRIMARY KEY,         -- '<window>:<at>'
+    "at" TIMESTAMPTZ NOT NULL, "window" VARCHAR NOT NULL, start TIMESTAMPTZ, "end" TIMESTAMPTZ,
+    input_tokens BIGINT, output_tokens BIGINT, cache_write_tokens BIGINT, cache_read_tokens BIGINT,
+    total_tokens BIGINT, cost_usd DOUBLE, requests BIGINT, tokens_per_hour DOUBLE, recent_tokens_per_hour DOUBLE,
+    limit_tokens BIGINT, percent DOUBLE, basis VARCHAR NOT NULL,     -- official | estimate | none
+    official_percent DOUBLE, resets_at TIMESTAMPTZ);
+CREATE TABLE quota_forecasts (
+    id VARCHAR PRIMARY KEY,         -- '<window>:<at>'
+    "at" TIMESTAMPTZ NOT NULL, "window" VARCHAR NOT NULL, start TIMESTAMPTZ, "end" TIMESTAMPTZ,
+    used_tokens BIGINT, projected_tokens BIGINT, p10 BIGINT, p90 BIGINT, mean_tokens BIGINT,
+    limit_tokens BIGINT, time_to_limit_s DOUBLE, p_exceed DOUBLE, basis VARCHAR NOT NULL, model JSON);
+CREATE TABLE throttle_decisions (
+    id VARCHAR PRIMARY KEY,         -- 'throttle:<at>:<window>:<level>'
+    "at" TIMESTAMPTZ NOT NULL, level VARCHAR NOT NULL, action VARCHAR NOT NULL, "window" VARCHAR,
+    percent DOUBLE, basis VARCHAR, abnormal BOOLEAN, reason VARCHAR);
+CREATE TABLE budget_checks (
+    id VARCHAR PRIMARY KEY,         -- 'budget:<n>', in the order the checks were answered
+    workflow VARCHAR NOT NULL, run_id VARCHAR, asked_at TIMESTAMPTZ NOT NULL,
+    decision VARCHAR NOT NULL,      -- allow | warn | deny
+    reasons JSON, estimated_tokens BIGINT, estimate_basis VARCHAR, headroom_tokens BIGINT,
+    reserved_tokens BIGINT NOT NULL,
+    status VARCHAR NOT NULL,        -- reserved | released | expired | none
+    expires_at TIMESTAMPTZ, ended_at TIMESTAMPTZ);
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
@@ -260,6 +287,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "routing: the router's decisions, its rules and the tools they route to", ROUTING),
     (7, "savings: measured fidelity and the net saving of each routing decision; the cost_savings_log view",
      SAVINGS),
+    (8, "quota: snapshots, forecasts and throttle decisions at the usage watermark; workflow budget checks",
+     QUOTA),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -261,6 +261,10 @@ def _serve(listener: Listener, sink: Any, consumer: Any, request_stop: Any) -> N
                     reply = ("ok", sink.query(*args))
                 elif op == "progress":
                     reply = ("ok", consumer.progress())
+                elif op == "budget":
+                    reply = ("ok", sink.check_budget(*args))
+                elif op == "budget_release":
+                    reply = ("ok", sink.release_budget(*args))
                 elif op == "stop":
                     request_stop()
                     reply = ("ok", True)

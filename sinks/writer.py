@@ -41,6 +41,7 @@ from outloop.sinks.patterns import (
     stale_signature_ids,
 )
 from outloop.sinks.query import confine, run_readonly, use_utc
+from outloop.sinks.quota import QUOTA_REFRESH_S, check_budget, quota_config, refresh_quota, release_budget
 from outloop.sinks.schema import migrate
 from outloop.sinks.snapshot import Publisher as SnapshotPublisher
 from outloop.sinks.upsert import KeyConflict, Optimism, apply
@@ -129,6 +130,8 @@ class DuckSink:
         self._owed = True  # dirty marks may be waiting (from before a restart): the next refresh looks
         self.snapshots = SnapshotPublisher(self.path)  # for the router: published after each refresh
         self._snapshot_owed = True
+        self._quota_config = quota_config()
+        self._quota_owed, self._last_quota = True, 0.0
         self.open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -271,6 +274,8 @@ class DuckSink:
         """Occurrences (and the dirty marks a refresh owes) with every batch, in its transaction. A
         batch carrying a flush marker also refreshes every pattern and sequence in that transaction,
         so whoever sees the marker reads final patterns (``outloop replay`` waits for its markers)."""
+        if folded.count("usage") or folded.count("hook_events"):
+            self._quota_owed = True
         calls = folded.rows["tool_calls"]
         if calls:
             self._owed = True
@@ -280,12 +285,37 @@ class DuckSink:
             refresh(con, True, True)
             self._last_refresh = self._last_full = self._last_sequences = time.monotonic()
             self._snapshot_owed = True
+            self._last_quota = 0.0  # the quota projection follows right after this batch commits
+
+    def _refresh_quota_due(self) -> None:
+        """The quota projection at most every QUOTA_REFRESH_S after usage or status events arrived, in
+        a transaction of its own (a failure is logged, never stops the sink: it is derived data)."""
+        if not self._quota_owed or time.monotonic() - self._last_quota < QUOTA_REFRESH_S:
+            return
+        try:
+            with self.transaction() as con:
+                refresh_quota(con, self._quota_config)
+        except Exception as exc:
+            log.error("sink: quota refresh failed: %r", exc, exc_info=True)
+        self._quota_owed, self._last_quota = False, time.monotonic()
+
+    def check_budget(self, workflow: str, estimated_tokens: int | None = None, run_id: str | None = None,
+                     ttl_s: float | None = None) -> dict[str, Any]:
+        """A workflow budget check (``sinks.quota.check_budget``), serialized with every write."""
+        with self._write_lock, self.transaction() as con:
+            return check_budget(con, self._quota_config, workflow, estimated_tokens, run_id, self.clock(),
+                                *(() if ttl_s is None else (ttl_s,)))
+
+    def release_budget(self, check_id: str) -> bool:
+        with self._write_lock, self.transaction() as con:
+            return release_budget(con, check_id, self.clock())
 
     def _refresh_due(self) -> None:
         """The periodic refreshes - patterns at most every REFRESH_S, a full one every FULL_REFRESH_S,
         sequences every SEQUENCE_REFRESH_S - in a transaction of their own after the batch
         committed, so the batch's rows are visible without waiting for them. The dirty marks were
         committed with the batch: a crash in between leaves the refresh owed, never lost."""
+        self._refresh_quota_due()
         now = time.monotonic()
         if now - self._last_refresh < REFRESH_S:
             return
