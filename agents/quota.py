@@ -189,3 +189,24 @@ def daily_rates(rows: Sequence[UsageRow], at: datetime, days: int = 14, min_days
     totals.sort()
     usual = float(totals[len(totals) // 2]) if len(totals) >= min_days else 0.0
     return float(today), usual
+
+
+@dataclass(frozen=True)
+class MinuteUse:
+    """API per-minute counts over the 60 s before ``at``: requests, input tokens as the API's ITPM
+    counts them (input + cache writes; cache reads do not count on current models), output tokens."""
+
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"requests": self.requests, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cache_read_tokens_not_counted": self.cache_read_tokens}
+
+
+def per_minute(rows: Sequence[UsageRow], at: datetime) -> MinuteUse:
+    last = [r for r in rows if at - timedelta(minutes=1) < r.ts <= at]
+    return MinuteUse(len(last), sum(r.input + r.cache_write for r in last), sum(r.output for r in last),
+                     sum(r.cache_read for r in last))

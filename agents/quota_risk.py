@@ -8,6 +8,8 @@ window without a limit is tracked and forecast but never throttled)::
     OUTLOOP_QUOTA_SEVEN_DAY_TOKENS   tokens per seven-day window
     OUTLOOP_QUOTA_MONTH_TOKENS       tokens per calendar month
     OUTLOOP_QUOTA_MONTH_USD          spend per calendar month
+    OUTLOOP_QUOTA_RPM / _ITPM / _OTPM  API per-minute limits: requests, input tokens (input + cache
+                                     writes, cache reads not counted), output tokens
     OUTLOOP_QUOTA_LEVELS             "70,85,95": percent of a limit for medium, high, critical
     OUTLOOP_QUOTA_ABNORMAL           2.0: the last 24 h over this many times the usual day is abnormal
     OUTLOOP_QUOTA_DENY               0: 1 lets the PreToolUse hook deny expensive operations at critical
@@ -36,7 +38,7 @@ LEVELS = ("low", "medium", "high", "critical")
 DEFAULT_THRESHOLDS = (70.0, 85.0, 95.0)
 DEFAULT_DENY_TOOLS = ("Task", "Agent", "WebSearch", "WebFetch")
 _KEYS = ("five_hour_tokens", "seven_day_tokens", "month_tokens", "month_usd", "levels", "abnormal", "deny",
-         "deny_tools")
+         "deny_tools", "rpm", "itpm", "otpm")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class QuotaConfig:
     abnormal: float = 2.0
     deny: bool = False
     deny_tools: tuple[str, ...] = DEFAULT_DENY_TOOLS
+    rpm: int | None = None
+    itpm: int | None = None
+    otpm: int | None = None
 
     def limit_tokens(self, window: str) -> int | None:
         return {"five_hour": self.five_hour_tokens, "seven_day": self.seven_day_tokens,
@@ -104,7 +109,8 @@ class QuotaConfig:
         return cls(num("five_hour_tokens", int), num("seven_day_tokens", int), num("month_tokens", int),
                    num("month_usd", float), (lv[0], lv[1], lv[2]), num("abnormal", float) or 2.0,
                    str(deny).strip().lower() in ("1", "true", "yes", "on"),
-                   tuple(t.strip() for t in (tools.split(",") if isinstance(tools, str) else tools) if t.strip()))
+                   tuple(t.strip() for t in (tools.split(",") if isinstance(tools, str) else tools) if t.strip()),
+                   num("rpm", int), num("itpm", int), num("otpm", int))
 
 
 def level_of(percent: float | None, thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS) -> str:

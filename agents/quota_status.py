@@ -13,7 +13,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from outloop.agents.quota import WINDOW_KINDS, UsageRow, WindowKind, burn, daily_rates, empty_window, window_at
+from outloop.agents.quota import (
+    WINDOW_KINDS,
+    UsageRow,
+    WindowKind,
+    burn,
+    daily_rates,
+    empty_window,
+    per_minute,
+    window_at,
+)
 from outloop.agents.quota_forecast import Forecast, ModelParams, forecast
 from outloop.agents.quota_risk import QuotaConfig, ThrottleDecision, WindowUse, decide
 
@@ -71,9 +80,11 @@ class QuotaStatus:
     at: datetime
     windows: list[dict[str, object]]
     decision: ThrottleDecision
+    per_minute: dict[str, object]
 
     def as_dict(self) -> dict[str, object]:
-        return {"at": self.at.isoformat(), "windows": self.windows, "decision": self.decision.as_dict()}
+        return {"at": self.at.isoformat(), "windows": self.windows, "per_minute": self.per_minute,
+                "decision": self.decision.as_dict()}
 
 
 def assess(rows: Sequence[UsageRow], at: datetime, config: QuotaConfig,
@@ -103,8 +114,16 @@ def assess(rows: Sequence[UsageRow], at: datetime, config: QuotaConfig,
         month = window_at("month", seen, at) or empty_window("month", at)
         cost = sum(r.cost_usd or 0.0 for r in month.rows)
         uses.append(WindowUse("month_usd", round(cost * 100), round(config.month_usd * 100)))
+    minute = per_minute(seen, at)
+    for name, used, limit in (("minute_requests", minute.requests, config.rpm),
+                              ("minute_input_tokens", minute.input_tokens, config.itpm),
+                              ("minute_output_tokens", minute.output_tokens, config.otpm)):
+        if limit:
+            uses.append(WindowUse(name, used, limit))
+    minute_view: dict[str, object] = {**minute.as_dict(), "limits": {"rpm": config.rpm, "itpm": config.itpm,
+                                                                      "otpm": config.otpm}}
     today, usual = daily_rates(seen, at)
-    return QuotaStatus(at, windows, decide(uses, at, config, today=today, usual=usual))
+    return QuotaStatus(at, windows, decide(uses, at, config, today=today, usual=usual), minute_view)
 
 
 def _forecast_view(fc: Forecast, official: Official | None) -> dict[str, object]:

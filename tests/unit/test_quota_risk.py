@@ -73,3 +73,13 @@ def test_abnormal_burn_raises_the_level() -> None:
     status = assess(usual + burst, T0, QuotaConfig(), kinds=("five_hour",))
     assert status.decision.abnormal and status.decision.level == "medium"
     assert "12.0x the usual day" in status.decision.reason
+
+
+def test_per_minute_limits_leave_cache_reads_out() -> None:
+    rows = [UsageRow(T0 + timedelta(seconds=s), 100, 50, 200, 10_000) for s in (0, 20, 40, 70)]
+    at = T0 + timedelta(seconds=75)  # the last minute holds the rows at 20, 40 and 70 s
+    status = assess(rows, at, QuotaConfig(itpm=1000, rpm=100), kinds=("five_hour",))
+    pm = status.per_minute
+    assert (pm["requests"], pm["input_tokens"], pm["output_tokens"], pm["cache_read_tokens_not_counted"]) == (
+        3, 900, 150, 30_000)
+    assert (status.decision.window, status.decision.level) == ("minute_input_tokens", "high")  # 90% of ITPM
