@@ -79,7 +79,7 @@ class Forecast:
 
 def _bins(rows: Sequence[UsageRow], start: datetime, until: datetime, width: timedelta) -> list[int]:
     """Token totals per bin of ``width`` from ``start`` up to ``until`` (the last bin may be partial)."""
-    n = max(math.ceil((until - start) / width), 0)
+    n = max(math.ceil((until - start) / width), 1) if until >= start else 0
     out = [0] * n
     for r in rows:
         if start <= r.ts <= until:  # a row at `until` itself is in (the last bin)

@@ -55,11 +55,25 @@ def quota_config() -> QuotaConfig:
         return QuotaConfig()
 
 
-def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig) -> datetime | None:
-    found = con.execute('SELECT max("timestamp") FROM usage').fetchone()
+def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, last_key: Any = None) -> Any:
+    """Store the quota status at the usage watermark (see module doc), unless neither usage nor status
+    events changed since the refresh that returned ``last_key``; returns the key to pass next time."""
+    found = con.execute('SELECT max("timestamp"), count(*), sum(input_tokens + output_tokens + '
+                        'cache_read_input_tokens + cache_creation_input_tokens) FROM usage').fetchone()
+    status_row = con.execute("SELECT max(received_at), count(*) FROM hook_events WHERE hook_event_name = 'Status'"
+                             ).fetchone()
+    key = (found, status_row)
     at = found[0] if found else None
-    if at is None:
-        return None
+    if at is None or key == last_key:
+        return key
+    try:
+        _store(con, config, at)
+    except OverflowError:  # a watermark near year 1 or 9999: no window fits in the calendar
+        log.info("sink: no quota status at %s (out of the calendar's range)", at)
+    return key
+
+
+def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime) -> None:
     official = official_from(con.execute(_OFFICIAL, [at]).fetchall(), at)
     status: dict[str, Any] = assess(_rows(con, at - HISTORY, at), at, config, official).as_dict()
     for w in status["windows"]:
@@ -79,7 +93,6 @@ def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig) -> dateti
     con.execute("INSERT OR REPLACE INTO throttle_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [d["id"], at, d["level"], d["action"], d["window"], d["percent"], d["basis"], d["abnormal"],
                  d["reason"]])
-    return at  # type: ignore[no-any-return]
 
 
 def _end_reservations(con: duckdb.DuckDBPyConnection, now: datetime) -> None:

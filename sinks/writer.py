@@ -131,7 +131,7 @@ class DuckSink:
         self.snapshots = SnapshotPublisher(self.path)  # for the router: published after each refresh
         self._snapshot_owed = True
         self._quota_config = quota_config()
-        self._quota_owed, self._last_quota = True, 0.0
+        self._quota_owed, self._last_quota, self._quota_key = True, 0.0, None
         self.open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -274,8 +274,7 @@ class DuckSink:
         """Occurrences (and the dirty marks a refresh owes) with every batch, in its transaction. A
         batch carrying a flush marker also refreshes every pattern and sequence in that transaction,
         so whoever sees the marker reads final patterns (``outloop replay`` waits for its markers)."""
-        if folded.count("usage") or folded.count("hook_events"):
-            self._quota_owed = True
+        self._quota_owed = True  # refresh_quota itself skips when neither usage nor status events changed
         calls = folded.rows["tool_calls"]
         if calls:
             self._owed = True
@@ -294,7 +293,7 @@ class DuckSink:
             return
         try:
             with self.transaction() as con:
-                refresh_quota(con, self._quota_config)
+                self._quota_key = refresh_quota(con, self._quota_config, self._quota_key)
         except Exception as exc:
             log.error("sink: quota refresh failed: %r", exc, exc_info=True)
         self._quota_owed, self._last_quota = False, time.monotonic()

@@ -95,3 +95,25 @@ def test_reservations_expire_and_end_with_their_run(sink: DuckSink) -> None:
     # without an estimate, the p90 of the workflow's past runs (run1: 140 tokens)
     auto = sink.check_budget("adw_plan")
     assert (auto["estimated_tokens"], auto["estimate_basis"]) == (140, "p90 of 1 past runs")
+
+
+def test_quota_at_the_watermark_and_replays_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTLOOP_QUOTA_FIVE_HOUR_TOKENS", "100")
+    monkeypatch.setenv("OUTLOOP_HOME", str(tmp_path))
+    batch = d.with_offsets([d.usage_msg(id=f"m{i}:r", timestamp=d.T0 + timedelta(minutes=i), input_tokens=10,
+                                        output_tokens=5) for i in range(6)])
+    tables = ("quota_snapshots", "quota_forecasts", "throttle_decisions")
+
+    def dump(sink: DuckSink) -> list[Any]:
+        return [sink.query(f"SELECT * FROM {t} ORDER BY id")[1] for t in tables]
+
+    with DuckSink(tmp_path / "q.duckdb", clock=d.clock) as sink:
+        sink.write_batch(batch)
+        first = dump(sink)
+        sink._last_quota = 0.0  # as if the refresh interval had passed
+        sink.write_batch(batch)  # the same records again (redelivered)
+        assert dump(sink) == first
+    snapshots, _forecasts, decisions = first
+    assert [r[2] for r in snapshots] == ["five_hour", "month", "seven_day"]
+    assert snapshots[0][1] == d.T0 + timedelta(minutes=5)  # the watermark: the latest usage time
+    assert decisions[0][2:5] == ["high", "warn", "five_hour"]  # 90 tokens of 100
