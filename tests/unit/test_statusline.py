@@ -85,3 +85,19 @@ def test_install_statusline(tmp_path: Path) -> None:
     settings.write_text(json.dumps({"statusLine": {"type": "command", "command": "~/bin/my-line"}}))
     with pytest.raises(HooksFileError, match="another program"):
         install_statusline(settings, cmd)
+
+
+def test_cli_install_statusline_and_the_cli_form(tmp_path: Path) -> None:
+    import sys
+
+    outloop = str(Path(sys.executable).with_name("outloop"))
+    settings = tmp_path / "settings.json"
+    env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([outloop, "hooks", "install", "--settings", str(settings), "--statusline"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(settings.read_text())
+    assert data["statusLine"]["command"] == statusline_command() and "PreToolUse" in data["hooks"]
+    cli = subprocess.run([outloop, "quota", "statusline"], input=b"garbage", env=env, capture_output=True,
+                         timeout=60)
+    assert (cli.returncode, cli.stdout) == (0, (FALLBACK + "\n").encode())
