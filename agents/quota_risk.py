@@ -30,7 +30,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +195,38 @@ def warning_line(decision: ThrottleDecision) -> str | None:
         return None
     return (f"outloop quota: {decision.level} - {decision.reason}. Prefer cheap steps (outloop run for long "
             "outputs, no sub-agents or web fetches) until the window resets.")
+
+
+FRESH_FOR = timedelta(hours=5)  # a decision older than a five-hour window says nothing about now
+
+
+def hook_answer(answer: dict[str, Any] | None, decision: Mapping[str, Any] | None, tool_name: str,
+                config: QuotaConfig, now: datetime, warned_level: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The PreToolUse answer with the quota's part merged in, and what the quota did (``none``, ``warn``,
+    ``deny``). ``decision`` is the latest stored throttle decision (``ThrottleDecision.as_dict``);
+    ``warned_level`` the level this session was last warned at: the one-line warning is added once per
+    session and level, not on every call. At critical, with deny configured, an expensive tool
+    (``deny_tools``) is denied; anything else is never made worse than the routing answer."""
+    if not isinstance(decision, Mapping):
+        return answer, "none"
+    try:
+        at = datetime.fromisoformat(str(decision["at"]))
+    except (KeyError, ValueError):
+        return answer, "none"
+    level, reason = decision.get("level"), str(decision.get("reason") or "")
+    if at.tzinfo is None or not timedelta(0) <= now - at <= FRESH_FOR or level not in ("high", "critical"):
+        return answer, "none"
+    if level == "critical" and config.deny and tool_name in config.deny_tools:
+        why = f"outloop quota: critical - {reason}. {tool_name} is held back until the window resets."
+        return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
+                                       "permissionDecisionReason": why}}, "deny"
+    if warned_level == level:
+        return answer, "none"
+    line = warning_line(ThrottleDecision(at, str(level), "warn", decision.get("window"), None, "", False, reason))
+    if answer is None:
+        return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "additionalContext": line}}, "warn"
+    out = dict(answer.get("hookSpecificOutput") or {})
+    if out.get("permissionDecision") == "deny":
+        return answer, "none"  # the agent reads the deny's reason; the warning waits for the next call
+    out["additionalContext"] = f"{out['additionalContext']}\n{line}" if out.get("additionalContext") else line
+    return {**answer, "hookSpecificOutput": out}, "warn"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from outloop.agents.quota import UsageRow
-from outloop.agents.quota_risk import QuotaConfig, level_of, warning_line
+from outloop.agents.quota_risk import QuotaConfig, hook_answer, level_of, warning_line
 from outloop.agents.quota_status import Official, assess
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -83,3 +84,47 @@ def test_per_minute_limits_leave_cache_reads_out() -> None:
     assert (pm["requests"], pm["input_tokens"], pm["output_tokens"], pm["cache_read_tokens_not_counted"]) == (
         3, 900, 150, 30_000)
     assert (status.decision.window, status.decision.level) == ("minute_input_tokens", "high")  # 90% of ITPM
+
+
+# --- the PreToolUse part: warning once per session and level, optional deny at critical ---------------
+
+HIGH = {"at": T0.isoformat(), "level": "high", "action": "warn", "window": "five_hour",
+        "reason": "five_hour window at 88% (official)"}
+CRITICAL = {**HIGH, "level": "critical", "reason": "five_hour window at 97% (estimate)"}
+REWRITE = {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
+                                  "updatedInput": {"command": "outloop run -- pytest"}}}
+DENY = {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
+                               "permissionDecisionReason": "loop"}}
+NOW = T0 + timedelta(minutes=10)
+ON = QuotaConfig(deny=True)
+
+
+@pytest.mark.parametrize(("answer", "decision", "tool", "config", "now", "warned", "did"), [
+    (None, HIGH, "Bash", QuotaConfig(), NOW, None, "warn"),
+    (None, HIGH, "Bash", QuotaConfig(), NOW, "high", "none"),  # already warned at this level
+    (None, CRITICAL, "Bash", QuotaConfig(), NOW, "high", "warn"),  # a new level warns again
+    (None, CRITICAL, "Task", QuotaConfig(), NOW, None, "warn"),  # deny is off by default
+    (None, CRITICAL, "Task", ON, NOW, "critical", "deny"),
+    (None, CRITICAL, "Bash", ON, NOW, None, "warn"),  # Bash is not an expensive tool by default
+    (None, {**HIGH, "level": "medium"}, "Bash", ON, NOW, None, "none"),
+    (None, HIGH, "Bash", ON, T0 + timedelta(hours=6), None, "none"),  # stale: older than a window
+    (None, {"at": "yesterday"}, "Bash", ON, NOW, None, "none"),
+    (None, None, "Bash", ON, NOW, None, "none"),
+    (DENY, HIGH, "Bash", ON, NOW, None, "none"),  # a routing deny stays as it is
+    (REWRITE, HIGH, "Bash", ON, NOW, None, "warn"),
+])
+def test_hook_answer(answer: dict[str, Any] | None, decision: dict[str, Any] | None, tool: str,
+                     config: QuotaConfig, now: datetime, warned: str | None, did: str) -> None:
+    out, done = hook_answer(answer, decision, tool, config, now, warned)
+    assert done == did
+    if did == "none":
+        assert out == answer
+    elif did == "deny":
+        assert out is not None and out["hookSpecificOutput"]["permissionDecision"] == "deny"
+        assert "critical" in out["hookSpecificOutput"]["permissionDecisionReason"]
+    else:
+        assert out is not None
+        spec = out["hookSpecificOutput"]
+        assert spec["additionalContext"].startswith("outloop quota: ") and "\n" not in spec["additionalContext"]
+        if answer is REWRITE:
+            assert spec["updatedInput"] == {"command": "outloop run -- pytest"}  # the rewrite is kept
