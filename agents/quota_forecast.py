@@ -169,7 +169,8 @@ def forecast(kind: WindowKind, rows: Sequence[UsageRow], at: datetime, *, limit_
     width = BIN[kind]
     observed = _bins(window.rows, window.start, at, width)
     used = sum(observed)
-    cont, rate, ratios = _fit(_history(kind, seen, window), observed, p)
+    history = _history(kind, seen, window)
+    cont, rate, ratios = _fit(history, observed, p)
     streak = _streak(observed)
     if streak is None:  # nothing in this window yet: start as after a long idle streak
         streak = MAX_STREAK
@@ -183,7 +184,7 @@ def forecast(kind: WindowKind, rows: Sequence[UsageRow], at: datetime, *, limit_
                                   used, limit_tokens)
     finals.sort()
     model = {"tokens_per_active_bin": round(rate, 1), "p_continue": round(cont[0], 3),
-             "bin_seconds": width.total_seconds(), "history_windows": float(len(_history(kind, seen, window)))}
+             "bin_seconds": width.total_seconds(), "history_windows": float(len(history))}
     offset_s = (1.0 - first_fraction) * width.total_seconds()  # part of the first simulated bin already past
     return _result(kind, window, at, used, finals, crossings, limit_tokens, width, offset_s, p, model)
 
