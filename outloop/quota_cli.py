@@ -182,22 +182,29 @@ def write_status_cache(status: dict[str, Any], path: str | None = None) -> None:
         pass
 
 
+def _short(n: float) -> str:
+    """12.3M, 450k, 900: token counts that fit a narrow table."""
+    if abs(n) >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.0f}k" if abs(n) >= 1e4 else f"{n:.0f}"
+
+
 def _print_status(status: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"quota at {status['at']}")
-    for name in ("window", "start", "end", "used", "of limit", "tokens/h", "projected (p10-p90)", "to limit"):
-        table.add_column(name)
+    table = Table(title=f"quota at {status['at'][:19]}Z")
+    for name in ("window", "ends", "used", "of limit", "per hour", "projected", "p10-p90", "to limit"):
+        table.add_column(name, no_wrap=True)
     for w in status["windows"]:
         fc = w["forecast"]
-        pct = "-" if w["percent"] is None else f"{w['percent']:.0f}% ({w['basis']})"
+        pct = "-" if w["percent"] is None else f"{w['percent']:.0f}% {w['basis']}"
         ttl = fc["time_to_limit_s"]
-        table.add_row(w["window"], w["start"][:16], w["end"][:16], f"{w['used']['total']:,}", pct,
-                      f"{w['tokens_per_hour']:,.0f}", f"{fc['projected_tokens']:,} ({fc['p10']:,}-{fc['p90']:,})",
-                      "-" if ttl is None else f"{ttl / 3600:.1f} h")
+        table.add_row(w["window"], w["end"][5:16].replace("T", " "), _short(w["used"]["total"]), pct,
+                      _short(w["tokens_per_hour"]), _short(fc["projected_tokens"]),
+                      f"{_short(fc['p10'])}-{_short(fc['p90'])}", "-" if ttl is None else f"{ttl / 3600:.1f} h")
     out.print(table)
     d = status["decision"]
-    out.print(f"risk {d['level']}, action {d['action']}: {d['reason']}")
+    out.print(f"risk {d['level']}, action {d['action']}: {d['reason']} (forecasts are estimates)")
 
 
 @quota_app.command("forecast")
