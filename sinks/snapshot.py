@@ -3,8 +3,9 @@ writer after each pattern refresh as a JSON file replaced by atomic rename (besi
 so that the router never reads DuckDB and never waits on the writer.
 
 Content: ``{"patterns": {signature: confidence_score}, "sizes": {signature: avg_output_tokens},
-"rules": {rule: {"decisions": n, "fidelity": mean}}}`` (the fidelity of decisions whose fidelity was
-measured).
+"rules": {rule: {"decisions": n, "fidelity": mean}}, "quota": the latest throttle decision or null}`` (the
+fidelity of decisions whose fidelity was measured; the quota decision is the one the router adds to its
+PreToolUse answers).
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> bytes:
     rules = {rule: {"decisions": int(n), "fidelity": fidelity} for rule, n, fidelity in con.execute(
         "SELECT rule, count(fidelity), avg(fidelity) FROM routing_decisions WHERE rule IS NOT NULL "
         "GROUP BY rule ORDER BY rule").fetchall()}
-    return orjson.dumps({"patterns": patterns, "sizes": sizes, "rules": rules})
+    quota = con.execute('SELECT "at", level, action, "window", reason FROM throttle_decisions '
+                        'ORDER BY "at" DESC, id LIMIT 1').fetchone()
+    latest = None if quota is None else {"at": quota[0].isoformat(), "level": quota[1], "action": quota[2],
+                                         "window": quota[3], "reason": quota[4]}
+    return orjson.dumps({"patterns": patterns, "sizes": sizes, "rules": rules, "quota": latest})
 
 
 class Publisher:

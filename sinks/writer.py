@@ -293,7 +293,9 @@ class DuckSink:
             return
         try:
             with self.transaction() as con:
-                self._quota_key = refresh_quota(con, self._quota_config, self._quota_key)
+                key = refresh_quota(con, self._quota_config, self._quota_key)
+            self._snapshot_owed = self._snapshot_owed or key != self._quota_key  # the router reads the decision
+            self._quota_key = key
         except Exception as exc:
             log.error("sink: quota refresh failed: %r", exc, exc_info=True)
         self._quota_owed, self._last_quota = False, time.monotonic()

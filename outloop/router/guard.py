@@ -43,6 +43,7 @@ class Step:
 class SessionState:
     steps: deque[Step] = field(default_factory=lambda: deque(maxlen=MAX_STEPS))
     last_seen: float = 0.0
+    quota_warned: str | None = None  # the quota level this session was last warned at (once per level)
 
     def pre(self, tool_use_id: str | None, tool: str, command: str | None, now: float) -> Step:
         step = Step(tool_use_id, tool, command)

@@ -15,12 +15,14 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from outloop.agents.quota_risk import QuotaConfig, hook_answer
 from outloop.router.decide import Decision, answer, decide
 from outloop.router.guard import SessionState, response_text
 from outloop.router.rules import RulesError, RuleSet, build, load, read_user
@@ -50,6 +52,8 @@ class Router:
         self.sizes: dict[str, float] = {}  # signature -> average output tokens (the snapshot's)
         self.rule_stats: dict[str, tuple[int, float | None]] = {}
         self.sessions: OrderedDict[str, SessionState] = OrderedDict()
+        self.quota: dict[str, Any] | None = None  # the latest throttle decision (from the snapshot)
+        self.quota_config = _quota_config()
         self._lock = threading.Lock()
         self._stamps: dict[str, tuple[float, int] | None] = {}
         self.counters = {"decisions": 0, "answered": 0, "posts": 0, "errors": 0, "reloads": 0}
@@ -103,6 +107,8 @@ class Router:
         if isinstance(stats, dict):
             self.rule_stats = {str(k): (int(v.get("decisions", 0)), v.get("fidelity"))
                                for k, v in stats.items() if isinstance(v, dict)}
+        quota = data.get("quota") if isinstance(data, dict) else None
+        self.quota = quota if isinstance(quota, dict) else None
 
     # -- one payload ---------------------------------------------------------------------------
     def session(self, session_id: str, now: float) -> SessionState:
@@ -149,6 +155,7 @@ class Router:
         command = tool_input.get("command") if tool == "Bash" else None
         step = state.pre(_str(payload.get("tool_use_id")), tool, command if isinstance(command, str) else None, now)
         out = answer(d)
+        out, d = self._with_quota(out, d, tool, state, now)
         if out is not None and d.action == "deny":
             step.denied = True
             if state.steps and len(state.steps) > 1:  # a deny keeps the digest it denied for
@@ -157,14 +164,39 @@ class Router:
         self.counters["answered"] += out is not None
         reply = orjson.dumps(out) + b"\n" if out is not None else b""
         latency = (time.perf_counter() - started) * 1000.0
-        return reply, decision_record(d, payload, now, latency)
+        return reply, decision_record(d, payload, now, latency, answered=out is not None)
+
+    def _with_quota(self, out: dict[str, Any] | None, d: Decision, tool: str, state: SessionState,
+                    now: float) -> tuple[dict[str, Any] | None, Decision]:
+        """The quota's part of the answer (``agents.quota_risk.hook_answer``): a one-line warning at high
+        risk, once per session and level; at critical, with OUTLOOP_QUOTA_DENY=1, a deny of expensive
+        tools. The decision recorded says so."""
+        merged, did = hook_answer(out, self.quota, tool, self.quota_config, datetime.fromtimestamp(now, UTC),
+                                  state.quota_warned)
+        level = str((self.quota or {}).get("level"))
+        if did == "deny" and merged is not None:
+            reason = str(merged["hookSpecificOutput"]["permissionDecisionReason"])
+            return merged, replace(d, action="deny", mode="enforce", rule="quota", rule_version=None, reason=reason)
+        if did == "warn":
+            state.quota_warned = level
+            return merged, replace(d, reason=f"{d.reason}; quota {level}: warning added to the context")
+        return merged, d
 
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def decision_record(d: Decision, payload: dict[str, Any], now: float, latency_ms: float) -> dict[str, Any]:
+def _quota_config() -> QuotaConfig:
+    try:
+        return QuotaConfig.load()
+    except (ValueError, OSError) as exc:  # the router keeps answering; the quota part uses no deny
+        log.error("router: quota configuration ignored: %s", exc)
+        return QuotaConfig()
+
+
+def decision_record(d: Decision, payload: dict[str, Any], now: float, latency_ms: float,
+                    answered: bool | None = None) -> dict[str, Any]:
     """The ``routing.decision`` event's data (schemas.events.RoutingDecision)."""
     session_id = payload["session_id"]
     tool_use_id = _str(payload.get("tool_use_id"))
@@ -177,7 +209,7 @@ def decision_record(d: Decision, payload: dict[str, Any], now: float, latency_ms
         "tool_name": _str(payload.get("tool_name")), "command": command,
         "signature": d.signature, "category": d.category, "side_effect": d.side_effect,
         "rule": d.rule, "rule_version": d.rule_version, "kind": d.kind, "family": d.family,
-        "mode": d.mode, "action": d.action, "answered": answer(d) is not None,
+        "mode": d.mode, "action": d.action, "answered": answer(d) is not None if answered is None else answered,
         "confidence": d.confidence, "latency_ms": round(latency_ms, 3), "reason": d.reason,
         "decided_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
     }
