@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,8 +12,6 @@ import pytest
 
 from outloop.agents.quota import UsageRow, blocks
 from outloop.agents.quota_backtest import linear_projection, run_backtest
-from outloop.streams.importers import ImportStats
-from outloop.streams.importers.detect import iter_paths
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -40,19 +41,30 @@ def test_backtest_points_and_baselines() -> None:
     assert p25.predictions["model"] > p25.so_far  # it was active at the forecast time
 
 
+_ROWS = """
+import json, sys
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.detect import iter_paths
+best = {}
+for env in iter_paths([__import__("pathlib").Path(sys.argv[1])], ImportStats()):
+    d = env.data
+    if env.type != "usage.record" or d.get("timestamp") is None or d.get("model") == "<synthetic>":
+        continue
+    row = [str(d["timestamp"]), d["input_tokens"], d["output_tokens"], d.get("cache_creation_input_tokens", 0),
+           d.get("cache_read_input_tokens", 0)]
+    if d["id"] not in best or sum(row[1:]) > sum(best[d["id"]][1:]):
+        best[d["id"]] = row
+json.dump(list(best.values()), sys.stdout)
+"""
+
+
 def usage_rows(folder: Path) -> list[UsageRow]:
-    """Usage rows as the pipeline stores them: one per id, the record with the largest totals."""
-    best: dict[str, UsageRow] = {}
-    for env in iter_paths([folder], ImportStats()):
-        if env.type != "usage.record" or env.data.get("timestamp") is None:
-            continue
-        d = env.data
-        ts = datetime.fromisoformat(str(d["timestamp"]).replace("Z", "+00:00"))
-        r = UsageRow(ts, d["input_tokens"], d["output_tokens"], d.get("cache_creation_input_tokens", 0),
-                     d.get("cache_read_input_tokens", 0))
-        if d.get("model") != "<synthetic>" and (d["id"] not in best or r.total > best[d["id"]].total):
-            best[d["id"]] = r
-    return list(best.values())
+    """Usage rows as the pipeline stores them: one per id, the record with the largest totals. Read in a
+    child process, so that the traces never swell this process (children forked later inherit its size)."""
+    proc = subprocess.run([sys.executable, "-c", _ROWS, str(folder)], capture_output=True, text=True, timeout=300,
+                          check=True)
+    return [UsageRow(datetime.fromisoformat(ts.replace("Z", "+00:00")), i, o, w, r)
+            for ts, i, o, w, r in json.loads(proc.stdout)]
 
 
 @pytest.mark.traces
