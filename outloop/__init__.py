@@ -1,3 +1,16 @@
-"""outloop: watches coding agents, moves their deterministic work out of the LLM loop, keeps them in quota."""
+"""outloop: watches coding agents, moves their deterministic work out of the LLM loop, keeps them in quota.
+
+``from outloop import OutloopClient`` is the ADW client (loaded on first use: the hook shim and the
+runner import this package on every tool call and must not pay for it)."""
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("OutloopClient", "RouteDecision"):
+        from outloop import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'outloop' has no attribute {name!r}")

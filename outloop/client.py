@@ -5,12 +5,17 @@ beside ``--db FILE``) must never answer for FILE."""
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from outloop.runner.api import RunResult
 
 
 class QueryError(RuntimeError):
@@ -84,6 +89,36 @@ def query(db: Path, host: str, port: int, sql: str, params: list[Any] | None = N
     return query_file(db, sql, params)
 
 
+@dataclass(frozen=True)
+class RouteDecision:
+    """The router's decision for one command (``OutloopClient.route``). ``command`` is what to run:
+    the runner command line when an enforced rule rewrote it, else the command unchanged."""
+
+    action: str  # pass | rewrite | advise | deny
+    command: str
+    mode: str | None = None  # shadow | advise | enforce
+    rule: str | None = None
+    kind: str | None = None  # structured | generic
+    family: str | None = None
+    signature: str | None = None
+    confidence: int | None = None
+    reason: str = ""
+    context: str | None = None  # advice to read before running it
+    decision_id: str | None = None
+
+
+def route_decision(command: str, reply: dict[str, Any] | None) -> RouteDecision:
+    """A :class:`RouteDecision` from the router's reply to a ``decide`` request (None: no router)."""
+    if not reply or not isinstance(reply.get("decision"), dict):
+        return RouteDecision("pass", command, reason="no router answered: the command runs unchanged")
+    d = reply["decision"]
+    out = (reply.get("answer") or {}).get("hookSpecificOutput") or {}
+    updated = out.get("updatedInput") or {}
+    return RouteDecision(d.get("action") or "pass", str(updated.get("command") or command), d.get("mode"),
+                         d.get("rule"), d.get("kind"), d.get("family"), d.get("signature"), d.get("confidence"),
+                         str(d.get("reason") or ""), out.get("additionalContext"), d.get("decision_id"))
+
+
 class OutloopClient:
     """outloop for ADWs: pre-flight budget checks against the running worker (``outloop up``).
 
@@ -92,8 +127,10 @@ class OutloopClient:
     checks one at a time, so concurrent checks never share the same headroom. When no worker answers it
     raises :class:`QueryError`; the caller decides whether to proceed (outloop never blocks on its own)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 6066, timeout: float = 10.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 6066, timeout: float = 10.0,
+                 router_socket: str | None = None) -> None:
         self.worker = WorkerClient(host, port, timeout)
+        self.router_socket = router_socket  # None: the one of this OUTLOOP_HOME
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> OutloopClient:
@@ -101,6 +138,28 @@ class OutloopClient:
 
         s = settings or Settings.from_env()
         return cls(s.http_host, s.http_port)
+
+    def route(self, command: str, cwd: str | None = None, session_id: str = "adw", *,
+              tool_use_id: str | None = None, timeout: float = 1.0) -> RouteDecision:
+        """Ask the running router what it would do with ``command`` (the same decision a Claude Code hook
+        gets, recorded the same way). Fails open: no router, or no answer within ``timeout``, is a pass."""
+        from outloop.router.component import ask
+
+        payload = {"outloop": "decide", "hook_event_name": "PreToolUse", "session_id": session_id,
+                   "tool_name": "Bash", "tool_input": {"command": command}, "cwd": cwd or os.getcwd(),
+                   "tool_use_id": tool_use_id}
+        try:
+            reply = ask(orjson.dumps(payload), self.router_socket, timeout)
+            return route_decision(command, orjson.loads(reply) if reply else None)
+        except (OSError, ValueError):
+            return route_decision(command, None)
+
+    def run(self, command: str, cwd: str | None = None, family: str | None = None,
+            timeout: float | None = None) -> RunResult:
+        """Run ``command`` through the runner (exit code, compact summary, failures kept, log path)."""
+        from outloop.runner.api import run
+
+        return run(command, cwd=cwd, family=family, timeout=timeout)
 
     def check_budget(self, workflow: str, estimated_tokens: int | None = None, *, run_id: str | None = None,
                      ttl_s: float | None = None) -> dict[str, Any]:

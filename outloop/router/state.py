@@ -142,7 +142,11 @@ class Router:
                 return b"", None
             if event != "PreToolUse":
                 return b"", None
-            return self._pre(payload, now, started)
+            reply, record = self._pre(payload, now, started)
+            if payload.get("outloop") == "decide":  # an ADW's question (OutloopClient.route): the whole decision
+                answered = orjson.loads(reply) if reply else None
+                return orjson.dumps({"decision": record, "answer": answered}), record
+            return reply, record
 
     def _pre(self, payload: dict[str, Any], now: float, started: float) -> tuple[bytes, dict[str, Any] | None]:
         session_id = payload["session_id"]

@@ -248,3 +248,20 @@ def test_hook_with_routing_within_twice_a_bare_interpreter_start(running: Runnin
         subprocess.run([sys.executable, "-c", "pass"], capture_output=True, env=running.env())
         bare.append(time.perf_counter() - t0)
     assert statistics.median(hook) < 2 * statistics.median(bare), (hook, bare)
+
+
+def test_an_adw_asks_the_router_through_the_client(running: Running, tmp_path: Path) -> None:
+    """OutloopClient.route gets the whole decision (recorded like a hook's), and the rewritten command
+    when a rule is enforced; with no router it is a pass with the command unchanged."""
+    from outloop.client import OutloopClient
+
+    client = OutloopClient(router_socket=running.server.path)
+    d = client.route("pytest -q", cwd=str(tmp_path), tool_use_id="toolu_adw1")
+    assert (d.action, d.mode, d.rule, d.kind) == ("rewrite", "enforce", "pytest", "structured")
+    assert "--outloop-run" in d.command and "pytest -q" in d.command and d.decision_id
+    (recorded,) = running.decisions(1)
+    assert recorded["data"]["decision_id"] == d.decision_id
+    passed = client.route("git push origin main", tool_use_id="toolu_adw2")
+    assert (passed.action, passed.command) == ("pass", "git push origin main")
+    gone = OutloopClient(router_socket=str(tmp_path / "no-router.sock")).route("pytest -q")
+    assert (gone.action, gone.command) == ("pass", "pytest -q") and "no router" in gone.reason
