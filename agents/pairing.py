@@ -39,6 +39,7 @@ import msgspec
 from outloop.agents import toolcalls as tc
 from outloop.schemas import sizes as sz
 from outloop.schemas.events import (
+    ApiMessage,
     Envelope,
     EventType,
     Flush,
@@ -48,8 +49,8 @@ from outloop.schemas.events import (
     ToolUseRecord,
     UsageRecord,
 )
-from outloop.schemas.fast import FastEnvelope, FastUsage
-from outloop.schemas.ids import USAGE_TIE, OrdinalCounter, column_order, tool_call_id
+from outloop.schemas.fast import FastApiMessage, FastEnvelope, FastUsage
+from outloop.schemas.ids import MESSAGE_TIE, USAGE_TIE, OrdinalCounter, column_order, tool_call_id
 from outloop.streams.redact import ALL, redact_canonical, redact_json, redact_text
 
 PRE = {"PreToolUse"}
@@ -63,6 +64,7 @@ class BatchOut:
     hook_events: list[Envelope | FastEnvelope] = field(default_factory=list)
     tool_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     usage: dict[str, UsageRecord | FastUsage] = field(default_factory=dict)
+    messages: dict[str, ApiMessage | FastApiMessage] = field(default_factory=dict)
     flushes: list[str] = field(default_factory=list)
 
 
@@ -83,6 +85,31 @@ def usage_wins(new: UsageRecord | FastUsage, seen: UsageRecord | FastUsage) -> b
 def usage_fields(u: UsageRecord | FastUsage) -> dict[str, Any]:
     """The fields of a usage record, whether the pydantic model or its fast-path mirror."""
     return msgspec.structs.asdict(u) if isinstance(u, FastUsage) else dict(u.__dict__)
+
+
+def message_rank(m: ApiMessage | FastApiMessage) -> tuple[int, int]:
+    return (m.content_blocks, m.text_bytes + m.thinking_bytes + m.tool_use_bytes)
+
+
+def message_fields(m: ApiMessage | FastApiMessage) -> dict[str, Any]:
+    """The stored columns of an API message: ``tool_use_ids`` as the JSON text the sink stores."""
+    row = msgspec.structs.asdict(m) if isinstance(m, FastApiMessage) else dict(m.__dict__)
+    row["tool_use_ids"] = message_ids_json(row["tool_use_ids"])
+    return row
+
+
+def message_ids_json(ids: list[str]) -> str:
+    """The stored form of ``tool_use_ids`` (the sink compares and keeps this text)."""
+    return msgspec.json.encode(ids).decode()
+
+
+def message_wins(new: ApiMessage | FastApiMessage, seen: ApiMessage | FastApiMessage) -> bool:
+    """The most complete version wins, in the sink's order (the api_messages upsert of sinks.upsert):
+    content blocks, content bytes, then the record's own columns - compared only on a tie."""
+    a, b = message_rank(new), message_rank(seen)
+    if a != b:
+        return a > b
+    return column_order(message_fields(new), MESSAGE_TIE) > column_order(message_fields(seen), MESSAGE_TIE)
 
 
 class _LRU(OrderedDict[str, Any]):
@@ -130,6 +157,10 @@ class Pairing:
             self._emit(_redacted(data.model_dump(), secrets), out)
         elif t is EventType.USAGE:
             self._usage(data, out)
+        elif t is EventType.MESSAGE:
+            seen = out.messages.get(data.id)
+            if seen is None or message_wins(data, seen):
+                out.messages[data.id] = data
         elif t is EventType.FLUSH:
             assert isinstance(data, Flush)
             out.flushes.append(data.marker)

@@ -1,7 +1,8 @@
 """Thin Faust agents: decode, fold, emit, dead-letter.
 
 * ``sessions`` reads the session-scoped input topic in batches (``take_events``), folds each batch
-  with :class:`agents.pairing.Pairing` and emits hook events, tool calls and usage records to their
+  with :class:`agents.pairing.Pairing` and emits hook events, tool calls, usage records and API
+  messages to their
   output topics on the partition the input came from (outputs stay co-partitioned and a flush
   marker follows everything its partition produced before it).
 * ``workflows`` validates workflow run events and forwards them.
@@ -194,13 +195,15 @@ class SessionOutputs:
     routing_decisions: str = "outloop.routing-decisions"
     routing_rules: str = "outloop.routing-rules"
     adw_tools: str = "outloop.adw-tools"
+    api_messages: str = ""  # empty: a test's outputs without that topic (no API message is emitted)
 
     @classmethod
     def of(cls, topics: Topics) -> SessionOutputs:
         return cls(topics.hook_events.get_topic_name(), topics.tool_calls.get_topic_name(),
                    topics.usage.get_topic_name(), topics.dead_letters.get_topic_name(),
                    topics.routing_decisions.get_topic_name(), topics.routing_rules.get_topic_name(),
-                   topics.adw_tools.get_topic_name())
+                   topics.adw_tools.get_topic_name(),
+                   api_messages=topics.api_messages.get_topic_name())
 
     def routing(self) -> tuple[str, str, str]:
         return self.routing_decisions, self.routing_rules, self.adw_tools
@@ -265,10 +268,15 @@ def _partition_records(out: list[Record], names: SessionOutputs, partition: int,
         out.append((names.tool_calls, _key(view["session_id"]), tool_call_json(view), partition))
     for usage in batch.usage.values():
         out.append((names.usage, _key(usage.session_id), encode(usage), partition))
+    if names.api_messages:
+        for message in batch.messages.values():
+            out.append((names.api_messages, _key(message.session_id), encode(message), partition))
     for marker in batch.flushes:
         value = flush_value(marker, partition)
-        for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters, *names.routing()):
-            out.append((t, None, value, partition))
+        for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters, *names.routing(),
+                  names.api_messages):
+            if t:
+                out.append((t, None, value, partition))
 
 
 def register(app: faust.App, topics: Topics, settings: Settings,

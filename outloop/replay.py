@@ -45,7 +45,7 @@ from outloop.streams.settings import Settings
 PRIVATE_BROKER_SESSION_TIMEOUT = 2.0
 
 SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters", "routing_decisions", "routing_rules",
-                   "adw_tools")
+                   "adw_tools", "api_messages")
 WORKFLOW_OUTPUTS = ("workflow_runs", "dead_letters")
 
 

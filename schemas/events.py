@@ -35,6 +35,7 @@ class EventType(StrEnum):
     TOOL_RESULT = "transcript.tool_result"  # a tool_result block of a transcript user record
     TOOL_CALL = "tool.call"  # an already paired tool call (trajectories, ADW tool results)
     USAGE = "usage.record"  # the usage of one API response
+    MESSAGE = "transcript.message"  # one API response of a transcript: ids, model, sizes, no bodies
     WORKFLOW_STARTED = "workflow.started"
     WORKFLOW_PHASE_CHANGED = "workflow.phase_changed"
     WORKFLOW_ENDED = "workflow.ended"
@@ -149,6 +150,28 @@ class UsageRecord(_Closed):
     cache_creation_5m_tokens: int | None = Field(ge=0, default=None)
     cache_creation_1h_tokens: int | None = Field(ge=0, default=None)
     cost_usd: float | None = None  # from the source when it states one (trajectories), else priced by the agent
+    source: str = "transcript"
+
+
+class ApiMessage(_Closed):
+    """One API response as a transcript records it, without its bodies: which tool calls it issued and
+    how large its content was, so its usage (same ``id``, ``message.id:requestId``) can be joined to
+    the tool calls it paid for. A response is written as several records (one per content block):
+    ``content_blocks`` and the byte counts grow as they come; the version with the most wins."""
+
+    id: str
+    message_id: str
+    request_id: str | None = None
+    session_id: str
+    model: str | None = None
+    timestamp: Time | None = None  # of its first record
+    tool_use_ids: list[str] = Field(default_factory=list)  # in the order the response issued them
+    content_blocks: int = Field(ge=0, default=0)
+    text_bytes: int = Field(ge=0, default=0)  # UTF-8 bytes of its text blocks
+    thinking_bytes: int = Field(ge=0, default=0)
+    tool_use_bytes: int = Field(ge=0, default=0)  # JSON bytes of its tool inputs
+    agent_id: str | None = None
+    is_sidechain: bool = False
     source: str = "transcript"
 
 
@@ -273,6 +296,7 @@ EVENT_TYPES: dict[EventType, type[BaseModel]] = {
     EventType.TOOL_RESULT: ToolResultRecord,
     EventType.TOOL_CALL: ToolCall,
     EventType.USAGE: UsageRecord,
+    EventType.MESSAGE: ApiMessage,
     EventType.WORKFLOW_STARTED: WorkflowStarted,
     EventType.WORKFLOW_PHASE_CHANGED: WorkflowPhaseChanged,
     EventType.WORKFLOW_ENDED: WorkflowEnded,

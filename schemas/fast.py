@@ -111,3 +111,20 @@ class FastUsage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def model_copy(self, update: dict[str, Any]) -> FastUsage:
         return msgspec.structs.replace(self, **update)
+
+
+class FastApiMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    message_id: str
+    request_id: str | None = None
+    session_id: str
+    model: str | None = None
+    timestamp: datetime | None = None
+    tool_use_ids: list[str] = msgspec.field(default_factory=list)
+    content_blocks: _N64 = 0
+    text_bytes: _N64 = 0
+    thinking_bytes: _N64 = 0
+    tool_use_bytes: _N64 = 0
+    agent_id: str | None = None
+    is_sidechain: bool = False
+    source: str = "transcript"

@@ -32,6 +32,8 @@ def canonical_json(value: Any) -> bytes:
 USAGE_TIE = ("session_id", "model", "timestamp", "input_tokens", "output_tokens", "cache_read_input_tokens",
              "cache_creation_input_tokens", "cache_creation_5m_tokens", "cache_creation_1h_tokens", "cost_usd",
              "source")
+MESSAGE_TIE = ("message_id", "request_id", "session_id", "model", "timestamp", "tool_use_ids", "content_blocks",
+               "text_bytes", "thinking_bytes", "tool_use_bytes", "agent_id", "is_sidechain", "source")
 HOOK_TIE = ("session_id", "hook_event_name", "tool_name", "tool_use_id", "received_at", "source", "payload")
 WORKFLOW_TIE = ("run_id", "type", "at", "source", "data")
 

@@ -45,6 +45,10 @@ class TopicCatalogue:
         return self._t("usage", "session_id", "deduplicated, priced usage records", "output")
 
     @property
+    def api_messages(self) -> Topic:
+        return self._t("api-messages", "session_id", "API responses of transcripts: ids, model, sizes", "output")
+
+    @property
     def workflow_runs(self) -> Topic:
         return self._t("workflow-runs", "run_id", "validated workflow run events", "output")
 
@@ -71,6 +75,7 @@ class TopicCatalogue:
             self.hook_events,
             self.tool_calls,
             self.usage,
+            self.api_messages,
             self.workflow_runs,
             self.dead_letters,
             self.routing_decisions,

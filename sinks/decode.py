@@ -39,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from outloop.schemas.events import (
     EVENT_TYPES,
+    ApiMessage,
     DeadLetter,
     Envelope,
     EventType,
@@ -56,7 +57,8 @@ Row = dict[str, Any]
 
 KINDS = {"hook-events": "hook_events", "tool-calls": "tool_calls", "usage": "usage",
          "workflow-runs": "workflow_events", "dlq": "dead_letters", "routing-decisions": "routing_decisions",
-         "routing-rules": "routing_rules", "adw-tools": "adw_tools"}
+         "routing-rules": "routing_rules", "adw-tools": "adw_tools",
+         "api-messages": "api_messages"}
 WORKFLOW_TYPES = {EventType.WORKFLOW_STARTED, EventType.WORKFLOW_PHASE_CHANGED, EventType.WORKFLOW_ENDED}
 
 TS = pa.timestamp("us", tz="UTC")
@@ -73,6 +75,10 @@ SCHEMAS: dict[str, pa.Schema] = {
                         ("input_tokens", I64), ("output_tokens", I64), ("cache_read_input_tokens", I64),
                         ("cache_creation_input_tokens", I64), ("cache_creation_5m_tokens", I64),
                         ("cache_creation_1h_tokens", I64), ("cost_usd", F64), ("source", S)]),
+    "api_messages": pa.schema([("id", S), ("message_id", S), ("request_id", S), ("session_id", S), ("model", S),
+                               ("timestamp", TS), ("tool_use_ids", S), ("content_blocks", I64), ("text_bytes", I64),
+                               ("thinking_bytes", I64), ("tool_use_bytes", I64), ("agent_id", S),
+                               ("is_sidechain", pa.bool_()), ("source", S)]),
     "workflow_events": pa.schema([("id", S), ("run_id", S), ("type", S), ("at", TS), ("source", S),
                                   ("data", S)]),
     "dead_letters": pa.schema([("id", S), ("topic", S), ("partition", I32), ("offset", I64), ("key", S),
@@ -246,6 +252,12 @@ def _usage_row(value: bytes) -> Row:
     return dict(UsageRecord.model_validate_json(value).__dict__)
 
 
+def _message_row(value: bytes) -> Row:
+    row = dict(ApiMessage.model_validate_json(value).__dict__)
+    row["tool_use_ids"] = orjson.dumps(row["tool_use_ids"]).decode()  # as agents.pairing.message_ids_json
+    return row
+
+
 def _tool_call_row(value: bytes) -> Row:
     return tool_call_row(dict(ToolCall.model_validate_json(value).__dict__))
 
@@ -295,7 +307,7 @@ def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Ro
 CHECKED: dict[str, Callable[[bytes], Row]] = {
     "hook_events": _hook_row, "usage": _usage_row, "workflow_events": _workflow_row,
     "tool_calls": _tool_call_row, "dead_letters": _dead_letter_row, "routing_decisions": _decision_row,
-    "routing_rules": _rule_row, "adw_tools": _tool_row}
+    "routing_rules": _rule_row, "adw_tools": _tool_row, "api_messages": _message_row}
 
 
 # -- the fast path: msgspec structs, only for the exact forms the agents write ----------------------

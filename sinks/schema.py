@@ -248,6 +248,62 @@ SELECT decision_id, tool_use_id, session_id, CAST(decided_at AS DATE) AS day, ru
 FROM routing_decisions WHERE net_tokens IS NOT NULL;
 """
 
+# Migration 9: API messages (``transcript.message``), and orphan results - tool calls whose tool_use
+# was never seen (``tool_name IS NULL``: only a tool_result, of a resumed or truncated session) - kept
+# but left out of the tool-call counts and listed apart.
+API_MESSAGES = """
+CREATE TABLE api_messages (
+    id VARCHAR PRIMARY KEY,         -- 'message.id:requestId', as usage.id
+    message_id VARCHAR NOT NULL, request_id VARCHAR, session_id VARCHAR NOT NULL, model VARCHAR,
+    "timestamp" TIMESTAMPTZ,        -- of the response's first record
+    tool_use_ids JSON,              -- the tool_use ids it issued, in order (tool_calls.id)
+    content_blocks BIGINT NOT NULL, text_bytes BIGINT NOT NULL, thinking_bytes BIGINT NOT NULL,
+    tool_use_bytes BIGINT NOT NULL, agent_id VARCHAR, is_sidechain BOOLEAN, source VARCHAR);
+CREATE OR REPLACE VIEW v_session_summary AS
+WITH calls AS (
+    SELECT session_id, count(*) FILTER (WHERE tool_name IS NOT NULL) AS tool_calls,
+           count(*) FILTER (WHERE status = 'error' AND tool_name IS NOT NULL) AS tool_errors,
+           count(*) FILTER (WHERE status = 'started' AND tool_name IS NOT NULL) AS tool_calls_open,
+           count(*) FILTER (WHERE tool_name IS NULL) AS orphan_results,
+           coalesce(sum(output_bytes), 0) AS tool_output_bytes,
+           coalesce(sum(output_tokens_est), 0) AS tool_output_tokens_est,
+           min(started_at) AS first_call_at, max(coalesce(ended_at, started_at)) AS last_call_at
+    FROM tool_calls GROUP BY session_id),
+spend AS (
+    SELECT session_id, count(*) AS api_responses,
+           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           sum(cache_read_input_tokens) AS cache_read_tokens,
+           sum(cache_creation_input_tokens) AS cache_creation_tokens,
+           sum(input_tokens + output_tokens + cache_read_input_tokens + cache_creation_input_tokens)
+               AS total_tokens,
+           sum(cost_usd) AS cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_responses,
+           min("timestamp") AS first_usage_at, max("timestamp") AS last_usage_at
+    FROM usage GROUP BY session_id)
+SELECT coalesce(c.session_id, s.session_id) AS session_id,
+       coalesce(c.tool_calls, 0) AS tool_calls, coalesce(c.tool_errors, 0) AS tool_errors,
+       coalesce(c.tool_calls_open, 0) AS tool_calls_open,
+       coalesce(c.tool_output_bytes, 0) AS tool_output_bytes,
+       coalesce(c.tool_output_tokens_est, 0) AS tool_output_tokens_est,
+       coalesce(s.api_responses, 0) AS api_responses,
+       coalesce(s.input_tokens, 0) AS input_tokens, coalesce(s.output_tokens, 0) AS output_tokens,
+       coalesce(s.cache_read_tokens, 0) AS cache_read_tokens,
+       coalesce(s.cache_creation_tokens, 0) AS cache_creation_tokens,
+       coalesce(s.total_tokens, 0) AS total_tokens, s.cost_usd,
+       coalesce(s.unpriced_responses, 0) AS unpriced_responses,
+       least(c.first_call_at, s.first_usage_at) AS first_seen_at,
+       greatest(c.last_call_at, s.last_usage_at) AS last_seen_at,
+       coalesce(c.orphan_results, 0) AS orphan_results
+FROM calls c FULL OUTER JOIN spend s ON c.session_id = s.session_id;
+CREATE OR REPLACE VIEW v_tool_commands AS
+SELECT session_id, tool_name, coalesce(command, file_path) AS target, count(*) AS calls,
+       count(*) FILTER (WHERE status = 'error') AS errors,
+       coalesce(sum(output_tokens_est), 0) AS output_tokens_est, median(duration_ms) AS median_ms
+FROM tool_calls WHERE tool_name IS NOT NULL GROUP BY ALL;
+CREATE OR REPLACE VIEW v_orphan_results AS
+SELECT id AS tool_use_id, session_id, status, ended_at, output_bytes, output_tokens_est, source
+FROM tool_calls WHERE tool_name IS NULL;
+"""
+
 QUOTA = """
 CREATE TABLE quota_snapshots (
     id VARCHAR PRIMARY KEY,         -- '<window>:<at>'
@@ -289,6 +345,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
      SAVINGS),
     (8, "quota: snapshots, forecasts and throttle decisions at the usage watermark; workflow budget checks",
      QUOTA),
+    (9, "api_messages (one row per API response: tool_use ids, model, sizes); orphan results (a tool_result "
+        "whose tool_use was never seen) out of the tool-call counts, listed in v_orphan_results", API_MESSAGES),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

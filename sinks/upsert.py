@@ -8,6 +8,7 @@ batch boundaries, the order or the number of deliveries:
   then a ``syn:<call_key>`` row (hook call without tool_use_id) is merged into the row of the real
   tool_use_id carrying that call_key and deleted.
 * usage - the whole record with the largest (total tokens, output tokens, cost, then its own columns).
+* api_messages - the version with the most content blocks, then content bytes, then its own columns.
 * hook_events, workflow_events - the version whose own columns are the smallest (versions of one id
   are normally identical). dead_letters - the first seen. flush_markers - the first sighting.
 
@@ -34,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from outloop.schemas.ids import HOOK_TIE, USAGE_TIE, WORKFLOW_TIE
+from outloop.schemas.ids import HOOK_TIE, MESSAGE_TIE, USAGE_TIE, WORKFLOW_TIE
 from outloop.sinks.decode import SCHEMAS, TABLES, Folded
 
 _TOOL_TEXT = ("tool_use_id", "call_key", "session_id", "tool_name", "command", "file_path")
@@ -91,6 +92,13 @@ def _usage_rank(t: str = "", total_type: str = "BIGINT") -> str:
     return f"({total}, {q}output_tokens, coalesce({q}cost_usd, 0.0), {tie(USAGE_TIE, t)})"
 
 
+def _message_rank(t: str = "") -> str:
+    """Most content blocks, then most content bytes, then the row's own columns (agents.pairing.message_wins)."""
+    q = f"{t}." if t else ""
+    size = " + ".join(f"{q}{c}::HUGEINT" for c in ("text_bytes", "thinking_bytes", "tool_use_bytes"))
+    return f"({q}content_blocks, {size}, {tie(MESSAGE_TIE, t)})"
+
+
 _DEAD_LETTER_ORDER = ('"at"', "topic", '"partition"', '"offset"', "reason", "detail", "key", "raw")
 
 
@@ -131,6 +139,7 @@ UPSERT: dict[str, str] = {
                                     f"{_latest('EXCLUDED', RULE_TIE)} < {_latest('routing_rules', RULE_TIE)}"),
     "adw_tools": _replace_where("adw_tools", "name",
                                 f"{_latest('EXCLUDED', TOOL_TIE)} < {_latest('adw_tools', TOOL_TIE)}"),
+    "api_messages": _replace_where("api_messages", "id", f"{_message_rank('EXCLUDED')} > {_message_rank('api_messages')}"),
 }
 
 PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
@@ -250,6 +259,7 @@ FOLD: dict[str, str] = {
     "routing_decisions": _first("routing_decisions", tie(DECISION_TIE), "decision_id"),
     "routing_rules": _first("routing_rules", f"updated_at DESC, {tie(RULE_TIE)[1:-1]}", "name"),
     "adw_tools": _first("adw_tools", f"updated_at DESC, {tie(TOOL_TIE)[1:-1]}", "name"),
+    "api_messages": _first("api_messages", f"{_message_rank()} DESC"),
 }
 
 

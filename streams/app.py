@@ -41,6 +41,7 @@ class Topics:
     routing_decisions: faust.TopicT
     routing_rules: faust.TopicT
     adw_tools: faust.TopicT
+    api_messages: faust.TopicT
 
 
 def stay_in_group_on_close() -> None:
@@ -115,5 +116,6 @@ def create_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Topics]:
         routing_decisions=topic(cat.routing_decisions.name),
         routing_rules=topic(cat.routing_rules.name),
         adw_tools=topic(cat.adw_tools.name),
+        api_messages=topic(cat.api_messages.name),
     )
     return app, topics

@@ -32,7 +32,15 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from outloop.schemas.events import EVENT_TYPES, DeadLetter, Envelope, EventType
-from outloop.schemas.fast import FastEnvelope, FastHookEvent, FastToolCall, FastToolResult, FastToolUse, FastUsage
+from outloop.schemas.fast import (
+    FastApiMessage,
+    FastEnvelope,
+    FastHookEvent,
+    FastToolCall,
+    FastToolResult,
+    FastToolUse,
+    FastUsage,
+)
 from outloop.streams.redact import redact_bytes, redact_text
 
 MAX_EVENT_BYTES = 32 * 1024 * 1024
@@ -119,6 +127,7 @@ _FAST: dict[str, tuple[EventType, type[msgspec.Struct], tuple[str, ...]]] = {
     EventType.TOOL_RESULT.value: (EventType.TOOL_RESULT, FastToolResult, ("timestamp",)),
     EventType.TOOL_CALL.value: (EventType.TOOL_CALL, FastToolCall, ("started_at", "ended_at")),
     EventType.USAGE.value: (EventType.USAGE, FastUsage, ("timestamp",)),
+    EventType.MESSAGE.value: (EventType.MESSAGE, FastApiMessage, ("timestamp",)),
 }
 _convert = msgspec.convert
 _PUBLISHED_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z", re.A)
