@@ -139,7 +139,8 @@ UPSERT: dict[str, str] = {
                                     f"{_latest('EXCLUDED', RULE_TIE)} < {_latest('routing_rules', RULE_TIE)}"),
     "adw_tools": _replace_where("adw_tools", "name",
                                 f"{_latest('EXCLUDED', TOOL_TIE)} < {_latest('adw_tools', TOOL_TIE)}"),
-    "api_messages": _replace_where("api_messages", "id", f"{_message_rank('EXCLUDED')} > {_message_rank('api_messages')}"),
+    "api_messages": _replace_where("api_messages", "id",
+                                   f"{_message_rank('EXCLUDED')} > {_message_rank('api_messages')}"),
 }
 
 PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
