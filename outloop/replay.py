@@ -223,7 +223,7 @@ def replay(paths: list[Path], settings: Settings, *, console: Console | None = N
         assert s.broker is not None
         publishing = progress.add_task("publishing events", total=None)
         with Publisher(s.broker, catalogue=cat, partitions=s.partitions) as pub:
-            for env in iter_paths(paths, stats):
+            for env in iter_paths(paths, stats, messages=True):
                 pub.envelope(env)
                 by_type[env.type.value] += 1
                 if not env.type.value.startswith("workflow."):

@@ -61,6 +61,9 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_ROUTER_SOCKET": ("$OUTLOOP_HOME/router.sock", "the router's Unix socket"),
     "OUTLOOP_JOURNAL_CONFIRM": ("300", "seconds between checks that prune the journal entries proven in DuckDB "
                                       "(a flush marker); 0 never checks"),
+    "OUTLOOP_PROJECTS": ("~/.claude/projects", "Claude Code projects folder whose transcripts `outloop up` follows "
+                         "(with those hook payloads name); `off` follows only the ones hooks name"),
+    "OUTLOOP_TAIL_POLL": ("0.5", "seconds between two looks of the transcript tailer at the files it follows"),
 }
 
 
@@ -92,6 +95,8 @@ class Settings:
     session_timeout: float | None = None  # None: DEFAULT_SESSION_TIMEOUT, see consumer_session_timeout
     log_max_mb: float = 20.0
     log_backups: int = 3
+    projects: Path | None = None  # None: the tailer follows only the transcripts hook payloads name
+    tail_poll: float = 0.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -111,6 +116,7 @@ class Settings:
         spool = env.get("OUTLOOP_SPOOL") or str(home / "spool")
         prices = env.get("OUTLOOP_PRICES") or None
         session = env.get("OUTLOOP_SESSION_TIMEOUT") or None
+        projects = get("OUTLOOP_PROJECTS")
         try:
             values: dict[str, object] = dict(
                 home=home,
@@ -139,6 +145,8 @@ class Settings:
                 journal_confirm=float(get("OUTLOOP_JOURNAL_CONFIRM")),
                 log_max_mb=float(get("OUTLOOP_LOG_MAX_MB")),
                 log_backups=int(get("OUTLOOP_LOG_BACKUPS")),
+                projects=None if projects == "off" else Path(os.path.expanduser(projects)),
+                tail_poll=float(get("OUTLOOP_TAIL_POLL")),
             )
         except ValueError as exc:
             raise ValueError(f"bad OUTLOOP_* setting: {exc}") from exc
@@ -155,6 +163,8 @@ class Settings:
                settings.log_backups) < 0:
             raise ValueError("OUTLOOP_BROKER_*, OUTLOOP_STALL_RESTART, OUTLOOP_JOURNAL_* and OUTLOOP_LOG_* settings "
                              "must not be negative")
+        if settings.tail_poll <= 0:
+            raise ValueError("OUTLOOP_TAIL_POLL must be more than 0 seconds")
         if settings.session_timeout is not None and settings.session_timeout < 1.0:
             raise ValueError("OUTLOOP_SESSION_TIMEOUT must be at least 1 second")
         return settings
@@ -196,6 +206,8 @@ class Settings:
             "OUTLOOP_JOURNAL_CONFIRM": str(self.journal_confirm),
             "OUTLOOP_LOG_MAX_MB": str(self.log_max_mb),
             "OUTLOOP_LOG_BACKUPS": str(self.log_backups),
+            "OUTLOOP_PROJECTS": "off" if self.projects is None else str(self.projects),
+            "OUTLOOP_TAIL_POLL": str(self.tail_poll),
         }
         if self.broker:
             out["OUTLOOP_BROKER"] = self.broker

@@ -132,14 +132,16 @@ def _envelopes(path: Path, fmt: str, doc: Any, stats: ImportStats,
     return iter_trajectory(path, stats, doc)
 
 
-def iter_paths(paths: list[Path], stats: ImportStats) -> Iterator[Envelope]:
+def iter_paths(paths: list[Path], stats: ImportStats, messages: bool = False) -> Iterator[Envelope]:
     """Envelopes of every importable file under ``paths``, in a deterministic order. Files that are
     not importable are recorded in ``stats.skipped_files`` with the reason.
 
     An id is yielded once per call: the same capture or trajectory found in two folders (hook logs
     of successive commits repeat earlier payloads) counts once. Usage ids are the exception: a usage
-    record is re-yielded, with the same id, only when a later file holds larger totals for it."""
-    state = TranscriptState()
+    record is re-yielded, with the same id, only when a later file holds larger totals for it, and
+    so is an API message (``messages``: transcripts also yield ``transcript.message`` envelopes) when a
+    later file holds more of it."""
+    state = TranscriptState(messages=messages)
     emitted: set[str] = set()
     for path in collect_files(paths, stats):
         fmt, doc = detect(path)
@@ -149,7 +151,7 @@ def iter_paths(paths: list[Path], stats: ImportStats) -> Iterator[Envelope]:
         stats.files_by_format[fmt] += 1
         try:
             for envelope in _envelopes(path, fmt, doc, stats, state):
-                if envelope.id in emitted and envelope.type != EventType.USAGE:
+                if envelope.id in emitted and envelope.type not in (EventType.USAGE, EventType.MESSAGE):
                     stats.retract(envelope, "duplicate_envelope")
                     continue
                 emitted.add(envelope.id)

@@ -6,7 +6,12 @@ records as a JSON array in a hook-log capture's ``chat.json``) -> envelopes.
 - ``usage.record`` once per (message.id, requestId); id ``us:<message.id>:<requestId>``. One API
   response is written as several records whose ``output_tokens`` grows: the record with the largest
   total (input + output + cache read + cache creation) is kept, the first of equals. Usage is emitted
-  when its file ends; a later file of the same import re-emits a key only with a larger total.
+  at the end of each call of :func:`iter_records` (a file, or a chunk of new lines when the tailer
+  follows a file as it is written); a later call with the same state re-emits a key only with a
+  larger total.
+- ``transcript.message`` once per (message.id, requestId) too, id ``msg:<message.id>:<requestId>``:
+  the tool_use ids the response issued, its content blocks and their sizes (no bodies), accumulated
+  over its records and emitted with the usage; re-emitted when a later call saw more of it.
 - ``<synthetic>`` records (written by Claude Code itself, not by the API, always zero usage) produce
   no usage record; they are counted in ``stats.notes["usage_synthetic"]``.
 
@@ -25,9 +30,9 @@ from typing import Any
 
 import orjson
 
-from outloop.schemas.events import Envelope, EventType, ToolResultRecord, ToolUseRecord, UsageRecord
+from outloop.schemas.events import ApiMessage, Envelope, EventType, ToolResultRecord, ToolUseRecord, UsageRecord
 from outloop.schemas.ids import OrdinalCounter, usage_id
-from outloop.schemas.sizes import output_text
+from outloop.schemas.sizes import json_size, output_text, text_size
 from outloop.streams.importers import ImportStats, ValidationError, make_envelope, parse_time
 from outloop.streams.redact import redact_canonical
 
@@ -36,14 +41,64 @@ TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cach
 
 
 class TranscriptState:
-    """What one import remembers across files: seen records and blocks, call-key ordinals, usage."""
+    """What one import remembers across files: seen records and blocks, call-key ordinals, usage and,
+    with ``messages``, the API messages (then also emitted as ``transcript.message`` envelopes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, messages: bool = False) -> None:
+        self.emit_messages = messages
         self.uuids: set[str] = set()
         self.tool_uses: set[str] = set()
         self.tool_results: set[str] = set()
         self.keys = OrdinalCounter(redact_canonical)
         self.usage_emitted: dict[str, int] = {}  # usage id -> total already emitted
+        self.messages: dict[str, dict[str, Any]] = {}  # usage id -> the API message seen so far
+        self.messages_emitted: dict[str, tuple[int, int]] = {}  # usage id -> (blocks, bytes) emitted
+
+
+def _add_message_record(state: TranscriptState, uid: str, record: dict[str, Any], session: str) -> None:
+    """Count one assistant record's content blocks into its API message (``state.messages[uid]``)."""
+    message = record["message"]
+    acc = state.messages.get(uid)
+    if acc is None:
+        acc = state.messages[uid] = {
+            "id": uid, "message_id": message["id"], "request_id": record.get("requestId"), "session_id": session,
+            "model": message.get("model"), "timestamp": parse_time(record.get("timestamp")), "tool_use_ids": [],
+            "content_blocks": 0, "text_bytes": 0, "thinking_bytes": 0, "tool_use_bytes": 0,
+            "agent_id": record.get("agentId"), "is_sidechain": bool(record.get("isSidechain")), "source": SOURCE}
+    content = message.get("content")
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        acc["content_blocks"] += 1
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            acc["text_bytes"] += text_size(block["text"])
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            acc["thinking_bytes"] += text_size(block["thinking"])
+        elif kind == "tool_use":
+            acc["tool_use_bytes"] += json_size(block.get("input"))
+            tid = block.get("id")
+            if isinstance(tid, str) and tid not in acc["tool_use_ids"]:
+                acc["tool_use_ids"].append(tid)
+
+
+def _message_envelopes(state: TranscriptState, uids: Iterable[str], path: Path,
+                       stats: ImportStats) -> Iterator[Envelope]:
+    """The API messages among ``uids`` that grew since they were last emitted."""
+    for uid in uids:
+        acc = state.messages[uid]
+        rank = (acc["content_blocks"], acc["text_bytes"] + acc["thinking_bytes"] + acc["tool_use_bytes"])
+        if state.messages_emitted.get(uid, (-1, -1)) >= rank:
+            continue
+        try:
+            model = ApiMessage.model_validate(acc)
+            envelope = make_envelope(model, id=f"msg:{uid}", type=EventType.MESSAGE, source=SOURCE,
+                                     subject=acc["session_id"], time=model.timestamp)
+        except ValidationError:
+            stats.damaged(path)
+            continue
+        state.messages_emitted[uid] = rank
+        yield stats.produced(envelope)
 
 
 def read_jsonl(path: Path, stats: ImportStats) -> Iterator[dict[str, Any]]:
@@ -150,6 +205,7 @@ def iter_records(records: Iterable[Any], path: Path, stats: ImportStats, state: 
     """Envelopes from already parsed transcript records (a .jsonl file's lines or a chat.json array)."""
     state = state if state is not None else TranscriptState()
     best: dict[str, tuple[int, dict[str, Any], str]] = {}  # usage id -> (total, record, session)
+    touched: dict[str, None] = {}  # API messages this call added records to, in order
     for record in records:
         if not isinstance(record, dict):
             stats.damaged(path)
@@ -184,8 +240,12 @@ def iter_records(records: Iterable[Any], path: Path, stats: ImportStats, state: 
             stats.damaged(path)
             continue
         uid = usage_id(message["id"], record.get("requestId"))
+        if state.emit_messages:
+            _add_message_record(state, uid, record, session)
+            touched[uid] = None
         if uid not in best or total > best[uid][0]:
             best[uid] = (total, record, session)
+    yield from _message_envelopes(state, touched, path, stats)
     for uid, (total, record, session) in best.items():
         if state.usage_emitted.get(uid, -1) >= total:
             stats.note("duplicate_usage")

@@ -1,0 +1,326 @@
+"""The transcript tailer: follows Claude Code transcripts as they are written and publishes their tool
+uses, tool results, usage records and API messages (:mod:`streams.importers.transcripts`, the same
+records ``outloop replay`` makes, through the same :class:`~streams.publisher.Publisher`, so secrets
+are redacted before anything leaves the process). A component of ``outloop up``.
+
+Which files: every ``*.jsonl`` under the Claude Code projects folder (``OUTLOOP_PROJECTS``, looked
+through every :attr:`Tailer.discover_every` s) and every transcript a hook payload names
+(``transcript_path``, ``agent_transcript_path``: the forwarder hands them to :meth:`Tailer.watch`).
+
+At least once, nothing doubled: a file's mark (:class:`streams.tailing.Mark`) moves past its new
+complete lines only once the broker acknowledged every envelope they made, and the marks are saved
+atomically after each pass (``$OUTLOOP_HOME/tailer/offsets.json``). A partial last line waits for
+its newline; a truncated or replaced file is read again from its start; a deleted one is dropped.
+Envelope ids are deterministic, so whatever is published twice upserts the rows it made.
+
+Usage flows as it is written: each pass hands a file's new lines to
+:func:`~streams.importers.transcripts.iter_records` with the file's own state, which emits a usage
+record (or an API message) again only when it grew - the sink keeps the largest.
+
+Per-file state (records seen, call-key ordinals, what was emitted) lives in memory. After a restart,
+or when a publication failed, it is rebuilt by reading the file up to its mark without publishing,
+so call keys and "emit when larger" go on as if nothing happened. Call-key ordinals are counted per
+file: for a main session file they are those of a replay; a sub-agent file (``agent-*.jsonl``)
+counts its own (a replay counts them after the main file's).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from outloop.schemas.events import Envelope, EventType
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.forwarder import DEFAULT_MAX_RECORD_BYTES, shrink_envelope
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.transcripts import TranscriptState, iter_records, session_of_file
+from outloop.streams.publisher import Delivery, Publisher, PublishError, redact_envelope
+from outloop.streams.settings import Settings
+from outloop.streams.tailing import (
+    Checkpoint,
+    Mark,
+    Step,
+    complete_lines,
+    decide,
+    read_from,
+    rewind_after_broker_loss,
+    seen_of,
+)
+
+log = logging.getLogger(__name__)
+_CONTENT = (EventType.TOOL_USE, EventType.TOOL_RESULT)
+
+
+def parse_lines(lines: list[bytes], stats: ImportStats, path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of complete transcript lines; blank lines ignored, bad ones counted damaged."""
+    for line in lines:
+        if not line.strip():
+            continue
+        stats.records_read += 1
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            stats.damaged(path)
+            continue
+        if isinstance(record, dict):
+            yield record
+        else:
+            stats.damaged(path)
+
+
+class Tailer:
+    """Transcript files -> Kafka. ``run_once`` publishes what was written since the last pass;
+    ``run_forever`` polls every ``settings.tail_poll`` s. Pause, resume and the broker-restart call
+    mirror the forwarder's, for the supervisor."""
+
+    discover_every = 5.0  # seconds between two walks of the projects folder
+
+    def __init__(self, settings: Settings, *, publisher_factory: Callable[[], Publisher] | None = None,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        self.settings = settings
+        self.projects = settings.projects
+        self.checkpoint = Checkpoint(settings.home / "tailer" / "offsets.json")
+        self.marks: dict[str, Mark] = self.checkpoint.load()
+        self.files: set[str] = set(self.marks)  # followed: marked, or found and not read yet
+        self.states: dict[str, TranscriptState] = {}
+        self.stats = ImportStats()
+        self.published = 0  # envelopes acknowledged over the tailer's life
+        self.max_record_bytes = max_record_bytes
+        self._factory = publisher_factory
+        self._publisher: Publisher | None = None
+        self._named: set[str] = set()  # paths hook payloads named, not yet followed
+        self._lock = threading.Lock()
+        self._next_discovery = 0.0
+        self._paused = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    # -- which files ------------------------------------------------------------------------------
+    def watch(self, path: str) -> None:
+        """Follow ``path`` too (a transcript a hook payload named). Any thread; cheap when known."""
+        if path and path.endswith(".jsonl") and path not in self.files:
+            with self._lock:
+                self._named.add(path)
+
+    def discover(self) -> set[str]:
+        """Transcripts to follow: under the projects folder, and named by hooks since the last look."""
+        found = self._take_named()
+        if self.projects is not None and self.projects.is_dir():
+            found.update(str(p) for p in self.projects.rglob("*.jsonl"))
+        return found
+
+    # -- control by a supervisor ----------------------------------------------------------------
+    def pause(self, timeout: float = 30.0) -> bool:
+        self._paused.set()
+        return self._idle.wait(timeout)
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    def idle(self) -> bool:
+        return self._paused.is_set() and self._idle.is_set()
+
+    def broker_restarted(self, lost: bool, now: float | None = None) -> int:
+        """The broker restarted (call it paused). ``lost``: it lost what it held (an embedded broker
+        that exited on its own), so files written within the sent journal's age bound are read again
+        from their start; returns how many. Either way the next pass reconnects."""
+        self._drop()
+        if not lost:
+            return 0
+        now = time.time() if now is None else now
+        mtimes: dict[str, float | None] = {}
+        for path in self.marks:
+            try:
+                mtimes[path] = Path(path).stat().st_mtime
+            except OSError:
+                mtimes[path] = None
+        before = self.marks
+        self.marks = rewind_after_broker_loss(before, mtimes, now, self.settings.journal_max_age)
+        rewound = [p for p in self.marks if self.marks[p] != before[p]]
+        for path in rewound:
+            self.states.pop(path, None)
+        self.checkpoint.save(self.marks)
+        return len(rewound)
+
+    # -- one pass ---------------------------------------------------------------------------------
+    def _state(self, path: str, mark: Mark) -> TranscriptState:
+        """The file's state, rebuilt from its first ``mark.offset`` bytes when not in memory."""
+        state = self.states.get(path)
+        if state is None:
+            state = self.states[path] = TranscriptState(messages=True)
+            if mark.offset:
+                data = read_from(path, 0, mark.inode) or b""
+                lines, _ = complete_lines(data[: mark.offset], 0)
+                p = Path(path)
+                for _ in iter_records(parse_lines(lines, ImportStats(), p), p, ImportStats(), state,
+                                      session_of_file(p)):
+                    pass
+        return state
+
+    def _fit(self, env: Envelope) -> Envelope | None:
+        """``env``, or a copy cut to the record size limit (None when cutting cannot make it fit)."""
+        if env.type not in _CONTENT or len(env.model_dump_json()) <= self.max_record_bytes:
+            return env
+        return shrink_envelope(redact_envelope(env), self.max_record_bytes)
+
+    def _read(self, path: str) -> tuple[Mark, list[Envelope]] | None:
+        """The new mark of one file and the envelopes of its new complete lines; None: nothing to do."""
+        mark = self.marks.get(path)
+        seen = seen_of(path)
+        step = decide(mark, seen)
+        if step is Step.DROP:
+            self.files.discard(path)
+            self.marks.pop(path, None)
+            self.states.pop(path, None)
+            log.info("tailer: %s is gone; no longer followed", path)
+            return None
+        assert seen is not None
+        if step is Step.IDLE:
+            return None
+        if step is Step.RESTART or mark is None:
+            if step is Step.RESTART:
+                log.info("tailer: %s was truncated or replaced; reading it again from its start", path)
+            self.states.pop(path, None)
+            mark = Mark(0, seen.inode)
+            self.marks[path] = mark
+        data = read_from(path, mark.offset, seen.inode)
+        if data is None:
+            return None
+        lines, end = complete_lines(data, mark.offset)
+        if not lines:
+            return mark, []
+        state = self._state(path, mark)
+        p = Path(path)
+        envs = []
+        for env in iter_records(parse_lines(lines, self.stats, p), p, self.stats, state, session_of_file(p)):
+            fitted = self._fit(env)
+            if fitted is None:
+                log.error("tailer: %s of %s is too large to send, even cut; skipped", env.id, path)
+                continue
+            envs.append(fitted)
+        return Mark(end, seen.inode), envs
+
+    def run_once(self, now: float | None = None) -> int:
+        """Publish what every followed file gained since the last pass; returns the envelopes
+        acknowledged. Raises :class:`PublishError` when the broker fails: the files whose envelopes
+        were not all acknowledged keep their marks (and lose their in-memory state, rebuilt from the
+        file), so the next pass publishes those lines again."""
+        mono = time.monotonic() if now is None else now
+        if mono >= self._next_discovery:
+            self._next_discovery = mono + self.discover_every
+            self.files.update(self.discover())
+        else:
+            self.files.update(self._take_named())
+        before = dict(self.marks)
+        pending: dict[str, tuple[Mark, list[Delivery]]] = {}
+        for path in sorted(self.files):
+            got = self._read(path)
+            if got is None:
+                continue
+            new_mark, envs = got
+            if envs:
+                pub = self._connect()
+                pending[path] = (new_mark, [pub.envelope(env) for env in envs])
+            else:
+                self.marks[path] = new_mark
+        done = self._settle(pending)
+        if self.marks != before:
+            self.checkpoint.save(self.marks)
+        return done
+
+    def _take_named(self) -> set[str]:
+        with self._lock:
+            found, self._named = self._named, set()
+        return found
+
+    def _settle(self, pending: dict[str, tuple[Mark, list[Delivery]]]) -> int:
+        if not pending:
+            return 0
+        pub = self._connect()
+        error: PublishError | None = None
+        try:
+            pub.flush(15.0)
+        except PublishError as exc:
+            error = exc
+        done = 0
+        for path, (mark, deliveries) in pending.items():
+            if all(d.acked for d in deliveries):
+                self.marks[path] = mark
+                done += len(deliveries)
+            else:
+                self.states.pop(path, None)  # rebuilt from the file up to its (old) mark
+                error = error or next((d.error for d in deliveries if d.error), None) or PublishError(
+                    f"{path}: not every envelope was acknowledged")
+        self.published += done
+        if error is not None:
+            self.checkpoint.save(self.marks)
+            self._drop()
+            raise error
+        return done
+
+    # -- connection -------------------------------------------------------------------------------
+    def _connect(self) -> Publisher:
+        if self._publisher is None:
+            s = self.settings
+            if self._factory is not None:
+                pub = self._factory()
+            else:
+                assert s.broker, "the tailer needs a broker address"
+                pub = Publisher(s.broker, TopicCatalogue(prefix=s.topic_prefix), s.partitions,
+                                client_id="outloop-tailer")
+            try:
+                pub.ensure_topics()
+            except PublishError:
+                pub.close(timeout=0)
+                raise
+            self._publisher = pub
+        return self._publisher
+
+    def _drop(self) -> None:
+        pub, self._publisher = self._publisher, None
+        if pub is not None:
+            pub.close(timeout=0)
+
+    def close(self) -> None:
+        pub, self._publisher = self._publisher, None
+        if pub is not None:
+            pub.close(timeout=5.0)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _pass(self) -> int:
+        self._idle.clear()
+        try:
+            return 0 if self._paused.is_set() else self.run_once()
+        finally:
+            self._idle.set()
+
+    def run_forever(self, stop: threading.Event, backoff: float = 0.5, max_backoff: float = 30.0) -> None:
+        """Poll until ``stop`` is set; while the broker fails, wait ``backoff`` s doubling up to
+        ``max_backoff``. A bug in one pass is logged and the pass retried, never the end of the thread."""
+        delay = backoff
+        try:
+            while not stop.is_set():
+                try:
+                    self._pass()
+                except PublishError as exc:
+                    log.warning("tailer: broker unavailable (%s); retrying in %.1fs", exc, delay)
+                    stop.wait(delay)
+                    delay = min(delay * 2, max_backoff)
+                    continue
+                except Exception:
+                    log.exception("tailer pass failed; retrying in %.1fs", delay)
+                    self._drop()
+                    self.states.clear()
+                    stop.wait(delay)
+                    delay = min(delay * 2, max_backoff)
+                    continue
+                delay = backoff
+                stop.wait(self.settings.tail_poll)
+        finally:
+            self.close()

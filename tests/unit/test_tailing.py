@@ -1,0 +1,101 @@
+"""The tailer's offset logic: decisions per file state, complete lines, rewinds, the checkpoint file;
+and the tailer's per-pass reading of a real file (no broker: what it would publish, and its marks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from outloop.streams.importers import ImportStats
+from outloop.streams.tailer import parse_lines
+from outloop.streams.tailing import (
+    Checkpoint,
+    Mark,
+    Seen,
+    Step,
+    complete_lines,
+    decide,
+    read_from,
+    rewind_after_broker_loss,
+    seen_of,
+)
+
+
+def test_decisions_for_every_file_state() -> None:
+    assert decide(None, None) is Step.DROP
+    assert decide(Mark(10, 1), None) is Step.DROP  # deleted
+    assert decide(None, Seen(1, 0)) is Step.IDLE  # new and empty: nothing yet
+    assert decide(None, Seen(1, 5)) is Step.READ  # new file: from its start
+    assert decide(Mark(10, 1), Seen(1, 10)) is Step.IDLE
+    assert decide(Mark(10, 1), Seen(1, 11)) is Step.READ
+    assert decide(Mark(10, 1), Seen(1, 9)) is Step.RESTART  # truncated
+    assert decide(Mark(10, 1), Seen(2, 10)) is Step.RESTART  # replaced (rotated), even at the same size
+    assert decide(Mark(10, 1), Seen(2, 50)) is Step.RESTART
+
+
+def test_a_partial_last_line_waits_for_its_newline() -> None:
+    assert complete_lines(b"", 7) == ([], 7)
+    assert complete_lines(b'{"a":1', 7) == ([], 7)
+    assert complete_lines(b'{"a":1}\n{"b":', 7) == ([b'{"a":1}'], 15)
+    assert complete_lines(b'{"a":1}\n\n{"b":2}\n', 0) == ([b'{"a":1}', b"", b'{"b":2}'], 17)
+
+
+def test_lines_split_at_any_byte_give_the_records_of_the_whole_file(tmp_path: Path) -> None:
+    """Whatever the sizes of the writes, the complete lines read pass by pass are the file's lines."""
+    records = [{"n": i, "text": "é" * i} for i in range(20)]
+    whole = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    for step in (1, 3, 17, 64, len(whole)):
+        path = tmp_path / f"t{step}.jsonl"
+        path.write_bytes(b"")
+        offset, got = 0, []
+        for cut in range(step, len(whole) + step, step):
+            with path.open("ab") as fh:
+                fh.write(whole[cut - step:cut])
+            seen = seen_of(str(path))
+            assert seen is not None
+            data = read_from(str(path), offset, seen.inode)
+            assert data is not None
+            lines, offset = complete_lines(data, offset)
+            got.extend(parse_lines(lines, ImportStats(), path))
+        assert got == records and offset == len(whole)
+
+
+def test_read_from_refuses_a_replaced_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"one\n")
+    seen = seen_of(str(path))
+    assert seen is not None
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_bytes(b"two\n")
+    replacement.replace(path)
+    assert read_from(str(path), 0, seen.inode) is None
+    assert seen_of(str(tmp_path / "gone.jsonl")) is None
+    assert seen_of(str(tmp_path)) is None  # not a regular file
+
+
+def test_rewind_after_broker_loss_covers_the_journal_window() -> None:
+    marks = {"old": Mark(100, 1), "recent": Mark(200, 2), "gone": Mark(300, 3)}
+    mtimes = {"old": 1000.0, "recent": 9000.0, "gone": None}
+    out = rewind_after_broker_loss(marks, mtimes, now=10_000.0, window=3600.0)
+    assert out == {"old": Mark(100, 1), "recent": Mark(0, 2), "gone": Mark(0, 3)}
+
+
+def test_checkpoint_round_trip_and_damage(tmp_path: Path) -> None:
+    cp = Checkpoint(tmp_path / "tailer" / "offsets.json")
+    assert cp.load() == {}
+    marks = {"/a.jsonl": Mark(12, 34), "/b c.jsonl": Mark(0, 5)}
+    cp.save(marks)
+    assert cp.load() == marks
+    assert [p.name for p in cp.path.parent.iterdir()] == ["offsets.json"]  # no temp file left
+    cp.path.write_bytes(b'{"v": 1, "files": {"/a.jsonl": {"offset": 12')  # torn (not by save: it renames)
+    assert cp.load() == {}  # read again from the start: ids make repeats upsert
+    cp.path.write_bytes(orjson.dumps({"v": 99, "files": {}}))
+    assert cp.load() == {}
+
+
+def test_damaged_and_blank_lines_are_counted_not_fatal(tmp_path: Path) -> None:
+    stats = ImportStats()
+    got = list(parse_lines([b'{"a":1}', b"", b"  ", b'{"a":', b"[1]"], stats, tmp_path / "t.jsonl"))
+    assert got == [{"a": 1}]
+    assert stats.records_read == 3 and stats.damaged_total == 2
