@@ -68,7 +68,7 @@ def _reason(exc: BaseException) -> str:
 
 @app.command()
 def up() -> None:
-    """Run broker (embedded unless OUTLOOP_BROKER is set), worker and forwarder until Ctrl-C.
+    """Run broker (embedded unless OUTLOOP_BROKER is set), worker, forwarder and transcript tailer until Ctrl-C.
 
     An embedded broker that exits is restarted with a fresh worker (the forwarder sends its sent
     journal again); one whose memory passed OUTLOOP_BROKER_MAX_RSS_MB is recycled once drained.
@@ -92,7 +92,7 @@ def up() -> None:
     logging.getLogger("outloop.supervisor").propagate = False  # printed through on_event below
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # a broker that is down: outloop says so once
     try:
-        with Stack(s, forwarder=True, supervise=True, router=True,
+        with Stack(s, forwarder=True, supervise=True, router=True, tailer=True,
                    on_event=lambda m: err.print(m, markup=False)) as stack:
             st = stack.settings
             err.print(f"broker   {st.broker}{' (embedded)' if stack.broker else ''}")
@@ -101,6 +101,7 @@ def up() -> None:
             err.print(f"spool    {st.spool}")
             if stack.router is not None:
                 err.print(f"router   {stack.router.socket_path}  (log {stack.router.log_path})")
+            err.print(f"tailing  {st.projects or 'off'} (and the transcripts hooks name)")
             err.print("outloop is up; Ctrl-C stops it")
             try:
                 while not stop.wait(0.5):

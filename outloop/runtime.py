@@ -1,5 +1,5 @@
 """Starting, stopping and supervising the pieces: broker (embedded when none is configured),
-worker process, forwarder. Used by ``outloop up``, ``replay`` and ``demo`` and by the integration
+worker process, forwarder, transcript tailer. Used by ``outloop up``, ``replay`` and ``demo`` and by the integration
 tests.
 
 Supervision (``Stack(..., supervise=True)``, what ``outloop up`` runs). The embedded broker keeps
@@ -139,7 +139,8 @@ class Stack:
 
     def __init__(self, settings: Settings, *, forwarder: bool = False, log_dir: Path | None = None,
                  supervise: bool = False, on_event: Callable[[str], None] | None = None,
-                 tick: float = 0.5, die_with_parent: bool = False, router: bool = False) -> None:
+                 tick: float = 0.5, die_with_parent: bool = False, router: bool = False,
+                 tailer: bool = False) -> None:
         if die_with_parent and supervise:
             raise ValueError("a supervised stack restarts processes from its supervisor thread: no die_with_parent")
         self.die_with_parent = die_with_parent
@@ -147,6 +148,10 @@ class Stack:
         self.want_forwarder = forwarder
         self.want_router = router
         self.router: Any = None  # outloop.router.component.RouterProcess while running
+        self.want_tailer = tailer
+        self.tailer: Any = None  # streams.tailer.Tailer while running
+        self._tail_stop = threading.Event()
+        self._tail_thread: threading.Thread | None = None
         self.log_dir = log_dir or settings.home / "logs"
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -202,6 +207,8 @@ class Stack:
             from outloop.router.component import RouterProcess
 
             self.router = RouterProcess(s, self.log_dir).start(timeout)
+        if self.want_tailer:
+            self._start_tailer()
         if self.want_supervise:
             self._sup_thread = threading.Thread(target=self._supervise, name="outloop-supervisor", daemon=True)
             self._sup_thread.start()
@@ -250,6 +257,17 @@ class Stack:
         self._fwd_thread = threading.Thread(target=fwd.run_forever, args=(self._fwd_stop,),
                                             name="outloop-forwarder", daemon=True)
         self._fwd_thread.start()
+
+    def _start_tailer(self) -> None:
+        """The transcript tailer in a thread; the forwarder tells it every transcript a hook names."""
+        from outloop.streams.tailer import Tailer
+
+        tailer = self.tailer = Tailer(self.settings)
+        if self.forwarder is not None:
+            self.forwarder.on_transcript = tailer.watch
+        self._tail_thread = threading.Thread(target=tailer.run_forever, args=(self._tail_stop,),
+                                             name="outloop-tailer", daemon=True)
+        self._tail_thread.start()
 
     @property
     def client(self) -> WorkerClient:
@@ -352,6 +370,8 @@ class Stack:
             self._event(f"supervisor: recycle postponed: {d.reason}; the forwarder resumes")
             if self.forwarder is not None:
                 self.forwarder.resume()
+            if self.tailer is not None:
+                self.tailer.resume()
         if d.action is Action.NONE and not self.supervision.draining and (
                 self._confirm_thread is None or not self._confirm_thread.is_alive()):
             # in a thread of its own: publishing and querying must never delay a restart
@@ -409,6 +429,8 @@ class Stack:
             fwd.abandon()  # a pass waiting for the dead broker's acknowledgements ends now, not after 15 s
         if fwd is not None and not fwd.pause(timeout=60.0):
             self._event("supervisor: the forwarder did not pause within 60s; restarting anyway")
+        if self.tailer is not None and not self.tailer.pause(timeout=60.0):
+            self._event("supervisor: the tailer did not pause within 60s; restarting anyway")
         self.kill_worker()
         if recycle:
             broker.stop()
@@ -418,6 +440,8 @@ class Stack:
             self._event(f"supervisor: the embedded broker did not start again: {exc}", logging.ERROR)
             if fwd is not None:
                 fwd.resume()
+            if self.tailer is not None:
+                self.tailer.resume()
             return  # the next observation sees it dead and decides again
         self._ensure_topics()
         resent = 0
@@ -426,6 +450,9 @@ class Stack:
                 self._generation += 1
                 resent = fwd.broker_restarted()
             fwd.resume()
+        if self.tailer is not None:  # a lost log: recent transcripts are read again from their start
+            self.tailer.broker_restarted(lost=not recycle)
+            self.tailer.resume()
         try:
             self.start_worker(timeout=120.0)
         except StackError as exc:
@@ -458,7 +485,14 @@ class Stack:
 
     def _start_drain(self, now: float, reason: str) -> None:
         fwd = self.forwarder
+        if self.tailer is not None and not self.tailer.pause(timeout=30.0):
+            self.tailer.resume()
+            d = self.supervision.drain_failed(now, "the tailer did not pause within 30s")
+            self._event(f"supervisor: recycle postponed: {d.reason}")
+            return
         if fwd is not None and not fwd.pause(timeout=30.0):
+            if self.tailer is not None:
+                self.tailer.resume()
             fwd.resume()
             d = self.supervision.drain_failed(now, "the forwarder did not pause within 30s")
             self._event(f"supervisor: recycle postponed: {d.reason}")
@@ -479,6 +513,8 @@ class Stack:
             return False
         marker, expected, _ = self._drain
         if self.forwarder is not None and not self.forwarder.idle():
+            return False
+        if self.tailer is not None and not self.tailer.idle():
             return False
         if self._marker_seen(marker) < expected:
             return False
@@ -555,8 +591,11 @@ class Stack:
         if self.router is not None:
             self.router.stop()
         self._fwd_stop.set()
+        self._tail_stop.set()
         if self._fwd_thread is not None:
             self._fwd_thread.join(timeout=15)
+        if self._tail_thread is not None:
+            self._tail_thread.join(timeout=15)
         self.stop_worker()
         if self.broker is not None:
             self.broker.stop()

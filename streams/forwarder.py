@@ -188,6 +188,7 @@ class Forwarder:
         self._abandon = threading.Event()  # the broker is gone: stop waiting for acknowledgements
         self._idle = threading.Event()  # set while no pass runs
         self._idle.set()
+        self.on_transcript: Callable[[str], None] | None = None  # told every transcript a payload names
 
     @property
     def keep_sent(self) -> bool:
@@ -274,6 +275,11 @@ class Forwarder:
 
     def _send_record(self, pub: Publisher, rec: SpoolRecord) -> Delivery:
         env = envelope_for(rec)
+        if self.on_transcript is not None and not isinstance(env, str):
+            for name in ("transcript_path", "agent_transcript_path"):
+                path = env.data.get(name)
+                if isinstance(path, str) and path:
+                    self.on_transcript(path)
         if isinstance(env, str):
             return self._send_raw(pub, UNKNOWN_KEY, rec.raw, env, rec.id, rec.received_at)
         # cheap pre-check first: serialise only when the payload is near the limit

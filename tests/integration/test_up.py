@@ -24,7 +24,7 @@ OUTLOOP = str(Path(sys.executable).with_name("outloop"))
 def test_up_hook_query_and_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home"), "OUTLOOP_HTTP_PORT": str(port),
-           "OUTLOOP_APP_ID": f"up-{port}"}
+           "OUTLOOP_APP_ID": f"up-{port}", "OUTLOOP_PROJECTS": str(tmp_path / "projects")}
     env.pop("OUTLOOP_BROKER", None)
     env.pop("OUTLOOP_DB", None)
     env.pop("OUTLOOP_SPOOL", None)

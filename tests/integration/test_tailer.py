@@ -1,0 +1,129 @@
+"""The transcript tailer against a real broker, worker and DuckDB file: transcripts written in pieces
+(a partial last line), a tailer restarted from its checkpoint, a truncated file, a replaced file, a
+deleted one. What DuckDB holds must equal what the importer computes from the files: nothing lost,
+nothing doubled (row counts and token sums)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from outloop.replay import publish_markers, wait_for_marker
+from outloop.runtime import Stack
+from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.publisher import Publisher
+from outloop.streams.settings import Settings
+from outloop.streams.tailer import Tailer
+from tests import SESSION_TIMEOUT
+from tests.integration.transcript_sources import expected_rows, source_transcripts, stored_rows
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(tmp: Path, broker: str) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return Settings.from_env({}, home=tmp / "home", broker=broker, db=tmp / "out.duckdb", topic_prefix=f"t{tag}",
+                             app_id=f"outloop-{tag}", http_port=0, session_timeout=SESSION_TIMEOUT,
+                             projects=tmp / "projects")
+
+
+def _materialized(stack: Stack) -> None:
+    s = stack.settings
+    assert s.broker
+    cat = TopicCatalogue(prefix=s.topic_prefix)
+    marker = uuid.uuid4().hex
+    with Publisher(s.broker, catalogue=cat, partitions=s.partitions) as pub:
+        expected = publish_markers(pub, cat, marker, s.partitions)
+    wait_for_marker(stack.client, marker, expected, timeout=120)
+
+
+def _append(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as fh:
+        fh.write(data)
+
+
+def test_files_written_in_pieces_truncated_replaced_and_deleted(tmp_path: Path, broker: str) -> None:
+    s = _settings(tmp_path, broker)
+    one, two, three = source_transcripts(tmp_path, 3)
+    versions = tmp_path / "versions"  # every content the tailer was shown, for the reference
+    versions.mkdir()
+    project = tmp_path / "projects" / "-repo"
+    live = project / "11111111-aaaa-bbbb-cccc-000000000001.jsonl"
+    with Stack(s) as stack:
+        tailer = Tailer(s)
+        half = len(one) // 2
+        _append(live, b"".join(one[:half]))
+        assert tailer.run_once(now=0.0) > 0
+        mark = tailer.marks[str(live)].offset
+        assert mark == live.stat().st_size
+        partial = one[half][: len(one[half]) // 2]
+        _append(live, partial)  # a line being written: it waits for its newline
+        tailer.run_once(now=1.0)
+        assert tailer.marks[str(live)].offset == mark
+        _append(live, one[half][len(partial):] + b"".join(one[half + 1: half + 3]))
+        tailer.run_once(now=2.0)
+        tailer.close()
+
+        restarted = Tailer(s)  # from the checkpoint: the rest of the file only
+        assert restarted.marks[str(live)].offset == live.stat().st_size
+        _append(live, b"".join(one[half + 3:]))
+        restarted.run_once(now=0.0)
+        (versions / "one.jsonl").write_bytes(b"".join(one))
+
+        cut = project / "22222222-aaaa-bbbb-cccc-000000000002.jsonl"
+        start = b"".join(two[:2])
+        first = b"".join(one)
+        assert len(start) < len(first) < len(b"".join(two))  # smallest first: one is shorter than two
+        _append(cut, first)  # other lines first (as a file rewritten from scratch)
+        restarted.run_once(now=10.0)
+        cut.write_bytes(start)  # truncated below the mark: read again from its start
+        restarted.run_once(now=11.0)
+        _append(cut, b"".join(two[2:]))
+        restarted.run_once(now=12.0)
+        (versions / "two.jsonl").write_bytes(b"".join(two))
+
+        rotated = project / "33333333-aaaa-bbbb-cccc-000000000003.jsonl"
+        _append(rotated, b"".join(one))  # another session's lines, then replaced by this one (longer)
+        restarted.run_once(now=20.0)
+        fresh = project / "next.tmp"
+        fresh.write_bytes(b"".join(three))
+        fresh.replace(rotated)  # a new inode under the same path
+        restarted.run_once(now=21.0)
+        (versions / "three.jsonl").write_bytes(b"".join(three))
+
+        gone = project / "44444444-aaaa-bbbb-cccc-000000000004.jsonl"
+        shutil.copyfile(versions / "one.jsonl", gone)
+        restarted.run_once(now=30.0)
+        assert str(gone) in restarted.marks
+        gone.unlink()
+        restarted.run_once(now=31.0)
+        assert str(gone) not in restarted.marks and str(gone) not in restarted.checkpoint.load()
+        restarted.close()
+
+        _materialized(stack)
+        stored = stored_rows(lambda sql: stack.client.query(sql)[1])
+    expected = expected_rows(versions)
+    assert expected["usage"] > 0 and expected["tool_calls"] > 0
+    assert stored == expected
+
+
+def test_a_transcript_a_hook_names_is_followed_outside_the_projects_folder(tmp_path: Path, broker: str) -> None:
+    s = _settings(tmp_path, broker)
+    (lines,) = source_transcripts(tmp_path, 1)
+    elsewhere = tmp_path / "elsewhere" / "55555555-aaaa-bbbb-cccc-000000000005.jsonl"
+    _append(elsewhere, b"".join(lines))
+    with Stack(s) as stack:
+        tailer = Tailer(s)
+        assert tailer.run_once(now=0.0) == 0  # not under the projects folder, not named yet
+        tailer.watch(str(elsewhere))
+        tailer.watch(str(tmp_path / "notes.txt"))  # not a transcript: ignored
+        assert tailer.run_once(now=1.0) > 0  # between two walks of the folder, a named file is taken at once
+        assert sorted(tailer.marks) == [str(elsewhere)]
+        tailer.close()
+        _materialized(stack)
+        stored = stored_rows(lambda sql: stack.client.query(sql)[1])
+    assert stored == expected_rows(elsewhere.parent)
