@@ -5,22 +5,35 @@ nothing doubled (row counts and token sums)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
+import orjson
+import psutil
 import pytest
 
+from outloop.client import WorkerClient
 from outloop.replay import publish_markers, wait_for_marker
 from outloop.runtime import Stack
 from outloop.schemas.topics import TopicCatalogue
+from outloop.streams.broker import free_port
 from outloop.streams.publisher import Publisher
 from outloop.streams.settings import Settings
+from outloop.streams.shim import hook_command
 from outloop.streams.tailer import Tailer
 from tests import SESSION_TIMEOUT
 from tests.integration.transcript_sources import expected_rows, source_transcripts, stored_rows
+from tests.polling import wait
 
 pytestmark = pytest.mark.integration
+OUTLOOP = str(Path(sys.executable).with_name("outloop"))
 
 
 def _settings(tmp: Path, broker: str) -> Settings:
@@ -127,3 +140,65 @@ def test_a_transcript_a_hook_names_is_followed_outside_the_projects_folder(tmp_p
         _materialized(stack)
         stored = stored_rows(lambda sql: stack.client.query(sql)[1])
     assert stored == expected_rows(elsewhere.parent)
+
+
+@pytest.mark.slow
+def test_outloop_up_stores_usage_within_seconds_of_its_line(tmp_path: Path) -> None:
+    """``outloop up`` as a user runs it: lines appended to a transcript in the projects folder, and to
+    one elsewhere that a hook payload names, reach DuckDB's usage table within seconds."""
+    port = free_port()
+    env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home"), "OUTLOOP_HTTP_PORT": str(port),
+           "OUTLOOP_APP_ID": f"tail-{port}", "OUTLOOP_PROJECTS": str(tmp_path / "projects")}
+    for name in ("OUTLOOP_BROKER", "OUTLOOP_DB", "OUTLOOP_SPOOL"):
+        env.pop(name, None)
+    one, two = source_transcripts(tmp_path, 2)
+    live = tmp_path / "projects" / "-repo" / "66666666-aaaa-bbbb-cccc-000000000006.jsonl"
+    named = tmp_path / "elsewhere" / "77777777-aaaa-bbbb-cccc-000000000007.jsonl"
+    up = subprocess.Popen([OUTLOOP, "up"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    said: list[bytes] = []
+    threading.Thread(target=lambda: said.extend(iter(up.stderr.readline, b"")) if up.stderr else None,
+                     daemon=True).start()
+    client = WorkerClient("127.0.0.1", port)
+    logs = [tmp_path / "home" / "logs" / "worker.log"]
+    try:
+        wait(lambda: any(b"outloop is up" in line for line in said), 90, "outloop up started", logs=logs)
+        delays = []
+        for k, chunk in enumerate((one[: len(one) // 2], one[len(one) // 2:])):
+            _append(live, b"".join(chunk))
+            written = time.monotonic()
+            (tmp_path / "versions").mkdir(exist_ok=True)
+            (tmp_path / "versions" / "one.jsonl").write_bytes(b"".join(one[: len(one) // 2] if k == 0 else one))
+            want = expected_rows(tmp_path / "versions")
+            wait(lambda w=want: _usage(client) == (w["usage"], sum(w["tokens"].values())), 30,  # type: ignore[misc]
+                 f"usage of chunk {k} in DuckDB", step=0.05, logs=logs)
+            delays.append(time.monotonic() - written)
+        _append(named, b"".join(two))
+        shim = subprocess.run(hook_command(), shell=True, env=env, capture_output=True, timeout=10, input=orjson.dumps(
+            {"session_id": named.stem, "hook_event_name": "UserPromptSubmit", "transcript_path": str(named),
+             "cwd": "/repo", "prompt": "go on"}))
+        assert shim.returncode == 0
+        shutil.copyfile(named, tmp_path / "versions" / "two.jsonl")
+        want = expected_rows(tmp_path / "versions")
+        wait(lambda: stored_rows(lambda sql: client.query(sql)[1]) == want, 30, "the named transcript in DuckDB",
+             logs=logs)
+        assert up.poll() is None, b"".join(said[-30:]).decode(errors="replace")
+        assert max(delays) < 10, delays  # within seconds (the poll is 0.5 s; measured ~1-2 s, bench_tailer.py)
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for child in psutil.Process(up.pid).children(recursive=True):
+                child.kill()
+            up.kill()
+            up.wait()
+
+
+def _usage(client: WorkerClient) -> tuple[int, int] | None:
+    try:
+        rows = client.query("SELECT count(*), coalesce(sum(input_tokens + output_tokens + cache_read_input_tokens "
+                            "+ cache_creation_input_tokens), 0) FROM usage")[1]
+    except Exception:  # noqa: BLE001 - not up yet
+        return None
+    return int(rows[0][0]), int(rows[0][1])
