@@ -60,6 +60,8 @@ class ReplaySummary:
     sessions: int = 0
     tool_calls: int = 0
     tool_calls_by_source: dict[str, int] = field(default_factory=dict)
+    orphan_results: int = 0  # tool results whose tool_use is not in the input: kept, not counted as tool calls
+    api_messages: int = 0
     usage_records: int = 0
     tokens: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
@@ -116,10 +118,15 @@ def summarize(client: Queryable, sessions: list[str], summary: ReplaySummary) ->
     reader with the same ``query``)."""
     ids = [sessions]
     _, rows = client.query(
-        "SELECT source, count(*) FROM tool_calls WHERE session_id IN (SELECT unnest(?::VARCHAR[])) "
-        "GROUP BY source ORDER BY source", ids)
+        "SELECT source, count(*) FROM tool_calls WHERE tool_name IS NOT NULL AND session_id IN "
+        "(SELECT unnest(?::VARCHAR[])) GROUP BY source ORDER BY source", ids)
     summary.tool_calls_by_source = {r[0]: int(r[1]) for r in rows}
     summary.tool_calls = sum(summary.tool_calls_by_source.values())
+    _, rows = client.query(
+        "SELECT count(*) FROM tool_calls WHERE tool_name IS NULL AND session_id IN (SELECT unnest(?::VARCHAR[]))", ids)
+    summary.orphan_results = int(rows[0][0])
+    _, rows = client.query("SELECT count(*) FROM api_messages WHERE session_id IN (SELECT unnest(?::VARCHAR[]))", ids)
+    summary.api_messages = int(rows[0][0])
     _, rows = client.query(
         "SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
         "coalesce(sum(cache_read_input_tokens),0), coalesce(sum(cache_creation_input_tokens),0), sum(cost_usd) "

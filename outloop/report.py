@@ -53,7 +53,9 @@ def print_summary(console: Console, s: ReplaySummary, db: Path) -> None:
     _kv(t, "tool calls", s.tool_calls)
     for source, n in s.tool_calls_by_source.items():
         _kv(t, f"  from {source}", n)
+    _kv(t, "orphan results (no tool_use in the input)", s.orphan_results)
     _kv(t, "usage records", s.usage_records)
+    _kv(t, "API messages", s.api_messages)
     for kind, n in s.tokens.items():
         _kv(t, f"  {kind} tokens", f"{n:,}")
     _kv(t, "cost (USD, priced models)", "n/a" if s.cost_usd is None else f"{s.cost_usd:,.4f}")
