@@ -80,6 +80,9 @@ class Tailer:
     mirror the forwarder's, for the supervisor."""
 
     discover_every = 5.0  # seconds between two walks of the projects folder
+    chunk_bytes = 4 * 2**20  # read from one file per pass at most (plus the rest of a longer line)
+    pass_bytes = 16 * 2**20  # read per pass at most: a backfill goes in passes, each flushed and marked
+    state_idle = 600.0  # seconds a file may stay unchanged before its in-memory state is dropped
 
     def __init__(self, settings: Settings, *, publisher_factory: Callable[[], Publisher] | None = None,
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
@@ -91,11 +94,14 @@ class Tailer:
         self.states: dict[str, TranscriptState] = {}
         self.stats = ImportStats()
         self.published = 0  # envelopes acknowledged over the tailer's life
+        self.more = False  # the last pass left bytes unread (its budget was spent): no wait before the next
+        self._active: dict[str, float] = {}  # path -> when it last had new lines (monotonic)
         self.max_record_bytes = max_record_bytes
         self._factory = publisher_factory
         self._publisher: Publisher | None = None
         self._named: set[str] = set()  # paths hook payloads named, not yet followed
         self._lock = threading.Lock()
+        self._read_bytes = 0
         self._next_discovery = 0.0
         self._paused = threading.Event()
         self._idle = threading.Event()
@@ -189,9 +195,11 @@ class Tailer:
             self.states.pop(path, None)
             mark = Mark(0, seen.inode)
             self.marks[path] = mark
-        data = read_from(path, mark.offset, seen.inode)
+        data = read_from(path, mark.offset, seen.inode, self.chunk_bytes)
         if data is None:
             return None
+        self._read_bytes += len(data)
+        self.more = self.more or mark.offset + len(data) < seen.size
         lines, end = complete_lines(data, mark.offset)
         if not lines:
             return mark, []
@@ -219,11 +227,16 @@ class Tailer:
             self.files.update(self._take_named())
         before = dict(self.marks)
         pending: dict[str, tuple[Mark, list[Delivery]]] = {}
+        self.more, self._read_bytes = False, 0
         for path in sorted(self.files):
+            if self._read_bytes >= self.pass_bytes:
+                self.more = True
+                break
             got = self._read(path)
             if got is None:
                 continue
             new_mark, envs = got
+            self._active[path] = mono
             if envs:
                 pub = self._connect()
                 pending[path] = (new_mark, [pub.envelope(env) for env in envs])
@@ -232,7 +245,16 @@ class Tailer:
         done = self._settle(pending)
         if self.marks != before:
             self.checkpoint.save(self.marks)
+        self._forget_idle(mono)
         return done
+
+    def _forget_idle(self, mono: float) -> None:
+        """Drop the in-memory state of files unchanged for ``state_idle`` s (rebuilt from the file
+        if it grows again), so memory follows the active sessions, not every transcript ever seen."""
+        for path, last in list(self._active.items()):
+            if mono - last > self.state_idle or path not in self.files:
+                del self._active[path]
+                self.states.pop(path, None)
 
     def _take_named(self) -> set[str]:
         with self._lock:
@@ -321,6 +343,7 @@ class Tailer:
                     delay = min(delay * 2, max_backoff)
                     continue
                 delay = backoff
-                stop.wait(self.settings.tail_poll)
+                if not self.more:
+                    stop.wait(self.settings.tail_poll)
         finally:
             self.close()

@@ -125,14 +125,21 @@ def seen_of(path: str) -> Seen | None:
     return Seen(st.st_ino, st.st_size)
 
 
-def read_from(path: str, offset: int, inode: int) -> bytes | None:
-    """The file's bytes from ``offset`` to its end, None when the open file is no longer ``inode``
-    (replaced between the stat and the open: the next pass decides again)."""
+def read_from(path: str, offset: int, inode: int, limit: int | None = None) -> bytes | None:
+    """The file's bytes from ``offset`` (at most ``limit`` of them; None: to its end), None when the
+    open file is no longer ``inode`` (replaced between the stat and the open: the next pass decides
+    again). A read that ends inside a line (``limit`` reached) gets the rest of that line too, so a
+    line longer than ``limit`` is never stuck."""
     try:
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_ino != inode:
                 return None
             fh.seek(offset)
-            return fh.read()
+            if limit is None:
+                return fh.read()
+            data = fh.read(limit)
+            if len(data) == limit and b"\n" not in data:
+                data += fh.readline()  # one line longer than the limit: to its newline (or the end)
+            return data
     except OSError:
         return None

@@ -53,6 +53,20 @@ def _materialized(stack: Stack) -> None:
     wait_for_marker(stack.client, marker, expected, timeout=120)
 
 
+def _drain(tailer: Tailer, now: float) -> int:
+    """Passes until the tailer read everything there is (its per-pass budget may leave some)."""
+    done = tailer.run_once(now=now)
+    while tailer.more:
+        done += tailer.run_once(now=now)
+    return done
+
+
+def _small(tailer: Tailer) -> Tailer:
+    """Budgets small enough that the transcripts take several passes and lines cross the chunk size."""
+    tailer.chunk_bytes, tailer.pass_bytes = 1500, 4000
+    return tailer
+
+
 def _append(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as fh:
@@ -67,24 +81,24 @@ def test_files_written_in_pieces_truncated_replaced_and_deleted(tmp_path: Path, 
     project = tmp_path / "projects" / "-repo"
     live = project / "11111111-aaaa-bbbb-cccc-000000000001.jsonl"
     with Stack(s) as stack:
-        tailer = Tailer(s)
+        tailer = _small(Tailer(s))
         half = len(one) // 2
         _append(live, b"".join(one[:half]))
-        assert tailer.run_once(now=0.0) > 0
+        assert _drain(tailer, 0.0) > 0
         mark = tailer.marks[str(live)].offset
         assert mark == live.stat().st_size
         partial = one[half][: len(one[half]) // 2]
         _append(live, partial)  # a line being written: it waits for its newline
-        tailer.run_once(now=1.0)
+        _drain(tailer, 1.0)
         assert tailer.marks[str(live)].offset == mark
         _append(live, one[half][len(partial):] + b"".join(one[half + 1: half + 3]))
-        tailer.run_once(now=2.0)
+        _drain(tailer, 2.0)
         tailer.close()
 
-        restarted = Tailer(s)  # from the checkpoint: the rest of the file only
+        restarted = _small(Tailer(s))  # from the checkpoint: the rest of the file only
         assert restarted.marks[str(live)].offset == live.stat().st_size
         _append(live, b"".join(one[half + 3:]))
-        restarted.run_once(now=0.0)
+        _drain(restarted, 0.0)
         (versions / "one.jsonl").write_bytes(b"".join(one))
 
         cut = project / "22222222-aaaa-bbbb-cccc-000000000002.jsonl"
@@ -92,28 +106,28 @@ def test_files_written_in_pieces_truncated_replaced_and_deleted(tmp_path: Path, 
         first = b"".join(one)
         assert len(start) < len(first) < len(b"".join(two))  # smallest first: one is shorter than two
         _append(cut, first)  # other lines first (as a file rewritten from scratch)
-        restarted.run_once(now=10.0)
+        _drain(restarted, 10.0)
         cut.write_bytes(start)  # truncated below the mark: read again from its start
-        restarted.run_once(now=11.0)
+        _drain(restarted, 11.0)
         _append(cut, b"".join(two[2:]))
-        restarted.run_once(now=12.0)
+        _drain(restarted, 12.0)
         (versions / "two.jsonl").write_bytes(b"".join(two))
 
         rotated = project / "33333333-aaaa-bbbb-cccc-000000000003.jsonl"
         _append(rotated, b"".join(one))  # another session's lines, then replaced by this one (longer)
-        restarted.run_once(now=20.0)
+        _drain(restarted, 20.0)
         fresh = project / "next.tmp"
         fresh.write_bytes(b"".join(three))
         fresh.replace(rotated)  # a new inode under the same path
-        restarted.run_once(now=21.0)
+        _drain(restarted, 21.0)
         (versions / "three.jsonl").write_bytes(b"".join(three))
 
         gone = project / "44444444-aaaa-bbbb-cccc-000000000004.jsonl"
         shutil.copyfile(versions / "one.jsonl", gone)
-        restarted.run_once(now=30.0)
+        _drain(restarted, 30.0)
         assert str(gone) in restarted.marks
         gone.unlink()
-        restarted.run_once(now=31.0)
+        _drain(restarted, 31.0)
         assert str(gone) not in restarted.marks and str(gone) not in restarted.checkpoint.load()
         restarted.close()
 

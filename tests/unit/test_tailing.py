@@ -61,6 +61,17 @@ def test_lines_split_at_any_byte_give_the_records_of_the_whole_file(tmp_path: Pa
         assert got == records and offset == len(whole)
 
 
+def test_a_limited_read_never_sticks_on_a_long_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"ab\n" + b"x" * 50 + b"\ncd\n" + b"y" * 10)
+    seen = seen_of(str(path))
+    assert seen is not None
+    assert read_from(str(path), 0, seen.inode, limit=4) == b"ab\nx"  # a newline in it: lines up to there
+    assert read_from(str(path), 3, seen.inode, limit=4) == b"x" * 50 + b"\n"  # longer than the limit: whole
+    assert read_from(str(path), 54, seen.inode, limit=100) == b"cd\n" + b"y" * 10
+    assert read_from(str(path), 57, seen.inode, limit=4) == b"y" * 10  # to the end: no newline yet
+
+
 def test_read_from_refuses_a_replaced_file(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes(b"one\n")
