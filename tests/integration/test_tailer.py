@@ -216,3 +216,34 @@ def _usage(client: WorkerClient) -> tuple[int, int] | None:
     except Exception:  # noqa: BLE001 - not up yet
         return None
     return int(rows[0][0]), int(rows[0][1])
+
+
+@pytest.mark.slow
+def test_a_broker_lost_under_the_tailer_loses_nothing(tmp_path: Path) -> None:
+    """The embedded broker SIGKILLed as soon as it acknowledged a transcript's envelopes, before the
+    worker stored them: the supervisor restarts it and the tailer reads recent files again, so DuckDB
+    ends with exactly the importer's rows."""
+    tag = uuid.uuid4().hex[:8]
+    s = Settings.from_env({}, home=tmp_path / "home", broker=None, db=tmp_path / "out.duckdb", topic_prefix=f"k{tag}",
+                          app_id=f"kill-{tag}", http_port=0, session_timeout=SESSION_TIMEOUT,
+                          projects=tmp_path / "projects", journal_confirm=0)
+    transcripts = source_transcripts(tmp_path, 3)
+    with Stack(s, supervise=True, tailer=True) as stack:
+        assert stack.broker is not None and stack.tailer is not None
+        for n, lines in enumerate(transcripts):
+            _append(tmp_path / "projects" / "-repo" / f"{n:08d}-aaaa-bbbb-cccc-00000000000{n}.jsonl", b"".join(lines))
+        wait(lambda: stack.tailer.published > 0 and not stack.tailer.more, 60, "the tailer published", step=0.005)
+        restarts, pid = stack.restarts, stack.broker.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait(lambda: stack.restarts > restarts, 120, "the supervisor restarted the broker")
+        expected = expected_rows(tmp_path / "projects")
+
+        def stored() -> dict | None:
+            try:
+                return stored_rows(lambda sql: stack.client.query(sql)[1])
+            except Exception:  # noqa: BLE001 - the worker is restarting
+                return None
+
+        wait(lambda: stored() == expected, 120, f"every row in DuckDB (have {stored()}, want {expected})")
+        assert stack.failure is None
