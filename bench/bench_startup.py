@@ -65,7 +65,9 @@ def outloop_up(tmp: Path, extra_env: dict[str, str] | None = None) -> tuple[floa
 
     home = tmp / f"up-{uuid.uuid4().hex[:6]}"
     port = free_port()
-    env = {**python_env(), "OUTLOOP_HOME": str(home), "OUTLOOP_HTTP_PORT": str(port), **(extra_env or {})}
+    env = {**python_env(), "OUTLOOP_HOME": str(home), "OUTLOOP_HTTP_PORT": str(port),
+           "OUTLOOP_PROJECTS": str(home / "projects"),  # the tailer follows an empty folder, not the machine's
+           **(extra_env or {})}
     log = home.with_suffix(".log")
     t0 = time.perf_counter()
     proc = subprocess.Popen([OUTLOOP, "up"], env=env, cwd=REPO, stdin=subprocess.DEVNULL,
