@@ -10,7 +10,8 @@ through every :attr:`Tailer.discover_every` s) and every transcript a hook paylo
 At least once, nothing doubled: a file's mark (:class:`streams.tailing.Mark`) moves past its new
 complete lines only once the broker acknowledged every envelope they made, and the marks are saved
 atomically after each pass (``$OUTLOOP_HOME/tailer/offsets.json``). A partial last line waits for
-its newline; a truncated or replaced file is read again from its start; a deleted one is dropped.
+its newline; a truncated, replaced or rewritten file (shorter than its mark, a new inode, or other
+bytes before its mark) is read again from its start; a deleted one is dropped.
 Envelope ids are deterministic, so whatever is published twice upserts the rows it made.
 
 Usage flows as it is written: each pass hands a file's new lines to
@@ -50,6 +51,7 @@ from outloop.streams.tailing import (
     decide,
     read_from,
     rewind_after_broker_loss,
+    rewritten,
     seen_of,
 )
 
@@ -189,15 +191,10 @@ class Tailer:
         assert seen is not None
         if step is Step.IDLE:
             return None
-        if step is Step.RESTART or mark is None:
-            if step is Step.RESTART:
-                log.info("tailer: %s was truncated or replaced; reading it again from its start", path)
-            self.states.pop(path, None)
-            mark = Mark(0, seen.inode)
-            self.marks[path] = mark
-        data = read_from(path, mark.offset, seen.inode, self.chunk_bytes)
-        if data is None:
+        got = self._new_bytes(path, mark if step is Step.READ else None, seen.inode)
+        if got is None:
             return None
+        mark, data = got
         self._read_bytes += len(data)
         self.more = self.more or mark.offset + len(data) < seen.size
         lines, end = complete_lines(data, mark.offset)
@@ -212,7 +209,25 @@ class Tailer:
                 log.error("tailer: %s of %s is too large to send, even cut; skipped", env.id, path)
                 continue
             envs.append(fitted)
-        return Mark(end, seen.inode), envs
+        return mark.after(data, end), envs
+
+    def _new_bytes(self, path: str, mark: Mark | None, inode: int) -> tuple[Mark, bytes] | None:
+        """The mark to read from and the bytes after it (a chunk). ``mark`` None, or a file rewritten
+        in place (the bytes before the mark changed): from the start, with a fresh state."""
+        if mark is not None:
+            before = read_from(path, mark.offset - len(mark.tail), inode, len(mark.tail)) if mark.tail else b""
+            data = read_from(path, mark.offset, inode, self.chunk_bytes)
+            if before is None or data is None:
+                return None
+            if not rewritten(mark, before[: len(mark.tail)]):
+                return mark, data
+            log.info("tailer: %s was rewritten in place; reading it again from its start", path)
+        elif path in self.marks:
+            log.info("tailer: %s was truncated or replaced; reading it again from its start", path)
+        self.states.pop(path, None)
+        mark = self.marks[path] = Mark(0, inode)
+        data = read_from(path, 0, inode, self.chunk_bytes)
+        return None if data is None else (mark, data)
 
     def run_once(self, now: float | None = None) -> int:
         """Publish what every followed file gained since the last pass; returns the envelopes

@@ -20,12 +20,21 @@ import orjson
 CHECKPOINT_VERSION = 1
 
 
+TAIL_BYTES = 64  # bytes before a mark kept with it: a file rewritten in place no longer ends with them
+
+
 @dataclass(frozen=True)
 class Mark:
-    """A file read and published up to ``offset`` (bytes) while it had inode ``inode``."""
+    """A file read and published up to ``offset`` (bytes) while it had inode ``inode``; ``tail`` is the
+    last bytes before ``offset`` (up to :data:`TAIL_BYTES`), to notice a file rewritten in place."""
 
     offset: int
     inode: int
+    tail: bytes = b""
+
+    def after(self, data: bytes, end: int) -> Mark:
+        """The mark once ``data`` (the bytes read from this mark) was consumed up to offset ``end``."""
+        return Mark(end, self.inode, (self.tail + data[: end - self.offset])[-TAIL_BYTES:])
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,13 @@ def decide(mark: Mark | None, seen: Seen | None) -> Step:
     if seen.inode != mark.inode or seen.size < mark.offset:
         return Step.RESTART
     return Step.READ if seen.size > mark.offset else Step.IDLE
+
+
+def rewritten(mark: Mark, before: bytes) -> bool:
+    """True when the bytes now before the mark (``before``, read from ``offset - len(tail)``) are not
+    those the mark saw: the file was truncated and written again past the mark between two looks
+    (same inode, not shorter), so it must be read again from its start."""
+    return before != mark.tail
 
 
 def complete_lines(data: bytes, base: int) -> tuple[list[bytes], int]:
@@ -98,12 +114,17 @@ class Checkpoint:
         marks = {}
         for name, entry in doc["files"].items():
             if isinstance(entry, dict) and isinstance(entry.get("offset"), int) and isinstance(entry.get("inode"), int):
-                marks[name] = Mark(entry["offset"], entry["inode"])
+                try:
+                    tail = bytes.fromhex(entry.get("tail") or "")
+                except (TypeError, ValueError):
+                    continue  # read again from its start
+                marks[name] = Mark(entry["offset"], entry["inode"], tail)
         return marks
 
     def save(self, marks: dict[str, Mark]) -> None:
         doc = {"v": CHECKPOINT_VERSION,
-               "files": {name: {"offset": m.offset, "inode": m.inode} for name, m in sorted(marks.items())}}
+               "files": {name: {"offset": m.offset, "inode": m.inode, "tail": m.tail.hex()}
+                         for name, m in sorted(marks.items())}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:

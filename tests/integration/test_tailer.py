@@ -1,6 +1,6 @@
 """The transcript tailer against a real broker, worker and DuckDB file: transcripts written in pieces
 (a partial last line), a tailer restarted from its checkpoint, a truncated file, a replaced file, a
-deleted one. What DuckDB holds must equal what the importer computes from the files: nothing lost,
+file rewritten in place, a deleted one. What DuckDB holds must equal what the importer computes from the files: nothing lost,
 nothing doubled (row counts and token sums)."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _append(path: Path, data: bytes) -> None:
 
 def test_files_written_in_pieces_truncated_replaced_and_deleted(tmp_path: Path, broker: str) -> None:
     s = _settings(tmp_path, broker)
-    one, two, three = source_transcripts(tmp_path, 3)
+    one, two, three, four = source_transcripts(tmp_path, 4)
     versions = tmp_path / "versions"  # every content the tailer was shown, for the reference
     versions.mkdir()
     project = tmp_path / "projects" / "-repo"
@@ -121,6 +121,15 @@ def test_files_written_in_pieces_truncated_replaced_and_deleted(tmp_path: Path, 
         fresh.replace(rotated)  # a new inode under the same path
         _drain(restarted, 21.0)
         (versions / "three.jsonl").write_bytes(b"".join(three))
+
+        rewritten = project / "99999999-aaaa-bbbb-cccc-000000000009.jsonl"
+        _append(rewritten, b"".join(one))
+        _drain(restarted, 25.0)
+        with rewritten.open("r+b") as fh:  # truncated and written again, longer, between two looks
+            fh.truncate(0)
+            fh.write(b"".join(four))
+        _drain(restarted, 26.0)
+        (versions / "four.jsonl").write_bytes(b"".join(four))
 
         gone = project / "44444444-aaaa-bbbb-cccc-000000000004.jsonl"
         shutil.copyfile(versions / "one.jsonl", gone)

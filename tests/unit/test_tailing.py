@@ -18,6 +18,7 @@ from outloop.streams.tailing import (
     decide,
     read_from,
     rewind_after_broker_loss,
+    rewritten,
     seen_of,
 )
 
@@ -85,6 +86,16 @@ def test_read_from_refuses_a_replaced_file(tmp_path: Path) -> None:
     assert seen_of(str(tmp_path)) is None  # not a regular file
 
 
+def test_a_mark_keeps_the_bytes_before_it_to_notice_a_rewrite() -> None:
+    m = Mark(0, 7).after(b'{"a":1}\n{"b":', 8)
+    assert m == Mark(8, 7, b'{"a":1}\n')
+    long = m.after(b"x" * 100 + b"\n", 109)
+    assert long.offset == 109 and long.tail == (b"x" * 100 + b"\n")[-64:]
+    assert not rewritten(long, b"x" * 63 + b"\n")
+    assert rewritten(long, b"y" * 63 + b"\n")  # truncated and written again past the mark
+    assert not rewritten(Mark(0, 7), b"")
+
+
 def test_rewind_after_broker_loss_covers_the_journal_window() -> None:
     marks = {"old": Mark(100, 1), "recent": Mark(200, 2), "gone": Mark(300, 3)}
     mtimes = {"old": 1000.0, "recent": 9000.0, "gone": None}
@@ -95,7 +106,7 @@ def test_rewind_after_broker_loss_covers_the_journal_window() -> None:
 def test_checkpoint_round_trip_and_damage(tmp_path: Path) -> None:
     cp = Checkpoint(tmp_path / "tailer" / "offsets.json")
     assert cp.load() == {}
-    marks = {"/a.jsonl": Mark(12, 34), "/b c.jsonl": Mark(0, 5)}
+    marks = {"/a.jsonl": Mark(12, 34, b'{"x":1}\n'), "/b c.jsonl": Mark(0, 5)}
     cp.save(marks)
     assert cp.load() == marks
     assert [p.name for p in cp.path.parent.iterdir()] == ["offsets.json"]  # no temp file left
