@@ -1,7 +1,7 @@
 """The transcript tailer against a real broker, worker and DuckDB file: transcripts written in pieces
 (a partial last line), a tailer restarted from its checkpoint, a truncated file, a replaced file, a
-file rewritten in place, a deleted one. What DuckDB holds must equal what the importer computes from the files: nothing lost,
-nothing doubled (row counts and token sums)."""
+file rewritten in place, a deleted one. What DuckDB holds must equal what the importer computes from
+the files: nothing lost, nothing doubled (row counts and token sums)."""
 
 from __future__ import annotations
 
