@@ -6,6 +6,9 @@ are redacted before anything leaves the process). A component of ``outloop up``.
 Which files: every ``*.jsonl`` under the Claude Code projects folder (``OUTLOOP_PROJECTS``, looked
 through every :attr:`Tailer.discover_every` s) and every transcript a hook payload names
 (``transcript_path``, ``agent_transcript_path``: the forwarder hands them to :meth:`Tailer.watch`).
+Each pass (every ``OUTLOOP_TAIL_POLL`` s) looks at the files that grew within the last
+:attr:`Tailer.hot_for` s and those a hook just named; every file is looked at on each walk, so a
+folder of thousands of old transcripts costs one stat each per walk, not per pass.
 
 At least once, nothing doubled: a file's mark (:class:`streams.tailing.Mark`) moves past its new
 complete lines only once the broker acknowledged every envelope they made, and the marks are saved
@@ -85,6 +88,7 @@ class Tailer:
     chunk_bytes = 4 * 2**20  # read from one file per pass at most (plus the rest of a longer line)
     pass_bytes = 16 * 2**20  # read per pass at most: a backfill goes in passes, each flushed and marked
     state_idle = 600.0  # seconds a file may stay unchanged before its in-memory state is dropped
+    hot_for = 60.0  # seconds after its last growth a file is looked at every pass; colder ones at each walk
 
     def __init__(self, settings: Settings, *, publisher_factory: Callable[[], Publisher] | None = None,
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
@@ -112,9 +116,9 @@ class Tailer:
     # -- which files ------------------------------------------------------------------------------
     def watch(self, path: str) -> None:
         """Follow ``path`` too (a transcript a hook payload named). Any thread; cheap when known."""
-        if path and path.endswith(".jsonl") and path not in self.files:
+        if path and path.endswith(".jsonl"):
             with self._lock:
-                self._named.add(path)
+                self._named.add(path)  # known or not: looked at in the next pass (its session is active)
 
     def discover(self) -> set[str]:
         """Transcripts to follow: under the projects folder, and named by hooks since the last look."""
@@ -238,12 +242,16 @@ class Tailer:
         if mono >= self._next_discovery:
             self._next_discovery = mono + self.discover_every
             self.files.update(self.discover())
+            looked = sorted(self.files)
         else:
-            self.files.update(self._take_named())
+            named = self._take_named()
+            self.files.update(named)
+            looked = sorted(p for p in self.files if p in named or p not in self.marks
+                            or mono - self._active.get(p, -self.hot_for) < self.hot_for)
         before = dict(self.marks)
         pending: dict[str, tuple[Mark, list[Delivery]]] = {}
         self.more, self._read_bytes = False, 0
-        for path in sorted(self.files):
+        for path in looked:
             if self._read_bytes >= self.pass_bytes:
                 self.more = True
                 break
@@ -270,6 +278,9 @@ class Tailer:
             if mono - last > self.state_idle or path not in self.files:
                 del self._active[path]
                 self.states.pop(path, None)
+        for path in list(self.states):  # a state without activity (a failed pass): rebuilt when needed
+            if path not in self._active:
+                del self.states[path]
 
     def _take_named(self) -> set[str]:
         with self._lock:

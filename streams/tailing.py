@@ -11,6 +11,7 @@ tested without files or time.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -141,9 +142,7 @@ def seen_of(path: str) -> Seen | None:
         st = os.stat(path)
     except OSError:
         return None
-    if not os.path.isfile(path):
-        return None
-    return Seen(st.st_ino, st.st_size)
+    return Seen(st.st_ino, st.st_size) if stat.S_ISREG(st.st_mode) else None
 
 
 def read_from(path: str, offset: int, inode: int, limit: int | None = None) -> bytes | None:

@@ -121,3 +121,36 @@ def test_damaged_and_blank_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     got = list(parse_lines([b'{"a":1}', b"", b"  ", b'{"a":', b"[1]"], stats, tmp_path / "t.jsonl"))
     assert got == [{"a": 1}]
     assert stats.records_read == 3 and stats.damaged_total == 2
+
+
+def test_cold_files_wait_for_a_walk_or_a_hook(tmp_path: Path) -> None:
+    """Lines that make no envelope (summaries) need no broker: the marks alone show what was read."""
+    from outloop.streams.settings import Settings
+    from outloop.streams.tailer import Tailer
+
+    s = Settings.from_env({}, home=tmp_path / "home", projects=tmp_path / "projects")
+    tailer = Tailer(s)
+    tailer.discover_every = 1000.0
+    path = tmp_path / "projects" / "p" / "s.jsonl"
+    path.parent.mkdir(parents=True)
+    line = b'{"type":"summary","summary":"x"}\n'
+
+    def grow_and_pass(now: float) -> int:
+        with path.open("ab") as fh:
+            fh.write(line)
+        tailer.run_once(now=now)
+        return tailer.marks[str(path)].offset // len(line)
+
+    assert grow_and_pass(0.0) == 1  # the first walk finds it
+    assert grow_and_pass(1.0) == 2  # it grew a moment ago: looked at every pass
+    assert grow_and_pass(200.0) == 2  # cold: left for the next walk
+    tailer.watch(str(path))  # a hook of its session fired
+    tailer.run_once(now=201.0)
+    assert tailer.marks[str(path)].offset == 3 * len(line)
+    other = path.with_name("t.jsonl")
+    other.write_bytes(line)
+    tailer.run_once(now=202.0)
+    assert str(other) not in tailer.marks  # not walked yet
+    tailer.run_once(now=1000.0)
+    assert tailer.marks[str(other)].offset == len(line)
+    assert Tailer(s).marks == tailer.marks  # saved
