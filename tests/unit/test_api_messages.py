@@ -20,7 +20,7 @@ from outloop.streams.importers import ImportStats
 from outloop.streams.importers.transcripts import TranscriptState, iter_records
 from tests.unit import sinkdata as d
 
-NAMES = SessionOutputs("o.hook-events", "o.tool-calls", "o.usage", "o.dlq", "o.api-messages")
+NAMES = SessionOutputs("o.hook-events", "o.tool-calls", "o.usage", "o.dlq", api_messages="o.api-messages")
 
 
 def _record(uuid: str, block: dict[str, Any], out: int, msg: str = "msg_1") -> dict[str, Any]:
