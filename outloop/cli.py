@@ -381,6 +381,7 @@ def demo(
     from outloop.streams.broker import BrokerError
     from outloop.streams.publisher import PublishError
 
+    own_db = db is None
     if db is None:
         db = Path(tempfile.gettempdir()) / f"outloop-demo-{secrets.token_hex(6)}.duckdb"
     work = Path(tempfile.mkdtemp(prefix="outloop-demo-"))
@@ -397,6 +398,10 @@ def demo(
         raise _fail(str(exc), exc.exit_code) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if own_db:  # the router's snapshot the sink wrote beside it: no router reads a demo's database
+            from outloop.sinks.snapshot import snapshot_path
+
+            snapshot_path(db).unlink(missing_ok=True)
     print_demo(out, summary, s.db)
 
 
