@@ -6,6 +6,7 @@ beside ``--db FILE``) must never answer for FILE."""
 from __future__ import annotations
 
 import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class WorkerClient:
     def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
         self.base = f"http://{host}:{port}"
         self.timeout = timeout
+        self.truncated_at: int | None = None  # the row cap of the last query's reply, when it cut the result
 
     def _request(self, path: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         data = orjson.dumps(body) if body is not None else None
@@ -50,6 +52,7 @@ class WorkerClient:
 
     def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[list[Any]]]:
         result = self._request("/query", {"sql": sql, "params": params})
+        self.truncated_at = result.get("max_rows") if result.get("truncated") else None
         return result["columns"], result["rows"]
 
 
@@ -82,10 +85,15 @@ def owns(health: dict[str, Any] | None, db: Path) -> bool:
 
 def query(db: Path, host: str, port: int, sql: str, params: list[Any] | None = None
           ) -> tuple[list[str], list[list[Any]]]:
-    """Through the worker on host:port if it owns ``db``, else read-only from the file."""
+    """Through the worker on host:port if it owns ``db``, else read-only from the file. A result the
+    worker cut at its row cap says so on stderr."""
     client = WorkerClient(host, port)
     if owns(client.health(), db):
-        return client.query(sql, params)
+        columns, rows = client.query(sql, params)
+        if client.truncated_at is not None:
+            print(f"outloop: the result was cut at {client.truncated_at} rows (OUTLOOP_QUERY_MAX_ROWS); "
+                  "add a LIMIT or an aggregate", file=sys.stderr)
+        return columns, rows
     return query_file(db, sql, params)
 
 

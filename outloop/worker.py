@@ -2,7 +2,8 @@
 child process of its own: ``sinks.service``) and the HTTP endpoint through which everything else
 reads while the worker runs.
 
-HTTP (loopback by default):
+HTTP (loopback by default; every request's Host is checked and unknown paths answer 404, see
+``streams.httpguard``):
   GET  /health            -> {"ok": true, "assigned": <input partitions held>, "db": <the database file it
                               owns, absolute and resolved>, "pid": <the worker's pid>, ...counters}
   POST /query             -> body {"sql": "...", "params": [...]}; read-only statements only
@@ -25,8 +26,9 @@ from mode import Service
 
 from outloop.agents.pricing import PriceTable, load_prices
 from outloop.agents.sessions import app_stats, register
-from outloop.sinks.errors import QueryRejected
+from outloop.sinks.errors import QueryRejected, QueryTimeout
 from outloop.sinks.service import SinkProcess, SinkUnavailable
+from outloop.streams import httpguard
 from outloop.streams.app import create_app
 from outloop.streams.heaps import Trimmer, limit_arenas
 from outloop.streams.logfiles import quiet_repeats
@@ -50,7 +52,8 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
     holder: dict[str, Any] = {}
     # what /health says this worker owns: a client asked for another file must not be answered from this one
     owned_db = str(settings.db.expanduser().resolve())
-    loopback = settings.http_host in LOOPBACK_NAMES or settings.http_host.startswith("127.")
+    allowed = httpguard.allowed_hosts(settings.http_host, settings.http_allowed_hosts)
+    app.web.web_app.middlewares.append(httpguard.middleware(allowed))  # type: ignore[attr-defined]  # aiohttp driver
 
     sink = SinkProcess(settings.db, bootstrap, topic_prefix=settings.topic_prefix,
                        max_batch=settings.sink_batch, memory_limit=settings.db_memory or None,
@@ -103,7 +106,7 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
     @app.page("/query")
     class Query(faust.web.View):
         async def post(self, request: Any) -> Any:
-            refused = _refuse_cross_site(request, loopback)
+            refused = _refuse_cross_site(request)
             if refused:
                 return self.bytes(orjson.dumps({"error": refused}), status=403, content_type="application/json")
             sink = holder.get("sink")
@@ -119,18 +122,21 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
                                   status=400, content_type="application/json")
             loop = asyncio.get_running_loop()
             try:
-                columns, rows = await loop.run_in_executor(None, sink.query, sql, params)
+                # the sink cancels the query past its time limit and cuts the rows; the reply is
+                # encoded in the executor too, so a large one never holds the event loop (timers)
+                body = await loop.run_in_executor(None, _bounded_reply, sink, sql, params, settings)
             except QueryRejected as exc:
                 return self.bytes(orjson.dumps({"error": str(exc)}), status=403, content_type="application/json")
+            except QueryTimeout as exc:
+                return self.bytes(orjson.dumps({"error": str(exc)}), status=504, content_type="application/json")
             except SinkUnavailable as exc:
                 return self.bytes(orjson.dumps({"error": str(exc)}), status=503, content_type="application/json")
             except Exception as exc:  # a bad query is the caller's problem, not the worker's
                 return self.bytes(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}), status=400,
                                   content_type="application/json")
-            return self.bytes(orjson.dumps({"columns": columns, "rows": rows}, default=str),
-                              content_type="application/json")
+            return self.bytes(body, content_type="application/json")
 
-    register_quota_pages(app, holder, loopback)
+    register_quota_pages(app, holder)
     return app
 
 
@@ -138,9 +144,9 @@ def _json(view: Any, body: Any, status: int = 200) -> Any:
     return view.bytes(orjson.dumps(body, default=str), status=status, content_type="application/json")
 
 
-async def _sink_call(view: Any, request: Any, holder: dict[str, Any], loopback: bool, op: str,
+async def _sink_call(view: Any, request: Any, holder: dict[str, Any], op: str,
                      args: tuple[Any, ...]) -> Any:
-    refused = _refuse_cross_site(request, loopback)
+    refused = _refuse_cross_site(request)
     if refused:
         return _json(view, {"error": refused}, 403)
     sink = holder.get("sink")
@@ -162,7 +168,7 @@ UNION ALL SELECT 'decision', to_json(d) FROM (SELECT * FROM throttle_decisions O
 """
 
 
-def register_quota_pages(app: faust.App, holder: dict[str, Any], loopback: bool) -> None:
+def register_quota_pages(app: faust.App, holder: dict[str, Any]) -> None:
     """Budget checks (answered by the sink, one at a time) and the quota view for dashboards."""
 
     @app.page("/budget")
@@ -178,7 +184,7 @@ def register_quota_pages(app: faust.App, holder: dict[str, Any], loopback: bool)
                 args = (workflow, estimated, body.get("run_id"), body.get("ttl_s"))
             except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 return _json(self, {"error": 'body must be {"workflow": "...", "estimated_tokens": n or null}'}, 400)
-            return await _sink_call(self, request, holder, loopback, "budget", args)
+            return await _sink_call(self, request, holder, "budget", args)
 
     @app.page("/budget/release")
     class Release(faust.web.View):
@@ -187,7 +193,7 @@ def register_quota_pages(app: faust.App, holder: dict[str, Any], loopback: bool)
                 check_id = str(orjson.loads(await request.read())["id"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 return _json(self, {"error": 'body must be {"id": "budget:N"}'}, 400)
-            return await _sink_call(self, request, holder, loopback, "budget_release", (check_id,))
+            return await _sink_call(self, request, holder, "budget_release", (check_id,))
 
     @app.page("/quota")
     class Quota(faust.web.View):
@@ -210,19 +216,19 @@ def register_quota_pages(app: faust.App, holder: dict[str, Any], loopback: bool)
             return _json(self, view)
 
 
-LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]", "::1"}
+def _bounded_reply(sink: SinkProcess, sql: str, params: Any, settings: Settings) -> bytes:
+    """The JSON reply to a query: {columns, rows, truncated, max_rows}, ``truncated`` true when the
+    result had more rows than ``OUTLOOP_QUERY_MAX_ROWS`` (runs in an executor thread)."""
+    result = sink.query_bounded(sql, params, settings.query_max_rows, settings.query_timeout)
+    return orjson.dumps(result, default=str)
 
 
-def _refuse_cross_site(request: Any, loopback: bool) -> str | None:
+def _refuse_cross_site(request: Any) -> str | None:
     """A web page can POST to 127.0.0.1 but cannot send a JSON content type without a CORS preflight
-    (which this endpoint never grants), nor forge the Host header: DNS-rebinding and simple cross-site
-    requests are refused."""
+    (which this endpoint never grants): simple cross-site requests are refused. (DNS rebinding is
+    refused for every path by the Host allow-list of ``streams.httpguard``.)"""
     if request.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
         return "queries must be sent with Content-Type: application/json"
-    host = request.headers.get("Host", "")
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-    if loopback and name not in LOOPBACK_NAMES:
-        return f"Host {host!r} is not this machine's loopback address"
     return None
 
 

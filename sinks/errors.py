@@ -6,3 +6,7 @@ from __future__ import annotations
 
 class QueryRejected(ValueError):
     """The statement is not a single read-only query."""
+
+
+class QueryTimeout(RuntimeError):
+    """The query ran past its time limit and was cancelled."""

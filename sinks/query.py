@@ -6,19 +6,26 @@ ALTER, ATTACH, DETACH, COPY, EXPORT, INSTALL/LOAD, SET, PRAGMA, CALL, transactio
 statements - is rejected before it runs. (DuckDB's ``query()`` table function itself only runs a
 single SELECT.) While the worker runs, reads go through :meth:`sinks.writer.DuckSink.query`; when no
 worker holds the file, :func:`open_readonly` opens it in DuckDB's read-only mode.
+
+Queries through the worker are bounded (:func:`run_bounded`): a timer interrupts the statement past
+its time limit (a client that gave up must not leave the sink busy on both cores for minutes), and
+at most ``max_rows`` rows come back, with a flag saying the result was cut.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from outloop.sinks.errors import QueryRejected
+from outloop.sinks.errors import QueryRejected, QueryTimeout
 
-__all__ = ["QueryRejected", "check_readonly", "confine", "open_readonly", "run_readonly", "use_utc"]
+__all__ = ["Bounded", "QueryRejected", "QueryTimeout", "check_readonly", "confine", "open_readonly", "run_bounded",
+           "run_readonly", "use_utc"]
 
 READ_TYPES = {duckdb.StatementType.SELECT}
 
@@ -71,6 +78,37 @@ def run_readonly(con: duckdb.DuckDBPyConnection, sql: str,
     columns = [d[0] for d in result.description or []]
     rows = result.fetchall() if max_rows is None else result.fetchmany(max_rows)
     return columns, [list(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """A bounded query's answer: at most ``max_rows`` rows; ``truncated`` when the result had more."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool
+    max_rows: int
+
+
+def run_bounded(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] | None,
+                max_rows: int, timeout: float) -> Bounded:
+    """Run one checked read-only statement on ``con`` (a cursor of its own: the interrupt stops
+    only it), fetching at most ``max_rows`` rows; past ``timeout`` seconds, execution or fetch is
+    interrupted and :class:`QueryTimeout` raised."""
+    statement = check_readonly(sql)
+    timer = threading.Timer(timeout, con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        result = con.execute(statement.query, params) if params else con.execute(statement.query)
+        columns = [d[0] for d in result.description or []]
+        rows = result.fetchmany(max_rows + 1)
+    except duckdb.InterruptException:
+        raise QueryTimeout(f"query cancelled after {timeout:g} s (OUTLOOP_QUERY_TIMEOUT)") from None
+    finally:
+        timer.cancel()
+    truncated = len(rows) > max_rows
+    return Bounded(columns, [list(r) for r in rows[:max_rows]], truncated, max_rows)
 
 
 def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:

@@ -39,13 +39,14 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from outloop.sinks.errors import QueryRejected
+from outloop.sinks.errors import QueryRejected, QueryTimeout
 from outloop.streams.heaps import Trimmer, limit_arenas
 from outloop.streams.logfiles import quiet_repeats
 
 log = logging.getLogger("outloop.sink")
 
 OPEN_TIMEOUT_S = 60.0  # how long the child waits for a previous owner to release the file
+BOUNDED_GRACE_S = 10.0  # how much longer than a query's own limit the worker waits for the sink's answer
 
 
 class SinkUnavailable(RuntimeError):
@@ -153,6 +154,8 @@ class SinkProcess:
             return value
         if status == "rejected":
             raise QueryRejected(value)
+        if status == "timeout":
+            raise QueryTimeout(value)
         raise SinkQueryError(value)
 
     def ping(self) -> bool:
@@ -165,6 +168,14 @@ class SinkProcess:
     def query(self, sql: str, params: Any = None, max_rows: int | None = None) -> tuple[list[str], list[list[Any]]]:
         columns, rows = self.request("query", sql, params, max_rows)
         return columns, rows
+
+    def query_bounded(self, sql: str, params: Any, max_rows: int, timeout: float) -> dict[str, Any]:
+        """A query cancelled in the sink past ``timeout`` s (:class:`QueryTimeout`) and cut at
+        ``max_rows`` rows: {columns, rows, truncated, max_rows}. This side waits a little longer than
+        the sink's own limit, so a sink too busy to answer at all becomes :class:`SinkUnavailable`
+        instead of a thread blocked for good."""
+        return self.request("bounded", sql, params, max_rows, timeout,  # type: ignore[no-any-return]
+                            timeout=timeout + BOUNDED_GRACE_S)
 
     def progress(self) -> dict[str, Any] | None:
         try:
@@ -259,6 +270,8 @@ def _serve(listener: Listener, sink: Any, consumer: Any, request_stop: Any) -> N
                     reply: tuple[str, Any] = ("ok", True)
                 elif op == "query":
                     reply = ("ok", sink.query(*args))
+                elif op == "bounded":
+                    reply = ("ok", vars(sink.query_bounded(*args)))  # a dict: the worker never imports DuckDB
                 elif op == "progress":
                     reply = ("ok", consumer.progress())
                 elif op == "budget":
@@ -272,6 +285,8 @@ def _serve(listener: Listener, sink: Any, consumer: Any, request_stop: Any) -> N
                     reply = ("error", f"unknown request {op!r}")
             except QueryRejected as exc:
                 reply = ("rejected", str(exc))
+            except QueryTimeout as exc:
+                reply = ("timeout", str(exc))
             except Exception as exc:  # a bad query is the caller's problem, not the sink's
                 reply = ("error", f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(OSError, EOFError):

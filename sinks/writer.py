@@ -40,7 +40,7 @@ from outloop.sinks.patterns import (
     stale_signature_count,
     stale_signature_ids,
 )
-from outloop.sinks.query import confine, run_readonly, use_utc
+from outloop.sinks.query import Bounded, confine, run_bounded, run_readonly, use_utc
 from outloop.sinks.quota import QUOTA_REFRESH_S, check_budget, quota_config, refresh_quota, release_budget
 from outloop.sinks.schema import migrate
 from outloop.sinks.snapshot import Publisher as SnapshotPublisher
@@ -384,5 +384,17 @@ class DuckSink:
             cursor = self._reader.cursor()
         try:
             return run_readonly(cursor, sql, params, max_rows)
+        finally:
+            cursor.close()
+
+    def query_bounded(self, sql: str, params: Any, max_rows: int, timeout: float) -> Bounded:
+        """:meth:`query` within a time limit and a row cap (see ``sinks.query.run_bounded``): what the
+        worker's HTTP endpoint runs."""
+        with self._read_lock:
+            if self._reader is None:
+                raise SinkError("the sink is closed")
+            cursor = self._reader.cursor()
+        try:
+            return run_bounded(cursor, sql, params, max_rows, timeout)
         finally:
             cursor.close()

@@ -64,6 +64,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_PROJECTS": ("~/.claude/projects", "Claude Code projects folder whose transcripts `outloop up` follows "
                          "(with those hook payloads name); `off` follows only the ones hooks name"),
     "OUTLOOP_TAIL_POLL": ("0.5", "seconds between two looks of the transcript tailer at the files it follows"),
+    "OUTLOOP_HTTP_ALLOWED_HOSTS": ("", "comma-separated Host names the worker's HTTP endpoint answers besides the "
+                                   "loopback names and the address it binds (every other Host gets 403)"),
+    "OUTLOOP_QUERY_TIMEOUT": ("30", "seconds a query may run in the sink before it is cancelled"),
+    "OUTLOOP_QUERY_MAX_ROWS": ("100000", "rows a query through the worker returns at most (the reply says when it "
+                               "cut)"),
 }
 
 
@@ -97,6 +102,9 @@ class Settings:
     log_backups: int = 3
     projects: Path | None = None  # None: the tailer follows only the transcripts hook payloads name
     tail_poll: float = 0.5
+    http_allowed_hosts: tuple[str, ...] = ()
+    query_timeout: float = 30.0
+    query_max_rows: int = 100_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -147,6 +155,9 @@ class Settings:
                 log_backups=int(get("OUTLOOP_LOG_BACKUPS")),
                 projects=None if projects == "off" else Path(os.path.expanduser(projects)),
                 tail_poll=float(get("OUTLOOP_TAIL_POLL")),
+                http_allowed_hosts=tuple(h.strip() for h in get("OUTLOOP_HTTP_ALLOWED_HOSTS").split(",") if h.strip()),
+                query_timeout=float(get("OUTLOOP_QUERY_TIMEOUT")),
+                query_max_rows=int(get("OUTLOOP_QUERY_MAX_ROWS")),
             )
         except ValueError as exc:
             raise ValueError(f"bad OUTLOOP_* setting: {exc}") from exc
@@ -165,6 +176,8 @@ class Settings:
                              "must not be negative")
         if settings.tail_poll <= 0:
             raise ValueError("OUTLOOP_TAIL_POLL must be more than 0 seconds")
+        if settings.query_timeout <= 0 or settings.query_max_rows < 1:
+            raise ValueError("OUTLOOP_QUERY_TIMEOUT must be positive and OUTLOOP_QUERY_MAX_ROWS at least 1")
         if settings.session_timeout is not None and settings.session_timeout < 1.0:
             raise ValueError("OUTLOOP_SESSION_TIMEOUT must be at least 1 second")
         return settings
@@ -208,6 +221,9 @@ class Settings:
             "OUTLOOP_LOG_BACKUPS": str(self.log_backups),
             "OUTLOOP_PROJECTS": "off" if self.projects is None else str(self.projects),
             "OUTLOOP_TAIL_POLL": str(self.tail_poll),
+            "OUTLOOP_HTTP_ALLOWED_HOSTS": ",".join(self.http_allowed_hosts),
+            "OUTLOOP_QUERY_TIMEOUT": str(self.query_timeout),
+            "OUTLOOP_QUERY_MAX_ROWS": str(self.query_max_rows),
         }
         if self.broker:
             out["OUTLOOP_BROKER"] = self.broker
