@@ -311,13 +311,14 @@ def hooks_install(
     statusline: Annotated[bool, typer.Option(help="also set Claude Code's status line to outloop's quota line")]
     = False,
 ) -> None:
-    """Add the outloop hook to every Claude Code hook event (idempotent; keeps a backup)."""
-    from outloop.hooks_install import describe, install_hooks, install_statusline
-    from outloop.streams.shim import hook_command
+    """Add the outloop hook to every Claude Code hook event, with OUTLOOP_SPOOL and OUTLOOP_HOME
+    recorded in its command (idempotent; keeps a backup)."""
+    from outloop.hooks_install import describe, install_hooks, install_statusline, installed_command
     from outloop.streams.statusline import statusline_command
 
+    s = _settings()
     try:
-        result = install_hooks(settings_path.expanduser(), hook_command())
+        result = install_hooks(settings_path.expanduser(), installed_command(s.spool, s.home))
         err.print(describe(result, installing=True), markup=False, soft_wrap=True)
         if statusline:
             line = install_statusline(settings_path.expanduser(), statusline_command())
@@ -346,9 +347,10 @@ def hooks_uninstall(
 @hooks_app.command("command")
 def hooks_command() -> None:
     """Print the hook command line outloop installs."""
-    from outloop.streams.shim import hook_command
+    from outloop.hooks_install import installed_command
 
-    out.print(hook_command(), soft_wrap=True, highlight=False)
+    s = _settings()
+    out.print(installed_command(s.spool, s.home), soft_wrap=True, highlight=False)
 
 
 @app.command()

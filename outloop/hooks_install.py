@@ -206,6 +206,17 @@ def uninstall_hooks(settings_path: Path, command: str) -> InstallResult:
     return InstallResult(settings_path, changed=True, backup=backup, removed=removed)
 
 
+def installed_command(spool: Path, home: Path, python: str | None = None) -> str:
+    """The hook command ``outloop hooks install`` registers: the shim with the spool folder and the
+    home recorded on its command line (absolute paths), so a Claude Code started from a shell
+    without them (another terminal, an IDE) spools where the forwarder reads, not in the default
+    folder."""
+    from outloop.streams.shim import hook_command
+
+    paths = {"OUTLOOP_SPOOL": spool, "OUTLOOP_HOME": home}
+    return hook_command(python, env={k: str(Path(v).expanduser().absolute()) for k, v in paths.items()})
+
+
 def default_settings_path() -> Path:
     """The user's Claude Code settings: ``~/.claude/settings.json``."""
     return Path(os.path.expanduser("~")) / ".claude" / "settings.json"

@@ -231,12 +231,19 @@ def shim_path() -> str:
     return os.path.abspath(__file__)
 
 
-def hook_command(python: str | None = None) -> str:
+ENV_PROGRAM = "/usr/bin/env"
+
+
+def hook_command(python: str | None = None, env: dict[str, str] | None = None) -> str:
     """The command line to register in Claude Code's settings: this file run by the current
-    interpreter in isolated mode without site (no ``.pth`` processing: the shim is stdlib only)."""
+    interpreter in isolated mode without site (no ``.pth`` processing: the shim is stdlib only).
+    ``env`` (e.g. ``OUTLOOP_SPOOL``) is set on the command line through ``env``, so a Claude Code
+    started from any shell spools where the installer said; ``-I`` ignores only ``PYTHON*``
+    variables, the shim still reads ``OUTLOOP_*``."""
     import shlex
 
-    return shlex.join([python or sys.executable, "-I", "-S", shim_path()])
+    prefix = [ENV_PROGRAM, *(f"{k}={v}" for k, v in sorted(env.items()))] if env else []
+    return shlex.join([*prefix, python or sys.executable, "-I", "-S", shim_path()])
 
 
 if __name__ == "__main__":

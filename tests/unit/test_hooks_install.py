@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +16,11 @@ from outloop.hooks_install import (
     TOOL_EVENTS,
     HooksFileError,
     install_hooks,
+    installed_command,
     uninstall_hooks,
 )
 from outloop.streams.shim import hook_command
+from outloop.streams.spool import Spool
 
 CMD = hook_command()
 
@@ -154,3 +160,48 @@ def test_uninstall_keeps_other_commands_sharing_a_group(tmp_path: Path) -> None:
     uninstall_hooks(path, CMD)
     assert json.loads(path.read_text()) == {"hooks": {"PostToolUse": [
         {"matcher": "*", "hooks": [{"type": "command", "command": "logger"}]}]}}
+
+
+OUTLOOP = str(Path(sys.executable).with_name("outloop"))
+
+
+def test_the_installed_command_records_the_spool_and_home_and_spools_there_from_any_shell(
+        tmp_path: Path, traces: Path) -> None:
+    """`outloop hooks install` run with OUTLOOP_SPOOL/OUTLOOP_HOME set; the command read back from the
+    settings file, run by a shell whose environment has neither (another terminal), spools a real
+    Claude Code payload into the installed spool, and the default spool stays empty."""
+    home, spool, elsewhere = tmp_path / "home", tmp_path / "compose-spool", tmp_path / "user"
+    settings = tmp_path / "claude" / "settings.json"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OUTLOOP_")}
+    done = subprocess.run([OUTLOOP, "hooks", "install", "--settings", str(settings)], capture_output=True,
+                          env={**clean, "OUTLOOP_SPOOL": str(spool), "OUTLOOP_HOME": str(home)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    command = json.loads(settings.read_text())["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
+    assert f"OUTLOOP_SPOOL={spool}" in command and f"OUTLOOP_HOME={home}" in command
+    capture = sorted((traces / "claude-code-hooks").glob("*/pre_tool_use.json"))[0]
+    payload = json.dumps(json.loads(capture.read_text())[0]).encode()
+    shim = subprocess.run(command, shell=True, input=payload, capture_output=True, timeout=10,
+                          env={**clean, "HOME": str(elsewhere)})
+    assert shim.returncode == 0 and shim.stdout == b"", shim.stderr
+    ids = Spool(spool).ready()
+    assert len(ids) == 1 and Spool(spool).read(ids[0]).raw == payload
+    assert not (elsewhere / ".outloop").exists()
+    # installing again with the same settings changes nothing; uninstall removes the command
+    again = subprocess.run([OUTLOOP, "hooks", "install", "--settings", str(settings)], capture_output=True,
+                           env={**clean, "OUTLOOP_SPOOL": str(spool), "OUTLOOP_HOME": str(home)}, timeout=60)
+    assert again.returncode == 0 and len(backups(settings)) == 0
+    assert uninstall_hooks(settings, CMD).changed and "hooks" not in json.loads(settings.read_text())
+
+
+def test_installed_command_paths_are_absolute_and_it_is_still_recognised_as_ours(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                                  ) -> None:
+    monkeypatch.chdir(tmp_path)
+    cmd = installed_command(Path("rel/spool"), Path("~/oh"))
+    env = dict(a.split("=", 1) for a in shlex.split(cmd)[1:3])
+    assert env == {"OUTLOOP_HOME": str(Path("~/oh").expanduser()), "OUTLOOP_SPOOL": str(tmp_path / "rel/spool")}
+    path = tmp_path / "settings.json"
+    install_hooks(path, CMD)  # an install from before the command carried its settings
+    result = install_hooks(path, cmd)
+    assert set(result.removed) == set(HOOK_EVENTS)
+    assert all(commands(g) == [cmd] for g in json.loads(path.read_text())["hooks"].values())
