@@ -103,6 +103,27 @@ def _ms(t: datetime) -> int:
 
 
 _EFFECT_RANK = {"read-only": 0, "writes files": 1, "network": 2, "unknown": 3, "destructive": 4}
+EFFECT_CLASSES = tuple(_EFFECT_RANK)  # safest first
+UNROUTABLE_EFFECTS = ("destructive", "unknown")
+
+
+def effect_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """A pattern's side-effect classes with their occurrence counts, safest class first (classes
+    outside :data:`EFFECT_CLASSES` after them, by name); classes counted 0 dropped."""
+    order = sorted(counts, key=lambda c: (_EFFECT_RANK.get(c, len(_EFFECT_RANK)), c))
+    return {c: int(counts[c]) for c in order if counts[c]}
+
+
+def dominant_effect(counts: Mapping[str, int]) -> tuple[str, float | None]:
+    """The side-effect class most of a pattern's commands have, and its share of them: each command
+    keeps its own class (``rm -f tmp* && git status`` is destructive, ``git status`` read-only, both
+    ``vcs:git:status``), and the pattern is what most of them do. A tie goes to the riskier class.
+    ("", None) when nothing was counted."""
+    total = sum(counts.values())
+    if not total:
+        return "", None
+    best = max(counts, key=lambda c: (counts[c], _EFFECT_RANK.get(c, 3), c))
+    return best, counts[best] / total
 
 
 @dataclass
@@ -125,6 +146,7 @@ class PatternStats:
     floor_ms: int = 0
     late: int = 0
     samples: list[tuple[int, str, str]] = field(default_factory=list)  # (ts, tool_use_id, redacted command)
+    side_effects: dict[str, int] = field(default_factory=dict)  # class -> occurrences; side_effect is the dominant
     max_ids: int = 100_000
     max_sessions: int = 10_000
     max_samples: int = 5
@@ -145,8 +167,9 @@ class PatternStats:
         bisect.insort(self._times, ts)
         self.occurrences += 1
         self.category = self.category or occ.category
-        if occ.side_effect and _EFFECT_RANK.get(occ.side_effect, 3) >= _EFFECT_RANK.get(self.side_effect, -1):
-            self.side_effect = occ.side_effect
+        if occ.side_effect:
+            self.side_effects[occ.side_effect] = self.side_effects.get(occ.side_effect, 0) + 1
+            self.side_effect = dominant_effect(self.side_effects)[0]
         if occ.session_id not in self._sessions:
             self.distinct_sessions += 1
         self._sessions[occ.session_id] = max(ts, self._sessions.get(occ.session_id, ts))
@@ -225,6 +248,7 @@ class PatternStats:
             "floor_ms": self.floor_ms,
             "late": self.late,
             "samples": [list(x) for x in self.samples],
+            "side_effects": dict(self.side_effects),
             "ids": dict(self._ids),
             "sessions": list(self._sessions.items()),
             "limits": [self.max_ids, self.max_sessions, self.max_samples],
@@ -252,6 +276,8 @@ class PatternStats:
         st.tokens = _w_restore(state["tokens"])
         st.duration = _w_restore(state["duration"])
         st.samples = [(int(a), str(b), str(c)) for a, b, c in state["samples"]]
+        # a state from before the classes were counted knew only its worst class: keep it, uncounted
+        st.side_effects = {str(k): int(v) for k, v in state.get("side_effects", {}).items()}
         st._ids = {str(k): int(v) for k, v in state["ids"].items()}
         st._times = sorted(st._ids.values())
         st._sessions = OrderedDict((str(k), int(v)) for k, v in state["sessions"])
@@ -262,6 +288,8 @@ class PatternStats:
             "signature": self.signature,
             "category": self.category,
             "side_effect": self.side_effect,
+            "side_effect_share": dominant_effect(self.side_effects)[1],
+            "side_effects": effect_counts(self.side_effects),
             "occurrences": self.occurrences,
             "distinct_sessions": self.distinct_sessions,
             "windows": self.window_counts(now),
@@ -382,8 +410,10 @@ def status_of(
 ) -> str:
     """rejected and active are decisions made elsewhere (a person, the routing registry) and win;
     otherwise candidate when occurrences >= 5, confidence >= 70, savings are measurable (output tokens
-    were measured), the side effect is routable (not destructive or unknown) and the category is not the
-    agent's own work (plan, delegate, edit by default); else detected."""
+    were measured), the dominant side effect (what most of its commands do, see
+    :func:`dominant_effect`) is routable (not destructive or unknown) and the category is not the
+    agent's own work (plan, delegate, edit by default); else detected. (Routing still judges each
+    command by its own class.)"""
     r = rules or StatusRules()
     if rejected:
         return "rejected"
@@ -394,7 +424,7 @@ def status_of(
         and score >= r.min_confidence
         and stats.output_tokens >= r.min_output_tokens
         and stats.tokens.n > 0
-        and stats.side_effect not in ("destructive", "unknown")
+        and stats.side_effect not in UNROUTABLE_EFFECTS
         and stats.category not in r.never_candidate
     ):
         return "candidate"
@@ -452,6 +482,7 @@ class PatternTable:
 from outloop.agents.sequences import SequenceMiner, SequencePattern  # noqa: E402  (re-exported)
 
 __all__ = [
+    "EFFECT_CLASSES",
     "Occurrence",
     "PatternStats",
     "PatternTable",
@@ -460,6 +491,8 @@ __all__ = [
     "ConfidenceWeights",
     "StatusRules",
     "confidence",
+    "dominant_effect",
+    "effect_counts",
     "status_of",
     "initialize",
     "agg",

@@ -233,7 +233,7 @@ PATTERNS_SQL = """
 SELECT signature, category, tool, target, side_effect, occurrence_count, session_count, count_1h, count_24h,
        count_7d, count_30d, windows_as_of, first_seen, last_seen, confidence_score, status, tokens_total,
        avg_output_tokens, success_rate, ok_count, failed_count, avg_duration_ms, samples, confidence_breakdown,
-       signature_version
+       signature_version, side_effects, side_effect_share
 FROM operation_patterns WHERE (? IS NULL OR category = ?)
 ORDER BY occurrence_count DESC, confidence_score DESC, signature LIMIT ?
 """
@@ -259,7 +259,7 @@ def patterns(
         raise _fail(_reason(exc)) from None
     records = [dict(zip(columns, r, strict=True)) for r in rows]
     for rec in records:
-        for key in ("samples", "confidence_breakdown"):
+        for key in ("samples", "confidence_breakdown", "side_effects"):
             if isinstance(rec[key], str):
                 rec[key] = orjson.loads(rec[key])
     if as_json:
@@ -267,13 +267,14 @@ def patterns(
         return
     table = Table(title="operation patterns")
     table.add_column("signature", overflow="fold", min_width=28)
-    for name in ("status", "conf", "calls", "sessions", "24h", "tokens", "ok %", "side effect"):
+    for name in ("status", "conf", "calls", "sessions", "24h", "tokens", "ok %", "side effects"):
         table.add_column(name)
     for rec in records:
         rate = rec["success_rate"]
+        effects = ", ".join(f"{k} {v}" for k, v in (rec["side_effects"] or {}).items()) or rec["side_effect"]
         table.add_row(Text(rec["signature"]), rec["status"], str(rec["confidence_score"]),
                       str(rec["occurrence_count"]), str(rec["session_count"]), str(rec["count_24h"]),
-                      f"{rec['tokens_total']:,}", "" if rate is None else f"{100 * rate:.0f}", rec["side_effect"])
+                      f"{rec['tokens_total']:,}", "" if rate is None else f"{100 * rate:.0f}", effects)
     from outloop.report import print_table
 
     print_table(out, table)

@@ -70,6 +70,8 @@ from outloop.agents.patterns import (
     StatusRules,
     Welford,
     confidence,
+    dominant_effect,
+    effect_counts,
     status_of,
 )
 from outloop.agents.sequences import SequenceConfig, SequenceMiner
@@ -206,7 +208,8 @@ SAMPLES = Fold("pattern_samples", (("signature", "signature"), ("sample", "sampl
                (("first_at", "coalesce(ts, TIMESTAMPTZ '9999-01-01')", "min"),), where="sample IS NOT NULL")
 SPANS = Fold("pattern_session_spans", (("session_id", "session_id"),), (("n", "1"),),
              (("first_ts", "ts", "min"), ("last_ts", "ts", "max")), where="ts IS NOT NULL")
-FOLDS = (STATE, SESSIONS, HOURS, SAMPLES, SPANS)
+EFFECT_COUNTS = Fold("pattern_effects", (("signature", "signature"), ("side_effect", "side_effect")), (("n", "1"),))
+FOLDS = (STATE, SESSIONS, HOURS, SAMPLES, SPANS, EFFECT_COUNTS)
 
 
 _TIME_EXTREMES = frozenset({"first_seen", "last_seen", "first_at", "first_ts", "last_ts"})
@@ -336,7 +339,7 @@ def apply_delta(con: duckdb.DuckDBPyConnection, removed: Sequence[tuple[Any, ...
         for (sig, _), (old, new) in _apply_fold(con, SESSIONS).items():  # the new (signature, session) pairs
             sessions[(sig,)] += (new > 0) - (old > 0)
         apply(con, STATE, {k: v for k, v in sessions.items() if v})
-        for fold in (HOURS, SAMPLES, SPANS):
+        for fold in (HOURS, SAMPLES, SPANS, EFFECT_COUNTS):
             apply(con, fold)
     finally:
         _unregister(con, "pat_delta")
@@ -459,14 +462,15 @@ def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids
     return {r[0] for r in changed}, {r[2] for r in changed}
 
 
-AGGREGATE = f"""
+AGGREGATE = """
 WITH wm AS (SELECT max(ts) AS w FROM pattern_occurrences),
-occ AS (SELECT * FROM pattern_occurrences WHERE {{where}}),
+occ AS (SELECT * FROM pattern_occurrences WHERE {where}),
 firsts AS (SELECT signature, sample, min(coalesce(ts, TIMESTAMPTZ '9999-01-01')) AS t
            FROM occ GROUP BY signature, sample),
-samples AS (SELECT signature, list(sample ORDER BY t, sample)[1:5] AS samples FROM firsts GROUP BY signature)
-SELECT o.signature, min(category), min(tool), min(target),
-       ({EFFECTS})[max({EFFECT_RANK})],
+samples AS (SELECT signature, list(sample ORDER BY t, sample)[1:5] AS samples FROM firsts GROUP BY signature),
+effects AS (SELECT signature, map(list(side_effect), list(n)) AS effects
+            FROM (SELECT signature, side_effect, count(*) AS n FROM occ GROUP BY ALL) GROUP BY signature)
+SELECT o.signature, min(category), min(tool), min(target), any_value(e.effects),
        count(*), count(DISTINCT session_id),
        count(*) FILTER (WHERE ts > wm.w - INTERVAL 1 HOUR), count(*) FILTER (WHERE ts > wm.w - INTERVAL 24 HOUR),
        count(*) FILTER (WHERE ts > wm.w - INTERVAL 7 DAY), count(*) FILTER (WHERE ts > wm.w - INTERVAL 30 DAY),
@@ -477,7 +481,7 @@ SELECT o.signature, min(category), min(tool), min(target),
        * round(duration_ms * 1000)::HUGEINT), min(duration_ms), max(duration_ms),
        count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status IN ('error', 'interrupted')),
        any_value(s.samples), min(signature_version)
-FROM occ o CROSS JOIN wm LEFT JOIN samples s USING (signature)
+FROM occ o CROSS JOIN wm LEFT JOIN samples s USING (signature) LEFT JOIN effects e USING (signature)
 GROUP BY o.signature
 """
 """The from-scratch definition of a pattern's aggregates (one GROUP BY over every occurrence of the
@@ -489,6 +493,7 @@ PATTERN_COLUMNS = (
     "count_1h", "count_24h", "count_7d", "count_30d", "windows_as_of", "first_seen", "last_seen",
     "confidence_score", "status", "tokens_total", "avg_output_tokens", "success_rate", "ok_count",
     "failed_count", "avg_duration_ms", "samples", "confidence_breakdown", "signature_version",
+    "side_effects", "side_effect_share",
 )
 
 
@@ -505,9 +510,11 @@ def _welford(n: int, total: int | None, squares: int | None, lo: float | None, h
 
 
 def pattern_row(agg: tuple[Any, ...], weights: ConfidenceWeights, rules: StatusRules) -> dict[str, Any]:
-    (sig, category, tool, target, effect, occurrences, sessions, c1h, c24h, c7d, c30d, as_of, first, last,
+    (sig, category, tool, target, effects, occurrences, sessions, c1h, c24h, c7d, c30d, as_of, first, last,
      tokens_total, tn, tsum, tsq, tlo, thi, dn, dsum, dsq, dlo, dhi, ok, failed, samples, version) = agg
     tokens, duration = _welford(tn, tsum, tsq, tlo, thi), _welford(dn, dsum, dsq, dlo, dhi, scale=1000)
+    effects = effect_counts(effects or {})  # {class: occurrences}: each command keeps its own class
+    effect, share = dominant_effect(effects)
     stats = PatternStats(signature=sig, category=category, side_effect=effect, occurrences=int(occurrences),
                          distinct_sessions=int(sessions), output_tokens=int(tokens_total),
                          tokens=tokens, duration=duration,
@@ -528,6 +535,7 @@ def pattern_row(agg: tuple[Any, ...], weights: ConfidenceWeights, rules: StatusR
         "avg_duration_ms": duration.mean if dn else None,
         "samples": orjson.dumps(samples or []).decode(),
         "confidence_breakdown": orjson.dumps(breakdown).decode(), "signature_version": version,
+        "side_effects": orjson.dumps(effects).decode(), "side_effect_share": share,
     }
 
 
@@ -576,7 +584,7 @@ def pattern_aggregates(con: duckdb.DuckDBPyConnection, signatures: set[str] | No
     try:
         watermark = con.execute("SELECT max(last_seen) FROM pattern_state").fetchall()[0][0]
         state = con.execute(
-            f"SELECT signature, category, tool, target, ({EFFECTS})[effect_rank], n, sessions, first_seen, "
+            "SELECT signature, category, tool, target, NULL, n, sessions, first_seen, "
             "last_seen, tokens_sum, tokens_n, tokens_sum, tokens_sq, tokens_min, tokens_max, duration_n, "
             "duration_sum, duration_sq, duration_min, duration_max, ok, failed, version_min "
             f"FROM pattern_state WHERE true {only}").fetchall()
@@ -584,11 +592,16 @@ def pattern_aggregates(con: duckdb.DuckDBPyConnection, signatures: set[str] | No
         samples = dict(con.execute(
             "SELECT signature, list(sample ORDER BY first_at, sample)[1:5] FROM pattern_samples "
             f"WHERE true {only} GROUP BY signature").fetchall())
+        effects: dict[str, dict[str, int]] = defaultdict(dict)
+        for sig, effect, n in con.execute(f"SELECT signature, side_effect, n FROM pattern_effects WHERE true {only}"
+                                          ).fetchall():
+            effects[sig][effect] = int(n)
     finally:
         if signatures is not None:
             _unregister(con, "pat_sigs")
     zero = [0] * len(WINDOWS)
-    return [(*s[:7], *windows.get(s[0], zero), watermark, *s[7:22], samples.get(s[0]), s[22]) for s in state]
+    return [(*s[:4], effects.get(s[0], {}), *s[5:7], *windows.get(s[0], zero), watermark, *s[7:22],
+             samples.get(s[0]), s[22]) for s in state]
 
 
 def refresh_patterns(con: duckdb.DuckDBPyConnection, signatures: set[str] | None,

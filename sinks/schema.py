@@ -331,6 +331,17 @@ CREATE TABLE budget_checks (
     expires_at TIMESTAMPTZ, ended_at TIMESTAMPTZ);
 """
 
+SIDE_EFFECT_COUNTS = """
+CREATE TABLE pattern_effects (                                  -- side-effect classes of a signature's commands
+    signature VARCHAR NOT NULL, side_effect VARCHAR NOT NULL, n BIGINT NOT NULL,
+    PRIMARY KEY (signature, side_effect));
+INSERT INTO pattern_effects (signature, side_effect, n)
+SELECT signature, side_effect, count(*) FROM pattern_occurrences GROUP BY ALL;
+ALTER TABLE operation_patterns ADD COLUMN side_effects JSON;     -- {class: occurrences}, safest class first
+ALTER TABLE operation_patterns ADD COLUMN side_effect_share DOUBLE;  -- share of side_effect, the dominant class
+INSERT INTO pattern_dirty SELECT 'signature', signature FROM pattern_state ON CONFLICT DO NOTHING;
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
@@ -347,6 +358,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
      QUOTA),
     (9, "api_messages (one row per API response: tool_use ids, model, sizes); orphan results (a tool_result "
         "whose tool_use was never seen) out of the tool-call counts, listed in v_orphan_results", API_MESSAGES),
+    (10, "side effects per command: pattern_effects counts each signature's classes; operation_patterns gains "
+        "side_effects and side_effect_share, and side_effect becomes the dominant class (every pattern is "
+        "refreshed)", SIDE_EFFECT_COUNTS),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

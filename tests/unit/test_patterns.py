@@ -18,6 +18,8 @@ from outloop.agents.patterns import (
     Welford,
     agg,
     confidence,
+    dominant_effect,
+    effect_counts,
     initialize,
     result,
     status_of,
@@ -359,3 +361,31 @@ def test_state_round_trip_keeps_idempotency() -> None:
         restored.add(o)
         st.add(o)
     assert restored.result() == st.result()
+
+
+def test_each_occurrence_keeps_its_side_effect_and_the_dominant_class_decides() -> None:
+    st = initialize("vcs:git:status")
+    for i in range(10):
+        st.add(occ(i, T0 + timedelta(seconds=i), sig="vcs:git:status", effect="read-only" if i < 8 else "destructive"))
+    out = result(st)
+    assert out["side_effects"] == {"read-only": 8, "destructive": 2}
+    assert (out["side_effect"], out["side_effect_share"]) == ("read-only", 0.8)
+    restored = PatternStats.from_state(st.to_state())
+    assert restored.side_effects == st.side_effects and restored.side_effect == "read-only"
+    assert st.add(occ(3, T0, sig="vcs:git:status", effect="destructive")) is False  # redelivery counts nothing
+    assert result(st)["side_effects"] == {"read-only": 8, "destructive": 2}
+
+
+@pytest.mark.parametrize(("counts", "expected"), [
+    ({}, ("", None)),
+    ({"read-only": 3}, ("read-only", 1.0)),
+    ({"read-only": 2, "destructive": 2}, ("destructive", 0.5)),  # a tie goes to the riskier class
+    ({"network": 1, "writes files": 3}, ("writes files", 0.75)),
+])
+def test_dominant_effect(counts: dict[str, int], expected: tuple[str, float | None]) -> None:
+    assert dominant_effect(counts) == expected
+
+
+def test_effect_counts_are_ordered_safest_first_and_drop_zeros() -> None:
+    assert list(effect_counts({"destructive": 1, "odd": 2, "read-only": 4, "network": 0})) == [
+        "read-only", "destructive", "odd"]

@@ -170,3 +170,25 @@ def test_a_statement_that_fails_inside_materialization_surfaces_as_itself(sink: 
     with pytest.raises(duckdb.ConstraintException), sink.transaction() as con:
         row = con.execute(_CALL.format(keys="?"), [tid]).fetchall()[0]
         occurrences_for(con, [tid], fresh={tid: row})  # taken for new: its occurrence meets the stored one
+
+
+def test_each_command_keeps_its_side_effect_and_the_pattern_counts_the_classes(sink: DuckSink) -> None:
+    """`rm -f tmp* && git status` is destructive, `git status` read-only, both `vcs:git:status`: the
+    pattern shows both classes with their counts and is read-only by a share of 0.8, not destructive
+    because of two calls; a redelivery counts nothing twice; a tie goes to the riskier class."""
+    status, cleanup = {"command": "git status"}, {"command": "rm -f tmp* && git status"}
+    views = [call(i, tool_input=status if i < 8 else cleanup, at=d.T0 + timedelta(seconds=i)) for i in range(10)]
+    write(sink, views)
+    write(sink, views)  # redelivered: nothing changes
+    row = patterns(sink)["vcs:git:status"]
+    assert orjson.loads(row["side_effects"]) == {"read-only": 8, "destructive": 2}
+    assert list(orjson.loads(row["side_effects"])) == ["read-only", "destructive"]  # safest first
+    assert (row["side_effect"], row["side_effect_share"]) == ("read-only", 0.8)
+    assert row["status"] == "candidate"
+    calls = dict(sink.query("SELECT command, count(*) FROM tool_calls WHERE side_effect = 'destructive' "
+                            "GROUP BY ALL")[1])
+    assert calls == {"rm -f tmp* && git status": 2}
+    write(sink, [call(i, tool_input=cleanup, at=d.T0 + timedelta(seconds=i)) for i in range(10, 16)])
+    row = patterns(sink)["vcs:git:status"]
+    assert orjson.loads(row["side_effects"]) == {"read-only": 8, "destructive": 8}
+    assert (row["side_effect"], row["side_effect_share"], row["status"]) == ("destructive", 0.5, "detected")
