@@ -50,11 +50,12 @@ from outloop.schemas.events import (
     UsageRecord,
 )
 from outloop.schemas.fast import FastApiMessage, FastEnvelope, FastUsage
-from outloop.schemas.ids import MESSAGE_TIE, USAGE_TIE, OrdinalCounter, column_order, tool_call_id
+from outloop.schemas.ids import MESSAGE_TIE, USAGE_TIE, OrdinalCounter, column_order, input_digest, tool_call_id
 from outloop.streams.redact import ALL, redact_canonical, redact_json, redact_text
 
 PRE = {"PreToolUse"}
 POST = {"PostToolUse", "PostToolUseFailure"}
+ASKED = "PermissionRequest"  # Claude Code showed the user a permission dialog for a pending call
 
 
 @dataclass
@@ -134,6 +135,10 @@ class Pairing:
         self.price = price
         self.views: _LRU = _LRU(max_views)
         self.counters: _LRU = _LRU(max_sessions)  # session -> (pre counter, post counter)
+        # (session, tool, input) -> ids of calls whose Pre came and Post not yet: a permission dialog
+        # for that input makes their hook span wall-clock (Claude Code runs PreToolUse before it asks)
+        self.pending: _LRU = _LRU(max_views)
+        self.asked: _LRU = _LRU(max_views)  # ids of calls that waited on a permission dialog
 
     # -- per input ---------------------------------------------------------------------------
     def apply(self, env: Envelope | FastEnvelope, data: Any, out: BatchOut,
@@ -176,6 +181,10 @@ class Pairing:
     def _hook(self, env: Envelope | FastEnvelope, ev: HookEvent, out: BatchOut,
               secrets: frozenset[str] | None) -> None:
         name = ev.hook_event_name
+        if name == ASKED and ev.tool_name is not None:
+            for waiting in self.pending.get(_input_key(ev.session_id, ev.tool_name, ev.tool_input)) or ():
+                self.asked.put(waiting, True)
+            return
         if ev.tool_name is None or (name not in PRE and name not in POST):
             return
         # the payload's untyped fields, read from the payload itself: a HookEvent's extra fields are
@@ -203,8 +212,12 @@ class Pairing:
         }
         view = _redacted(view, secrets)
         if name in PRE:
-            view.update(status="started", started_at=env.time)
+            view.update(status="started", started_at=env.time, hook_pre_at=env.time)
+            self._pre(view["id"], _input_key(ev.session_id, ev.tool_name, tool_input))
         else:
+            view.update(hook_post_at=env.time)
+            if self._asked(view["id"], _input_key(ev.session_id, ev.tool_name, tool_input)):
+                view.update(permission_asked=True)
             response = sz.hook_response(extra, name)
             size = sizes.get("output_bytes")
             if size is None:
@@ -216,6 +229,17 @@ class Pairing:
                 output_tokens_est=sz.estimate_tokens(size),
             )
         self._emit(view, out)
+
+    def _pre(self, call: str, key: str) -> None:
+        waiting = self.pending.get(key) or ()
+        self.pending.put(key, (*waiting, call) if call not in waiting else waiting)
+
+    def _asked(self, call: str, key: str) -> bool:
+        """The call is done: whether a permission dialog was shown for it since its PreToolUse."""
+        waiting = self.pending.get(key)
+        if waiting and call in waiting:
+            self.pending.put(key, tuple(c for c in waiting if c != call))
+        return bool(self.asked.pop(call, None))
 
     def _tool_use(self, r: ToolUseRecord, secrets: frozenset[str] | None) -> dict[str, Any]:
         return _redacted({
@@ -244,6 +268,7 @@ class Pairing:
             "output_bytes": size,
             "output_tokens_est": sz.estimate_tokens(size),
             "source": "transcript",
+            "reported_ms": r.duration_ms,  # the tool's own run time, when it states one
         }
 
     def _usage(self, u: UsageRecord | FastUsage, out: BatchOut) -> None:
@@ -254,6 +279,11 @@ class Pairing:
         seen = out.usage.get(u.id)
         if seen is None or usage_wins(u, seen):
             out.usage[u.id] = u
+
+
+def _input_key(session: str, tool: str | None, tool_input: Any) -> str:
+    """A pending call's lookup key for a PermissionRequest: session, tool and the exact input."""
+    return f"{session}\x00{input_digest(tool or '', tool_input, redact_canonical)}"
 
 
 def _redacted(view: dict[str, Any], secrets: frozenset[str] | None) -> dict[str, Any]:

@@ -45,6 +45,32 @@ def hook_status(response: Any, event_name: str) -> str:
     return "ok"
 
 
+# Where a tool call's run time (``run_ms``) comes from, as :func:`run_time` decides from the merged call:
+# * tool-reported: the tool's own figure in the transcript's ``toolUseResult`` (``reported_ms``);
+# * hook: PostToolUse minus PreToolUse receive times (``hook_post_at - hook_pre_at``);
+# * hook-wallclock: both hook times, but Claude Code showed a permission dialog between them (a
+#   PermissionRequest for the same input; it runs PreToolUse before it asks): no run time;
+# * transcript-wallclock: only the transcript's times (tool_use record to tool_result record): a
+#   wait for the user's permission, or behind other calls of the same turn, cannot be told apart:
+#   no run time, ``duration_ms`` is wall-clock only.
+DURATION_SOURCES = ("tool-reported", "hook", "hook-wallclock", "transcript-wallclock")
+
+
+def run_time(call: dict[str, Any]) -> tuple[float | None, str | None]:
+    """(run_ms, duration_source) of a merged call (:data:`DURATION_SOURCES`); (None, None) when no
+    source says anything. A pure function of merged fields, so every path computes the same."""
+    if call.get("reported_ms") is not None:
+        return float(call["reported_ms"]), "tool-reported"
+    pre, post = call.get("hook_pre_at"), call.get("hook_post_at")
+    if pre is not None and post is not None:
+        if call.get("permission_asked"):
+            return None, "hook-wallclock"
+        return max(0.0, (post - pre).total_seconds() * 1000.0), "hook"
+    if call.get("ended_at") is not None and "transcript" in (call.get("source") or "").split("+"):
+        return None, "transcript-wallclock"
+    return None, None
+
+
 def _least(a: Any, b: Any) -> Any:
     if a is None:
         return b
@@ -72,7 +98,8 @@ def merge_tool_calls(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
     Identity and text fields: the smallest non-null; status: the highest rank
     (started < ok < error < interrupted); started_at: earliest; ended_at: latest; sizes and
-    duration: largest; source: the union."""
+    duration: largest; source: the union; hook_pre_at: earliest; hook_post_at, reported_ms: latest,
+    largest; permission_asked: true when any view says so."""
     out: dict[str, Any] = {}
     for field in ("id", "tool_use_id", "call_key", "session_id", "tool_name", "command", "file_path"):
         out[field] = _least(a.get(field), b.get(field))
@@ -92,4 +119,7 @@ def merge_tool_calls(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         derived = max(0.0, (out["ended_at"] - out["started_at"]).total_seconds() * 1000.0)
         out["duration_ms"] = _greatest(out["duration_ms"], derived)
     out["source"] = merge_sources(a.get("source", ""), b.get("source", ""))
+    out["hook_pre_at"] = _least(a.get("hook_pre_at"), b.get("hook_pre_at"))
+    for field in ("hook_post_at", "reported_ms", "permission_asked"):
+        out[field] = _greatest(a.get(field), b.get(field))
     return out

@@ -112,6 +112,9 @@ class ToolResultRecord(_Closed):
     timestamp: Time | None = None
     # set by the publisher when it redacted ``output_text``: the size of the original output
     output_bytes: int | None = Field(ge=0, default=None)
+    # the tool's own run time, when the transcript's ``toolUseResult`` states one (``durationMs``,
+    # ``durationSeconds``, ``totalDurationMs``): free of any wait for the user's permission
+    duration_ms: float | None = Field(ge=0, default=None)
 
 
 class ToolCall(_Closed):
@@ -134,6 +137,14 @@ class ToolCall(_Closed):
     output_bytes: int | None = None
     output_tokens_est: int | None = None
     source: str
+    # ``duration_ms`` is wall-clock (from the earliest start to the latest end any view saw: it may hold
+    # a wait for the user's permission or behind other calls). What the tool's run time is measured
+    # from (agents.toolcalls.run_time): the tool's own figure from the transcript, the hook receive
+    # times of PreToolUse and PostToolUse, and whether a permission dialog came between them.
+    reported_ms: float | None = None
+    hook_pre_at: Time | None = None
+    hook_post_at: Time | None = None
+    permission_asked: bool | None = None
 
 
 class UsageRecord(_Closed):

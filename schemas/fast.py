@@ -71,6 +71,7 @@ class FastToolResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     output_text: str = ""
     timestamp: datetime | None = None
     output_bytes: _N64 | None = None
+    duration_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 class FastToolCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -90,6 +91,10 @@ class FastToolCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     output_bytes: _I64 | None = None
     output_tokens_est: _I64 | None = None
     source: str
+    reported_ms: float | None = None
+    hook_pre_at: datetime | None = None
+    hook_post_at: datetime | None = None
+    permission_asked: bool | None = None
 
     def model_dump(self) -> dict[str, Any]:
         return msgspec.structs.asdict(self)

@@ -70,7 +70,8 @@ SCHEMAS: dict[str, pa.Schema] = {
                              ("tool_name", S), ("command", S), ("file_path", S), ("status", S),
                              ("started_at", TS), ("ended_at", TS), ("duration_ms", F64),
                              ("input_bytes", I64), ("output_bytes", I64), ("output_tokens_est", I64),
-                             ("source", S), ("tool_input", S)]),
+                             ("source", S), ("reported_ms", F64), ("hook_pre_at", TS), ("hook_post_at", TS),
+                             ("permission_asked", pa.bool_()), ("tool_input", S)]),
     "usage": pa.schema([("id", S), ("session_id", S), ("model", S), ("timestamp", TS),
                         ("input_tokens", I64), ("output_tokens", I64), ("cache_read_input_tokens", I64),
                         ("cache_creation_input_tokens", I64), ("cache_creation_5m_tokens", I64),
@@ -346,6 +347,10 @@ class _ToolCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):  # fi
     output_bytes: _I64 | None = None
     output_tokens_est: _I64 | None = None
     source: str
+    reported_ms: float | None = None
+    hook_pre_at: str | None = None
+    hook_post_at: str | None = None
+    permission_asked: bool | None = None
     tool_input: dict[str, Any] | list[Any] | str | None = None
 
 
@@ -401,6 +406,7 @@ def _fast_usage(value: bytes) -> tuple[Any, ...]:
 def _fast_tool_call(value: bytes) -> tuple[Any, ...]:
     t = _tool_decoder.decode(value)
     started, ended = _time(t.started_at), _time(t.ended_at)
+    _time(t.hook_pre_at), _time(t.hook_post_at)
     duration = t.duration_ms
     if started is not None and ended is not None:  # the stored normal form, as tool_call_row
         derived = max(0.0, (ended - started).total_seconds() * 1000.0)
@@ -409,7 +415,7 @@ def _fast_tool_call(value: bytes) -> tuple[Any, ...]:
     canonical = None if ti is None else orjson.dumps(ti, option=orjson.OPT_SORT_KEYS).decode()
     return (t.id, t.tool_use_id, t.call_key, t.session_id, t.tool_name, t.command, t.file_path, t.status,
             t.started_at, t.ended_at, duration, t.input_bytes, t.output_bytes, t.output_tokens_est, t.source,
-            canonical)
+            t.reported_ms, t.hook_pre_at, t.hook_post_at, t.permission_asked, canonical)
 
 
 def _fast_hook(value: bytes) -> tuple[Any, ...]:

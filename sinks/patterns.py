@@ -2,7 +2,10 @@
 
 Facts: an occurrence is the row of ``pattern_occurrences`` keyed by ``tool_use_id`` (one per tool
 call), derived from the merged ``tool_calls`` row each time that row changes, so a redelivered or
-replayed call rewrites the same occurrence (and an identical rewrite changes nothing at all).
+replayed call rewrites the same occurrence (and an identical rewrite changes nothing at all). Its
+``duration_ms`` is the call's run time (:func:`run_of`), never the wall-clock span, which may hold a
+wait for the user's permission; the derived ``run_ms`` and ``duration_source`` are written back to
+the call with its signature columns.
 
 State: per-signature aggregates are kept up to date from the *delta* of occurrences each batch
 changes - every occurrence a batch rewrites subtracts its old row's contribution and adds the new
@@ -361,19 +364,38 @@ def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
 
 # Occurrence rows in Python carry ``ts`` as a naive UTC datetime (Arrow and DuckDB read it as UTC):
 # converting an aware one costs 5-6 us a value (time-zone localization), a naive one a tenth of that.
-_CALL = ("SELECT id, session_id, tool_name, tool_input, command, file_path, status, "
-         "timezone('UTC', coalesce(started_at, ended_at)), "
-         "output_tokens_est, duration_ms, signature, category, side_effect, signature_version "
-         "FROM tool_calls WHERE id IN ({keys})")
+# A call row: what the occurrence is made of (0-8), the derived columns as stored (9-14: run_ms,
+# signature, category, side_effect, signature_version, duration_source) and what the run time is
+# derived from (15-20, see agents.toolcalls.run_time; hook times as epoch microseconds).
+CALL_COLUMNS = ("id, session_id, tool_name, tool_input, command, file_path, status, "
+                "timezone('UTC', coalesce(started_at, ended_at)), output_tokens_est, "
+                "run_ms, signature, category, side_effect, signature_version, duration_source, "
+                "source, ended_at IS NOT NULL, reported_ms, epoch_us(hook_pre_at), epoch_us(hook_post_at), "
+                "permission_asked")
+_CALL = f"SELECT {CALL_COLUMNS} FROM tool_calls WHERE id IN ({{keys}})"
 _OCC_NAIVE = ", ".join("timezone('UTC', ts)" if c == "ts" else c for c in OCC_SCHEMA.names)
 _OCC = f"SELECT {_OCC_NAIVE} FROM pattern_occurrences WHERE tool_use_id IN ({{keys}})"
 
 
+def run_of(row: tuple[Any, ...]) -> tuple[float | None, str | None]:
+    """(run_ms, duration_source) of a :data:`CALL_COLUMNS` row: :func:`agents.toolcalls.run_time` on
+    the stored fields (the same arithmetic: microseconds / 10**6 * 1000 is timedelta.total_seconds()
+    * 1000). Pattern durations are these run times, never the wall-clock ``duration_ms``."""
+    source, ended, reported, pre, post, asked = row[15:21]
+    if reported is not None:
+        return float(reported), "tool-reported"
+    if pre is not None and post is not None:
+        return (None, "hook-wallclock") if asked else (max(0.0, (post - pre) / 1_000_000 * 1000.0), "hook")
+    if ended and "transcript" in (source or "").split("+"):
+        return None, "transcript-wallclock"
+    return None, None
+
+
 def _occurrence(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    tid, session, tool_name, tool_input, command, file_path, status, ts, tokens, dur = row[:10]
+    tid, session, tool_name, tool_input, command, file_path, status, ts, tokens = row[:9]
     sig = _signature(tool_name, tool_input)
     return (sig.signature, tid, session, ts, sig.category, sig.tool, sig.target, sig.side_effect, status, tokens,
-            dur, _sample(command or file_path or tool_name), sig.version)
+            run_of(row)[0], _sample(command or file_path or tool_name), sig.version)
 
 
 def signature_columns(rows: pa.Table) -> pa.Table:
@@ -384,7 +406,18 @@ def signature_columns(rows: pa.Table) -> pa.Table:
                                 strict=True)]
     for name, typ, get in SIGNATURE_COLUMNS:
         rows = rows.append_column(name, pa.array([None if s is None else get(s) for s in sigs], type=typ))
-    return rows
+    runs = [run_of(r) for r in _run_inputs(rows)]
+    rows = rows.append_column("run_ms", pa.array([r[0] for r in runs], type=pa.float64()))
+    return rows.append_column("duration_source", pa.array([r[1] for r in runs], type=pa.string()))
+
+
+def _run_inputs(rows: pa.Table) -> list[tuple[Any, ...]]:
+    """The run-time inputs of staged tool calls, at :data:`CALL_COLUMNS` positions 15-20 (the
+    positions before them left empty)."""
+    cols = [rows.column("source").to_pylist(), pc.is_valid(rows.column("ended_at")).to_pylist(),
+            rows.column("reported_ms").to_pylist(), rows.column("hook_pre_at").cast(pa.int64()).to_pylist(),
+            rows.column("hook_post_at").cast(pa.int64()).to_pylist(), rows.column("permission_asked").to_pylist()]
+    return [(None,) * 15 + r for r in zip(*cols, strict=True)]
 
 
 SIGNATURE_COLUMNS = (("signature", pa.string(), lambda s: s.signature), ("category", pa.string(), lambda s: s.category),
@@ -402,14 +435,15 @@ def _fresh_calls(rows: pa.Table) -> dict[str, tuple[Any, ...]]:
     """The :data:`_CALL` rows of tool calls just put in by a plain insert, from the batch itself."""
     cols = {c: rows.column(c).to_pylist() for c in (
         "id", "session_id", "tool_name", "tool_input", "command", "file_path", "status", "output_tokens_est",
-        "duration_ms", "signature", "category", "side_effect", "signature_version")}
+        "run_ms", "signature", "category", "side_effect", "signature_version", "duration_source")}
     ts = pc.coalesce(rows.column("started_at"), rows.column("ended_at")).cast(_NAIVE).to_pylist()  # see _CALL
+    runs = _run_inputs(rows)
     out = {}
     for i, tid in enumerate(cols["id"]):
         out[tid] = (tid, cols["session_id"][i], cols["tool_name"][i], cols["tool_input"][i], cols["command"][i],
                     cols["file_path"][i], cols["status"][i], ts[i], cols["output_tokens_est"][i],
-                    cols["duration_ms"][i], cols["signature"][i], cols["category"][i], cols["side_effect"][i],
-                    cols["signature_version"][i])
+                    cols["run_ms"][i], cols["signature"][i], cols["category"][i], cols["side_effect"][i],
+                    cols["signature_version"][i], cols["duration_source"][i], *runs[i][15:])
     return out
 
 
@@ -457,9 +491,25 @@ def occurrences_for(con: duckdb.DuckDBPyConnection, ids: Iterable[str], gone_ids
                    "tool_calls")
         finally:
             _unregister(con, "pat_sig")
+    _store_runs(con, calls)
     apply_delta(con, removed, added)
     changed = removed + added
     return {r[0] for r in changed}, {r[2] for r in changed}
+
+
+def _store_runs(con: duckdb.DuckDBPyConnection, calls: dict[str, tuple[Any, ...]]) -> None:
+    """Write the run time and its source (:func:`run_of`) of the calls whose stored ones differ."""
+    runs = [(tid, *run_of(r)) for tid, r in calls.items() if (r[9], r[14]) != run_of(r)]
+    if not runs:
+        return
+    con.register("pat_run", pa.table({"id": pa.array([r[0] for r in runs], type=pa.string()),
+                                      "run_ms": pa.array([r[1] for r in runs], type=pa.float64()),
+                                      "duration_source": pa.array([r[2] for r in runs], type=pa.string())}))
+    try:
+        _keyed(con, "UPDATE tool_calls SET run_ms = u.run_ms, duration_source = u.duration_source FROM pat_run u "
+                    "WHERE tool_calls.id = u.id AND tool_calls.id IN ({keys})", [r[0] for r in runs], "tool_calls")
+    finally:
+        _unregister(con, "pat_run")
 
 
 AGGREGATE = """

@@ -342,6 +342,22 @@ ALTER TABLE operation_patterns ADD COLUMN side_effect_share DOUBLE;  -- share of
 INSERT INTO pattern_dirty SELECT 'signature', signature FROM pattern_state ON CONFLICT DO NOTHING;
 """
 
+RUN_TIMES = """
+ALTER TABLE tool_calls ADD COLUMN reported_ms DOUBLE;            -- the tool's own run time (transcript)
+ALTER TABLE tool_calls ADD COLUMN hook_pre_at TIMESTAMPTZ;       -- PreToolUse receive time
+ALTER TABLE tool_calls ADD COLUMN hook_post_at TIMESTAMPTZ;      -- PostToolUse receive time
+ALTER TABLE tool_calls ADD COLUMN permission_asked BOOLEAN;      -- a permission dialog came between them
+ALTER TABLE tool_calls ADD COLUMN run_ms DOUBLE;                 -- derived (sinks.patterns): the run time
+ALTER TABLE tool_calls ADD COLUMN duration_source VARCHAR;       -- derived: agents.toolcalls.DURATION_SOURCES
+UPDATE tool_calls SET duration_source = 'transcript-wallclock'   -- what stored transcript calls hold
+WHERE source LIKE '%transcript%' AND ended_at IS NOT NULL;
+-- pattern durations are run times from now on: the wall-clock ones stored so far leave the averages
+-- (a replay of the sources measures them again)
+UPDATE pattern_occurrences SET duration_ms = NULL WHERE duration_ms IS NOT NULL;
+UPDATE pattern_state SET duration_n = 0, duration_sum = 0, duration_sq = 0, duration_min = NULL, duration_max = NULL;
+INSERT INTO pattern_dirty SELECT 'signature', signature FROM pattern_state ON CONFLICT DO NOTHING;
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
@@ -361,6 +377,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (10, "side effects per command: pattern_effects counts each signature's classes; operation_patterns gains "
         "side_effects and side_effect_share, and side_effect becomes the dominant class (every pattern is "
         "refreshed)", SIDE_EFFECT_COUNTS),
+    (11, "run times: tool_calls.run_ms and duration_source; duration_ms stays wall-clock (it may hold a wait "
+        "for the user's permission) and leaves the pattern averages", RUN_TIMES),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -4,7 +4,8 @@ same rule the upsert then applies against the stored row, so the stored row is t
 batch boundaries, the order or the number of deliveries:
 
 * tool_calls - field by field as :func:`agents.toolcalls.merge_tool_calls` (least identity and text,
-  highest status rank, earliest start, latest end, largest sizes and duration, union of sources);
+  highest status rank, earliest start, latest end, largest sizes and duration, union of sources,
+  the earliest PreToolUse and latest PostToolUse time, a permission dialog if any view saw one);
   then a ``syn:<call_key>`` row (hook call without tool_use_id) is merged into the row of the real
   tool_use_id carrying that call_key and deleted.
 * usage - the whole record with the largest (total tokens, output tokens, cost, then its own columns).
@@ -39,7 +40,8 @@ from outloop.schemas.ids import HOOK_TIE, MESSAGE_TIE, USAGE_TIE, WORKFLOW_TIE
 from outloop.sinks.decode import SCHEMAS, TABLES, Folded
 
 _TOOL_TEXT = ("tool_use_id", "call_key", "session_id", "tool_name", "command", "file_path")
-_TOOL_MAX = ("input_bytes", "output_bytes", "output_tokens_est")
+_TOOL_MAX = ("input_bytes", "output_bytes", "output_tokens_est", "reported_ms", "hook_post_at", "permission_asked")
+_TOOL_MIN = ("hook_pre_at",)
 _RANK = "list_position(['started', 'ok', 'error', 'interrupted'], {}.status)"
 
 
@@ -58,6 +60,7 @@ def tool_call_merge(t: str, e: str) -> list[str]:
         f"started_at = {started}",
         f"ended_at = {ended}",
         f"duration_ms = greatest({t}.duration_ms, {e}.duration_ms, {derived})",
+        *(f"{c} = least({t}.{c}, {e}.{c})" for c in _TOOL_MIN),
         f"source = CASE WHEN {t}.source = {e}.source THEN {t}.source ELSE array_to_string(list_sort("
         f"list_distinct(string_split({t}.source, '+') || string_split({e}.source, '+'))), '+') END",
     ]
@@ -247,7 +250,8 @@ def _first(table: str, order: str, key: str = "id") -> str:
 FOLD: dict[str, str] = {
     "tool_calls": "SELECT id, " + ", ".join(f"min({c}) AS {c}" for c in _TOOL_TEXT) + f"""
         , arg_max(status, {_STATUS}) AS status, min(started_at) AS started_at, max(ended_at) AS ended_at,
-        greatest(max(duration_ms), {_DERIVED}) AS duration_ms, """
+        greatest(max(duration_ms), {_DERIVED}) AS duration_ms,
+        min(hook_pre_at) AS hook_pre_at, """
                   + ", ".join(f"max({c}) AS {c}" for c in _TOOL_MAX) + """,
         CASE WHEN count(DISTINCT source) = 1 THEN min(source) ELSE array_to_string(list_sort(list_distinct(
             flatten(list(string_split(source, '+'))))), '+') END AS source,

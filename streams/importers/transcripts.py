@@ -24,6 +24,7 @@ Records are deduplicated by ``uuid`` and blocks by ``tool_use_id`` across the fi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,21 @@ from outloop.streams.redact import redact_canonical
 
 SOURCE = "transcript"
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+_REPORTED = (("durationMs", 1.0), ("totalDurationMs", 1.0), ("durationSeconds", 1000.0))
+
+
+def reported_duration(tool_use_result: Any) -> float | None:
+    """The run time (ms) a transcript's ``toolUseResult`` states (Glob, Grep, WebFetch: ``durationMs``;
+    Task: ``totalDurationMs``; WebSearch: ``durationSeconds``), else None. Bash states none."""
+    if not isinstance(tool_use_result, dict):
+        return None
+    for key, scale in _REPORTED:
+        value = tool_use_result.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            return float(value) * scale
+    return None
 
 
 class TranscriptState:
@@ -161,6 +177,9 @@ def _blocks(record: dict[str, Any], path: Path, stats: ImportStats, state: Trans
     if not isinstance(content, list):
         return
     time = parse_time(record.get("timestamp"))
+    # the record's toolUseResult belongs to its tool_result only when it holds one
+    results = sum(1 for b in content if isinstance(b, dict) and b.get("type") == "tool_result")
+    reported = reported_duration(record.get("toolUseResult")) if results == 1 else None
     for block in content:
         if not isinstance(block, dict):
             continue
@@ -192,6 +211,7 @@ def _blocks(record: dict[str, Any], path: Path, stats: ImportStats, state: Trans
                 result = ToolResultRecord(
                     session_id=session, tool_use_id=tid, is_error=block.get("is_error") is True,
                     output_text=output_text(block.get("content")), timestamp=time,
+                    duration_ms=reported,
                 )
                 state.tool_results.add(result.tool_use_id)
                 yield make_envelope(result, id=f"tr:{result.tool_use_id}", type=EventType.TOOL_RESULT,

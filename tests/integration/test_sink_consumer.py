@@ -65,10 +65,9 @@ def tool_items(views: list[dict[str, Any]]) -> list[Item]:
 
 def tool_calls_match(sink: DuckSink, views: list[dict[str, Any]]) -> bool:
     columns, rows = sink.query("SELECT * FROM tool_calls")
-    derived = ("signature", "category", "side_effect", "signature_version")  # set by sinks.patterns
+    derived = ("signature", "category", "side_effect", "signature_version", "run_ms", "duration_source")  # derived
+    stored = {r[0]: {c: v for c, v in zip(columns, r, strict=True) if c not in derived} for r in rows}
     columns = [c for c in columns if c not in derived]
-    rows = [r[: len(columns)] for r in rows]
-    stored = {r[0]: dict(zip(columns, r, strict=True)) for r in rows}
     expected = {k: {c: tool_call_row(v).get(c) for c in columns}
                 for k, v in d.expected_tool_calls(views).items()}
     return stored == expected

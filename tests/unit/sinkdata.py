@@ -100,16 +100,18 @@ def random_views(rng: random.Random, calls: int = 40, tag: str = "") -> list[dic
         kinds = rng.sample(["pre", "post", "use", "result", "syn_pre", "syn_post"], rng.randrange(1, 7))
         for kind in kinds:
             if kind == "pre":
-                views.append(tool_view(tid, **common, started_at=start))
+                views.append(tool_view(tid, **common, started_at=start, hook_pre_at=start))
             elif kind == "post":
                 views.append(tool_view(tid, **common, status=rng.choice(["ok", "error"]), ended_at=end,
                                        output_bytes=rng.randrange(5000),
-                                       output_tokens_est=rng.randrange(1250)))
+                                       output_tokens_est=rng.randrange(1250), hook_post_at=end,
+                                       permission_asked=rng.choice([None, None, True])))
             elif kind == "use":
                 views.append(tool_view(tid, **common, call_key=key, started_at=start, source="transcript"))
             elif kind == "result":
                 views.append(tool_view(tid, status="ok", ended_at=end - timedelta(milliseconds=3),
-                                       output_bytes=rng.randrange(5000), source="transcript", tool_name=None))
+                                       output_bytes=rng.randrange(5000), source="transcript", tool_name=None,
+                                       reported_ms=rng.choice([None, 7.0, 480.25])))  # the tool's own figure
             elif kind == "syn_pre":
                 views.append(tool_view(f"syn:{key}", **common, call_key=key, started_at=start))
             else:

@@ -249,3 +249,29 @@ def test_detect_and_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert default_claude_projects() == Path.home() / ".claude" / "projects"
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path))
     assert default_claude_projects() == tmp_path / "projects"
+
+
+def test_run_times_from_real_transcripts_and_the_permission_wait_kept_out(traces: Path) -> None:
+    """traces-dev: a `cat` of a small file whose tool_result came 638,790 ms after its tool_use (the call
+    waited, for the user's permission or behind a long `find` of the same turn: the transcript cannot
+    tell) gets no run time and is labelled wall-clock; tools that state their own run time in
+    `toolUseResult` (Glob, WebFetch `durationMs`, WebSearch `durationSeconds`, Task `totalDurationMs`)
+    carry it. Both through the pairing fold, as the pipeline computes them."""
+    from outloop.agents.pairing import BatchOut, Pairing, tool_call_model
+    from outloop.agents.toolcalls import run_time
+    from outloop.schemas.events import EVENT_TYPES
+
+    files = sorted((traces / "claude-code-transcripts").rglob("*.jsonl"))
+    envs, _ = run(files)
+    pairing, out = Pairing(), BatchOut()
+    for env in envs:
+        pairing.apply(env, EVENT_TYPES[env.type].model_validate(env.data), out)
+    calls = [(tool_call_model(v), *run_time(v)) for v in out.tool_calls.values()]
+    (cat,) = [c for c in calls if c[0].command == "cat /e/refind_linux.conf 2>/dev/null"]
+    assert (cat[0].duration_ms, cat[1], cat[2]) == (638_790.0, None, "transcript-wallclock")
+    reported = [(c, run) for c, run, source in calls if source == "tool-reported"]
+    assert {"Glob", "WebFetch", "WebSearch"} <= {c.tool_name for c, _ in reported}
+    # a reported figure is the tool's own: never above the wall-clock span around it (+1 s of rounding)
+    assert all(run is not None and 0 <= run <= (c.duration_ms or 0) + 1000 for c, run in reported)
+    wall = [run for _, run, source in calls if source == "transcript-wallclock"]
+    assert len(wall) > 100 and all(run is None for run in wall)

@@ -27,12 +27,14 @@ from outloop.agents.patterns import ConfidenceWeights, StatusRules
 from outloop.sinks.patterns import (
     _TIME_EXTREMES,
     AGGREGATE,
+    CALL_COLUMNS,
     FOLDS,
     PATTERN_COLUMNS,
     _occurrence,
     pattern_aggregates,
     pattern_row,
     rebuild_state,
+    run_of,
 )
 from outloop.sinks.schema import SCHEMA_VERSION, migrate
 from outloop.sinks.writer import DuckSink
@@ -81,7 +83,21 @@ def view(draw: st.DrawFn, calls: int = 10) -> dict[str, Any]:
         command=cmd if named else None, status=status, started_at=start,
         ended_at=None if start is None or ms is None or status == "started" else start + timedelta(milliseconds=ms),
         output_tokens_est=draw(st.sampled_from([None, 0, 7, 1000])) if status != "started" else None,
-        source=draw(st.sampled_from(["hook", "transcript"])))
+        source=draw(st.sampled_from(["hook", "transcript"])), **run_time(draw, ms, status))
+
+
+def run_time(draw: st.DrawFn, ms: float | None, status: str) -> dict[str, Any]:
+    """What a view may bring to the run time: hook times (a Pre or a Post, the Post perhaps after a
+    permission dialog), or the tool's own figure; views of one call may disagree."""
+    kind = draw(st.sampled_from([None, "pre", "post", "asked", "reported"]))
+    at = W0 - draw(st.sampled_from(AGES[:4]))
+    if kind == "pre":
+        return {"hook_pre_at": at}
+    if kind in ("post", "asked") and status != "started":
+        return {"hook_post_at": at + timedelta(milliseconds=ms or 0.5), "permission_asked": kind == "asked" or None}
+    if kind == "reported" and status != "started":
+        return {"reported_ms": draw(st.sampled_from([0.0, 3.5, 999.5]))}
+    return {}
 
 
 batches = st.lists(st.tuples(st.lists(view(), min_size=1, max_size=6), st.booleans(), st.integers(0, 3)),
@@ -107,9 +123,9 @@ def rows_from_scratch(con: duckdb.DuckDBPyConnection, where: str = "true") -> li
 
 def check_against_scratch(con: duckdb.DuckDBPyConnection) -> None:
     # occurrences: one per tool_calls row with a tool name, derived from that row
-    calls = con.execute(
-        "SELECT id, session_id, tool_name, tool_input, command, file_path, status, coalesce(started_at, ended_at), "
-        "output_tokens_est, duration_ms FROM tool_calls WHERE tool_name IS NOT NULL").fetchall()
+    columns = CALL_COLUMNS.replace("timezone('UTC', coalesce(started_at, ended_at))", "coalesce(started_at, ended_at)")
+    calls = con.execute(f"SELECT {columns} FROM tool_calls WHERE tool_name IS NOT NULL").fetchall()  # times aware
+    assert all((c[9], c[14]) == run_of(c) for c in calls)  # the stored run times are the derived ones
     assert dump(con, ("pattern_occurrences",))["pattern_occurrences"] == sorted(map(_occurrence, calls), key=repr)
     # state tables: equal to their rebuild from the occurrences
     state = dump(con, tuple(f.table for f in FOLDS))
@@ -188,8 +204,10 @@ def test_migration_backfills_an_existing_database(tmp_path: Path) -> None:
                                             v["command"], v["started_at"], v["ended_at"], v["output_tokens_est"])])
     calls = con.execute("SELECT id, session_id, tool_name, tool_input, command, file_path, status, "
                         "coalesce(started_at, ended_at), output_tokens_est, duration_ms FROM tool_calls").fetchall()
-    for occ in map(_occurrence, calls):
-        con.execute(f"INSERT INTO pattern_occurrences VALUES ({', '.join('?' * len(occ))})", list(occ))
+    for call in calls:
+        occ = list(_occurrence((*call, *(None,) * 11)))
+        occ[10] = call[9]  # version 3 kept the wall-clock duration (migration 11 takes it out)
+        con.execute(f"INSERT INTO pattern_occurrences VALUES ({', '.join('?' * len(occ))})", occ)
     assert migrate(con) == SCHEMA_VERSION  # through every later migration: their backfills equal a rebuild
     state = dump(con, tuple(f.table for f in FOLDS))
     assert len(state["pattern_state"]) == 3 and sum(r[5] for r in state["pattern_state"]) == 40

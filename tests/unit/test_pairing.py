@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outloop.agents.pairing import BatchOut, Pairing, tool_call_model
-from outloop.agents.toolcalls import merge_tool_calls
+from outloop.agents.toolcalls import merge_tool_calls, run_time
 from outloop.schemas.events import Envelope, EventType, HookEvent, ToolResultRecord, ToolUseRecord, UsageRecord
 from outloop.schemas.ids import call_key
 from outloop.streams.redact import redact_canonical
@@ -46,6 +46,66 @@ def test_pre_post_pair_by_tool_use_id_with_duration():
     assert call.output_bytes == 400
     assert call.output_tokens_est == 100
     assert len(out.hook_events) == 2
+
+
+def runs(events):
+    """(run_ms, duration_source) of every call the events make, as the sink derives them."""
+    return {k: run_time(v) for k, v in run(events).tool_calls.items()}
+
+
+def test_a_hook_pair_measures_the_run_time_and_a_transcript_only_call_says_it_cannot():
+    """The hook's Pre/Post times give the run time (source hook); a transcript call without a figure of
+    its own keeps only wall-clock (its tool_result may come after a wait for the user's permission),
+    labelled so and without a run time; a tool's own figure wins over both; and whatever the order, a
+    call seen by hooks and transcript keeps the measured run time."""
+    cmd = {"command": "cat /e/refind_linux.conf"}
+    pre = hook("PreToolUse", cmd, "t1", T0)
+    post = hook("PostToolUse", cmd, "t1", T0 + timedelta(milliseconds=45), {"stdout": "x", "stderr": ""})
+    use = (Envelope(id="tu:t1", type=EventType.TOOL_USE, source="transcript", time=T0, subject="s1", data={}),
+           ToolUseRecord(session_id="s1", tool_use_id="t1", tool_name="Bash", tool_input=cmd, call_key="k",
+                         timestamp=T0 - timedelta(seconds=2)))
+    late = T0 + timedelta(minutes=10, seconds=38)  # the result record after the user answered the dialog
+    result = (Envelope(id="tr:t1", type=EventType.TOOL_RESULT, source="transcript", time=late, subject="s1", data={}),
+              ToolResultRecord(session_id="s1", tool_use_id="t1", output_text="x", timestamp=late))
+    assert runs([use, result])["t1"] == (None, "transcript-wallclock")
+    assert tool_call_model(run([use, result]).tool_calls["t1"]).duration_ms == 640_000.0  # wall-clock, kept
+    assert runs([pre, post])["t1"] == (45.0, "hook")
+    assert runs([post])["t1"] == (None, None)  # a lone Post (after a restart): nothing to measure from
+    for order in ([use, pre, post, result], [result, pre, use, post], [pre, post, result, use], [post, result, pre]):
+        assert runs(order)["t1"] == (45.0, "hook"), order
+    glob = (result[0], ToolResultRecord(session_id="s1", tool_use_id="t1", output_text="x", timestamp=late,
+                                        duration_ms=12.0))
+    assert runs([pre, use, glob, post])["t1"] == (12.0, "tool-reported")
+
+
+def test_a_permission_dialog_between_the_hook_times_makes_them_wall_clock():
+    """Claude Code runs PreToolUse before it asks for permission: when a PermissionRequest for the same
+    input comes between Pre and Post, the hook span holds the user's answer too, so no run time; a
+    dialog for another input, or after the Post, changes nothing."""
+    cmd, other = {"command": "rm -rf build"}, {"command": "ls"}
+    asked = hook("PermissionRequest", cmd, at=T0 + timedelta(seconds=1))
+    asked_other = hook("PermissionRequest", other, at=T0 + timedelta(seconds=1))
+    pre = hook("PreToolUse", cmd, "t1", T0)
+    post = hook("PostToolUse", cmd, "t1", T0 + timedelta(seconds=30), {"stdout": "", "stderr": ""})
+    assert runs([pre, asked, post])["t1"] == (None, "hook-wallclock")
+    assert tool_call_model(run([pre, asked, post]).tool_calls["t1"]).duration_ms == 30_000.0
+    for events in ([pre, asked_other, post], [pre, post, asked], [asked, pre, post]):
+        assert runs(events)["t1"] == (30_000.0, "hook"), events
+
+
+def test_the_sink_derives_the_run_time_as_the_agents_do() -> None:
+    from outloop.sinks.patterns import run_of
+
+    pre, post = T0, T0 + timedelta(microseconds=123_456_789)
+    us = int(pre.timestamp() * 1_000_000)
+    for call in ({}, {"reported_ms": 7.5, "hook_pre_at": pre, "hook_post_at": post},
+                 {"hook_pre_at": pre, "hook_post_at": post}, {"hook_pre_at": post, "hook_post_at": pre},
+                 {"hook_pre_at": pre, "hook_post_at": post, "permission_asked": True}, {"hook_pre_at": pre},
+                 {"source": "hook+transcript", "ended_at": post}, {"source": "hook", "ended_at": post}):
+        row = (None,) * 15 + (call.get("source"), call.get("ended_at") is not None, call.get("reported_ms"),
+                              *(None if call.get(k) is None else us + (call[k] - pre) // timedelta(microseconds=1)
+                                for k in ("hook_pre_at", "hook_post_at")), call.get("permission_asked"))
+        assert run_of(row) == run_time(call), call
 
 
 def test_post_alone_after_a_restart_is_still_a_complete_call():
@@ -124,6 +184,10 @@ views = st.fixed_dictionaries(
         "input_bytes": st.integers(0, 100),
         "source": st.sampled_from(["hook", "transcript"]),
         "tool_input": st.sampled_from([{"command": "a"}, {"command": "b"}, None]),
+        "hook_pre_at": st.integers(0, 100).map(lambda s: T0 + timedelta(seconds=s)),
+        "hook_post_at": st.integers(0, 100).map(lambda s: T0 + timedelta(seconds=s)),
+        "reported_ms": st.sampled_from([0.0, 7.5, 120.0]),
+        "permission_asked": st.sampled_from([None, True]),
     },
 )
 

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from outloop.agents.signatures import signature_of
+from outloop.agents.toolcalls import run_time
 from outloop.schemas.events import EventType
 from outloop.sinks.decode import tool_call_row
 from outloop.sinks.upsert import PLAIN, Optimism
@@ -82,10 +83,12 @@ def test_tool_calls_equal_the_python_merge_reference(sink: DuckSink, seed: int) 
     stored = {r[0]: dict(zip(columns, r, strict=True)) for r in rows}
     expected = {k: tool_call_row(v) for k, v in d.expected_tool_calls(views).items()}
     assert set(stored) == set(expected)
-    signed = ("signature", "category", "side_effect", "signature_version")  # derived by sinks.patterns
+    signed = ("signature", "category", "side_effect", "signature_version", "run_ms", "duration_source")  # derived
     merged = [c for c in columns if c not in signed]
+    views_merged = d.expected_tool_calls(views)
     for key, row in expected.items():
         assert {c: row.get(c) for c in merged} == {c: stored[key][c] for c in merged}, key
+        assert (stored[key]["run_ms"], stored[key]["duration_source"]) == run_time(views_merged[key]), key
         if row.get("tool_name"):
             sig = signature_of(row["tool_name"], orjson.loads(row["tool_input"]) if row["tool_input"] else None)
             assert (stored[key]["signature"], stored[key]["category"]) == (sig.signature, sig.category)
@@ -367,7 +370,9 @@ def test_plain_inserts_store_what_upserts_store_patterns_included(tmp_path: Path
             s.write_batch([("t.tool-calls", 0, 5000, None, d.flush_msg("tool-calls", "m9", 0)[2])])
             dumps.append(dump(s, DATA_TABLES + PATTERN_TABLES))
     assert dumps[0] == dumps[1]
-    assert len(dumps[0]["pattern_occurrences"]) >= 30 and any(r[-4] for r in dumps[0]["tool_calls"])
+    assert len(dumps[0]["pattern_occurrences"]) >= 30
+    with duckdb.connect(str(tmp_path / f"{seed}True.duckdb"), read_only=True) as con:  # signature columns set
+        assert con.execute("SELECT count(signature) FROM tool_calls").fetchone()[0] >= 30  # type: ignore[index]
 
 
 def test_the_default_settings_bound_duckdb_to_128_mb(tmp_path: Path) -> None:

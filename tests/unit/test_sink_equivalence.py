@@ -112,6 +112,13 @@ def tool_obj(draw: Any) -> dict[str, Any]:
     for name in ("input_bytes", "output_bytes", "output_tokens_est"):
         if draw(st.booleans()):
             obj[name] = draw(st.one_of(st.none(), st.integers(0, 9000)))
+    for name in ("hook_pre_at", "hook_post_at"):  # what a run time is derived from; views disagree
+        if draw(st.booleans()):
+            obj[name] = draw(st.one_of(st.none(), TIMES))
+    if draw(st.booleans()):
+        obj["reported_ms"] = draw(st.sampled_from([None, 0.0, 12.5, 850.0]))
+    if draw(st.booleans()):
+        obj["permission_asked"] = draw(st.sampled_from([None, True, False]))
     return obj
 
 

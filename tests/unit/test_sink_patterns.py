@@ -17,9 +17,11 @@ PYTEST = {"command": "cd api && pytest tests/unit -q"}
 
 def call(n: int, *, session: str = "s1", at=d.T0, tool_input=PYTEST, status="ok", tokens=100, ms=1000.0,
          tool_name="Bash") -> dict:
+    # a hook call both of whose ends were seen: the run time is measured from the hook times
     return d.tool_view(f"toolu_{session}_{n}", session_id=session, tool_name=tool_name, tool_input=tool_input,
                        command=tool_input.get("command"), status=status, started_at=at,
-                       ended_at=at + timedelta(milliseconds=ms), output_tokens_est=tokens)
+                       ended_at=at + timedelta(milliseconds=ms), output_tokens_est=tokens, hook_pre_at=at,
+                       hook_post_at=at + timedelta(milliseconds=ms))
 
 
 def write(sink: DuckSink, views: list[dict], flush: bool = True) -> None:
@@ -192,3 +194,26 @@ def test_each_command_keeps_its_side_effect_and_the_pattern_counts_the_classes(s
     row = patterns(sink)["vcs:git:status"]
     assert orjson.loads(row["side_effects"]) == {"read-only": 8, "destructive": 8}
     assert (row["side_effect"], row["side_effect_share"], row["status"]) == ("destructive", 0.5, "detected")
+
+
+def test_wall_clock_durations_stay_out_of_average_durations_and_confidence(sink: DuckSink) -> None:
+    """Four `cat` calls measured by the hooks (40-46 ms) and one seen only in a transcript, whose
+    result came 638,790 ms after its use (a permission wait, inseparable there): the wall-clock call is
+    stored as such, labelled, and the pattern's average and consistency come from the measured four; a
+    fifth hook call whose Pre and Post had a permission dialog between them counts in no average either."""
+    cat = {"command": "cat README.md"}
+    measured = [call(i, tool_input=cat, ms=40.0 + 2 * i, at=d.T0 + timedelta(minutes=i)) for i in range(4)]
+    waited = d.tool_view("toolu_wait", session_id="s1", tool_name="Bash", tool_input=cat, command=cat["command"],
+                         status="ok", started_at=d.T0 + timedelta(minutes=9),
+                         ended_at=d.T0 + timedelta(minutes=9, milliseconds=638_790), output_tokens_est=100,
+                         source="transcript")
+    asked = {**call(5, tool_input=cat, ms=90_000.0, at=d.T0 + timedelta(minutes=5)), "permission_asked": True}
+    write(sink, [*measured, waited, asked])
+    rows = dict((r[0], r[1:]) for r in sink.query("SELECT id, duration_ms, run_ms, duration_source FROM tool_calls")[1])
+    assert rows["toolu_wait"] == [638_790.0, None, "transcript-wallclock"]
+    assert rows["toolu_s1_3"] == [46.0, 46.0, "hook"]
+    assert rows["toolu_s1_5"] == [90_000.0, None, "hook-wallclock"]
+    row = patterns(sink)["read:cat:README.md"]
+    assert row["occurrence_count"] == 6 and row["avg_duration_ms"] == 43.0
+    breakdown = orjson.loads(row["confidence_breakdown"])
+    assert 0 < breakdown["consistency"]["cv_duration"] < 0.1  # the 638 s wait would make it ~2
