@@ -1,7 +1,8 @@
 """The sessions agent as it was before the fast path, the reference of ``test_sessions_equivalence``:
 every input through the pydantic models (``streams.codec.decode_checked``), the fold as it was (the
-``Pairing`` below is the former ``agents.pairing``, unchanged), every output built and encoded as a
-pydantic model (``ToolCall`` for tool calls)."""
+``Pairing`` below is the former ``agents.pairing``, unchanged but for what the run times are measured
+from: hook receive times, a permission dialog between them, the tool's own figure), every output
+built and encoded as a pydantic model (``ToolCall`` for tool calls)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from outloop.schemas.events import (
     ToolUseRecord,
     UsageRecord,
 )
-from outloop.schemas.ids import OrdinalCounter, tool_call_id
+from outloop.schemas.ids import OrdinalCounter, input_digest, tool_call_id
 from outloop.streams.codec import Decoded, Rejected, dead_letter, decode_checked, encode
 from outloop.streams.redact import ALL, redact_canonical, redact_json, redact_text, scan
 
@@ -77,6 +78,8 @@ class Pairing:
         self.price = price
         self.views: _LRU = _LRU(max_views)
         self.counters: _LRU = _LRU(max_sessions)  # session -> (pre counter, post counter)
+        self.open: dict[str, list[str]] = {}  # (session, input digest) -> calls whose Post has not come
+        self.asked: set[str] = set()  # calls a permission dialog was shown for while open
 
     # -- per input ---------------------------------------------------------------------------
     def apply(self, env: Envelope, data: Any, out: BatchOut, secrets: frozenset[str] | None = ALL) -> None:
@@ -111,6 +114,10 @@ class Pairing:
 
     def _hook(self, env: Envelope, ev: HookEvent, out: BatchOut, secrets: frozenset[str] | None) -> None:
         name = ev.hook_event_name
+        digest = f"{ev.session_id}\x00{input_digest(ev.tool_name or '', ev.tool_input, redact_canonical)}"
+        if name == "PermissionRequest" and ev.tool_name is not None:
+            self.asked.update(self.open.get(digest, ()))
+            return
         if ev.tool_name is None or (name not in PRE and name not in POST):
             return
         extra = ev.model_extra or {}
@@ -136,8 +143,16 @@ class Pairing:
         }
         view = _redacted(view, secrets)
         if name in PRE:
-            view.update(status="started", started_at=env.time)
+            view.update(status="started", started_at=env.time, hook_pre_at=env.time)
+            if view["id"] not in self.open.setdefault(digest, []):
+                self.open[digest].append(view["id"])
         else:
+            if view["id"] in self.open.get(digest, ()):
+                self.open[digest].remove(view["id"])
+            if view["id"] in self.asked:
+                self.asked.discard(view["id"])
+                view.update(permission_asked=True)
+            view.update(hook_post_at=env.time)
             response = sz.hook_response(extra, name)
             size = sizes.get("output_bytes")
             if size is None:
@@ -177,6 +192,7 @@ class Pairing:
             "output_bytes": size,
             "output_tokens_est": sz.estimate_tokens(size),
             "source": "transcript",
+            "reported_ms": r.duration_ms,
         }
 
     def _usage(self, u: UsageRecord, out: BatchOut) -> None:
