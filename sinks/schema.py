@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from outloop.sinks.context import DDL as CONTEXT_DDL
+from outloop.sinks.context import MARK_ALL as CONTEXT_MARK_ALL
+
 TABLES = """
 CREATE TABLE consumer_offsets (
     topic VARCHAR NOT NULL, "partition" INTEGER NOT NULL,
@@ -379,6 +382,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "refreshed)", SIDE_EFFECT_COUNTS),
     (11, "run times: tool_calls.run_ms and duration_source; duration_ms stays wall-clock (it may hold a wait "
         "for the user's permission) and leaves the pattern averages", RUN_TIMES),
+    (12, "context efficiency: context_efficiency, context_outputs, file_reads, cache_breaks, context_profiles, "
+        "v_context_workflows (every stored session marked for a refresh)", CONTEXT_DDL + CONTEXT_MARK_ALL),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

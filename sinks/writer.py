@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from outloop.agents.signatures import SIGNATURE_VERSION
+from outloop.sinks import context
 from outloop.sinks.decode import Folded, Message, TopicPartition, fold
 from outloop.sinks.patterns import (
     materialize,
@@ -276,12 +277,16 @@ class DuckSink:
         so whoever sees the marker reads final patterns (``outloop replay`` waits for its markers)."""
         self._quota_owed = True  # refresh_quota itself skips when neither usage nor status events changed
         calls = folded.rows["tool_calls"]
+        touched = {t: folded.arrow(t) for t in ("tool_calls", "usage", "hook_events") if folded.count(t)}
+        if touched and context.mark(con, touched):
+            self._owed = True
         if calls:
             self._owed = True
             materialize(con, calls.keys(), [v["call_key"] for v in calls.values() if v.get("call_key")],
                         folded.fresh.get("tool_calls"))
         if folded.rows["flush_markers"]:
             refresh(con, True, True)
+            context.refresh_context(con)
             self._last_refresh = self._last_full = self._last_sequences = time.monotonic()
             self._snapshot_owed = True
             self._last_quota = 0.0  # the quota projection follows right after this batch commits
@@ -327,6 +332,8 @@ class DuckSink:
             return
         with self.transaction() as con:
             refresh(con, full, sequences)
+            if sequences:
+                context.refresh_context(con)
         self._snapshot_owed = True
         self._last_refresh = now
         if full:

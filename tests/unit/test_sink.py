@@ -390,8 +390,9 @@ def test_the_default_settings_bound_duckdb_to_128_mb(tmp_path: Path) -> None:
 def test_the_periodic_refresh_runs_only_while_marks_may_be_waiting(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A refresh transaction after every batch (REFRESH_S 0 here) while tool calls may have left dirty
-    marks; none once a refresh with sequences cleared them and only usage comes in; a tool call owes one
-    again. Patterns stay right throughout: the marks in the database are what decide."""
+    marks; none once a refresh with sequences cleared them and only hook events come in; a tool call owes
+    one again, and so does usage (the context tables of its session). Patterns stay right throughout:
+    the marks in the database are what decide."""
     import outloop.sinks.writer as writer
 
     runs: list[tuple[bool, bool]] = []
@@ -405,15 +406,23 @@ def test_the_periodic_refresh_runs_only_while_marks_may_be_waiting(tmp_path: Pat
     def usage_batch() -> list[Any]:
         return d.with_offsets([d.usage_msg(id=f"m{next(usage)}:r")])
 
+    def hook_batch() -> list[Any]:
+        n = next(usage)
+        return d.with_offsets([d.hook_msg(f"h{n}", session_id="s1", hook_event_name="Notification")])
+
     with DuckSink(tmp_path / "s.duckdb", clock=d.clock) as sink:
-        sink.write_batch(usage_batch())
+        sink.write_batch(hook_batch())
         assert len(runs) == 1  # the first one looks for marks left from before
-        sink.write_batch(usage_batch())
-        sink.write_batch(usage_batch())
+        sink.write_batch(hook_batch())
+        sink.write_batch(hook_batch())
         assert len(runs) == 1
         sink.write_batch(d.with_offsets([d.tool_msg(d.tool_view("toolu_1", command="ls", status="ok"))]))
         assert len(runs) == 2
         assert sink.query("SELECT count(*) FROM pattern_dirty")[1] == [[0]]
         assert sink.query("SELECT sum(n) FROM pattern_state")[1] == [[1]]
-        sink.write_batch(usage_batch())
+        sink.write_batch(hook_batch())
         assert len(runs) == 2
+        sink.write_batch(usage_batch())
+        assert len(runs) == 3
+        assert sink.query("SELECT count(*) FROM pattern_dirty")[1] == [[0]]
+        assert sink.query("SELECT api_calls FROM context_efficiency")[1] == [[1]]

@@ -1,0 +1,213 @@
+"""Context-efficiency tables, recomputed from the stored facts of each session that changed.
+
+A written batch marks the sessions whose tool calls, usage or compactions (``PreCompact`` hook events)
+it touched (``pattern_dirty`` kind ``context``, in the batch's transaction: a crash never loses a
+refresh owed). A refresh reads those sessions' stored rows back, measures them with the pure
+:func:`agents.context.measure`, and replaces their rows in ``context_efficiency``, ``context_outputs``,
+``file_reads`` and ``cache_breaks``; ``context_profiles`` (per signature) is then aggregated again
+from ``context_outputs``. Every row is a function of the stored facts: replaying the same input
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from outloop.agents.context import Api, Call, SessionContext, chars_per_token, measure
+from outloop.agents.pricing import active_table
+
+DDL = """
+CREATE TABLE context_efficiency (
+    session_id VARCHAR PRIMARY KEY, files_read BIGINT NOT NULL, files_used BIGINT NOT NULL,
+    outputs BIGINT NOT NULL, loaded_tokens BIGINT NOT NULL, used_tokens BIGINT NOT NULL,
+    carry_tokens BIGINT NOT NULL, used_carry_tokens BIGINT NOT NULL, efficiency DOUBLE,
+    waste_tokens BIGINT NOT NULL, reread_tokens BIGINT NOT NULL, oversized_output_tokens BIGINT NOT NULL,
+    oversized_used_tokens BIGINT NOT NULL, api_calls BIGINT NOT NULL, total_tokens BIGINT NOT NULL,
+    fixed_prefix_tokens BIGINT NOT NULL, fixed_overhead_tokens BIGINT NOT NULL, fixed_overhead_share DOUBLE,
+    cache_breaks BIGINT NOT NULL, cache_break_tokens BIGINT NOT NULL, cache_break_cost_usd DOUBLE,
+    mcp_tools_called VARCHAR, window_start TIMESTAMPTZ, window_end TIMESTAMPTZ);
+CREATE TABLE context_outputs (                                  -- one per tool output (tool_calls.id)
+    id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, signature VARCHAR, tool_name VARCHAR,
+    target VARCHAR, tokens BIGINT NOT NULL, carry BIGINT NOT NULL, carry_tokens BIGINT NOT NULL,
+    used BOOLEAN NOT NULL, reread BOOLEAN NOT NULL, oversized BOOLEAN NOT NULL);
+CREATE TABLE file_reads (
+    session_id VARCHAR NOT NULL, file_path VARCHAR NOT NULL, times_read BIGINT NOT NULL,
+    rereads BIGINT NOT NULL, tokens BIGINT NOT NULL, carry_tokens BIGINT NOT NULL,
+    used BOOLEAN NOT NULL, edited BOOLEAN NOT NULL, PRIMARY KEY (session_id, file_path));
+CREATE TABLE cache_breaks (
+    usage_id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, "at" TIMESTAMPTZ, model VARCHAR,
+    cause VARCHAR NOT NULL, gap_seconds DOUBLE, tokens BIGINT NOT NULL, cost_usd DOUBLE, extra_cost_usd DOUBLE);
+CREATE TABLE context_profiles (
+    signature VARCHAR PRIMARY KEY, tool_name VARCHAR, outputs BIGINT NOT NULL, sessions BIGINT NOT NULL,
+    loaded_tokens BIGINT NOT NULL, used_tokens BIGINT, carry_tokens BIGINT NOT NULL,
+    used_carry_tokens BIGINT, waste_tokens BIGINT, reread_tokens BIGINT,
+    efficiency DOUBLE, potential_tokens BIGINT, potential_pct DOUBLE,
+    needed JSON, unused JSON);                                  -- targets used / never used, largest first
+CREATE OR REPLACE VIEW v_context_workflows AS
+SELECT w.run_id, w.workflow, w.session_id, e.loaded_tokens, e.used_tokens, e.carry_tokens, e.efficiency,
+       e.waste_tokens, e.fixed_overhead_tokens, e.cache_break_tokens, e.cache_break_cost_usd
+FROM workflow_runs w JOIN context_efficiency e USING (session_id);
+"""
+
+PROFILES = """
+INSERT INTO context_profiles
+WITH targets AS (
+    SELECT signature, used, target, sum(tokens) AS tokens FROM context_outputs
+    WHERE signature IS NOT NULL AND target IS NOT NULL GROUP BY ALL),
+lists AS (
+    SELECT signature,
+           list(target ORDER BY tokens DESC, target) FILTER (WHERE used) AS needed,
+           list(target ORDER BY tokens DESC, target) FILTER (WHERE NOT used) AS unused
+    FROM targets GROUP BY signature)
+SELECT o.signature, min(tool_name), count(*), count(DISTINCT session_id), sum(tokens),
+       coalesce(sum(tokens) FILTER (WHERE used), 0), sum(carry_tokens),
+       coalesce(sum(carry_tokens) FILTER (WHERE used), 0), coalesce(sum(tokens) FILTER (WHERE NOT used), 0),
+       coalesce(sum(tokens) FILTER (WHERE reread), 0),
+       CASE WHEN sum(tokens) > 0 THEN coalesce(sum(tokens) FILTER (WHERE used), 0) / sum(tokens) END,
+       coalesce(sum(carry_tokens) FILTER (WHERE NOT used), 0),
+       CASE WHEN sum(carry_tokens) > 0
+            THEN 100.0 * coalesce(sum(carry_tokens) FILTER (WHERE NOT used), 0) / sum(carry_tokens) END,
+       to_json(any_value(l.needed)[1:10]), to_json(any_value(l.unused)[1:10])
+FROM context_outputs o LEFT JOIN lists l USING (signature)
+WHERE o.signature IS NOT NULL GROUP BY o.signature
+"""
+
+_CALLS = ("SELECT session_id, id, tool_name, tool_input, status, started_at, ended_at, output_tokens_est, "
+          "output_bytes, signature FROM tool_calls WHERE session_id IN (SELECT s FROM ctx_sessions) "
+          "AND tool_name IS NOT NULL")
+_USAGE = ("SELECT session_id, id, model, \"timestamp\", input_tokens, output_tokens, cache_read_input_tokens, "
+          "cache_creation_input_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens FROM usage "
+          "WHERE session_id IN (SELECT s FROM ctx_sessions)")
+_COMPACT = ("SELECT session_id, received_at FROM hook_events WHERE hook_event_name = 'PreCompact' "
+            "AND received_at IS NOT NULL AND session_id IN (SELECT s FROM ctx_sessions)")
+MARK_ALL = ("INSERT INTO pattern_dirty SELECT DISTINCT 'context', session_id FROM "
+            "(SELECT session_id FROM tool_calls UNION SELECT session_id FROM usage) ON CONFLICT DO NOTHING;")
+CHUNK = 500  # sessions measured per round trip
+
+
+def _sessions_of(table: pa.Table | None) -> set[str]:
+    if table is None or table.num_rows == 0 or "session_id" not in table.column_names:
+        return set()
+    return {s for s in pc.unique(table.column("session_id")).to_pylist() if s is not None}
+
+
+def mark(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> bool:
+    """Mark dirty the sessions of a batch's staged tool calls, usage and PreCompact hook events;
+    whether any was."""
+    sessions = _sessions_of(tables.get("tool_calls")) | _sessions_of(tables.get("usage"))
+    hooks = tables.get("hook_events")
+    if hooks is not None and hooks.num_rows:
+        sessions |= _sessions_of(hooks.filter(pc.equal(hooks.column("hook_event_name"), "PreCompact")))
+    if not sessions:
+        return False
+    con.register("ctx_dirty", pa.table({"key": sorted(sessions)}))
+    try:
+        con.execute("INSERT INTO pattern_dirty SELECT 'context', key FROM ctx_dirty ON CONFLICT DO NOTHING")
+    finally:
+        con.unregister("ctx_dirty")
+    return True
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _tokens(est: int | None, size: int | None, cpt: float) -> int:
+    if cpt != 4.0 and size is not None:
+        return math.ceil(size / cpt)
+    return int(est or 0)
+
+
+def load(con: duckdb.DuckDBPyConnection, sessions: list[str]
+         ) -> dict[str, tuple[list[Call], list[Api], list[datetime]]]:
+    """The stored facts of ``sessions``: their tool calls, API calls and compaction times."""
+    facts: dict[str, tuple[list[Call], list[Api], list[datetime]]] = defaultdict(lambda: ([], [], []))
+    cpt = chars_per_token()
+    con.register("ctx_sessions", pa.table({"s": sessions}))
+    try:
+        for sid, id_, tool, ti, status, started, ended, est, size, sig in con.execute(_CALLS).fetchall():
+            parsed = orjson.loads(ti) if ti else None
+            start, end = _utc(started), _utc(ended)
+            facts[sid][0].append(Call(id_, tool, parsed if isinstance(parsed, dict) else {}, status,
+                                      start or end, end or start, _tokens(est, size, cpt), sig))
+        for sid, id_, model, at, inp, out, read, write, w5, w1 in con.execute(_USAGE).fetchall():
+            facts[sid][1].append(Api(id_, model, _utc(at), inp, out, read, write, w5, w1))
+        for sid, at in con.execute(_COMPACT).fetchall():
+            facts[sid][2].append(_utc(at))  # type: ignore[arg-type]
+    finally:
+        con.unregister("ctx_sessions")
+    return facts
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    con.register("ctx_rows", pa.Table.from_pylist(rows))
+    try:
+        cols = ", ".join(f'"{c}"' for c in rows[0])
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ctx_rows")
+    finally:
+        con.unregister("ctx_rows")
+
+
+def store(con: duckdb.DuckDBPyConnection, sessions: list[str], results: Iterable[SessionContext]) -> None:
+    """Replace the rows of ``sessions`` by ``results``."""
+    con.register("ctx_sessions", pa.table({"s": sessions}))
+    try:
+        for table in ("context_efficiency", "context_outputs", "file_reads", "cache_breaks"):
+            con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT s FROM ctx_sessions)")
+    finally:
+        con.unregister("ctx_sessions")
+    eff: list[dict[str, Any]] = []
+    outs: list[dict[str, Any]] = []
+    reads: list[dict[str, Any]] = []
+    breaks: list[dict[str, Any]] = []
+    for r in results:
+        eff.append(r.row)
+        outs += [{"id": o.id, "session_id": o.session_id, "signature": o.signature, "tool_name": o.tool_name,
+                  "target": o.target, "tokens": o.tokens, "carry": o.carry, "carry_tokens": o.carry_tokens,
+                  "used": o.used, "reread": o.reread, "oversized": o.oversized} for o in r.outputs]
+        reads += r.file_reads
+        breaks += [{"usage_id": b.usage_id, "session_id": b.session_id, "at": b.at, "model": b.model,
+                    "cause": b.cause, "gap_seconds": b.gap_seconds, "tokens": b.tokens, "cost_usd": b.cost_usd,
+                    "extra_cost_usd": b.extra_cost_usd} for b in r.breaks]
+    for table, rows in (("context_efficiency", eff), ("context_outputs", outs), ("file_reads", reads),
+                        ("cache_breaks", breaks)):
+        _insert(con, table, rows)
+
+
+def refresh_profiles(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DELETE FROM context_profiles")
+    con.execute(PROFILES)
+
+
+def refresh_context(con: duckdb.DuckDBPyConnection, sessions: set[str] | None = None) -> int:
+    """Measure the dirty sessions again (or ``sessions``) and clear their marks; returns how many."""
+    if sessions is None:
+        sessions = {r[0] for r in con.execute("SELECT key FROM pattern_dirty WHERE kind = 'context'").fetchall()}
+    if not sessions:
+        return 0
+    ordered = sorted(sessions)
+    prices = active_table()
+    for start in range(0, len(ordered), CHUNK):
+        chunk = ordered[start:start + CHUNK]
+        facts = load(con, chunk)
+        store(con, chunk, (measure(s, *facts[s], prices=prices) for s in chunk if s in facts))
+    con.register("ctx_done", pa.table({"s": ordered}))
+    try:
+        con.execute("DELETE FROM pattern_dirty WHERE kind = 'context' AND key IN (SELECT s FROM ctx_done)")
+    finally:
+        con.unregister("ctx_done")
+    refresh_profiles(con)
+    return len(ordered)
