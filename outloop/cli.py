@@ -305,6 +305,45 @@ def savings(
     _render(columns, rows, "table")
 
 
+@app.command()
+def context(
+    session: Annotated[str | None, typer.Argument(help="a session id for its detail, or 'profiles'")] = None,
+    top: Annotated[int, typer.Option(help="how many sessions or profiles")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="rows as JSON")] = False,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")] = None,
+) -> None:
+    """Context efficiency: what entered the agents' context, what they used, what it cost (docs/context.md).
+    No argument: every session; SESSION: one in detail; 'profiles': the context profiles of the top patterns."""
+    from outloop import contextreport as cr
+    from outloop.client import QueryError
+    from outloop.client import query as run_query
+
+    if top < 1:
+        raise _fail("--top must be at least 1", 2)
+    s = _settings(db)
+
+    def ask(sql: str, params: list[Any] | None) -> tuple[list[str], list[list[Any]]]:
+        return run_query(s.db, s.http_host, s.http_port, sql, params)
+
+    try:
+        data: Any = (cr.profiles(ask, top) if session == "profiles" else
+                     cr.sessions(ask, top) if session is None else cr.session(ask, session))
+    except QueryError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(f"{type(exc).__name__}: {exc}") from None
+    if data is None:
+        raise _fail(f"no context figures for session {session}")
+    if as_json:
+        sys.stdout.write(cr.dump(data))
+    elif session == "profiles":
+        cr.print_profiles(out, data)
+    elif session is None:
+        cr.print_sessions(out, data)
+    else:
+        cr.print_session(out, data)
+
+
 @hooks_app.command("install")
 def hooks_install(
     settings_path: Annotated[Path, typer.Option("--settings", help="Claude Code settings.json")] = Path(

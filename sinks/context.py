@@ -76,7 +76,8 @@ SELECT o.signature, min(tool_name), count(*), count(DISTINCT session_id), sum(to
        coalesce(sum(carry_tokens) FILTER (WHERE NOT used), 0),
        CASE WHEN sum(carry_tokens) > 0
             THEN 100.0 * coalesce(sum(carry_tokens) FILTER (WHERE NOT used), 0) / sum(carry_tokens) END,
-       to_json(any_value(l.needed)[1:10]), to_json(any_value(l.unused)[1:10])
+       to_json(coalesce(any_value(l.needed), []::VARCHAR[])[1:10]),
+       to_json(coalesce(any_value(l.unused), []::VARCHAR[])[1:10])
 FROM context_outputs o LEFT JOIN lists l USING (signature)
 WHERE o.signature IS NOT NULL GROUP BY o.signature
 """

@@ -4,6 +4,9 @@ files_read / files_used recomputed independently from the raw files, efficiency 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -137,3 +140,28 @@ def test_replaying_the_same_input_changes_nothing(loaded: Path, tmp_path: Path) 
     finally:
         sink.close()
     assert _dump(other) == before
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OUTLOOP_HTTP_PORT": "1"}  # no worker answers there: the file is read read-only
+    return subprocess.run([sys.executable, "-m", "outloop.cli", "context", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_cli_reads_sessions_one_session_and_profiles(loaded: Path) -> None:
+    con = duckdb.connect(str(loaded), read_only=True)
+    top = con.execute("SELECT session_id, carry_tokens FROM context_efficiency ORDER BY carry_tokens DESC, "
+                      "session_id LIMIT 3").fetchall()
+    con.close()
+    listed = json.loads(_cli("--json", "--top", "3", "--db", str(loaded)).stdout)
+    assert [(r["session_id"], r["carry_tokens"]) for r in listed] == top
+    one = json.loads(_cli(top[0][0], "--json", "--db", str(loaded)).stdout)
+    assert one["session_id"] == top[0][0] and one["file_reads"] and one["cache_breaks"]
+    assert sum(f["tokens"] for f in one["file_reads"]) <= one["loaded_tokens"]
+    profiles = json.loads(_cli("profiles", "--json", "--top", "5", "--db", str(loaded)).stdout)
+    assert len(profiles) == 5 and all(isinstance(p["needed"], list) for p in profiles)
+    assert [p["carry_tokens"] for p in profiles] == sorted((p["carry_tokens"] for p in profiles), reverse=True)
+    table = _cli("profiles", "--db", str(loaded))
+    assert table.returncode == 0 and profiles[0]["signature"][:20] in table.stdout.replace("\n", "")
+    missing = _cli("no-such-session", "--db", str(loaded))
+    assert missing.returncode == 1 and "no context figures" in missing.stderr
