@@ -1,0 +1,108 @@
+"""The sessions agent's context windows (agents.contextwindow): rules, and bounded state."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import Any
+
+from outloop.agents.contextwindow import ContextWindows, feed
+from outloop.schemas.events import UsageRecord
+from tests.unit.contextwindowdata import T0, _hook, synthetic_sessions
+
+
+def tool(n: int, s: int, tool_name: str = "Read", tokens: int = 100, status: str = "ok", **inp: Any
+         ) -> tuple[Any, str, dict[str, Any]]:
+    return (T0 + timedelta(seconds=s), "tool_call", {
+        "id": f"t{n}", "session_id": "s", "tool_name": tool_name, "tool_input": inp, "status": status,
+        "file_path": inp.get("file_path"), "output_tokens_est": tokens})
+
+
+def usage(n: int, s: int, write: int = 500, read: int = 20_000, w1: int | None = None) -> tuple[Any, str, Any]:
+    return (T0 + timedelta(seconds=s), "usage", UsageRecord(
+        id=f"u{n}", session_id="s", model="m", timestamp=T0, input_tokens=5, output_tokens=10,
+        cache_read_input_tokens=read, cache_creation_input_tokens=write, cache_creation_1h_tokens=w1))
+
+
+def hook(name: str, s: int) -> tuple[Any, str, Any]:
+    return _hook("s", name, s, T0 + timedelta(seconds=s))
+
+
+def test_running_figures_of_one_window() -> None:
+    w = ContextWindows()
+    closed = feed(w, [
+        tool(1, 1, file_path="/a"), usage(1, 2), tool(1, 3, file_path="/a"),  # a second view of t1: once
+        tool(2, 4, file_path="/a"), usage(2, 5),  # a re-read of /a
+        tool(3, 6, "Edit", tokens=10, file_path="/a"), tool(4, 7, file_path="/a"), usage(3, 8),  # after an edit: not
+        tool(5, 9, "Bash", status="started", command="x"), hook("PreCompact", 10), usage(4, 11),
+        tool(6, 12, file_path="/a"), usage(5, 13), hook("Stop", 14)])
+    assert len(closed) == 1 and not w.open
+    r = closed[0].record()
+    assert (r["outputs"], r["loaded_tokens"], r["reread_tokens"]) == (5, 410, 100)
+    assert r["carry_tokens"] == 100 + 200 + 310 + 0 + 100  # what each API call re-read; the compaction empties
+    assert (r["api_calls"], r["compactions"], r["close_reason"]) == (5, 1, "Stop")
+    assert r["id"] == f"s:{(T0 + timedelta(seconds=1)).isoformat()}" and r["closed_at"] == T0 + timedelta(seconds=14)
+
+
+def test_inactivity_closes_and_more_events_open_a_new_window_that_starts_with_a_cache_break() -> None:
+    w = ContextWindows(timeout=timedelta(minutes=30))
+    assert feed(w, [tool(1, 0, file_path="/a"), usage(1, 1)]) == []
+    other = (T0 + timedelta(minutes=31, seconds=2), "hook",
+             _hook("other", "UserPromptSubmit", 0, T0 + timedelta(minutes=31, seconds=2))[2])
+    closed = feed(w, [other])
+    assert [(c.session_id, c.close_reason, c.closed_at) for c in closed] == [
+        ("s", "inactive", T0 + timedelta(minutes=30, seconds=1))]
+    assert set(w.open) == {"other"}
+    closed = feed(w, [usage(2, 40 * 60, write=30_000, read=0), hook("SessionEnd", 40 * 60 + 1)])
+    again = closed[0].record()
+    assert again["id"] != closed[0].session_id + ":" + T0.isoformat() and again["cache_break_tokens"] == 30_000
+    assert again["carry_tokens"] == 0 and again["outputs"] == 0  # nothing of the closed window was kept
+
+
+def test_idle_gap_inside_a_window_past_the_cache_lifetime_is_a_cache_break() -> None:
+    w = ContextWindows()
+    feed(w, [usage(1, 0, write=30_000, read=0), usage(2, 10, write=40_000, read=0, w1=40_000),
+             usage(3, 10 + 20 * 60, write=45_000, read=0),  # 20 min < the 1-hour lifetime: not a break
+             usage(4, 10 + 30 * 60), usage(5, 10 + 36 * 60, write=50_000, read=1_000)])  # 6 min > 5 min: a break
+    assert w.open["s"].cache_break_tokens == 30_000 + 50_000  # the window's first call came after no call
+
+
+def test_open_windows_are_capped() -> None:
+    w = ContextWindows(max_open=3)
+    closed = []
+    for i in range(10):
+        ev = _hook(f"s{i}", "UserPromptSubmit", 0, T0 + timedelta(seconds=i))
+        closed += feed(w, [ev])
+    assert len(w.open) == 3 and [c.close_reason for c in closed] == ["evicted"] * 7
+
+
+def state_bytes(windows: ContextWindows) -> int:
+    """Bytes held by the fold's state: its open windows with their id sets and read ranges."""
+    total = sys.getsizeof(windows.open)
+    for key, w in windows.open.items():
+        total += sys.getsizeof(key) + sys.getsizeof(w) + sys.getsizeof(w.__dict__)
+        total += sys.getsizeof(w.ids) + sum(sys.getsizeof(i) for i in w.ids)
+        total += sys.getsizeof(w.reads) + sum(sys.getsizeof(p) + sys.getsizeof(r) + 64 * len(r)
+                                               for p, r in w.reads.items())
+    return total
+
+
+def _held(sessions: int, windows: ContextWindows) -> list[int]:
+    out = []
+    for n, batch in enumerate(synthetic_sessions(sessions), start=1):
+        feed(windows, batch)
+        if n % 1000 == 0:
+            out.append(state_bytes(windows))
+    return out
+
+
+def test_state_does_not_grow_with_closed_sessions() -> None:
+    """10,000 synthetic sessions (half closed by SessionEnd, half by inactivity): the fold's state after
+    10,000 is within 1.5x of that after 1,000; the same fold without the inactivity close grows ~10x
+    (bench/bench_context_windows.py measures the same with tracemalloc)."""
+    bounded = ContextWindows()
+    held = _held(10_000, bounded)
+    assert len(bounded.open) <= 100
+    assert max(held) < 1.5 * held[0]
+    kept = _held(3_000, ContextWindows(timeout=timedelta(days=3650)))
+    assert kept[-1] > 2.5 * kept[0]
