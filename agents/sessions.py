@@ -26,8 +26,9 @@ from typing import Any
 import faust
 import orjson
 
+from outloop.agents.contextwindow import ContextWindows, feed
 from outloop.agents.pairing import BatchOut, Pairing, tool_call_json
-from outloop.schemas.events import EventType, Flush
+from outloop.schemas.events import ContextWindow, EventType, Flush
 from outloop.streams.app import Topics
 from outloop.streams.codec import Decoded, Rejected, dead_letter, decode, encode
 from outloop.streams.heaps import gc_paused
@@ -196,17 +197,23 @@ class SessionOutputs:
     routing_rules: str = "outloop.routing-rules"
     adw_tools: str = "outloop.adw-tools"
     api_messages: str = ""  # empty: a test's outputs without that topic (no API message is emitted)
+    context_windows: str = "outloop.context-windows"
 
     @classmethod
     def of(cls, topics: Topics) -> SessionOutputs:
         return cls(topics.hook_events.get_topic_name(), topics.tool_calls.get_topic_name(),
                    topics.usage.get_topic_name(), topics.dead_letters.get_topic_name(),
                    topics.routing_decisions.get_topic_name(), topics.routing_rules.get_topic_name(),
-                   topics.adw_tools.get_topic_name(),
-                   api_messages=topics.api_messages.get_topic_name())
+                   topics.adw_tools.get_topic_name(), api_messages=topics.api_messages.get_topic_name(),
+                   context_windows=topics.context_windows.get_topic_name())
 
     def routing(self) -> tuple[str, str, str]:
         return self.routing_decisions, self.routing_rules, self.adw_tools
+
+    def flushed(self) -> tuple[str, ...]:
+        """The topics a flush marker of the events topic is fanned out to."""
+        return tuple(t for t in (self.hook_events, self.tool_calls, self.usage, self.dead_letters, *self.routing(),
+                                 self.api_messages, self.context_windows) if t)
 
 
 # the router's records: already final, passed on as they came (secrets redacted) to their own topic
@@ -215,9 +222,10 @@ _ROUTING = {EventType.ROUTING_DECISION: "routing_decisions", EventType.ROUTING_R
 
 
 def session_records(pairing: Pairing, messages: Iterable[Message], names: SessionOutputs, now: datetime,
-                    stats: dict[str, int]) -> list[Record]:
+                    stats: dict[str, int], windows: dict[int, ContextWindows] | None = None) -> list[Record]:
     """What the sessions agent emits for one batch of input records, in order: decode, fold, encode,
-    dead-letter. Pure but for the fold's memory (``pairing``) and ``stats``; ``now`` stamps dead letters."""
+    dead-letter. Pure but for the fold's memory (``pairing``, ``windows`` per partition) and ``stats``;
+    ``now`` stamps dead letters."""
     out: list[Record] = []
     per_partition: dict[int, BatchOut] = {}
 
@@ -254,14 +262,38 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
             reject(topic, partition, offset, key, value, Rejected("agent_error", f"{type(exc).__name__}: {exc}"[:500]))
             continue
         if kind is EventType.FLUSH:
-            _partition_records(out, names, partition, per_partition.pop(partition))
+            _partition_records(out, names, partition, per_partition.pop(partition), windows)
         stats["events"] += 1
     for partition, batch in per_partition.items():
-        _partition_records(out, names, partition, batch)
+        _partition_records(out, names, partition, batch, windows)
     return out
 
 
-def _partition_records(out: list[Record], names: SessionOutputs, partition: int, batch: BatchOut) -> None:
+def _window_records(out: list[Record], names: SessionOutputs, partition: int, batch: BatchOut,
+                    windows: dict[int, ContextWindows]) -> None:
+    """Feed the partition's context windows with what the batch produced; emit the windows that closed,
+    and at a flush marker every open one as it stands."""
+    fold = windows.setdefault(partition, ContextWindows())
+    events: list[tuple[datetime, str, Any]] = []
+    for env in batch.hook_events:
+        if env.time is not None:
+            events.append((env.time, "hook", env))
+    for view in batch.tool_calls.values():
+        at = view.get("ended_at") or view.get("started_at")
+        if at is not None:
+            events.append((at, "tool_call", view))
+    for usage in batch.usage.values():
+        if usage.timestamp is not None:
+            events.append((usage.timestamp, "usage", usage))
+    done = feed(fold, events)
+    if batch.flushes:
+        done += fold.snapshot()
+    for w in done:
+        out.append((names.context_windows, _key(w.session_id), encode(ContextWindow(**w.record())), partition))
+
+
+def _partition_records(out: list[Record], names: SessionOutputs, partition: int, batch: BatchOut,
+                       windows: dict[int, ContextWindows] | None = None) -> None:
     for env in batch.hook_events:
         out.append((names.hook_events, _key(env.subject), encode(env), partition))
     for view in batch.tool_calls.values():
@@ -271,17 +303,18 @@ def _partition_records(out: list[Record], names: SessionOutputs, partition: int,
     if names.api_messages:
         for message in batch.messages.values():
             out.append((names.api_messages, _key(message.session_id), encode(message), partition))
+    if windows is not None:
+        _window_records(out, names, partition, batch, windows)
     for marker in batch.flushes:
         value = flush_value(marker, partition)
-        for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters, *names.routing(),
-                  names.api_messages):
-            if t:
-                out.append((t, None, value, partition))
+        for t in names.flushed():
+            out.append((t, None, value, partition))
 
 
 def register(app: faust.App, topics: Topics, settings: Settings,
              price: Callable[[Any], float | None] | None) -> None:
     pairing = Pairing(price=price)
+    windows: dict[int, ContextWindows] = {}  # per input partition: the sessions agent's context windows
     stats = app_stats(app)
     names = SessionOutputs.of(topics)
 
@@ -295,7 +328,7 @@ def register(app: faust.App, topics: Topics, settings: Settings,
         out = Emitter(app.producer)
         messages = ((m.topic, m.partition, m.offset, m.key, m.value, m.headers) for m in (ev.message for ev in events))
         with gc_paused():  # the batch's decode, fold and encode make no cycles: see streams.heaps
-            out.pending.extend(session_records(pairing, messages, names, datetime.now(UTC), stats))
+            out.pending.extend(session_records(pairing, messages, names, datetime.now(UTC), stats, windows))
         await out.drain()
 
     async def emit_workflow_batch(events: Iterable[faust.EventT]) -> None:

@@ -45,7 +45,8 @@ from outloop.streams.settings import Settings
 PRIVATE_BROKER_SESSION_TIMEOUT = 2.0
 
 SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters", "routing_decisions", "routing_rules",
-                   "adw_tools", "api_messages")
+                   "adw_tools", "api_messages",
+                   "context_windows")
 WORKFLOW_OUTPUTS = ("workflow_runs", "dead_letters")
 
 

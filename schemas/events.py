@@ -186,6 +186,27 @@ class ApiMessage(_Closed):
     source: str = "transcript"
 
 
+class ContextWindow(_Closed):
+    """One context-efficiency window of a session as the sessions agent closed it (or, at a flush
+    marker, as it stands: ``closed_at`` empty). See ``agents.contextwindow``."""
+
+    id: str  # '<session_id>:<opened_at ISO>'
+    session_id: str
+    opened_at: Time
+    last_event_at: Time
+    closed_at: Time | None = None
+    close_reason: str | None = None  # Stop | SessionEnd | inactive | evicted
+    events: int = Field(ge=0)
+    outputs: int = Field(ge=0)
+    loaded_tokens: int = Field(ge=0)
+    carry_tokens: int = Field(ge=0)
+    reread_tokens: int = Field(ge=0)
+    api_calls: int = Field(ge=0)
+    max_prompt_tokens: int = Field(ge=0)
+    compactions: int = Field(ge=0)
+    cache_break_tokens: int = Field(ge=0)
+
+
 class WorkflowStarted(_Closed):
     run_id: str
     workflow: str

@@ -65,6 +65,10 @@ class TopicCatalogue:
         return self._t("adw-tools", "subject", "the deterministic tools routing rules name", "output")
 
     @property
+    def context_windows(self) -> Topic:
+        return self._t("context-windows", "session_id", "per-session context-efficiency windows", "output")
+
+    @property
     def dead_letters(self) -> Topic:
         return self._t("dlq", "original key", "rejected records with their bytes and a reason", "output")
 
@@ -81,6 +85,7 @@ class TopicCatalogue:
             self.routing_decisions,
             self.routing_rules,
             self.adw_tools,
+            self.context_windows,
         ]
 
     def outputs(self) -> list[Topic]:

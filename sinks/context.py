@@ -52,6 +52,11 @@ CREATE TABLE context_profiles (
     used_carry_tokens BIGINT, waste_tokens BIGINT, reread_tokens BIGINT,
     efficiency DOUBLE, potential_tokens BIGINT, potential_pct DOUBLE,
     needed JSON, unused JSON);                                  -- targets used / never used, largest first
+CREATE TABLE context_windows (                                  -- the sessions agent's windows (agents.contextwindow)
+    id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, opened_at TIMESTAMPTZ, last_event_at TIMESTAMPTZ,
+    closed_at TIMESTAMPTZ, close_reason VARCHAR, events BIGINT, outputs BIGINT, loaded_tokens BIGINT,
+    carry_tokens BIGINT, reread_tokens BIGINT, api_calls BIGINT, max_prompt_tokens BIGINT,
+    compactions BIGINT, cache_break_tokens BIGINT);
 CREATE OR REPLACE VIEW v_context_workflows AS
 SELECT w.run_id, w.workflow, w.session_id, e.loaded_tokens, e.used_tokens, e.carry_tokens, e.efficiency,
        e.waste_tokens, e.fixed_overhead_tokens, e.cache_break_tokens, e.cache_break_cost_usd

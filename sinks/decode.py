@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 from outloop.schemas.events import (
     EVENT_TYPES,
     ApiMessage,
+    ContextWindow,
     DeadLetter,
     Envelope,
     EventType,
@@ -58,7 +59,8 @@ Row = dict[str, Any]
 KINDS = {"hook-events": "hook_events", "tool-calls": "tool_calls", "usage": "usage",
          "workflow-runs": "workflow_events", "dlq": "dead_letters", "routing-decisions": "routing_decisions",
          "routing-rules": "routing_rules", "adw-tools": "adw_tools",
-         "api-messages": "api_messages"}
+         "api-messages": "api_messages",
+         "context-windows": "context_windows"}
 WORKFLOW_TYPES = {EventType.WORKFLOW_STARTED, EventType.WORKFLOW_PHASE_CHANGED, EventType.WORKFLOW_ENDED}
 
 TS = pa.timestamp("us", tz="UTC")
@@ -98,6 +100,11 @@ SCHEMAS: dict[str, pa.Schema] = {
                                 ("updated_at", TS)]),
     "adw_tools": pa.schema([("name", S), ("kind", S), ("entry", S), ("rules", S), ("version", S),
                             ("updated_at", TS)]),
+    "context_windows": pa.schema([("id", S), ("session_id", S), ("opened_at", TS), ("last_event_at", TS),
+                                  ("closed_at", TS), ("close_reason", S)]
+                                 + [(c, I64) for c in ("events", "outputs", "loaded_tokens", "carry_tokens",
+                                                       "reread_tokens", "api_calls", "max_prompt_tokens",
+                                                       "compactions", "cache_break_tokens")]),
     "flush_markers": pa.schema([("marker", S), ("topic", S), ("partition", I32), ("seen_at", TS)]),
     "consumer_offsets": pa.schema([("topic", S), ("partition", I32), ("next_offset", I64), ("anchor", S)]),
 }
@@ -296,6 +303,10 @@ def _tool_row(value: bytes) -> Row:
     return _listed(dict(RoutingTool.model_validate(env.data).__dict__))
 
 
+def _window_row(value: bytes) -> Row:
+    return dict(ContextWindow.model_validate_json(value).__dict__)
+
+
 def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Row:
     marker = obj.get("marker")
     if not isinstance(marker, str) or not marker:
@@ -308,7 +319,8 @@ def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Ro
 CHECKED: dict[str, Callable[[bytes], Row]] = {
     "hook_events": _hook_row, "usage": _usage_row, "workflow_events": _workflow_row,
     "tool_calls": _tool_call_row, "dead_letters": _dead_letter_row, "routing_decisions": _decision_row,
-    "routing_rules": _rule_row, "adw_tools": _tool_row, "api_messages": _message_row}
+    "routing_rules": _rule_row, "adw_tools": _tool_row, "api_messages": _message_row,
+    "context_windows": _window_row}
 
 
 # -- the fast path: msgspec structs, only for the exact forms the agents write ----------------------

@@ -125,6 +125,16 @@ def _latest(t: str, columns: tuple[str, ...]) -> str:
     return f"(-epoch_us({t}.updated_at), {tie(columns, t)[1:-1]})"
 
 
+WINDOW_TIE = ("last_event_at", "closed_at", "close_reason", "outputs", "loaded_tokens", "carry_tokens",
+              "reread_tokens", "api_calls", "max_prompt_tokens", "compactions", "cache_break_tokens")
+
+
+def _window_rank(t: str = "") -> str:
+    """A context window's later version wins: more events, then closed over open, then its own columns."""
+    q = f"{t}." if t else ""
+    return f"({q}events, {q}closed_at IS NOT NULL, {tie(WINDOW_TIE, t)[1:-1]})"
+
+
 UPSERT: dict[str, str] = {
     "tool_calls": _insert("tool_calls") + " ON CONFLICT (id) DO UPDATE SET "
                   + ", ".join(tool_call_merge("tool_calls", "EXCLUDED")),
@@ -144,6 +154,8 @@ UPSERT: dict[str, str] = {
                                 f"{_latest('EXCLUDED', TOOL_TIE)} < {_latest('adw_tools', TOOL_TIE)}"),
     "api_messages": _replace_where("api_messages", "id",
                                    f"{_message_rank('EXCLUDED')} > {_message_rank('api_messages')}"),
+    "context_windows": _replace_where("context_windows", "id",
+                                      f"{_window_rank('EXCLUDED')} > {_window_rank('context_windows')}"),
 }
 
 PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
@@ -265,6 +277,7 @@ FOLD: dict[str, str] = {
     "routing_rules": _first("routing_rules", f"updated_at DESC, {tie(RULE_TIE)[1:-1]}", "name"),
     "adw_tools": _first("adw_tools", f"updated_at DESC, {tie(TOOL_TIE)[1:-1]}", "name"),
     "api_messages": _first("api_messages", f"{_message_rank()} DESC"),
+    "context_windows": _first("context_windows", f"{_window_rank()} DESC"),
 }
 
 

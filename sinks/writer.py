@@ -277,8 +277,8 @@ class DuckSink:
         so whoever sees the marker reads final patterns (``outloop replay`` waits for its markers)."""
         self._quota_owed = True  # refresh_quota itself skips when neither usage nor status events changed
         calls = folded.rows["tool_calls"]
-        touched = {t: folded.arrow(t) for t in ("tool_calls", "usage", "hook_events") if folded.count(t)}
-        if touched and context.mark(con, touched):
+        touched = {t: folded.arrow(t) for t in ("tool_calls", "usage", "hook_events")}
+        if context.mark(con, touched):
             self._owed = True
         if calls:
             self._owed = True

@@ -42,6 +42,7 @@ class Topics:
     routing_rules: faust.TopicT
     adw_tools: faust.TopicT
     api_messages: faust.TopicT
+    context_windows: faust.TopicT
 
 
 def stay_in_group_on_close() -> None:
@@ -117,5 +118,6 @@ def create_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Topics]:
         routing_rules=topic(cat.routing_rules.name),
         adw_tools=topic(cat.adw_tools.name),
         api_messages=topic(cat.api_messages.name),
+        context_windows=topic(cat.context_windows.name),
     )
     return app, topics

@@ -10,6 +10,7 @@ from pathlib import Path
 from outloop.agents.pairing import Pairing
 from outloop.agents.pricing import cost_usd
 from outloop.agents.sessions import SessionOutputs, session_records
+from outloop.replay import _flush_envelopes
 from outloop.schemas.topics import TOPICS
 from outloop.sinks.context import refresh_context
 from outloop.sinks.patterns import refresh
@@ -17,7 +18,8 @@ from outloop.sinks.writer import DuckSink
 from outloop.streams.importers import ImportStats
 from outloop.streams.importers.detect import iter_paths
 
-NAMES = SessionOutputs(TOPICS.hook_events.name, TOPICS.tool_calls.name, TOPICS.usage.name, TOPICS.dead_letters.name)
+NAMES = SessionOutputs(TOPICS.hook_events.name, TOPICS.tool_calls.name, TOPICS.usage.name, TOPICS.dead_letters.name,
+                       TOPICS.context_windows.name)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -25,11 +27,12 @@ def outputs(paths: list[Path]) -> list[tuple[str, int, int, bytes | None, bytes 
     """What the sessions agent emits for ``paths`` as sink messages (topic, partition, offset, key, value)."""
     stats: dict[str, int] = Counter()
     pairing = Pairing(price=cost_usd)
+    envelopes = [*iter_paths(paths, ImportStats()), *_flush_envelopes("ctx-test", 1)]
     messages = [(TOPICS.events.name, 0, i, env.subject.encode(), env.model_dump_json().encode(), None)
-                for i, env in enumerate(iter_paths(paths, ImportStats()))]
+                for i, env in enumerate(envelopes)]
     offsets: Counter[str] = Counter()
     out = []
-    for topic, key, value, partition in session_records(pairing, messages, NAMES, NOW, stats):
+    for topic, key, value, partition in session_records(pairing, messages, NAMES, NOW, stats, {}):
         out.append((topic, partition, offsets[topic], key, value))
         offsets[topic] += 1
     return out

@@ -247,7 +247,7 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
             out.append((names.usage, usage.session_id.encode(), encode(usage), partition))
         for marker in batch.flushes:
             value = flush_value(marker, partition)
-            for t in (names.hook_events, names.tool_calls, names.usage, names.dead_letters, *names.routing()):
+            for t in names.flushed():
                 out.append((t, None, value, partition))
 
     for topic, partition, offset, key, value, headers in messages:

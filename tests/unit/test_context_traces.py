@@ -19,7 +19,7 @@ from tests.conftest import traces_dir
 from tests.unit.contextdata import load, outputs
 
 EDITS = {"Edit", "Write", "MultiEdit", "NotebookEdit"}
-TABLES = ("context_efficiency", "context_outputs", "file_reads", "cache_breaks", "context_profiles")
+TABLES = ("context_efficiency", "context_outputs", "file_reads", "cache_breaks", "context_profiles", "context_windows")
 
 
 def _transcript_records(root: Path) -> list[dict]:
@@ -110,6 +110,12 @@ def test_efficiency_within_bounds_and_figures_add_up(loaded: Path) -> None:
     assert len(profiles) == 5
     assert all((e is None or 0 <= e <= 1) and 0 <= pct <= 100 and 0 <= pot <= c for e, pct, pot, c in profiles)
     assert con.execute("SELECT count(*), min(extra_cost_usd) FROM cache_breaks").fetchone()[1] > 0
+    windows = con.execute("SELECT session_id, opened_at, last_event_at, closed_at, loaded_tokens FROM context_windows"
+                          ).fetchall()
+    assert len({w[0] for w in windows}) >= 20  # the sessions agent's windows, through the same sink
+    assert all(o <= last and (c is None or last <= c) for _, o, last, c, _ in windows)
+    timed = con.execute("SELECT DISTINCT session_id FROM usage WHERE \"timestamp\" IS NOT NULL").fetchall()
+    assert {t[0] for t in timed} <= {w[0] for w in windows}
 
 
 def _dump(db: Path) -> dict[str, list[tuple]]:
