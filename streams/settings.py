@@ -41,6 +41,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_LEAVE_GROUP": ("0", "1 makes a stopping worker leave its consumer group at once (LeaveGroup); "
                             "0 lets the broker evict it after the session timeout, see README"),
     "OUTLOOP_PRICES": ("", "path of a JSON price table overriding the built-in one"),
+    "OUTLOOP_CHARS_PER_TOKEN": ("4", "characters per token of tool output in the context-efficiency figures "
+                                "(docs/context.md); 1-8, else 4"),
     "OUTLOOP_LOG_LEVEL": ("info", "worker log level"),
     "OUTLOOP_LOG_MAX_MB": ("20", "size (MB) past which `outloop up` rotates each log file of $OUTLOOP_HOME/logs "
                            "(copy to <name>.1, truncate); 0 never rotates"),
