@@ -14,7 +14,8 @@ The rules (documented in docs/context.md):
   assistant message; any output is used when one of its distinctive strings (``agents.fidelity``'s
   evidence) appears in a later tool input or message. An output whose text is not at hand (the
   pipeline keeps sizes, not bodies) and that is not a file read counts as used: waste is then a lower
-  bound. Errors count as used (the agent reacts to them).
+  bound. Errors count as used (the agent reacts to them), and so do the outputs of the agent's own edits,
+  writes and todo lists (they confirm its own action).
 * **Re-read**: a ``Read`` of a path already read in the session, with no edit or write of it and no
   compaction between, covering no line the earlier reads did not (same or narrower range). Its tokens
   are waste whatever else happens.
@@ -41,6 +42,7 @@ from outloop.agents.fidelity import evidence
 from outloop.agents.pricing import PriceTable, Rates
 
 EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
+OWN_ACTIONS = EDIT_TOOLS | {"TodoWrite"}  # their output confirms the agent's own action: counted used
 OVERSIZED_TOKENS = 5_000  # an output at least this large is "oversized"
 BREAK_MIN_TOKENS = 10_000  # a cache write at least this large may be a cache break
 CACHE_5M = timedelta(minutes=5)
@@ -222,7 +224,7 @@ def _later_texts(calls: Sequence[Call], apis: Sequence[Api]) -> list[tuple[float
 
 def is_used(c: Call, later: Iterable[tuple[float, str, str | None, str | None]]) -> bool:
     """The used rule of the module docstring for one output, given what came after it."""
-    if c.status in ("error", "interrupted"):
+    if c.status in ("error", "interrupted") or c.tool_name in OWN_ACTIONS:
         return True
     path = c.path if c.tool_name == "Read" else None
     if path is None and c.output_text is None:

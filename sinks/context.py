@@ -2,7 +2,8 @@
 
 A written batch marks the sessions whose tool calls, usage or compactions (``PreCompact`` hook events)
 it touched (``pattern_dirty`` kind ``context``, in the batch's transaction: a crash never loses a
-refresh owed). A refresh reads those sessions' stored rows back, measures them with the pure
+refresh owed). A refresh reads those sessions' stored rows back (tool calls, usage, compactions, and the
+output text of the calls a PostToolUse hook payload carried), measures them with the pure
 :func:`agents.context.measure`, and replaces their rows in ``context_efficiency``, ``context_outputs``,
 ``file_reads`` and ``cache_breaks``; ``context_profiles`` (per signature) is then aggregated again
 from ``context_outputs``. Every row is a function of the stored facts: replaying the same input
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 
 from outloop.agents.context import Api, Call, SessionContext, chars_per_token, measure
 from outloop.agents.pricing import active_table
+from outloop.schemas.sizes import hook_response, output_text
 
 DDL = """
 CREATE TABLE context_efficiency (
@@ -93,11 +95,20 @@ _CALLS = ("SELECT session_id, id, tool_name, tool_input, status, started_at, end
 _USAGE = ("SELECT session_id, id, model, \"timestamp\", input_tokens, output_tokens, cache_read_input_tokens, "
           "cache_creation_input_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens FROM usage "
           "WHERE session_id IN (SELECT s FROM ctx_sessions)")
+_POST = ("h.hook_event_name IN ('PostToolUse', 'PostToolUseFailure') "
+         "AND h.session_id IN (SELECT s FROM ctx_sessions)")
+_OUTPUTS = (  # the output text of the sessions' calls that came through a Post hook (its payload keeps it)
+    "SELECT t.id, h.payload FROM hook_events h JOIN tool_calls t ON t.id = h.tool_use_id "
+    f"WHERE h.tool_use_id IS NOT NULL AND {_POST} UNION ALL "
+    "SELECT t.id, h.payload FROM hook_events h JOIN tool_calls t "
+    "ON t.call_key = json_extract_string(h.payload, '$.call_key') AND t.session_id = h.session_id "
+    f"WHERE h.tool_use_id IS NULL AND {_POST}")
+OUTPUT_CAP = 200_000  # characters of an output searched for evidence
 _COMPACT = ("SELECT session_id, received_at FROM hook_events WHERE hook_event_name = 'PreCompact' "
             "AND received_at IS NOT NULL AND session_id IN (SELECT s FROM ctx_sessions)")
 MARK_ALL = ("INSERT INTO pattern_dirty SELECT DISTINCT 'context', session_id FROM "
             "(SELECT session_id FROM tool_calls UNION SELECT session_id FROM usage) ON CONFLICT DO NOTHING;")
-CHUNK = 500  # sessions measured per round trip
+CHUNK = 100  # sessions measured per round trip (their hook payloads are read with them)
 
 
 def _sessions_of(table: pa.Table | None) -> set[str]:
@@ -135,6 +146,18 @@ def _tokens(est: int | None, size: int | None, cpt: float) -> int:
     return int(est or 0)
 
 
+def _text(payload: str | None) -> str | None:
+    """The output text of a stored Post hook payload (capped), None when it holds none."""
+    try:
+        doc = orjson.loads(payload) if payload else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    response = hook_response(doc)
+    return None if response is None else output_text(response)[:OUTPUT_CAP]
+
+
 def load(con: duckdb.DuckDBPyConnection, sessions: list[str]
          ) -> dict[str, tuple[list[Call], list[Api], list[datetime]]]:
     """The stored facts of ``sessions``: their tool calls, API calls and compaction times."""
@@ -142,11 +165,12 @@ def load(con: duckdb.DuckDBPyConnection, sessions: list[str]
     cpt = chars_per_token()
     con.register("ctx_sessions", pa.table({"s": sessions}))
     try:
+        texts = {id_: _text(payload) for id_, payload in con.execute(_OUTPUTS).fetchall()}
         for sid, id_, tool, ti, status, started, ended, est, size, sig in con.execute(_CALLS).fetchall():
             parsed = orjson.loads(ti) if ti else None
             start, end = _utc(started), _utc(ended)
             facts[sid][0].append(Call(id_, tool, parsed if isinstance(parsed, dict) else {}, status,
-                                      start or end, end or start, _tokens(est, size, cpt), sig))
+                                      start or end, end or start, _tokens(est, size, cpt), sig, texts.get(id_)))
         for sid, id_, model, at, inp, out, read, write, w5, w1 in con.execute(_USAGE).fetchall():
             facts[sid][1].append(Api(id_, model, _utc(at), inp, out, read, write, w5, w1))
         for sid, at in con.execute(_COMPACT).fetchall():

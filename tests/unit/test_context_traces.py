@@ -110,6 +110,12 @@ def test_efficiency_within_bounds_and_figures_add_up(loaded: Path) -> None:
     assert len(profiles) == 5
     assert all((e is None or 0 <= e <= 1) and 0 <= pct <= 100 and 0 <= pot <= c for e, pct, pot, c in profiles)
     assert con.execute("SELECT count(*), min(extra_cost_usd) FROM cache_breaks").fetchone()[1] > 0
+    # outputs whose text a stored PostToolUse payload carries are judged by their evidence; the others
+    # (transcripts: sizes only) count as used unless they are file reads
+    judged = dict(con.execute("SELECT t.source LIKE '%hook%', count(*) FILTER (WHERE NOT o.used) "
+                              "FROM context_outputs o JOIN tool_calls t USING (id) WHERE t.tool_name = 'Bash' "
+                              "GROUP BY ALL").fetchall())
+    assert judged[True] > 0 and judged[False] == 0
     windows = con.execute("SELECT session_id, opened_at, last_event_at, closed_at, loaded_tokens FROM context_windows"
                           ).fetchall()
     assert len({w[0] for w in windows}) >= 20  # the sessions agent's windows, through the same sink
