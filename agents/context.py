@@ -10,12 +10,14 @@ The rules (documented in docs/context.md):
   ``Read`` tool, and those of them edited or written (Edit, Write, MultiEdit, NotebookEdit) after a
   read of them in the same session.
 * **Used** (what ``used_tokens`` counts): a file read is used when the file is later edited or written,
-  or when its path appears in a later tool input (a re-read of the same path does not count) or
-  assistant message; any output is used when one of its distinctive strings (``agents.fidelity``'s
-  evidence) appears in a later tool input or message. An output whose text is not at hand (the
-  pipeline keeps sizes, not bodies) and that is not a file read counts as used: waste is then a lower
-  bound. Errors count as used (the agent reacts to them), and so do the outputs of the agent's own edits,
-  writes and todo lists (they confirm its own action).
+  or when its path is mentioned in a later tool input (a re-read of the same path does not count) or
+  assistant message; any output is used when one of its distinctive words (:func:`distinctive`: the
+  classes of ``agents.fidelity``'s evidence - paths, test ids, error codes, identifiers) that its own
+  input did not hold is mentioned later. Mentions are whole words (:func:`words`), looked up in one
+  index per session. An output whose text is not at hand (the pipeline keeps sizes, not bodies) and
+  that is not a file read counts as used: waste is then a lower bound. Errors count as used (the agent
+  reacts to them), and so do the outputs of the agent's own edits, writes and todo lists (they confirm
+  its own action).
 * **Re-read**: a ``Read`` of a path already read in the session, with no edit or write of it and no
   compaction between, covering no line the earlier reads did not (same or narrower range). Its tokens
   are waste whatever else happens.
@@ -31,14 +33,13 @@ The rules (documented in docs/context.md):
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from outloop.agents.fidelity import evidence
 from outloop.agents.pricing import PriceTable, Rates
 
 EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
@@ -47,7 +48,8 @@ OVERSIZED_TOKENS = 5_000  # an output at least this large is "oversized"
 BREAK_MIN_TOKENS = 10_000  # a cache write at least this large may be a cache break
 CACHE_5M = timedelta(minutes=5)
 CACHE_1H = timedelta(hours=1)
-LATER_TEXT_CAP = 200_000  # characters of later inputs and messages searched per output
+LATER_TEXT_CAP = 200_000  # characters of a tool input or message searched for mentions
+OUTPUT_TEXT_CAP = 200_000  # characters of an output whose words are looked for later
 
 
 @dataclass(frozen=True)
@@ -213,35 +215,89 @@ def _rereads(calls: Sequence[Call], compactions: Sequence[datetime]) -> set[str]
     return out
 
 
-def _later_texts(calls: Sequence[Call], apis: Sequence[Api]) -> list[tuple[float, str, str | None, str | None]]:
-    """(time, text, tool, path) of every tool input and assistant message, in time order."""
-    items: list[tuple[float, str, str | None, str | None]] = [
-        (_order(c)[0], c.input_text(), c.tool_name, c.path) for c in calls]
-    items += [(a.at.timestamp(), a.text, None, None) for a in apis if a.text and a.at is not None]
-    items.sort(key=lambda x: x[0])
-    return items
+_WORD = re.compile(r"[^\s'\"`()\[\]{}<>,;=|&*!?]+")
 
 
-def is_used(c: Call, later: Iterable[tuple[float, str, str | None, str | None]]) -> bool:
-    """The used rule of the module docstring for one output, given what came after it."""
+def words(text: str) -> set[str]:
+    """The whole words of a text as the used rule matches them: runs between spaces, quotes, brackets and
+    punctuation, trailing dots and colons dropped; a ``path:line`` also as its path, a path also as each of
+    its tails after a ``/`` (``src/app.py`` -> ``app.py``)."""
+    out: set[str] = set()
+    for m in _WORD.finditer(text):
+        w = m.group(0).rstrip(".:")
+        if len(w) < 4:
+            continue
+        out.add(w)
+        head = w.split(":", 1)[0] if ":" in w and "::" not in w else w
+        out.add(head)
+        i = head.find("/")
+        while i != -1:
+            out.add(head[i + 1:])
+            i = head.find("/", i + 1)
+    return out
+
+
+_CODE = re.compile(r"(?:[A-Z]{1,4}\d{3,5}|TS\d{4}|E\d{4})")
+_INNER_CAP = re.compile(r"[a-z][A-Z]")
+_IDENT = re.compile(r"[A-Za-z_]\w{4,}")
+
+
+def distinctive(word: str) -> bool:
+    """A word that tells what an output was used for, the classes of ``agents.fidelity.evidence``: a path
+    with a file name, a test id, an error code, an identifier with an underscore or an inner capital."""
+    if "::" in word or _CODE.fullmatch(word):
+        return True
+    if "/" in word or "." in word:
+        return "." in word.rsplit("/", 1)[-1][1:]
+    return bool(_IDENT.fullmatch(word)) and ("_" in word.strip("_") or bool(_INNER_CAP.search(word)))
+
+
+@dataclass
+class Mentions:
+    """Where each word was last mentioned in the session's tool inputs and assistant messages: a position
+    in time order, and the time of each position (what came after an output is what it may be used by)."""
+
+    times: list[float] = field(default_factory=list)
+    last: dict[str, int] = field(default_factory=dict)
+    last_edit: dict[str, int] = field(default_factory=dict)  # path -> last edit or write of it
+
+    @classmethod
+    def of(cls, calls: Sequence[Call], apis: Sequence[Api]) -> Mentions:
+        items: list[tuple[float, str, str | None, str | None]] = [
+            (_order(c)[0], c.input_text(), c.tool_name, c.path) for c in calls]
+        items += [(a.at.timestamp(), a.text, None, None) for a in apis if a.text and a.at is not None]
+        items.sort(key=lambda x: x[0])
+        m = cls()
+        for pos, (t, text, tool, path) in enumerate(items):
+            m.times.append(t)
+            found = words(text[:LATER_TEXT_CAP])
+            if tool == "Read" and path is not None:
+                found.discard(path)  # a re-read of a path is not a use of it
+            for w in found:
+                m.last[w] = pos
+            if tool in EDIT_TOOLS and path is not None:
+                m.last_edit[path] = pos
+        return m
+
+    def after(self, when: float) -> int:
+        """The first position strictly after time ``when``."""
+        return bisect.bisect_right(self.times, when)
+
+
+def is_used(c: Call, mentions: Mentions) -> bool:
+    """The used rule of the module docstring for one output, given the session's mentions."""
     if c.status in ("error", "interrupted") or c.tool_name in OWN_ACTIONS:
         return True
     path = c.path if c.tool_name == "Read" else None
     if path is None and c.output_text is None:
         return True
-    strings = evidence(c.output_text, c.input_text()) if c.output_text else set()
-    budget = LATER_TEXT_CAP
-    for _, text, tool, other in later:
-        if path is not None:
-            if tool in EDIT_TOOLS and other == path:
-                return True
-            if not (tool == "Read" and other == path) and path in text:
-                return True
-        if strings and any(s in text for s in strings):
-            return True
-        budget -= len(text)
-        if budget <= 0:
-            break
+    start = mentions.after(_order(c)[0])
+    if path is not None and (mentions.last_edit.get(path, -1) >= start or mentions.last.get(path, -1) >= start):
+        return True
+    if c.output_text:
+        own = words(c.input_text())
+        return any(mentions.last.get(w, -1) >= start and w not in own and distinctive(w)
+                   for w in words(c.output_text[:OUTPUT_TEXT_CAP]))
     return False
 
 
@@ -306,15 +362,13 @@ def measure(session_id: str, calls: Iterable[Call], apis: Iterable[Api], compact
     timed = [a for a in apis if a.at is not None]
     carry = carries(calls, timed, cuts)
     rereads = _rereads(calls, cuts)
-    texts = _later_texts(calls, apis)
-    stamps = [t for t, *_ in texts]
+    mentions = Mentions.of(calls, apis)
     result = SessionContext(session_id)
     for c, n in zip(calls, carry, strict=True):
         if c.status == "started":
             continue
-        later = itertools.islice(texts, bisect.bisect_right(stamps, _order(c)[0]), None)
         reread = c.id in rereads
-        used = not reread and is_used(c, later)
+        used = not reread and is_used(c, mentions)
         target = c.path if c.path is not None else c.tool_input.get("command")
         result.outputs.append(Output(c.id, session_id, c.signature, c.tool_name,
                                      target if isinstance(target, str) else None, c.tokens, n, used, reread,

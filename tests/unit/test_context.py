@@ -13,8 +13,10 @@ from outloop.agents.context import (
     Call,
     cache_breaks,
     carries,
+    distinctive,
     files_read_and_used,
     measure,
+    words,
 )
 from outloop.agents.pricing import PriceTable
 
@@ -118,3 +120,21 @@ def test_session_row() -> None:
     assert row["fixed_prefix_tokens"] == 20_010 and row["fixed_overhead_tokens"] == 6 * 20_010
     assert row["mcp_tools_called"] == "mcp__db__query" and row["cache_breaks"] == 0
     assert row["window_start"] == T0 + timedelta(seconds=5) and row["window_end"] == T0 + timedelta(seconds=55)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("see src/app.py:12 for load_user", {"src/app.py:12", "src/app.py", "app.py", "load_user"}),
+    ('grep -n "parseConfig" ./cmd/main.go', {"grep", "parseConfig", "./cmd/main.go", "cmd/main.go", "main.go"}),
+    ("tests/test_x.py::test_y failed", {"tests/test_x.py::test_y", "test_x.py::test_y", "failed"}),
+])
+def test_words(text: str, expected: set[str]) -> None:
+    assert words(text) == expected
+
+
+@pytest.mark.parametrize(("word", "yes"), [
+    ("src/app.py", True), ("app.py", True), ("tests/x.py::test_y", True), ("E501", True), ("TS2304", True),
+    ("load_user", True), ("parseConfig", True), ("failed", False), ("src/", False), ("1.2.3", True),
+    ("_private", False), ("HTTP", False),
+])
+def test_distinctive(word: str, yes: bool) -> None:
+    assert distinctive(word) is yes
