@@ -25,7 +25,6 @@ import pyarrow.compute as pc
 
 from outloop.agents.context import Api, Call, SessionContext, chars_per_token, measure
 from outloop.agents.pricing import active_table
-from outloop.schemas.sizes import hook_response, output_text
 
 DDL = """
 CREATE TABLE context_efficiency (
@@ -95,15 +94,24 @@ _CALLS = ("SELECT session_id, id, tool_name, tool_input, status, started_at, end
 _USAGE = ("SELECT session_id, id, model, \"timestamp\", input_tokens, output_tokens, cache_read_input_tokens, "
           "cache_creation_input_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens FROM usage "
           "WHERE session_id IN (SELECT s FROM ctx_sessions)")
-_POST = ("h.hook_event_name IN ('PostToolUse', 'PostToolUseFailure') "
-         "AND h.session_id IN (SELECT s FROM ctx_sessions)")
-_OUTPUTS = (  # the output text of the sessions' calls that came through a Post hook (its payload keeps it)
-    "SELECT t.id, h.payload FROM hook_events h JOIN tool_calls t ON t.id = h.tool_use_id "
-    f"WHERE h.tool_use_id IS NOT NULL AND {_POST} UNION ALL "
-    "SELECT t.id, h.payload FROM hook_events h JOIN tool_calls t "
-    "ON t.call_key = json_extract_string(h.payload, '$.call_key') AND t.session_id = h.session_id "
-    f"WHERE h.tool_use_id IS NULL AND {_POST}")
 OUTPUT_CAP = 200_000  # characters of an output searched for evidence
+_R = "h.payload, '$.tool_response"
+_TEXT = (  # what sizes.output_text takes from a Post hook payload, extracted in SQL and cut at OUTPUT_CAP
+    f"left(coalesce(json_extract_string({_R}.stdout') || chr(10) || coalesce(json_extract_string({_R}.stderr'), ''), "
+    f"json_extract_string({_R}.stderr'), json_extract_string({_R}.file.content'), "
+    f"json_extract_string({_R}.content'), json_extract_string({_R}')), {OUTPUT_CAP})")
+_POST = ("h.hook_event_name IN ('PostToolUse', 'PostToolUseFailure') "
+         "AND h.session_id IN (SELECT s FROM ctx_sessions) AND t.tool_name NOT IN "
+         "('Edit', 'Write', 'MultiEdit', 'NotebookEdit', 'TodoWrite')")  # their outputs count as used anyway
+_POSTED = (  # the Post hook events of the sessions' calls (ids only: payloads stay in the table here)
+    f"SELECT t.id, h.id FROM hook_events h JOIN tool_calls t ON t.id = h.tool_use_id "
+    f"WHERE h.tool_use_id IS NOT NULL AND {_POST} UNION ALL "
+    "SELECT t.id, h.id FROM (SELECT id, session_id, hook_event_name, "
+    "json_extract_string(payload, '$.call_key') AS k FROM hook_events WHERE tool_use_id IS NULL "
+    "AND session_id IN (SELECT s FROM ctx_sessions)) h "
+    f"JOIN tool_calls t ON t.call_key = h.k AND t.session_id = h.session_id WHERE {_POST}")
+_TEXTS = f"SELECT h.id, {_TEXT} FROM hook_events h WHERE h.id IN (SELECT x FROM ctx_hooks)"
+TEXT_CHUNK = 50  # hook payloads whose text is read at a time
 _COMPACT = ("SELECT session_id, received_at FROM hook_events WHERE hook_event_name = 'PreCompact' "
             "AND received_at IS NOT NULL AND session_id IN (SELECT s FROM ctx_sessions)")
 MARK_ALL = ("INSERT INTO pattern_dirty SELECT DISTINCT 'context', session_id FROM "
@@ -146,16 +154,22 @@ def _tokens(est: int | None, size: int | None, cpt: float) -> int:
     return int(est or 0)
 
 
-def _text(payload: str | None) -> str | None:
-    """The output text of a stored Post hook payload (capped), None when it holds none."""
-    try:
-        doc = orjson.loads(payload) if payload else None
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    response = hook_response(doc)
-    return None if response is None else output_text(response)[:OUTPUT_CAP]
+def _texts(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Tool call id -> output text, for the calls of ``ctx_sessions`` a stored Post hook payload carries:
+    the matching hook ids first, then their texts a few at a time (payloads can be large; DuckDB's memory
+    is small)."""
+    calls = dict((h, t) for t, h in con.execute(_POSTED).fetchall())
+    hooks = sorted(calls)
+    texts: dict[str, str] = {}
+    for start in range(0, len(hooks), TEXT_CHUNK):
+        con.register("ctx_hooks", pa.table({"x": hooks[start:start + TEXT_CHUNK]}))
+        try:
+            for hook, text in con.execute(_TEXTS).fetchall():
+                if text is not None:
+                    texts[calls[hook]] = text
+        finally:
+            con.unregister("ctx_hooks")
+    return texts
 
 
 def load(con: duckdb.DuckDBPyConnection, sessions: list[str]
@@ -165,7 +179,7 @@ def load(con: duckdb.DuckDBPyConnection, sessions: list[str]
     cpt = chars_per_token()
     con.register("ctx_sessions", pa.table({"s": sessions}))
     try:
-        texts = {id_: _text(payload) for id_, payload in con.execute(_OUTPUTS).fetchall()}
+        texts = _texts(con)
         for sid, id_, tool, ti, status, started, ended, est, size, sig in con.execute(_CALLS).fetchall():
             parsed = orjson.loads(ti) if ti else None
             start, end = _utc(started), _utc(ended)
