@@ -9,7 +9,8 @@ Routing: a PreToolUse payload is first handed to the router component (``outloop
 its Unix socket, within a hard budget (``OUTLOOP_ROUTE_BUDGET_MS``, default 150 ms from the shim's
 start); its answer, when there is one, is printed on stdout as is (the PreToolUse JSON). No router,
 an error or the budget spent: nothing is printed and the call proceeds unchanged. A PostToolUse
-payload is passed on without waiting (the router's session memory learns each command's result).
+payload (and a PreCompact one) is passed on without waiting (the router's session memory learns each
+command's result, each file read, and when the context was compacted).
 ``OUTLOOP_ROUTER=0`` turns both off. The payload is spooled in every case, as before.
 
 Run it as a file with ``python -I -S <this file>`` (see :func:`hook_command`): isolated mode skips
@@ -134,7 +135,8 @@ def route(raw: bytes, start: float) -> bytes:
     """The router's answer to a PreToolUse payload (b"" for none), within the budget counted from
     ``start`` (monotonic); a PostToolUse payload is sent without waiting. Never raises."""
     pre = b'"PreToolUse"' in raw
-    if (not pre and b'"PostToolUse"' not in raw) or os.environ.get("OUTLOOP_ROUTER") == "0":
+    passed = b'"PostToolUse"' in raw or b'"PreCompact"' in raw
+    if (not pre and not passed) or os.environ.get("OUTLOOP_ROUTER") == "0":
         return b""
     deadline = start + _budget()
     try:

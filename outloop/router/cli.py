@@ -14,7 +14,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from outloop.router.rules import GUARD, MODES, Rule, RulesError, add_exclusion, load, set_mode, suggestion, user_path
+from outloop.router.rules import (
+    GUARD,
+    MODES,
+    REREAD,
+    Rule,
+    RulesError,
+    add_exclusion,
+    load,
+    set_mode,
+    suggestion,
+    user_path,
+)
 
 routes_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                          help="Routing rules: list, show RULE, mode RULE shadow|advise|enforce, exclude SIGNATURE.")
@@ -109,11 +120,12 @@ def show(rule: Annotated[str, typer.Argument(help="rule name")], as_json: JsonOp
 def mode(rule: Annotated[str, typer.Argument(help="rule name")],
          new: Annotated[str, typer.Argument(help="shadow | advise | enforce")], as_json: JsonOpt = False) -> None:
     """Set a rule's mode (written to the user rules file; the router applies it within seconds).
-    ``loop-guard`` sets the mode of the loop guard and the wait advice."""
+    ``loop-guard`` sets the mode of the loop guard and the wait advice, ``unchanged-reread`` that of the
+    unchanged re-read rule."""
     if new not in MODES:
         err.print(f"[red]error:[/] mode must be one of {', '.join(MODES)}")
         raise typer.Exit(2)
-    if rule not in _load().by_name and rule != GUARD:
+    if rule not in _load().by_name and rule not in (GUARD, REREAD):
         err.print(f"[red]error:[/] no rule {rule!r} (outloop routes list)")
         raise typer.Exit(1)
     try:

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from outloop.agents.categories import RO, WR
+from outloop.agents.rereads import Stamp, unchanged_reread
+from outloop.agents.rereads import reason as reread_reason
 from outloop.agents.signatures import Signature, signature_of
 from outloop.router.guard import SessionState, loop_guard, wait_advice
-from outloop.router.rules import Rule, RuleSet, effective_mode
+from outloop.router.rules import REREAD, Rule, RuleSet, effective_mode
 from outloop.runner.rewrite import is_wrapped, runner_command
 
 DETERMINISTIC = (RO, WR)  # the side-effect classes a replacement may act on
@@ -163,12 +165,15 @@ def _blocked(tool_input: Mapping[str, Any], command: str) -> str | None:
 def decide(tool_name: str, tool_input: Mapping[str, Any] | None, cwd: str | None, session: SessionState | None,
            rules: RuleSet, patterns: Mapping[str, int], now: float,
            rule_stats: Mapping[str, tuple[int, float | None]] | None = None,
-           sizes: Mapping[str, float] | None = None) -> Decision:
+           sizes: Mapping[str, float] | None = None, stamp: Stamp | None = None) -> Decision:
     """The decision for one PreToolUse call. ``patterns``: signature -> confidence (0-100);
     ``rule_stats``: rule -> (decisions with a measured fidelity, mean fidelity); ``now`` is not used
     by the rules yet (kept so that time-dependent rules stay pure); ``sizes``: signature -> the average
-    output tokens of its past calls (unknown signatures are not held back)."""
+    output tokens of its past calls (unknown signatures are not held back); ``stamp``: for a Read, the
+    file's size and modification time now (None: unknown, the re-read rule never applies)."""
     inp: Mapping[str, Any] = tool_input if isinstance(tool_input, Mapping) else {}
+    if tool_name == "Read":
+        return _reread(session, inp, cwd, rules, stamp, now)
     if tool_name != "Bash":
         return Decision("pass", f"{tool_name or 'this tool'} is not a shell command")
     command = inp.get("command")
@@ -184,6 +189,21 @@ def decide(tool_name: str, tool_input: Mapping[str, Any] | None, cwd: str | None
 def _with_sig(d: Decision, sig: Signature, confidence: int | None = None) -> Decision:
     return replace(d, signature=sig.signature, category=sig.category, side_effect=sig.side_effect,
                    confidence=confidence)
+
+
+def _reread(session: SessionState | None, inp: Mapping[str, Any], cwd: str | None, rules: RuleSet,
+            stamp: Stamp | None, now: float) -> Decision:
+    """The unchanged re-read rule (``agents.rereads``): a deny (advice in ``advise``) for a Read whose
+    lines this session already read from the file as it is now, with no compaction since."""
+    seen = unchanged_reread(session.reads if session is not None else None, inp, cwd, stamp)
+    if seen is None:
+        return Decision("pass", "not an unchanged re-read")
+    path = str(inp.get("file_path"))
+    why = reread_reason(path, seen, now)
+    mode = rules.reread_mode
+    action = "advise" if mode == "advise" else "deny"
+    return Decision(action, why, mode, REREAD, rules.version, context=why if action == "advise" else None,
+                    extra={"read_by": seen.tool_use_id})
 
 
 def _guard(session: SessionState | None, command: str, rules: RuleSet, sig: Signature) -> Decision | None:

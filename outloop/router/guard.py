@@ -22,6 +22,8 @@ import shlex
 from collections import deque
 from dataclasses import dataclass, field
 
+from outloop.agents.rereads import ReadMemory
+
 MAX_STEPS = 32  # tool calls a session state keeps
 _SLEEP = re.compile(r"^\s*sleep\s+[0-9.]+[smh]?\s*$")
 _SLEEP_THEN = re.compile(r"^\s*sleep\s+[0-9.]+[smh]?\s*(?:&&|;)\s*(?P<rest>.+)$", re.S)
@@ -44,6 +46,7 @@ class SessionState:
     steps: deque[Step] = field(default_factory=lambda: deque(maxlen=MAX_STEPS))
     last_seen: float = 0.0
     quota_warned: str | None = None  # the quota level this session was last warned at (once per level)
+    reads: ReadMemory = field(default_factory=ReadMemory)  # completed Reads, for the unchanged re-read rule
 
     def pre(self, tool_use_id: str | None, tool: str, command: str | None, now: float) -> Step:
         step = Step(tool_use_id, tool, command)

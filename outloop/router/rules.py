@@ -35,6 +35,7 @@ FAMILIES = ("pytest", "unittest", "go-test", "cargo-test", "js-test", "swift-tes
             "go-build", "tsc", "cc", "make", "ruff", "eslint", "mypy", "pip", "npm-install", "apt", "git-status",
             "git-diff", "git-log", "generic")
 GUARD = "loop-guard"  # the name decisions of the loop guard carry, and its mode's name in ``outloop routes mode``
+REREAD = "unchanged-reread"  # the unchanged re-read rule's name (agents.rereads), and its mode's name
 DEFAULT_THRESHOLD = 70
 DEFAULT_LOOP_GUARD = 3
 DEFAULT_PROMOTE_AT = 0.95  # measured fidelity over enough shadow decisions that suggests a promotion
@@ -92,6 +93,7 @@ class RuleSet:
     guard_mode: str = "shadow"  # the loop guard's and the wait advice's mode
     source: str = ""  # the user file it was loaded with, if any
     by_name: dict[str, Rule] = field(default_factory=dict, compare=False, repr=False)
+    reread_mode: str = "shadow"  # the unchanged re-read rule's mode
 
     def __post_init__(self) -> None:
         self.by_name.update({r.name: r for r in self.rules})
@@ -106,7 +108,8 @@ class RuleSet:
     @property
     def version(self) -> str:
         body = json.dumps([[r.name, r.version] for r in self.rules] + [list(self.exclude), self.loop_guard,
-                                                                         self.rewrite_permission, self.guard_mode])
+                                                                         self.rewrite_permission, self.guard_mode]
+                          + ([self.reread_mode] if self.reread_mode != "shadow" else []))
         return hashlib.blake2b(body.encode(), digest_size=6).hexdigest()
 
 
@@ -188,7 +191,8 @@ def read_user(path: Path) -> dict[str, Any]:
 def build(user: dict[str, Any], base: list[Rule] | None = None, source: str = "") -> RuleSet:
     """The effective rule set: the built-in rules with the user's overrides, then the user's own
     rules (before the generic rule, so that they win over it)."""
-    unknown = set(user) - {"rules", "add", "exclude", "loop_guard", "guard_mode", "rewrite_permission"}
+    unknown = set(user) - {"rules", "add", "exclude", "loop_guard", "guard_mode", "rewrite_permission",
+                           "reread_mode"}
     if unknown:
         raise RulesError(f"{source or 'the rules'}: unknown keys {sorted(unknown)}")
     rules = list(builtin_rules() if base is None else base)
@@ -216,7 +220,10 @@ def build(user: dict[str, Any], base: list[Rule] | None = None, source: str = ""
     guard_mode = user.get("guard_mode", "shadow")
     if guard_mode not in MODES:
         raise RulesError(f"guard_mode must be one of {MODES}")
-    return RuleSet(tuple(rules), tuple(exclude), guard, permission, guard_mode, source)
+    reread_mode = user.get("reread_mode", "shadow")
+    if reread_mode not in MODES:
+        raise RulesError(f"reread_mode must be one of {MODES}")
+    return RuleSet(tuple(rules), tuple(exclude), guard, permission, guard_mode, source, reread_mode=reread_mode)
 
 
 def load(path: Path | None = None) -> RuleSet:
@@ -234,10 +241,13 @@ def write_user(path: Path, data: dict[str, Any]) -> None:
 
 
 def set_mode(path: Path, rule: str, mode: str) -> dict[str, Any]:
-    """Set a rule's mode in the user file (``loop-guard``: the loop guard's and wait advice's)."""
+    """Set a rule's mode in the user file (``loop-guard``: the loop guard's and wait advice's;
+    ``unchanged-reread``: the unchanged re-read rule's)."""
     data = read_user(path)
     if rule == GUARD:
         data["guard_mode"] = mode
+    elif rule == REREAD:
+        data["reread_mode"] = mode
     else:
         data.setdefault("rules", {}).setdefault(rule, {})["mode"] = mode
     write_user(path, data)

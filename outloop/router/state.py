@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from outloop.agents.quota_risk import QuotaConfig, hook_answer
+from outloop.agents.rereads import EDIT_TOOLS, Stamp, stamp_of
 from outloop.router.decide import Decision, answer, decide
 from outloop.router.guard import SessionState, response_text
 from outloop.router.rules import RulesError, RuleSet, build, load, read_user
@@ -137,8 +138,12 @@ class Router:
         with self._lock:
             if event == "PostToolUse":
                 self.counters["posts"] += 1
-                self.session(payload["session_id"], now).post(
-                    _str(payload.get("tool_use_id")), response_text(payload.get("tool_response")), now)
+                state = self.session(payload["session_id"], now)
+                state.post(_str(payload.get("tool_use_id")), response_text(payload.get("tool_response")), now)
+                _remember(state, payload, now)
+                return b"", None
+            if event == "PreCompact":  # the context is rebuilt: nothing read before is in it any more
+                self.session(payload["session_id"], now).reads.compacted()
                 return b"", None
             if event != "PreToolUse":
                 return b"", None
@@ -154,8 +159,12 @@ class Router:
         raw_input = payload.get("tool_input")
         tool_input: dict[str, Any] = raw_input if isinstance(raw_input, dict) else {}
         state = self.session(session_id, now)
+        stamp = None
+        if tool == "Read":
+            stamp = _stamp(tool_input, _str(payload.get("cwd")))
+            state.reads.pre_read(_str(payload.get("tool_use_id")), tool_input, _str(payload.get("cwd")), stamp)
         d = decide(tool, tool_input, _str(payload.get("cwd")), state, self.rules, self.patterns, now,
-                   self.rule_stats, self.sizes)
+                   self.rule_stats, self.sizes, stamp)
         command = tool_input.get("command") if tool == "Bash" else None
         step = state.pre(_str(payload.get("tool_use_id")), tool, command if isinstance(command, str) else None, now)
         out = answer(d)
@@ -185,6 +194,23 @@ class Router:
             state.quota_warned = level
             return merged, replace(d, reason=f"{d.reason}; quota {level}: warning added to the context")
         return merged, d
+
+
+def _stamp(tool_input: dict[str, Any], cwd: str | None) -> Stamp | None:
+    path = tool_input.get("file_path")
+    if not isinstance(path, str) or not path:
+        return None
+    return stamp_of(os.path.join(cwd or "/", path))
+
+
+def _remember(state: SessionState, payload: dict[str, Any], now: float) -> None:
+    """A completed Read is remembered, an edit or write forgets its path (the re-read rule's memory)."""
+    raw = payload.get("tool_input")
+    tool_input: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    tool = _str(payload.get("tool_name")) or ""
+    if tool == "Read" or tool in EDIT_TOOLS:
+        state.reads.post(tool, _str(payload.get("tool_use_id")), tool_input, payload.get("tool_response"),
+                         _str(payload.get("cwd")), _stamp(tool_input, _str(payload.get("cwd"))), now)
 
 
 def _str(value: Any) -> str | None:
