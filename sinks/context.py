@@ -194,12 +194,18 @@ def load(con: duckdb.DuckDBPyConnection, sessions: list[str]
     return facts
 
 
+_KEYS = {"context_outputs": "id", "cache_breaks": "usage_id"}  # keyed by a fact whose session may change
+
+
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     con.register("ctx_rows", pa.Table.from_pylist(rows))
     try:
         cols = ", ".join(f'"{c}"' for c in rows[0])
+        key = _KEYS.get(table)
+        if key is not None:  # a tool call or usage record stored under another session before: it moved
+            con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM ctx_rows)")
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ctx_rows")
     finally:
         con.unregister("ctx_rows")
