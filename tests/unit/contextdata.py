@@ -19,7 +19,7 @@ from outloop.streams.importers import ImportStats
 from outloop.streams.importers.detect import iter_paths
 
 NAMES = SessionOutputs(TOPICS.hook_events.name, TOPICS.tool_calls.name, TOPICS.usage.name, TOPICS.dead_letters.name,
-                       TOPICS.context_windows.name)
+                       context_windows=TOPICS.context_windows.name)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
