@@ -41,7 +41,10 @@ def lines_of(raw: bytes) -> list[str]:
 
 def run(command: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> Output:
     """Runs ``command`` with ``bash -c`` in ``cwd``, stderr into stdout, as the runner does."""
-    full = {**os.environ, **(env or {})}
+    # a make that runs the tests (``make test``) exports its level: a make run here would print
+    # ``make[1]:`` instead of the ``make:`` a user sees
+    outer = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    full = {**outer, **(env or {})}
     proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=full, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, timeout=timeout, check=False)
     return Output(command, proc.stdout, proc.returncode)
