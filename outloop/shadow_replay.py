@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from outloop.agents.calibration import calibrate
 from outloop.agents.pricing import PriceTable
 from outloop.agents.shadow import Routed, ShadowDecision, route_timeline, section
@@ -23,19 +21,11 @@ from outloop.agents.timeline import Timeline, ToolStep, build_timeline
 from outloop.schemas.events import Envelope, EventType, RoutingDecision
 from outloop.streams.importers import ImportStats, make_envelope
 from outloop.streams.importers.detect import SKIP, collect_files, detect
+from outloop.streams.importers.transcripts import read_jsonl
 
 
-def _records(path: Path, fmt: str, doc: Any) -> Iterable[Any]:
-    if fmt == "transcript-array":
-        return doc
-    out = []
-    with path.open("rb") as fh:
-        for line in fh:
-            try:
-                out.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                continue  # damaged lines are counted by the import itself
-    return out
+def _records(path: Path, fmt: str, doc: Any, stats: ImportStats) -> Iterable[Any]:
+    return doc if fmt == "transcript-array" else read_jsonl(path, stats)
 
 
 def load_timelines(paths: list[Path]) -> tuple[list[Timeline], int]:
@@ -51,7 +41,7 @@ def load_timelines(paths: list[Path]) -> tuple[list[Timeline], int]:
         if fmt not in ("transcript", "transcript-array"):
             others += fmt == "trajectory"
             continue
-        t = build_timeline(_records(path, fmt, doc), str(path))
+        t = build_timeline(_records(path, fmt, doc, stats), str(path))
         if t.calls or t.steps:
             timelines.append(t)
     return timelines, others

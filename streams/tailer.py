@@ -33,17 +33,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from outloop.schemas.events import Envelope, EventType
 from outloop.schemas.topics import TopicCatalogue
 from outloop.streams.forwarder import DEFAULT_MAX_RECORD_BYTES, shrink_envelope
 from outloop.streams.importers import ImportStats
-from outloop.streams.importers.transcripts import TranscriptState, iter_records, session_of_file
+from outloop.streams.importers.transcripts import TranscriptState, iter_records, parse_lines, session_of_file
 from outloop.streams.publisher import Delivery, Publisher, PublishError, redact_envelope
 from outloop.streams.settings import Settings
 from outloop.streams.tailing import (
@@ -60,23 +57,6 @@ from outloop.streams.tailing import (
 
 log = logging.getLogger(__name__)
 _CONTENT = (EventType.TOOL_USE, EventType.TOOL_RESULT)
-
-
-def parse_lines(lines: list[bytes], stats: ImportStats, path: Path) -> Iterator[dict[str, Any]]:
-    """The JSON objects of complete transcript lines; blank lines ignored, bad ones counted damaged."""
-    for line in lines:
-        if not line.strip():
-            continue
-        stats.records_read += 1
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            stats.damaged(path)
-            continue
-        if isinstance(record, dict):
-            yield record
-        else:
-            stats.damaged(path)
 
 
 class Tailer:

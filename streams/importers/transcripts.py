@@ -117,22 +117,27 @@ def _message_envelopes(state: TranscriptState, uids: Iterable[str], path: Path,
         yield stats.produced(envelope)
 
 
+def parse_lines(lines: Iterable[bytes], stats: ImportStats, path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of transcript lines; blank lines ignored, other bad lines counted as damaged."""
+    for line in lines:
+        if not line.strip():
+            continue
+        stats.records_read += 1
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            stats.damaged(path)
+            continue
+        if isinstance(record, dict):
+            yield record
+        else:
+            stats.damaged(path)
+
+
 def read_jsonl(path: Path, stats: ImportStats) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a .jsonl file; blank lines ignored, other bad lines counted as damaged."""
+    """The JSON objects of a .jsonl file (see :func:`parse_lines`)."""
     with path.open("rb") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            stats.records_read += 1
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                stats.damaged(path)
-                continue
-            if isinstance(record, dict):
-                yield record
-            else:
-                stats.damaged(path)
+        yield from parse_lines(fh, stats, path)
 
 
 def usage_total(usage: dict[str, Any]) -> int:

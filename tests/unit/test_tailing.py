@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 
 from outloop.streams.importers import ImportStats
-from outloop.streams.tailer import parse_lines
+from outloop.streams.importers.transcripts import parse_lines
 from outloop.streams.tailing import (
     Checkpoint,
     Mark,
