@@ -147,6 +147,12 @@ class ToolCall(_Closed):
     permission_asked: bool | None = None
 
 
+TOKENS_MAX = 10**9
+"""The most tokens one API response can count of one kind: a thousand times the largest context window.
+A record claiming more is damaged (it becomes a dead letter); sums of many such records stay far inside
+the 64-bit integers DuckDB and Arrow add them in."""
+
+
 class UsageRecord(_Closed):
     """Usage of one API response; ``id`` is ``message.id:requestId``."""
 
@@ -154,12 +160,12 @@ class UsageRecord(_Closed):
     session_id: str
     model: str | None
     timestamp: Time | None
-    input_tokens: int = Field(ge=0)
-    output_tokens: int = Field(ge=0)
-    cache_read_input_tokens: int = Field(ge=0, default=0)
-    cache_creation_input_tokens: int = Field(ge=0, default=0)
-    cache_creation_5m_tokens: int | None = Field(ge=0, default=None)
-    cache_creation_1h_tokens: int | None = Field(ge=0, default=None)
+    input_tokens: int = Field(ge=0, le=TOKENS_MAX)
+    output_tokens: int = Field(ge=0, le=TOKENS_MAX)
+    cache_read_input_tokens: int = Field(ge=0, le=TOKENS_MAX, default=0)
+    cache_creation_input_tokens: int = Field(ge=0, le=TOKENS_MAX, default=0)
+    cache_creation_5m_tokens: int | None = Field(ge=0, le=TOKENS_MAX, default=None)
+    cache_creation_1h_tokens: int | None = Field(ge=0, le=TOKENS_MAX, default=None)
     cost_usd: float | None = None  # from the source when it states one (trajectories), else priced by the agent
     source: str = "transcript"
 

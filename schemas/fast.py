@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from outloop.schemas.events import EventType
+from outloop.schemas.events import TOKENS_MAX, EventType
 
 _I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # the models' ints, as _unstorable bounds them
 _N64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # Field(ge=0)
+_TOK = Annotated[int, msgspec.Meta(ge=0, le=TOKENS_MAX)]  # UsageRecord's token counts
 _ID = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 _NONEMPTY = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -105,12 +106,12 @@ class FastUsage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     session_id: str
     model: str | None
     timestamp: datetime | None
-    input_tokens: _N64
-    output_tokens: _N64
-    cache_read_input_tokens: _N64 = 0
-    cache_creation_input_tokens: _N64 = 0
-    cache_creation_5m_tokens: _N64 | None = None
-    cache_creation_1h_tokens: _N64 | None = None
+    input_tokens: _TOK
+    output_tokens: _TOK
+    cache_read_input_tokens: _TOK = 0
+    cache_creation_input_tokens: _TOK = 0
+    cache_creation_5m_tokens: _TOK | None = None
+    cache_creation_1h_tokens: _TOK | None = None
     cost_usd: float | None = None
     source: str = "transcript"
 

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from outloop.schemas.events import (
     EVENT_TYPES,
+    TOKENS_MAX,
     ApiMessage,
     ContextWindow,
     DeadLetter,
@@ -326,6 +327,7 @@ CHECKED: dict[str, Callable[[bytes], Row]] = {
 # -- the fast path: msgspec structs, only for the exact forms the agents write ----------------------
 _I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _N64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_TOK = Annotated[int, msgspec.Meta(ge=0, le=TOKENS_MAX)]  # UsageRecord's bound
 
 
 class _Usage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):  # fields in SCHEMAS order
@@ -333,12 +335,12 @@ class _Usage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):  # field
     session_id: str
     model: str | None
     timestamp: str | None
-    input_tokens: _N64
-    output_tokens: _N64
-    cache_read_input_tokens: _N64 = 0
-    cache_creation_input_tokens: _N64 = 0
-    cache_creation_5m_tokens: _N64 | None = None
-    cache_creation_1h_tokens: _N64 | None = None
+    input_tokens: _TOK
+    output_tokens: _TOK
+    cache_read_input_tokens: _TOK = 0
+    cache_creation_input_tokens: _TOK = 0
+    cache_creation_5m_tokens: _TOK | None = None
+    cache_creation_1h_tokens: _TOK | None = None
     cost_usd: float | None = None
     source: str = "transcript"
 

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from outloop.schemas.events import EventType
@@ -221,6 +221,9 @@ def state(sink: DuckSink) -> dict[str, Any]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(batches())
+@example([d.with_offsets([("t.usage", b"s1", json.dumps(
+    {"id": "m1:r", "session_id": "s1", "model": None, "timestamp": None, "input_tokens": 2**63 - 1,
+     "output_tokens": 1}).encode())])])  # summed by the quota refresh, it overflowed 64 bits
 def test_generated_batches_leave_the_database_the_reference_leaves(tmp_path_factory: Any, chunks: list) -> None:
     assume(not any(BIG_TOOL_INPUT in (m[4] or b"") for chunk in chunks for m in chunk))  # crashes the reference
     tmp: Path = tmp_path_factory.mktemp("eq")
@@ -229,6 +232,19 @@ def test_generated_batches_leave_the_database_the_reference_leaves(tmp_path_fact
             for sink in (new, ref):
                 sink.write_batch(chunk)
         assert state(new) == state(ref)
+
+
+def test_a_usage_record_claiming_more_tokens_than_any_response_can_is_a_dead_letter(tmp_path: Path) -> None:
+    """Token counts are bounded (``TOKENS_MAX``): a record at the 64-bit limit used to be stored and then
+    overflowed the sums of every refresh after it."""
+    usage = {"id": "m1:r", "session_id": "s1", "model": None, "timestamp": None, "output_tokens": 1}
+    msgs = d.with_offsets([("t.usage", b"s1", json.dumps({**usage, "input_tokens": 2**63 - 1}).encode()),
+                           ("t.usage", b"s1", json.dumps({**usage, "id": "m2:r", "input_tokens": 5}).encode())])
+    with DuckSink(tmp_path / "u.duckdb", clock=clock) as sink:
+        sink.write_batch(msgs)
+        con = sink.con
+        assert con.execute("SELECT id, input_tokens FROM usage").fetchall() == [("m2:r", 5)]
+        assert con.execute("SELECT count(*) FROM dead_letters").fetchone() == (1,)
 
 
 BIG_TOOL_INPUT = b'"tool_input":{"n":100000000000000000000}'
