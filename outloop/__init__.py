@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("OutloopClient", "RouteDecision"):
+    if name in ("OutloopClient", "RouteDecision", "QueryError"):
         from outloop import client
 
         return getattr(client, name)

@@ -9,13 +9,17 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 if TYPE_CHECKING:
+    from outloop.client_events import WorkflowRun
+    from outloop.client_watch import Decision, Subscription
     from outloop.runner.api import RunResult
 
 
@@ -128,24 +132,81 @@ def route_decision(command: str, reply: dict[str, Any] | None) -> RouteDecision:
 
 
 class OutloopClient:
-    """outloop for ADWs: pre-flight budget checks against the running worker (``outloop up``).
+    """outloop for ADWs (``outloop up`` running): publish workflow runs and tool results, ask the router
+    (:meth:`route`), run commands through the runner (:meth:`run`), ask for budget
+    (:meth:`check_budget`), read the views (:meth:`query`, :meth:`view`) and follow routing and throttle
+    decisions (:meth:`subscribe`). Guide: ``docs/client.md``.
+
+    Fail-safe on the workflow's path: ``route`` answers pass and publishing returns False when outloop
+    does not answer (``strict=True`` raises instead); ``run`` runs the command whatever outloop's state;
+    ``check_budget`` raises :class:`QueryError` when no worker answers unless ``on_error="allow"``.
 
     ``check_budget`` answers allow / warn / deny with reasons and, unless denied, reserves the estimate
     until :meth:`release_budget` (or the run's ``workflow.ended``, or ``ttl_s``): the worker's sink answers
-    checks one at a time, so concurrent checks never share the same headroom. When no worker answers it
-    raises :class:`QueryError`; the caller decides whether to proceed (outloop never blocks on its own)."""
+    checks one at a time, so concurrent checks never share the same headroom."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 6066, timeout: float = 10.0,
-                 router_socket: str | None = None) -> None:
+                 router_socket: str | None = None, *, db: Path | None = None, broker: str | None = None,
+                 topic_prefix: str = "outloop", publish_timeout: float = 5.0, strict: bool = False) -> None:
+        """``db``: the database file to read when no worker owns it (queries and subscriptions);
+        ``broker``: where to publish (None: the running worker's, from its ``/health``)."""
+        from outloop.client_events import EventSender
+
+        self.host, self.port = host, port
         self.worker = WorkerClient(host, port, timeout)
         self.router_socket = router_socket  # None: the one of this OUTLOOP_HOME
+        self.db = db
+        self.broker = broker
+        self.events = EventSender(self._bootstrap, topic_prefix, timeout=publish_timeout, strict=strict)
 
     @classmethod
-    def from_settings(cls, settings: Any = None) -> OutloopClient:
+    def from_settings(cls, settings: Any = None, **kwargs: Any) -> OutloopClient:
+        """A client of the outloop the ``OUTLOOP_*`` variables name (HTTP port, database, broker, topics)."""
         from outloop.streams.settings import Settings
 
         s = settings or Settings.from_env()
-        return cls(s.http_host, s.http_port)
+        return cls(s.http_host, s.http_port, db=s.db, broker=s.broker or None, topic_prefix=s.topic_prefix,
+                   **kwargs)
+
+    def __enter__(self) -> OutloopClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for what was published (up to the publish time-out) and close the connection."""
+        self.events.close()
+
+    def _bootstrap(self) -> str | None:
+        if self.broker:
+            return self.broker
+        found = (self.worker.health() or {}).get("broker")
+        return found if isinstance(found, str) and found else None
+
+    # -- publishing ------------------------------------------------------------------------------
+    def start_workflow(self, workflow: str, *, run_id: str | None = None, session_id: str | None = None,
+                       attributes: dict[str, Any] | None = None, started_at: datetime | None = None
+                       ) -> WorkflowRun:
+        """Publish ``workflow.started`` and return the run (``phase``, ``add_usage``, ``tool_result``,
+        ``end``; a context manager). ``run_id``: a fresh UUIDv7 when None."""
+        from outloop.client_events import WorkflowRun
+        from outloop.streams.spool import uuid7
+
+        run = WorkflowRun(self.events, run_id or uuid7(), workflow, session_id)
+        run.started = self.events.send(lambda p: p.workflow_started(
+            run.run_id, workflow, session_id=session_id, started_at=started_at, attributes=attributes))
+        return run
+
+    def tool_result(self, session_id: str, tool_name: str, tool_input: dict[str, Any] | str | None,
+                    **kwargs: Any) -> bool:
+        """Publish the result of a tool the ADW ran (``output``, ``output_bytes``, ``is_error``,
+        ``started_at``, ``ended_at``, ``duration_ms``, ``tool_use_id``: see ``client_events.tool_call``).
+        It becomes a ``tool_calls`` row (source ``adw``) with its signature, and counts in the patterns."""
+        from outloop.client_events import tool_call
+
+        call = tool_call(session_id, tool_name, tool_input, **kwargs)
+        return self.events.send(lambda p: p.tool_call(call))
 
     def route(self, command: str, cwd: str | None = None, session_id: str = "adw", *,
               tool_use_id: str | None = None, timeout: float = 1.0) -> RouteDecision:
@@ -170,15 +231,23 @@ class OutloopClient:
         return run(command, cwd=cwd, family=family, timeout=timeout)
 
     def check_budget(self, workflow: str, estimated_tokens: int | None = None, *, run_id: str | None = None,
-                     ttl_s: float | None = None) -> dict[str, Any]:
+                     ttl_s: float | None = None, on_error: str = "raise") -> dict[str, Any]:
         """{"id", "decision": allow|warn|deny, "reasons", "estimated_tokens", "estimate_basis",
         "reserved_tokens", "headroom_tokens", "status", "expires_at"}; without an estimate, the p90 of the
-        workflow's past runs is used."""
+        workflow's past runs is used. No worker answering raises :class:`QueryError`; with
+        ``on_error="allow"`` it answers ``allow`` with ``id`` None and the reason instead (nothing reserved)."""
+        if on_error not in ("raise", "allow"):
+            raise ValueError('on_error must be "raise" or "allow"')
         try:
             result = self.worker._request("/budget", {"workflow": workflow, "estimated_tokens": estimated_tokens,
                                                       "run_id": run_id, "ttl_s": ttl_s})
         except OSError as exc:
-            raise QueryError(f"no outloop worker answers at {self.worker.base}: {exc}") from None
+            reason = f"no outloop worker answers at {self.worker.base}: {exc}"
+            if on_error == "raise":
+                raise QueryError(reason) from None
+            return {"id": None, "decision": "allow", "reasons": [reason], "estimated_tokens": estimated_tokens,
+                    "estimate_basis": None, "reserved_tokens": 0, "headroom_tokens": None, "status": "none",
+                    "expires_at": None}
         return result  # type: ignore[no-any-return]
 
     def release_budget(self, check_id: str) -> bool:
@@ -187,3 +256,46 @@ class OutloopClient:
             return bool(self.worker._request("/budget/release", {"id": check_id}))
         except OSError as exc:
             raise QueryError(f"no outloop worker answers at {self.worker.base}: {exc}") from None
+
+    # -- reading ---------------------------------------------------------------------------------
+    def query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of one read-only statement, as dicts: through the worker when it owns ``db`` (or, with no
+        ``db`` given, whenever one answers), else read-only from the file. Raises :class:`QueryError`."""
+        columns, rows = self._fetch(sql, params)
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def _fetch(self, sql: str, params: list[Any] | None) -> tuple[list[str], list[list[Any]]]:
+        if self.db is not None:
+            return query(self.db, self.host, self.port, sql, params)
+        try:
+            return self.worker.query(sql, params)
+        except OSError as exc:
+            raise QueryError(f"no outloop worker answers at {self.worker.base}: {exc}") from None
+
+    def views(self) -> list[str]:
+        """The names of the database's views (the table in the README lists their columns)."""
+        rows = self.query("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
+        return [str(r["view_name"]) for r in rows]
+
+    def view(self, name: str, *, where: str | None = None, params: list[Any] | None = None,
+             order_by: str | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
+        """Rows of one named view (``v_session_summary``, ``cost_savings_log``, ...), optionally filtered
+        (``where="session_id = ?", params=[...]``) and ordered; read-only like :meth:`query`."""
+        if name not in self.views():
+            raise QueryError(f"no view named {name!r}; views: {', '.join(self.views())}")
+        sql = f'SELECT * FROM "{name}"' + (f" WHERE {where}" if where else "") + \
+            (f" ORDER BY {order_by}" if order_by else "") + (f" LIMIT {int(limit)}" if limit is not None else "")
+        return self.query(sql, params)
+
+    def subscribe(self, kinds: tuple[str, ...] = ("routing", "throttle"), callback: Callable[[Decision], None]
+                  | None = None, *, since: datetime | None = None, poll: float = 0.5, lookback: float = 300.0,
+                  timeout: float | None = None) -> Subscription:
+        """Follow routing and/or throttle decisions as they reach the database (see
+        ``outloop.client_watch`` for how and with what latency). Without ``callback``, iterate the
+        returned subscription (``for d in sub``: each a :class:`~outloop.client_watch.Decision`); with
+        one, it is called from a daemon thread. ``since``: also deliver the stored decisions from that
+        time; ``timeout``: end the iteration after that many seconds; ``close()`` ends it at any time."""
+        from outloop.client_watch import Subscription
+
+        sub = Subscription(self._fetch, tuple(kinds), since=since, poll=poll, lookback=lookback, timeout=timeout)
+        return sub.run_callback(callback) if callback is not None else sub

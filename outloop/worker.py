@@ -5,7 +5,8 @@ reads while the worker runs.
 HTTP (loopback by default; every request's Host is checked and unknown paths answer 404, see
 ``streams.httpguard``):
   GET  /health            -> {"ok": true, "assigned": <input partitions held>, "db": <the database file it
-                              owns, absolute and resolved>, "pid": <the worker's pid>, ...counters}
+                              owns, absolute and resolved>, "pid": <the worker's pid>, "broker": <its bootstrap
+                              servers, where ADW clients publish>, ...counters}
   POST /query             -> body {"sql": "...", "params": [...]}; read-only statements only
   POST /budget            -> body {"workflow": "...", "estimated_tokens": n|null, "run_id": ..., "ttl_s": ...}
   POST /budget/release    -> body {"id": "budget:N"}
@@ -100,7 +101,7 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
             progress = await loop.run_in_executor(None, proc.progress) if ready else None
         body = {"ok": progress is not None, "agents": dict(app_stats(app)), "sink": progress,
                 "sink_pid": proc.pid if proc is not None else None, "assigned": _assigned(app),
-                "db": owned_db, "pid": os.getpid()}
+                "db": owned_db, "pid": os.getpid(), "broker": bootstrap}
         return web.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/query")
