@@ -1,6 +1,6 @@
 """Frozen settings, read once from ``OUTLOOP_*`` environment variables (one place for every name).
 
-The README's settings table is generated from :data:`SETTINGS_DOC`; keep them together.
+The README's settings table lists these with the same defaults (checked by tests/unit/test_docs.py).
 """
 
 from __future__ import annotations
