@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from outloop.client import WorkerClient
+from outloop.client import OutloopClient, WorkerClient
 from outloop.streams.broker import free_port
+from tests import SESSION_TIMEOUT
 from tests.polling import wait
 
 # slow: `outloop up` takes a few seconds to start (broker, worker, router); the example itself runs in ~2 s
@@ -34,7 +35,8 @@ def _query(worker: WorkerClient, sql: str) -> list[dict[str, Any]]:
 def test_example_adw_runs_end_to_end_and_its_events_are_queryable(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home"), "OUTLOOP_HTTP_PORT": str(port),
-           "OUTLOOP_APP_ID": f"adw-{port}", "OUTLOOP_PROJECTS": "off"}
+           "OUTLOOP_APP_ID": f"adw-{port}", "OUTLOOP_PROJECTS": "off",
+           "OUTLOOP_SESSION_TIMEOUT": str(SESSION_TIMEOUT)}  # a 1 s first join instead of 3 s
     for name in ("OUTLOOP_BROKER", "OUTLOOP_DB", "OUTLOOP_SPOOL", "OUTLOOP_ROUTER_SOCKET", "OUTLOOP_RUNS_DIR"):
         env.pop(name, None)
     started = time.monotonic()
@@ -75,6 +77,23 @@ def test_example_adw_runs_end_to_end_and_its_events_are_queryable(tmp_path: Path
             (f"{run_id}:test", "shadow", "error"), (f"{run_id}:verify", "shadow", "ok")]
         (check,) = _query(worker, "SELECT workflow, decision, status FROM budget_checks")
         assert check == {"workflow": "fix-tests", "decision": "allow", "status": "released"}
+
+        # the totals an ADW that calls a model publishes, and a run that raised, through the same client
+        client = OutloopClient(port=port, router_socket=str(tmp_path / "home" / "router.sock"))
+        with pytest.raises(RuntimeError), client.start_workflow("plan", run_id="adw-totals") as run:
+            run.phase("plan")
+            run.add_usage(1200, 300, 50_000, 2_000, cost_usd=0.25)
+            run.add_usage(800, 100, cost_usd=0.05)
+            raise RuntimeError("the model gave up")
+        client.close()
+        wait(lambda: bool(_query(worker, "SELECT 1 FROM workflow_runs WHERE run_id = 'adw-totals' "
+                                         "AND ended_at IS NOT NULL")), 30, "the second run stored")
+        (totals,) = _query(worker, "SELECT status, input_tokens, output_tokens, cache_read_input_tokens, "
+                                   "cache_creation_input_tokens, cost_usd FROM workflow_runs "
+                                   "WHERE run_id = 'adw-totals'")
+        assert totals == {"status": "failed", "input_tokens": 2000, "output_tokens": 400,
+                          "cache_read_input_tokens": 50_000, "cache_creation_input_tokens": 2_000,
+                          "cost_usd": pytest.approx(0.30)}
     finally:
         up.send_signal(signal.SIGTERM)
         try:
