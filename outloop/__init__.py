@@ -3,7 +3,12 @@
 ``from outloop import OutloopClient`` is the ADW client (loaded on first use: the hook shim and the
 runner import this package on every tool call and must not pay for it)."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers (the package is typed: py.typed); at run time, loaded on first use
+    from outloop.client import OutloopClient, QueryError, RouteDecision
+
+__all__ = ["OutloopClient", "QueryError", "RouteDecision"]
 
 __version__ = "0.1.0"
 
