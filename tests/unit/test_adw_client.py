@@ -97,8 +97,9 @@ def test_subscription_pages_through_more_than_a_page_and_forgets_beyond_the_look
 def test_callback_form_runs_in_a_thread_until_closed(tmp_path: Path) -> None:
     db = _db(tmp_path)
     got: list[Decision] = []
+    _throttle(db, T0 + timedelta(minutes=1), "critical")  # before: the thread opens the file read-only, and
+    # one process cannot hold it read-only and writable at once (the sink writes from a process of its own)
     sub = _client(db).subscribe(("throttle",), got.append, since=T0, poll=0.05)
-    _throttle(db, T0 + timedelta(minutes=1), "critical")
     deadline = time.monotonic() + 10
     while not got and time.monotonic() < deadline:
         time.sleep(0.05)
