@@ -75,6 +75,7 @@ def up() -> None:
     One instance per OUTLOOP_HOME: a second one exits at once, naming the first one's pid."""
     import logging
 
+    from outloop.dashboard import serve as serve_dashboard
     from outloop.lifetime import AlreadyRunning, InstanceLock
     from outloop.runtime import Stack, StackError
     from outloop.streams.broker import BrokerError
@@ -102,6 +103,13 @@ def up() -> None:
             if stack.router is not None:
                 err.print(f"router   {stack.router.socket_path}  (log {stack.router.log_path})")
             err.print(f"tailing  {st.projects or 'off'} (and the transcripts hooks name)")
+            try:
+                board = serve_dashboard(stack)
+            except OSError as exc:  # its port is taken: the stack runs on, without a dashboard
+                board = None
+                err.print(f"dashboard off: {st.dashboard_host}:{st.dashboard_port}: {exc} (OUTLOOP_DASHBOARD_PORT)")
+            if board is not None:
+                err.print(f"dashboard {board.url}")
             err.print("outloop is up; Ctrl-C stops it")
             try:
                 while not stop.wait(0.5):
@@ -109,6 +117,8 @@ def up() -> None:
                         raise _fail(stack.failure or "the stack stopped")
             except KeyboardInterrupt:
                 pass
+            if board is not None:
+                board.stop()
             err.print("stopping...")
     except (StackError, BrokerError, PublishError) as exc:
         raise _fail(_reason(exc)) from None
@@ -229,14 +239,7 @@ def query(
     _render(columns, rows, fmt)
 
 
-PATTERNS_SQL = """
-SELECT signature, category, tool, target, side_effect, occurrence_count, session_count, count_1h, count_24h,
-       count_7d, count_30d, windows_as_of, first_seen, last_seen, confidence_score, status, tokens_total,
-       avg_output_tokens, success_rate, ok_count, failed_count, avg_duration_ms, samples, confidence_breakdown,
-       signature_version, side_effects, side_effect_share
-FROM operation_patterns WHERE (? IS NULL OR category = ?)
-ORDER BY occurrence_count DESC, confidence_score DESC, signature LIMIT ?
-"""
+from outloop.dashdata import PATTERNS_SQL  # noqa: E402 - the query the dashboard shows too
 
 
 @app.command()
@@ -342,6 +345,30 @@ def context(
         cr.print_sessions(out, data)
     else:
         cr.print_session(out, data)
+
+
+@app.command()
+def report(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for index.html and the PNG charts")],
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default OUTLOOP_DB)")] = None,
+) -> None:
+    """The dashboard's content as a static page: index.html and PNG charts, for sharing and CI artifacts."""
+    from datetime import UTC, datetime
+
+    from outloop.agents.quota_risk import QuotaConfig
+    from outloop.client import query as run_query
+    from outloop.htmlreport import write_report
+
+    s = _settings(db)
+    if not s.db.exists():
+        raise _fail(f"no database at {s.db} (run 'outloop replay' or 'outloop up' first)")
+    try:
+        config = QuotaConfig.load()
+        made = write_report(lambda sql, params: run_query(s.db, s.http_host, s.http_port, sql, params), out_dir,
+                            datetime.now(UTC), config, str(s.db))
+    except (ValueError, OSError) as exc:
+        raise _fail(_reason(exc)) from None
+    err.print(f"wrote {out_dir / 'index.html'} and {len(made)} charts: {', '.join(p.name for p in made.values())}")
 
 
 @hooks_app.command("install")

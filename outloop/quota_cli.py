@@ -74,6 +74,11 @@ def load_rows(db: Path | None, at: datetime | None) -> list[UsageRow]:
     s = _settings(db)
     stamp = at.isoformat() if at else None
     _cols, rows = query(s.db, s.http_host, s.http_port, USAGE_SQL, [stamp, stamp])
+    return usage_rows(rows)
+
+
+def usage_rows(rows: list[list[Any]]) -> list[UsageRow]:
+    """The rows of ``USAGE_SQL`` as :class:`UsageRow` (rows without a readable time left out)."""
     out = []
     for ts, i, o, w, r, cost, model in rows:
         when = _time(ts)

@@ -71,6 +71,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_QUERY_TIMEOUT": ("30", "seconds a query may run in the sink before it is cancelled"),
     "OUTLOOP_QUERY_MAX_ROWS": ("100000", "rows a query through the worker returns at most (the reply says when it "
                                "cut)"),
+    "OUTLOOP_DASHBOARD_HOST": ("127.0.0.1", "address the dashboard of `outloop up` binds (loopback by default)"),
+    "OUTLOOP_DASHBOARD_PORT": ("6067", "port of the dashboard of `outloop up` (0 picks a free one, -1 serves none)"),
 }
 
 
@@ -107,6 +109,8 @@ class Settings:
     http_allowed_hosts: tuple[str, ...] = ()
     query_timeout: float = 30.0
     query_max_rows: int = 100_000
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 6067  # 0: a free port; -1: no dashboard
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -160,6 +164,8 @@ class Settings:
                 http_allowed_hosts=tuple(h.strip() for h in get("OUTLOOP_HTTP_ALLOWED_HOSTS").split(",") if h.strip()),
                 query_timeout=float(get("OUTLOOP_QUERY_TIMEOUT")),
                 query_max_rows=int(get("OUTLOOP_QUERY_MAX_ROWS")),
+                dashboard_host=get("OUTLOOP_DASHBOARD_HOST"),
+                dashboard_port=int(get("OUTLOOP_DASHBOARD_PORT")),
             )
         except ValueError as exc:
             raise ValueError(f"bad OUTLOOP_* setting: {exc}") from exc
@@ -226,6 +232,8 @@ class Settings:
             "OUTLOOP_HTTP_ALLOWED_HOSTS": ",".join(self.http_allowed_hosts),
             "OUTLOOP_QUERY_TIMEOUT": str(self.query_timeout),
             "OUTLOOP_QUERY_MAX_ROWS": str(self.query_max_rows),
+            "OUTLOOP_DASHBOARD_HOST": self.dashboard_host,
+            "OUTLOOP_DASHBOARD_PORT": str(self.dashboard_port),
         }
         if self.broker:
             out["OUTLOOP_BROKER"] = self.broker
