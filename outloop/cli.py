@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from outloop.dashdata import PATTERNS_SQL  # the query of `outloop patterns`, the dashboard's too
 from outloop.quota_cli import quota_app
 from outloop.router.cli import mount as mount_routes
 from outloop.streams.settings import Settings
@@ -117,8 +118,9 @@ def up() -> None:
                         raise _fail(stack.failure or "the stack stopped")
             except KeyboardInterrupt:
                 pass
-            if board is not None:
-                board.stop()
+            finally:
+                if board is not None:
+                    board.stop()
             err.print("stopping...")
     except (StackError, BrokerError, PublishError) as exc:
         raise _fail(_reason(exc)) from None
@@ -237,9 +239,6 @@ def query(
     except Exception as exc:  # QueryError, and duckdb's errors on the read-only path
         raise _fail(_reason(exc)) from None
     _render(columns, rows, fmt)
-
-
-from outloop.dashdata import PATTERNS_SQL  # noqa: E402 - the query the dashboard shows too
 
 
 @app.command()
