@@ -2,7 +2,8 @@
 // drawn here: no library, no CDN). Text from the data goes in as text nodes only, never as HTML.
 "use strict";
 
-const REFRESH_MS = 5000;
+// every 5 s; "?every=MS" asks more or less often (at least every 0.5 s)
+const REFRESH_MS = Math.max(500, Number(new URLSearchParams(location.search).get("every")) || 5000);
 const SVG = "http://www.w3.org/2000/svg";
 
 function el(tag, attrs, ...children) {

@@ -17,9 +17,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -43,6 +45,15 @@ class Live:
     env: dict[str, str]
     db: Path
     said: list[bytes]
+    broker: str
+    prefix: str
+
+    def poison(self) -> None:
+        """A record no agent can read: the worker makes a dead letter of it."""
+        cat = TopicCatalogue(prefix=self.prefix)
+        with Publisher(self.broker, catalogue=cat) as pub:
+            pub.raw(cat.events.name, b"dashboard-test", b"{not json " + uuid.uuid4().hex.encode(), partition=0)
+            pub.flush()
 
 
 def _wait_line(said: list[bytes], prefix: bytes, up: subprocess.Popen[bytes], timeout: float) -> str:
@@ -84,15 +95,13 @@ def live(tmp_path_factory: pytest.TempPathFactory, broker: str, traces: Path) ->
                      daemon=True).start()
     try:
         url = _wait_line(said, b"dashboard ", up, 90)
-        # a record no agent can read: the dead-letter panel shows what the worker made of it
-        with Publisher(broker, catalogue=TopicCatalogue(prefix=tag)) as pub:
-            pub.raw(TopicCatalogue(prefix=tag).events.name, b"dashboard-test", b"{not json", partition=0)
-            pub.flush()
+        live = Live(url, env, s.db, said, broker, tag)
+        live.poison()  # the dead-letter panel shows what the worker made of it
         deadline = time.monotonic() + 60
         while orjson.loads(_get(url + "api/dead_letters")[1]).get("data", {}).get("total", 0) < 1:
             assert time.monotonic() < deadline, "the poison record never reached dead_letters"
             time.sleep(0.3)
-        yield Live(url, env, s.db, said)
+        yield live
     finally:
         up.send_signal(signal.SIGINT)
         try:
@@ -121,7 +130,7 @@ def test_every_panel_renders_data_in_a_real_browser(live: Live) -> None:
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     try:
-        driver.get(live.url)
+        driver.get(live.url + "?every=500")
         deadline = time.monotonic() + 60
         states: dict[str, str | None] = {}
         while time.monotonic() < deadline:
@@ -152,8 +161,18 @@ def test_every_panel_renders_data_in_a_real_browser(live: Live) -> None:
         total = orjson.loads(_get(live.url + "api/dead_letters")[1])["data"]["total"]
         assert f"{total} dead letters" in driver.find_element("id", "dead_letters").text
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        # the page updates itself: a new dead letter appears without a reload
+        live.poison()
+        deadline = time.monotonic() + 60
+        while f"{total + 1} dead letters" not in (text := _text(driver, "dead_letters")):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
     finally:
         driver.quit()
+
+
+def _text(driver: Any, panel: str) -> str:
+    return str(driver.find_element("id", panel).get_attribute("textContent"))
 
 
 def _has_discovery(live: Live) -> bool:
