@@ -34,6 +34,7 @@ class Official:
     used_percentage: float
     resets_at: datetime | None
     seen_at: datetime
+    source: str = "status_line"  # status_line | rate_limit_stop (agents.quota_signals)
 
 
 OFFICIAL_MAX_AGE_S = 15 * 60  # an official figure older than this no longer counts
@@ -108,7 +109,8 @@ def assess(rows: Sequence[UsageRow], at: datetime, config: QuotaConfig,
                       "basis": use.basis, "forecast": _forecast_view(fc, off)})
         if off:
             entry["official"] = {"used_percentage": off.used_percentage, "seen_at": off.seen_at.isoformat(),
-                                 "resets_at": off.resets_at.isoformat() if off.resets_at else None}
+                                 "resets_at": off.resets_at.isoformat() if off.resets_at else None,
+                                 "source": off.source}
         windows.append(entry)
     if config.month_usd:
         month = window_at("month", seen, at) or empty_window("month", at)

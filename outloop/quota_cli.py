@@ -35,6 +35,12 @@ WHERE hook_event_name = 'Status' AND (payload->'rate_limits') IS NOT NULL
   AND (? IS NULL OR received_at <= CAST(? AS TIMESTAMPTZ))
 ORDER BY received_at DESC, id LIMIT 50
 """
+STOPS_SQL = """
+SELECT received_at, CAST(payload AS VARCHAR) FROM hook_events
+WHERE hook_event_name = 'ApiError' AND payload->>'error' = 'rate_limit'
+  AND received_at <= CAST(? AS TIMESTAMPTZ) AND received_at > CAST(? AS TIMESTAMPTZ) - INTERVAL 8 DAY
+ORDER BY received_at DESC, id LIMIT 50
+"""
 
 
 def _settings(db: Path | None) -> Any:
@@ -88,18 +94,21 @@ def usage_rows(rows: list[list[Any]]) -> list[UsageRow]:
 
 
 def load_official(db: Path | None, at: datetime) -> dict[str, Official]:
-    """The latest official figure of each window seen up to ``at`` (and not older than 15 minutes)."""
+    """The latest official figure of each window seen up to ``at``: a status-line figure not older than
+    15 minutes, or a rate-limit stop whose window has not reset (``agents.quota_signals``)."""
     import duckdb
 
+    from outloop.agents.quota_signals import merge_official, rate_limit_stops
     from outloop.client import QueryError, query
 
     s = _settings(db)
     stamp = at.isoformat()
     try:
         _cols, rows = query(s.db, s.http_host, s.http_port, OFFICIAL_SQL, [stamp, stamp])
+        _cols, stops = query(s.db, s.http_host, s.http_port, STOPS_SQL, [stamp, stamp])
     except (QueryError, duckdb.Error):  # no database yet: no official figures
         return {}
-    return official_from(rows, at)
+    return merge_official(official_from(rows, at), rate_limit_stops(stops, at))
 
 
 def _emit(obj: Any) -> None:

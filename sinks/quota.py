@@ -3,7 +3,8 @@
 Projection (:func:`refresh_quota`): after a batch that stored usage or status-line events (at most every
 ``QUOTA_REFRESH_S`` seconds, and with every flush marker), the status of every window is computed by
 :func:`agents.quota_status.assess` at the event-time watermark ``W`` = the latest usage time, from the
-usage of the 40 days before ``W`` and the official status-line figures seen up to ``W``, and stored in
+usage of the 40 days before ``W`` and the official figures seen up to ``W`` (status-line figures, and
+rate-limit stops: ``agents.quota_signals``; a stop, which writes no usage, moves ``W`` to its time), and stored in
 ``quota_snapshots`` and ``quota_forecasts`` (keyed by window and ``W``) and ``throttle_decisions``
 (keyed by ``W``, window and level). ``W`` is a time of the data, not of the clock, so replaying the same
 input writes the same rows.
@@ -26,6 +27,7 @@ import duckdb
 from outloop.agents.quota import UsageRow, window_at
 from outloop.agents.quota_budget import answer, estimate_from_history
 from outloop.agents.quota_risk import QuotaConfig
+from outloop.agents.quota_signals import merge_official, rate_limit_stops
 from outloop.agents.quota_status import assess, official_from
 
 log = logging.getLogger("outloop.sink")
@@ -39,6 +41,9 @@ cost_usd, model FROM usage WHERE "timestamp" IS NOT NULL AND "timestamp" > ? AND
 ORDER BY "timestamp", id"""
 _OFFICIAL = """SELECT received_at, CAST((payload->'rate_limits') AS VARCHAR) FROM hook_events
 WHERE hook_event_name = 'Status' AND (payload->'rate_limits') IS NOT NULL AND received_at <= ?
+ORDER BY received_at DESC, id LIMIT 20"""
+_STOPS = """SELECT received_at, CAST(payload AS VARCHAR) FROM hook_events
+WHERE hook_event_name = 'ApiError' AND payload->>'error' = 'rate_limit' AND received_at <= ? AND received_at > ?
 ORDER BY received_at DESC, id LIMIT 20"""
 
 
@@ -62,8 +67,12 @@ def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, last_key:
                         'cache_read_input_tokens + cache_creation_input_tokens) FROM usage').fetchone()
     status_row = con.execute("SELECT max(received_at), count(*) FROM hook_events WHERE hook_event_name = 'Status'"
                              ).fetchone()
-    key = (found, status_row)
+    stop_row = con.execute("SELECT max(received_at), count(*) FROM hook_events WHERE hook_event_name = 'ApiError' "
+                           "AND payload->>'error' = 'rate_limit'").fetchone()
+    key = (found, status_row, stop_row)
     at = found[0] if found else None
+    if at is not None and stop_row and stop_row[0] is not None and stop_row[0] > at:
+        at = stop_row[0]  # a rate-limit stop writes no usage: it is the latest time of the data
     if at is None or key == last_key:
         return key
     try:
@@ -74,7 +83,8 @@ def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, last_key:
 
 
 def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime) -> None:
-    official = official_from(con.execute(_OFFICIAL, [at]).fetchall(), at)
+    official = merge_official(official_from(con.execute(_OFFICIAL, [at]).fetchall(), at),
+                              rate_limit_stops(con.execute(_STOPS, [at, at - timedelta(days=8)]).fetchall(), at))
     status: dict[str, Any] = assess(_rows(con, at - HISTORY, at), at, config, official).as_dict()
     for w in status["windows"]:
         used, fc, off = w["used"], w["forecast"], w.get("official") or {}

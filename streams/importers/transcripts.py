@@ -13,7 +13,10 @@ records as a JSON array in a hook-log capture's ``chat.json``) -> envelopes.
   the tool_use ids the response issued, its content blocks and their sizes (no bodies), accumulated
   over its records and emitted with the usage; re-emitted when a later call saw more of it.
 - ``<synthetic>`` records (written by Claude Code itself, not by the API, always zero usage) produce
-  no usage record; they are counted in ``stats.notes["usage_synthetic"]``.
+  no usage record; they are counted in ``stats.notes["usage_synthetic"]``. Those that record an API
+  error (``isApiErrorMessage``: a rate limit, a timeout) become a ``hook.event`` named ``ApiError``
+  (an outloop event, like the status line's ``Status``), id ``apierr:<uuid>``, with the ``error`` kind
+  and the text: a stop caused by a rate limit is an official quota signal (``agents.quota_signals``).
 
 Records are deduplicated by ``uuid`` and blocks by ``tool_use_id`` across the files of one import
 (chat.json versions overlap, and a session can arrive both as a transcript and as chat.json).
@@ -175,6 +178,27 @@ def _usage_envelope(record: dict[str, Any], session: str) -> Envelope:
                          time=model.timestamp)
 
 
+def _api_error_envelope(record: dict[str, Any], message: dict[str, Any], session: str) -> Envelope | None:
+    """An API error Claude Code recorded instead of a response (``isApiErrorMessage``: a rate limit, a
+    timeout, a refused key) as an ``ApiError`` event: its ``error`` kind and text, which say for a rate
+    limit which limit and when it resets (``agents.quota_signals`` reads them). None without a uuid."""
+    uuid = record.get("uuid")
+    if not isinstance(uuid, str) or not uuid:
+        return None
+    content = message.get("content")
+    texts = [b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)] \
+        if isinstance(content, list) else [content] if isinstance(content, str) else []
+    error = record.get("error")
+    data = {"session_id": session, "hook_event_name": "ApiError",
+            "error": error if isinstance(error, str) and error else "unknown", "text": " ".join(texts)[:500],
+            "timestamp": record.get("timestamp"), "transcript_uuid": uuid}
+    try:
+        return make_envelope(None, id=f"apierr:{uuid}", type=EventType.HOOK_EVENT, source=SOURCE, subject=session,
+                             time=parse_time(record.get("timestamp")), data=data)
+    except ValidationError:
+        return None
+
+
 def _blocks(record: dict[str, Any], path: Path, stats: ImportStats, state: TranscriptState,
             session: str) -> Iterator[Envelope]:
     message = record["message"]
@@ -250,6 +274,10 @@ def iter_records(records: Iterable[Any], path: Path, stats: ImportStats, state: 
             continue
         for envelope in _blocks(record, path, stats, state, session):
             yield stats.produced(envelope)
+        if record.get("isApiErrorMessage") is True and record.get("type") == "assistant":
+            error = _api_error_envelope(record, message, session)
+            if error is not None:
+                yield stats.produced(error)
         usage = message.get("usage")
         if record.get("type") != "assistant" or not isinstance(usage, dict):
             continue

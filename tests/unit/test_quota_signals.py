@@ -1,0 +1,123 @@
+"""Rate-limit stops as official quota signals: the transcript record Claude Code writes for one, the
+``ApiError`` event the importer makes of it, its reset time, and the throttle decision it drives (pure,
+and through the sink on a real DuckDB file)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outloop.agents.quota import UsageRow
+from outloop.agents.quota_risk import QuotaConfig
+from outloop.agents.quota_signals import merge_official, parse_reset, rate_limit_stops, window_of
+from outloop.agents.quota_status import Official, assess
+from outloop.schemas.events import EventType
+from outloop.sinks.writer import DuckSink
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.transcripts import iter_records
+from tests.unit import sinkdata as d
+
+STOP_AT = datetime(2026, 1, 17, 3, 18, 27, tzinfo=UTC)
+TEXT = "You're out of extra usage · resets 11pm (America/Denver)"
+
+
+def stop_record(uuid: str = "u-stop", **fields: Any) -> dict[str, Any]:
+    """The shape Claude Code writes when the API refuses a request for a rate limit (FORMATS.md)."""
+    return {"type": "assistant", "uuid": uuid, "sessionId": "s1", "timestamp": "2026-01-17T03:18:27.438Z",
+            "isApiErrorMessage": True, "error": "rate_limit",
+            "message": {"id": "m-syn", "model": "<synthetic>", "role": "assistant", "stop_reason": "stop_sequence",
+                        "usage": {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
+                                  "cache_read_input_tokens": 0},
+                        "content": [{"type": "text", "text": TEXT}]}, **fields}
+
+
+@pytest.mark.parametrize(("text", "seen", "expected"), [
+    (TEXT, STOP_AT, datetime(2026, 1, 17, 6, 0, tzinfo=UTC)),  # 20:18 in Denver (UTC-7): 23:00 there
+    ("5-hour limit reached ∙ resets 3:30pm (Europe/Paris)", datetime(2026, 1, 5, 15, 0, tzinfo=UTC),
+     datetime(2026, 1, 6, 14, 30, tzinfo=UTC)),  # 16:00 in Paris: 15:30 has passed, the next day's
+    ("Weekly limit reached ∙ resets Jan 9, 10am (Europe/Paris)", datetime(2026, 1, 5, 15, 0, tzinfo=UTC),
+     datetime(2026, 1, 9, 9, 0, tzinfo=UTC)),
+    ("Claude AI usage limit reached|1767960000", STOP_AT, datetime.fromtimestamp(1767960000, UTC)),
+    ("5-hour limit reached ∙ resets 3pm", STOP_AT, None),  # no zone: the local time cannot be placed
+    ("resets 3pm (Nowhere/Atlantis)", STOP_AT, None),
+    ("Request timed out", STOP_AT, None),
+])
+def test_parse_reset(text: str, seen: datetime, expected: datetime | None) -> None:
+    assert parse_reset(text, seen) == expected
+
+
+def test_window_of() -> None:
+    assert window_of("Weekly limit reached ∙ resets Mon 9am") == "seven_day"
+    assert window_of("Opus weekly limit reached") == "seven_day"
+    assert window_of(TEXT) == "five_hour"
+
+
+def test_importer_makes_an_api_error_event_of_the_record() -> None:
+    plain = stop_record("u-plain")
+    del plain["isApiErrorMessage"]  # a synthetic record that is no API error: no event, as before
+    envs = list(iter_records([stop_record(), plain], Path("t.jsonl"), ImportStats()))
+    assert [(e.type, e.id) for e in envs] == [(EventType.HOOK_EVENT, "apierr:u-stop")]
+    env = envs[0]
+    assert env.data["hook_event_name"] == "ApiError" and env.data["error"] == "rate_limit"
+    assert env.data["text"] == TEXT and env.time == STOP_AT.replace(microsecond=438000)
+    assert env.subject == "s1" and env.source == "transcript"
+
+
+def test_a_stop_puts_its_window_at_100_percent_until_the_reset() -> None:
+    rows = [(STOP_AT, json.dumps({"error": "rate_limit", "text": TEXT}))]
+    found = rate_limit_stops(rows, STOP_AT + timedelta(minutes=30))
+    assert found == {"five_hour": Official(100.0, datetime(2026, 1, 17, 6, tzinfo=UTC), STOP_AT, "rate_limit_stop")}
+    assert rate_limit_stops(rows, datetime(2026, 1, 17, 6, tzinfo=UTC)) == {}  # reset
+    assert rate_limit_stops(rows, STOP_AT - timedelta(seconds=1)) == {}  # not seen yet
+    timeout = [(STOP_AT, json.dumps({"error": "unknown", "text": "Request timed out"}))]
+    assert rate_limit_stops(timeout, STOP_AT) == {}
+    no_zone = [(STOP_AT, {"error": "rate_limit", "text": "5-hour limit reached ∙ resets 3pm"})]
+    assert rate_limit_stops(no_zone, STOP_AT + timedelta(hours=4, minutes=59))  # one span at most
+    assert rate_limit_stops(no_zone, STOP_AT + timedelta(hours=5)) == {}
+
+
+def test_a_newer_status_line_figure_wins_over_a_stop() -> None:
+    stop = Official(100.0, None, STOP_AT, "rate_limit_stop")
+    older, newer = Official(40.0, None, STOP_AT - timedelta(minutes=1)), Official(3.0, None, STOP_AT + timedelta(1))
+    assert merge_official({"five_hour": older}, {"five_hour": stop}) == {"five_hour": stop}
+    assert merge_official({"five_hour": newer}, {"five_hour": stop}) == {"five_hour": newer}
+
+
+def test_throttle_engages_on_a_stop_without_any_configured_limit() -> None:
+    rows = [UsageRow(STOP_AT - timedelta(minutes=m), 100, 50, 0, 1000) for m in range(1, 30)]
+    at = STOP_AT + timedelta(minutes=5)
+    official = rate_limit_stops([(STOP_AT, {"error": "rate_limit", "text": TEXT})], at)
+    status = assess(rows, at, QuotaConfig(), official, kinds=("five_hour",))
+    d_ = status.decision
+    assert (d_.level, d_.action, d_.window, d_.basis) == ("critical", "warn", "five_hour", "official")
+    assert status.windows[0]["official"]["source"] == "rate_limit_stop"  # type: ignore[index]
+    after = datetime(2026, 1, 17, 6, 1, tzinfo=UTC)
+    released = assess(rows, after, QuotaConfig(), rate_limit_stops([(STOP_AT, {"error": "rate_limit",
+                                                                               "text": TEXT})], after))
+    assert released.decision.level == "low"
+
+
+def test_the_sink_stores_a_critical_decision_at_the_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTLOOP_HOME", str(tmp_path))
+    monkeypatch.delenv("OUTLOOP_QUOTA_FIVE_HOUR_TOKENS", raising=False)
+    t0 = STOP_AT - timedelta(minutes=20)
+    usage = [d.usage_msg(id=f"m{i}:r", timestamp=t0 + timedelta(minutes=i), input_tokens=10, output_tokens=5)
+             for i in range(6)]
+    stop = d.envelope_msg("hook-events", EventType.HOOK_EVENT, "apierr:u1", "s1",
+                          {"session_id": "s1", "hook_event_name": "ApiError", "error": "rate_limit", "text": TEXT},
+                          time=STOP_AT)
+    batch = d.with_offsets([*usage, stop])
+    with DuckSink(tmp_path / "q.duckdb", clock=d.clock) as sink:
+        sink.write_batch(batch)
+        first = sink.query("SELECT * FROM throttle_decisions ORDER BY id")[1]
+        sink._last_quota = 0.0  # as if the refresh interval had passed
+        sink.write_batch(batch)  # redelivered: nothing changes
+        assert sink.query("SELECT * FROM throttle_decisions ORDER BY id")[1] == first
+    assert len(first) == 1
+    _id, at, level, action, window, percent, basis, _abnormal, _reason = first[0]
+    assert at == STOP_AT  # the stop moved the watermark past the last usage
+    assert (level, action, window, percent, basis) == ("critical", "warn", "five_hour", 100.0, "official")
