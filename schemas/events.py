@@ -43,6 +43,7 @@ class EventType(StrEnum):
     ROUTING_DECISION = "routing.decision"  # one PreToolUse decision of the router component
     ROUTING_RULE = "routing.rule"  # a routing rule as the router loaded it (on start and on every change)
     ROUTING_TOOL = "routing.tool"  # a deterministic tool (runner family) rules route to
+    QUOTA_DECISION = "quota.decision"  # a throttle decision of the quota (published by the sink)
 
 
 class _Open(BaseModel):
@@ -307,6 +308,22 @@ class RoutingTool(_Closed):
     updated_at: Time
 
 
+class QuotaDecision(_Closed):
+    """A throttle decision of the quota (``agents.quota_risk.ThrottleDecision.as_dict``) as the sink
+    decided and stored it (``throttle_decisions``) and published it on the throttle-decisions topic.
+    ``id`` is ``throttle:<at>:<window>:<level>``: a replay publishes the same ids."""
+
+    id: str = Field(min_length=1, max_length=512)
+    at: Time
+    level: Literal["low", "medium", "high", "critical"]
+    action: Literal["none", "warn", "deny"]
+    window: str | None = None
+    percent: float | None = None
+    basis: str
+    abnormal: bool
+    reason: str
+
+
 class Flush(_Closed):
     marker: str
     partitions: int = Field(ge=1)
@@ -342,4 +359,5 @@ EVENT_TYPES: dict[EventType, type[BaseModel]] = {
     EventType.ROUTING_DECISION: RoutingDecision,
     EventType.ROUTING_RULE: RoutingRule,
     EventType.ROUTING_TOOL: RoutingTool,
+    EventType.QUOTA_DECISION: QuotaDecision,
 }

@@ -14,7 +14,8 @@ class Topic:
     name: str
     key: str  # what the message key holds
     doc: str
-    role: str  # "input" (published by producers) or "output" (written by the agents)
+    role: str  # "input" (published by producers), "output" (written by the agents, stored by the sink) or
+    # "published" (written by the sink for subscribers, e.g. dashboards; the sink stores it itself)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class TopicCatalogue:
         return self._t("context-windows", "session_id", "per-session context-efficiency windows", "output")
 
     @property
+    def throttle_decisions(self) -> Topic:
+        return self._t("throttle-decisions", "'quota'", "quota throttle decisions, as the sink stores them",
+                       "published")
+
+    @property
     def dead_letters(self) -> Topic:
         return self._t("dlq", "original key", "rejected records with their bytes and a reason", "output")
 
@@ -86,6 +92,7 @@ class TopicCatalogue:
             self.routing_rules,
             self.adw_tools,
             self.context_windows,
+            self.throttle_decisions,
         ]
 
     def outputs(self) -> list[Topic]:

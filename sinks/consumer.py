@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from outloop.schemas.topics import TopicCatalogue
 from outloop.sinks.probe import anchor_of, probe_anchors
+from outloop.sinks.quota_publish import DecisionPublisher
 from outloop.sinks.writer import DuckSink, ErrorKind, classify_error
 
 log = logging.getLogger("outloop.sink")
@@ -59,16 +60,18 @@ class SinkConsumer:
         self._admin: AIOKafkaAdminClient | None = None
         self._probe: AIOKafkaConsumer | None = None
         self.last_write: float | None = None
+        self.decisions = DecisionPublisher(bootstrap, catalogue.throttle_decisions.name, client_id + "-quota")
 
     # -- public ------------------------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
         lag = 0
+        quota = {"decisions_published": self.decisions.published, "decisions_pending": len(self.decisions.pending)}
         if self._consumer is not None:
             for tp, pos in self.positions.items():
                 high = self._consumer.highwater(tp) if tp in self._consumer.assignment() else None
                 lag += max(0, (high or 0) - pos)
         age = None if self.last_write is None else round(time.monotonic() - self.last_write, 3)
-        return {**self.counters, "partitions": len(self.positions), "lag": lag, "last_write_age_s": age}
+        return {**self.counters, "partitions": len(self.positions), "lag": lag, "last_write_age_s": age, **quota}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set. Returns after a clean stop; raises only when the sink
@@ -86,9 +89,11 @@ class SinkConsumer:
             for client in (self._consumer, self._probe, self._admin):
                 if not await self._start(client, stop):
                     return
+            latest = await asyncio.get_running_loop().run_in_executor(None, self.sink.take_quota_decisions, True)
+            await self.decisions.publish(latest)  # again after a start: it may not have left before a crash
             await self._loop(stop)
         finally:
-            for close in (self._consumer.stop, self._probe.stop, self._admin.close):
+            for close in (self._consumer.stop, self._probe.stop, self._admin.close, self.decisions.stop):
                 try:
                     await close()
                 except Exception as exc:  # never started, or the broker is gone
@@ -180,6 +185,7 @@ class SinkConsumer:
         self.counters["decode_errors"] += result.decode_errors
         self.counters["refused"] += result.refused
         self.last_write = time.monotonic()
+        await self.decisions.publish(self.sink.take_quota_decisions())  # those the batch's refresh stored
         if self.after_write is not None:
             self.after_write()
         return True

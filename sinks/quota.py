@@ -60,9 +60,11 @@ def quota_config() -> QuotaConfig:
         return QuotaConfig()
 
 
-def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, last_key: Any = None) -> Any:
+def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, last_key: Any = None,
+                  decisions: list[dict[str, Any]] | None = None) -> Any:
     """Store the quota status at the usage watermark (see module doc), unless neither usage nor status
-    events changed since the refresh that returned ``last_key``; returns the key to pass next time."""
+    events changed since the refresh that returned ``last_key``; returns the key to pass next time.
+    The stored throttle decision is appended to ``decisions`` (the sink publishes it)."""
     found = con.execute('SELECT max("timestamp"), count(*), sum(input_tokens + output_tokens + '
                         'cache_read_input_tokens + cache_creation_input_tokens) FROM usage').fetchone()
     status_row = con.execute("SELECT max(received_at), count(*) FROM hook_events WHERE hook_event_name = 'Status'"
@@ -76,13 +78,15 @@ def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, last_key:
     if at is None or key == last_key:
         return key
     try:
-        _store(con, config, at)
+        decision = _store(con, config, at)
+        if decisions is not None:
+            decisions.append(decision)
     except OverflowError:  # a watermark near year 1 or 9999: no window fits in the calendar
         log.info("sink: no quota status at %s (out of the calendar's range)", at)
     return key
 
 
-def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime) -> None:
+def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime) -> dict[str, Any]:
     official = merge_official(official_from(con.execute(_OFFICIAL, [at]).fetchall(), at),
                               rate_limit_stops(con.execute(_STOPS, [at, at - timedelta(days=8)]).fetchall(), at))
     status: dict[str, Any] = assess(_rows(con, at - HISTORY, at), at, config, official).as_dict()
@@ -103,6 +107,17 @@ def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime) ->
     con.execute("INSERT OR REPLACE INTO throttle_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [d["id"], at, d["level"], d["action"], d["window"], d["percent"], d["basis"], d["abnormal"],
                  d["reason"]])
+    return {**d, "at": at.isoformat()}
+
+
+def latest_decision(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The latest stored throttle decision, as published (``schemas.events.QuotaDecision``)."""
+    row = con.execute('SELECT id, "at", level, action, "window", percent, basis, abnormal, reason '
+                      'FROM throttle_decisions ORDER BY "at" DESC, id LIMIT 1').fetchone()
+    if row is None:
+        return None
+    keys = ("id", "at", "level", "action", "window", "percent", "basis", "abnormal", "reason")
+    return {**dict(zip(keys, row, strict=True)), "at": row[1].isoformat()}
 
 
 def _end_reservations(con: duckdb.DuckDBPyConnection, now: datetime) -> None:

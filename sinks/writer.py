@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -42,7 +43,14 @@ from outloop.sinks.patterns import (
     stale_signature_ids,
 )
 from outloop.sinks.query import Bounded, confine, run_bounded, run_readonly, use_utc
-from outloop.sinks.quota import QUOTA_REFRESH_S, check_budget, quota_config, refresh_quota, release_budget
+from outloop.sinks.quota import (
+    QUOTA_REFRESH_S,
+    check_budget,
+    latest_decision,
+    quota_config,
+    refresh_quota,
+    release_budget,
+)
 from outloop.sinks.schema import migrate
 from outloop.sinks.snapshot import Publisher as SnapshotPublisher
 from outloop.sinks.upsert import KeyConflict, Optimism, apply
@@ -51,6 +59,7 @@ from outloop.streams.heaps import gc_paused
 
 log = logging.getLogger("outloop.sink")
 
+QUOTA_OUTBOX = 100  # throttle decisions kept for publishing while the broker does not take them
 REFRESH_S = 1.0  # patterns and sequences of what changed are recomputed at most this often
 SEQUENCE_REFRESH_S = 15.0  # session n-grams are mined again at most this often (and at flush markers)
 FULL_REFRESH_S = 60.0  # window counts of quiet patterns are refreshed at least this often
@@ -133,6 +142,7 @@ class DuckSink:
         self._snapshot_owed = True
         self._quota_config = quota_config()
         self._quota_owed, self._last_quota, self._quota_key = True, 0.0, None
+        self._quota_outbox: deque[dict[str, Any]] = deque(maxlen=QUOTA_OUTBOX)  # decisions to publish
         self.open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -297,13 +307,28 @@ class DuckSink:
         if not self._quota_owed or time.monotonic() - self._last_quota < QUOTA_REFRESH_S:
             return
         try:
+            decided: list[dict[str, Any]] = []
             with self.transaction() as con:
-                key = refresh_quota(con, self._quota_config, self._quota_key)
+                key = refresh_quota(con, self._quota_config, self._quota_key, decided)
+            self._quota_outbox.extend(decided)  # committed: now it may be published
             self._snapshot_owed = self._snapshot_owed or key != self._quota_key  # the router reads the decision
             self._quota_key = key
         except Exception as exc:
             log.error("sink: quota refresh failed: %r", exc, exc_info=True)
         self._quota_owed, self._last_quota = False, time.monotonic()
+
+    def take_quota_decisions(self, latest: bool = False) -> list[dict[str, Any]]:
+        """The throttle decisions stored since the last call, oldest first, for the consumer to publish
+        (``sinks.quota_publish``); with ``latest``, at least the latest stored one (after a start: a
+        decision stored just before a crash is published again, under its own id)."""
+        out = []
+        while self._quota_outbox:
+            out.append(self._quota_outbox.popleft())
+        if latest and not out:
+            with self._write_lock, self.transaction() as con:
+                found = latest_decision(con)
+            out = [found] if found else []
+        return out
 
     def check_budget(self, workflow: str, estimated_tokens: int | None = None, run_id: str | None = None,
                      ttl_s: float | None = None) -> dict[str, Any]:
