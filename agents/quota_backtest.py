@@ -1,4 +1,4 @@
-"""Backtest of the five-hour forecast against three baselines, on usage rows.
+"""Backtest of the window forecasts against three baselines, on usage rows.
 
 For every five-hour block (ccusage's definition, :func:`agents.quota.blocks`) the forecast is made at
 25%, 50% and 75% of the block, from the rows up to that time only, of the block's final total
@@ -13,6 +13,11 @@ block precede it ("enough data"). Compared in the same run:
 Figures: mean absolute percentage error (|forecast - final| / final) of each, and the coverage and the
 median width (relative to the final total) of the p10-p90 interval. All are measurements on the rows
 given; nothing is estimated.
+
+The same backtest runs for the other windows (``kind``): ``seven_day`` windows (the same block rule
+with 7 days) and calendar ``month`` windows (every month holding usage; the "plan's target" of the
+monthly forecast is an error within 10%). A forecast only ever sees the rows up to its time, so
+earlier windows inform later ones and never the other way round (a time-ordered backtest).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from outloop.agents.quota import Block, UsageRow, blocks
+from outloop.agents.quota import SPANS, Block, UsageRow, WindowKind, blocks, month_bounds
 from outloop.agents.quota_forecast import ModelParams, forecast
 
 FRACTIONS = (0.25, 0.5, 0.75)
@@ -53,6 +58,7 @@ class Point:
 class Backtest:
     points: list[Point]
     blocks: int
+    window: str = "five_hour"
     mape: dict[str, float] = field(default_factory=dict)
     mape_by_fraction: dict[str, dict[str, float]] = field(default_factory=dict)
     coverage: float = 0.0
@@ -69,7 +75,7 @@ class Backtest:
         return self.mape["model"] / best if best else float("inf")
 
     def as_dict(self) -> dict[str, object]:
-        return {"blocks": self.blocks, "points": len(self.points), "mape": self.mape,
+        return {"window": self.window, "blocks": self.blocks, "points": len(self.points), "mape": self.mape,
                 "mape_by_fraction": self.mape_by_fraction, "best_baseline": self.best_baseline,
                 "ratio_to_best_baseline": round(self.ratio_to_best, 3), "interval": "p10-p90",
                 "coverage": round(self.coverage, 3), "nominal_coverage": self.nominal,
@@ -92,10 +98,24 @@ def _mape(points: Sequence[Point], method: str) -> float:
     return round(sum(errors) / len(errors), 4) if errors else 0.0
 
 
-def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: ModelParams | None = None) -> Backtest:
-    """The backtest over all blocks of ``rows`` (see the module docstring)."""
+def windows_of(kind: WindowKind, ordered: Sequence[UsageRow]) -> list[Block]:
+    """Every window of ``kind`` holding rows: blocks of its span, or calendar months."""
+    if kind != "month":
+        return blocks(ordered, SPANS[kind])
+    out: list[Block] = []
+    for row in ordered:
+        if not out or row.ts >= out[-1].end:
+            start, end = month_bounds(row.ts)
+            out.append(Block(start, end, ()))
+        out[-1] = Block(out[-1].start, out[-1].end, (*out[-1].rows, row))
+    return out
+
+
+def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: ModelParams | None = None,
+                 kind: WindowKind = "five_hour") -> Backtest:
+    """The backtest over all windows of ``kind`` of ``rows`` (see the module docstring)."""
     ordered = sorted(rows, key=lambda r: r.ts)
-    found = blocks(ordered)
+    found = windows_of(kind, ordered)
     points: list[Point] = []
     finals: list[int] = []
     for block in found:
@@ -106,7 +126,7 @@ def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: Model
             if len(before) < min_events:
                 continue
             so_far = sum(r.total for r in before)
-            fc = forecast("five_hour", ordered, at, params=params)
+            fc = forecast(kind, ordered, at, params=params)
             preds = {"model": float(fc.projected_tokens), "linear": linear_projection(block, at),
                      "persistence": float(so_far),
                      "mean_of_earlier": sum(finals) / len(finals) if finals else float(so_far)}
@@ -115,7 +135,7 @@ def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: Model
     widths = sorted((p.p90 - p.p10) / p.final for p in points if p.final > 0)
     nominal = round((params or ModelParams()).high_q - (params or ModelParams()).low_q, 3)
     return Backtest(
-        points, len(found), {m: _mape(points, m) for m in METHODS},
+        points, len(found), kind, {m: _mape(points, m) for m in METHODS},
         {str(f): {m: _mape([p for p in points if p.fraction == f], m) for m in METHODS} for f in FRACTIONS},
         sum(p.covered for p in points) / len(points) if points else 0.0, nominal,
         widths[len(widths) // 2] if widths else 0.0)

@@ -250,22 +250,27 @@ def forecast_command(
 
 @quota_app.command("backtest")
 def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
-                     detail: Annotated[bool, typer.Option(help="with --json: every forecast point")] = False) -> None:
-    """Forecast every five-hour block at 25/50/75% of it and compare with three baselines (MAPE, coverage)."""
+                     detail: Annotated[bool, typer.Option(help="with --json: every forecast point")] = False,
+                     window: Annotated[str, typer.Option(help="five_hour | seven_day | month")] = "five_hour") -> None:
+    """Forecast every window (five-hour blocks by default) at 25/50/75% of it and compare with three
+    baselines (MAPE, coverage); only the rows up to each forecast's time inform it."""
+    from outloop.agents.quota import WINDOW_KINDS
     from outloop.agents.quota_backtest import METHODS, run_backtest
     from outloop.client import QueryError
 
+    if window not in WINDOW_KINDS:
+        raise _fail("--window must be five_hour, seven_day or month", 2)
     try:
         rows = load_rows(db, None)
     except QueryError as exc:
         raise _fail(str(exc)) from None
-    result = run_backtest(rows).as_dict()
+    result = run_backtest(rows, kind=window).as_dict()  # type: ignore[arg-type]
     if not detail:
         result.pop("detail")
     if as_json:
         _emit(result)
         return
-    out.print(f"{result['blocks']} five-hour blocks, {result['points']} forecast points (25/50/75% of each)")
+    out.print(f"{result['blocks']} {window} windows, {result['points']} forecast points (25/50/75% of each)")
     mape: Any = result["mape"]
     for m in METHODS:
         out.print(f"  MAPE {m:<16} {100 * mape[m]:8.1f}%")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from outloop.agents.quota import UsageRow, blocks
-from outloop.agents.quota_backtest import linear_projection, run_backtest
+from outloop.agents.quota_backtest import linear_projection, run_backtest, windows_of
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -39,6 +39,17 @@ def test_backtest_points_and_baselines() -> None:
     assert p25.predictions["persistence"] == 16000
     assert p25.predictions["mean_of_earlier"] == 12000  # the first block's total
     assert p25.predictions["model"] > p25.so_far  # it was active at the forecast time
+
+
+def test_month_and_week_windows() -> None:
+    # usage on Jan 5, Jan 20 and Mar 3: two calendar months hold it (February none); weeks: three
+    rows = [row(0, 10), row(15 * 24 * 60, 20), row(57 * 24 * 60, 5)]
+    months = windows_of("month", rows)
+    assert [(w.start.month, w.total) for w in months] == [(1, 30), (3, 5)]
+    assert [w.total for w in windows_of("seven_day", rows)] == [10, 20, 5]
+    bt = run_backtest([row(m * 60 * 24, 100) for m in range(20)], kind="month")  # a row a day, Jan 5-24 at noon
+    assert bt.window == "month" and bt.blocks == 1 and [p.fraction for p in bt.points] == [0.25, 0.5, 0.75]
+    assert bt.points[0].final == 2000 and bt.points[0].so_far == 400  # Jan 5-8 by 25% of January (Jan 8 18:00)
 
 
 _ROWS = """
