@@ -121,3 +121,33 @@ def test_the_sink_stores_a_critical_decision_at_the_stop(tmp_path: Path, monkeyp
     _id, at, level, action, window, percent, basis, _abnormal, _reason = first[0]
     assert at == STOP_AT  # the stop moved the watermark past the last usage
     assert (level, action, window, percent, basis) == ("critical", "warn", "five_hour", 100.0, "official")
+
+
+_API_ERRORS = """
+import json, sys, pathlib
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.detect import iter_paths
+out = [[env.time.isoformat(), env.data] for env in iter_paths([pathlib.Path(sys.argv[1])], ImportStats())
+       if env.type.value == "hook.event" and env.data.get("hook_event_name") == "ApiError"]
+json.dump(out, sys.stdout)
+"""
+
+
+@pytest.mark.traces
+def test_the_rate_limit_stop_of_the_dev_traces_resets_at_the_end_of_its_block(traces: Path) -> None:
+    """Read in a child process (the traces never swell this one), as the backtest's rows are."""
+    import subprocess
+    import sys
+
+    from outloop.agents.quota import blocks
+    from tests.unit.test_quota_backtest import usage_rows
+
+    proc = subprocess.run([sys.executable, "-c", _API_ERRORS, str(traces)], capture_output=True, text=True,
+                          timeout=300, check=True)
+    found = [(datetime.fromisoformat(t), data) for t, data in json.loads(proc.stdout)]
+    stops = [(t, data) for t, data in found if data["error"] == "rate_limit"]
+    assert len(stops) == 1 and len(found) > len(stops)  # the others: timeouts, a refused key
+    seen, data = stops[0]
+    block = next(b for b in blocks(usage_rows(traces)) if b.start <= seen < b.end)
+    assert parse_reset(data["text"], seen) == block.end  # Claude Code's reset is the block's end
+    assert rate_limit_stops([(seen, data)], seen)["five_hour"].resets_at == block.end
