@@ -5,6 +5,13 @@ context, a one-line note of what the next API call will cost to rebuild it.
 cache) from the tail of its transcript; :func:`cache_note` turns it and the time now into the note, or
 None (not idle long enough, context too small, no call yet). The note is advice only; where a hook
 answer carries it, it is off unless the user turns it on.
+
+:func:`idle_break` is what the router's PreToolUse answer uses: a hook fires after the API call that
+issued the tool call, so by then an idle gap's cache rebuild has happened. It reads the API calls at
+the tail of the transcript (the main chain: sub-agent records are their own context) and returns the
+cache break of the latest call, by the rule of :func:`agents.context.cache_breaks` (cause ``idle``),
+when that call is recent (within ``FRESH``: the turn under way) and its context at least
+``min_tokens``; :func:`break_note` is its one line, with the tokens and dollars the rebuild cost.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from pathlib import Path
 
 import orjson
 
-from outloop.agents.context import CACHE_1H, CACHE_5M
+from outloop.agents.context import CACHE_1H, CACHE_5M, Api, CacheBreak, cache_breaks
 from outloop.agents.pricing import PriceTable
+from outloop.agents.timeline import build_timeline
 
 NOTE_MIN_TOKENS = 20_000  # a context smaller than this is not worth a note
 TAIL_BYTES = 256 * 1024
+FRESH = timedelta(minutes=5)  # a break older than this is not the turn under way (no note)
 
 
 @dataclass(frozen=True)
@@ -93,3 +102,58 @@ def cache_note(last: LastCall | None, now: datetime, prices: PriceTable | None =
 def _minutes(d: timedelta) -> str:
     m = d.total_seconds() / 60
     return f"{m:.0f} min" if m < 120 else f"{m / 60:.1f} h"
+
+
+def _time(value: object) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def main_calls(lines: Iterable[str | bytes]) -> tuple[list[Api], set[str]]:
+    """The main chain's API calls among transcript ``lines`` (damaged and sub-agent records skipped), in
+    file order, and the ids of those that came right after a compaction."""
+    records = []
+    for line in lines:
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and not rec.get("isSidechain"):
+            records.append(rec)
+    timeline = build_timeline(records, "main")
+    apis = []
+    for c in timeline.calls:
+        u = c.usage
+        apis.append(Api(c.key, c.model, _time(c.timestamp), u["input_tokens"], u["output_tokens"],
+                        u["cache_read_input_tokens"], u["cache_creation_input_tokens"], c.cache_5m, c.cache_1h))
+    after_compaction = {apis[i].id for i in timeline.compactions if i < len(apis)}
+    return apis, after_compaction
+
+
+def idle_break(session_id: str, lines: Iterable[str | bytes], now: datetime, prices: PriceTable | None = None,
+               min_tokens: int = NOTE_MIN_TOKENS) -> CacheBreak | None:
+    """The idle cache break of the latest API call among ``lines``, when it is recent and large; else None."""
+    apis, after_compaction = main_calls(lines)
+    timed = [a for a in apis if a.at is not None]
+    if not timed:
+        return None
+    last = timed[-1]
+    assert last.at is not None
+    if last.id in after_compaction or last.prompt < min_tokens or not timedelta(0) <= now - last.at <= FRESH:
+        return None
+    found = [b for b in cache_breaks(session_id, timed, [], prices or PriceTable.default())
+             if b.usage_id == last.id and b.cause == "idle"]
+    return found[0] if found else None
+
+
+def break_note(brk: CacheBreak) -> str:
+    """The one-line note of a cache break that just happened: the pause, what was written again, its cost."""
+    pause = f" {_minutes(timedelta(seconds=brk.gap_seconds))}" if brk.gap_seconds is not None else ""
+    cost = f" (about ${brk.extra_cost_usd:.2f} more than reading it from a warm cache)" \
+        if brk.extra_cost_usd is not None else ""
+    return (f"outloop: after this session's{pause} pause (longer than its prompt cache lives: 5 min, or 1 h for "
+            f"1-hour cache) the last API call wrote ~{brk.tokens:,} tokens of context to the cache again{cost}; "
+            f"pauses shorter than the lifetime keep it warm.")

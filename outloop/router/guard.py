@@ -47,6 +47,8 @@ class SessionState:
     last_seen: float = 0.0
     quota_warned: str | None = None  # the quota level this session was last warned at (once per level)
     reads: ReadMemory = field(default_factory=ReadMemory)  # completed Reads, for the unchanged re-read rule
+    cache_noted: str | None = None  # the usage id of the last cache break a note was added for
+    cache_note_due: bool = False  # a break was found but the answer was a deny: look again next call
 
     def pre(self, tool_use_id: str | None, tool: str, command: str | None, now: float) -> Step:
         step = Step(tool_use_id, tool, command)

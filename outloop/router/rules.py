@@ -11,7 +11,8 @@ runner family that summarises their output, its kind (``structured`` for a famil
      "exclude": ["test:pytest:tests/slow"],                          # signatures never routed
      "loop_guard": 3,                                                # the Nth identical run is denied
      "guard_mode": "enforce",                                        # the loop guard's mode (shadow default)
-     "rewrite_permission": "allow"}                                  # or "ask": prompt on rewrites
+     "rewrite_permission": "allow",                                  # or "ask": prompt on rewrites
+     "cache_note": true, "cache_note_min_tokens": 20000}             # cache-break note (off by default)
 
 Loading checks everything and fails with the reason: an unknown family, mode or field, a duplicate
 name, a threshold outside 0-100. A rule's ``version`` is a digest of its effective fields, so a
@@ -94,6 +95,8 @@ class RuleSet:
     source: str = ""  # the user file it was loaded with, if any
     by_name: dict[str, Rule] = field(default_factory=dict, compare=False, repr=False)
     reread_mode: str = "shadow"  # the unchanged re-read rule's mode
+    cache_note: bool = False  # add a one-line note after an idle cache break (agents.cachenote.idle_break)
+    cache_note_min_tokens: int = 20_000  # ... of a context at least this large
 
     def __post_init__(self) -> None:
         self.by_name.update({r.name: r for r in self.rules})
@@ -109,7 +112,8 @@ class RuleSet:
     def version(self) -> str:
         body = json.dumps([[r.name, r.version] for r in self.rules] + [list(self.exclude), self.loop_guard,
                                                                          self.rewrite_permission, self.guard_mode]
-                          + ([self.reread_mode] if self.reread_mode != "shadow" else []))
+                          + ([self.reread_mode] if self.reread_mode != "shadow" else [])
+                          + ([self.cache_note_min_tokens] if self.cache_note else []))
         return hashlib.blake2b(body.encode(), digest_size=6).hexdigest()
 
 
@@ -192,7 +196,7 @@ def build(user: dict[str, Any], base: list[Rule] | None = None, source: str = ""
     """The effective rule set: the built-in rules with the user's overrides, then the user's own
     rules (before the generic rule, so that they win over it)."""
     unknown = set(user) - {"rules", "add", "exclude", "loop_guard", "guard_mode", "rewrite_permission",
-                           "reread_mode"}
+                           "reread_mode", "cache_note", "cache_note_min_tokens"}
     if unknown:
         raise RulesError(f"{source or 'the rules'}: unknown keys {sorted(unknown)}")
     rules = list(builtin_rules() if base is None else base)
@@ -223,7 +227,13 @@ def build(user: dict[str, Any], base: list[Rule] | None = None, source: str = ""
     reread_mode = user.get("reread_mode", "shadow")
     if reread_mode not in MODES:
         raise RulesError(f"reread_mode must be one of {MODES}")
-    return RuleSet(tuple(rules), tuple(exclude), guard, permission, guard_mode, source, reread_mode=reread_mode)
+    note, note_min = user.get("cache_note", False), user.get("cache_note_min_tokens", 20_000)
+    if not isinstance(note, bool):
+        raise RulesError("cache_note must be true or false")
+    if not isinstance(note_min, int) or isinstance(note_min, bool) or note_min < 0:
+        raise RulesError("cache_note_min_tokens must be a whole number of tokens")
+    return RuleSet(tuple(rules), tuple(exclude), guard, permission, guard_mode, source, reread_mode=reread_mode,
+                   cache_note=note, cache_note_min_tokens=note_min)
 
 
 def load(path: Path | None = None) -> RuleSet:

@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from outloop.agents.cachenote import break_note, idle_break, tail_lines
+from outloop.agents.context import CACHE_5M
 from outloop.agents.quota_risk import QuotaConfig, hook_answer
 from outloop.agents.rereads import EDIT_TOOLS, Stamp, stamp_of
 from outloop.router.decide import Decision, answer, decide
@@ -158,6 +160,8 @@ class Router:
         tool = _str(payload.get("tool_name")) or ""
         raw_input = payload.get("tool_input")
         tool_input: dict[str, Any] = raw_input if isinstance(raw_input, dict) else {}
+        known = self.sessions.get(session_id)
+        last_seen = known.last_seen if known is not None else None
         state = self.session(session_id, now)
         stamp = None
         if tool == "Read":
@@ -169,6 +173,7 @@ class Router:
         step = state.pre(_str(payload.get("tool_use_id")), tool, command if isinstance(command, str) else None, now)
         out = answer(d)
         out, d = self._with_quota(out, d, tool, state, now)
+        out, d = self._with_cache_note(out, d, payload, state, last_seen, now)
         if out is not None and d.action == "deny":
             step.denied = True
             if state.steps and len(state.steps) > 1:  # a deny keeps the digest it denied for
@@ -194,6 +199,37 @@ class Router:
             state.quota_warned = level
             return merged, replace(d, reason=f"{d.reason}; quota {level}: warning added to the context")
         return merged, d
+
+
+    def _with_cache_note(self, out: dict[str, Any] | None, d: Decision, payload: dict[str, Any],
+                         state: SessionState, last_seen: float | None, now: float
+                         ) -> tuple[dict[str, Any] | None, Decision]:
+        """The cache-break note (``cache_note`` in the user file, off by default): on the first PreToolUse
+        after a pause longer than the 5-minute cache lifetime (or of a session this router has not seen),
+        the transcript's tail says whether the API call just made rebuilt the cache (``idle_break``); if so
+        a one-line note is added to the answer. Bounded work (the tail's last 256 KiB) and only after a
+        pause; any failure adds nothing."""
+        quiet = last_seen is not None and now - last_seen <= CACHE_5M.total_seconds()
+        path = _str(payload.get("transcript_path"))
+        if not self.rules.cache_note or path is None or (quiet and not state.cache_note_due):
+            return out, d
+        state.cache_note_due = False
+        try:
+            found = idle_break(payload["session_id"], tail_lines(path), datetime.fromtimestamp(now, UTC),
+                               min_tokens=self.rules.cache_note_min_tokens)
+        except Exception as exc:  # noqa: BLE001 - an unreadable transcript adds nothing
+            log.debug("router: no cache note: %r", exc)
+            return out, d
+        if found is None or found.usage_id == state.cache_noted:
+            return out, d
+        hso = dict((out or {}).get("hookSpecificOutput") or {"hookEventName": "PreToolUse"})
+        if hso.get("permissionDecision") == "deny":
+            state.cache_note_due = True  # the agent reads the deny's reason; the note waits for the next call
+            return out, d
+        line = break_note(found)
+        hso["additionalContext"] = f"{hso['additionalContext']}\n{line}" if hso.get("additionalContext") else line
+        state.cache_noted = found.usage_id
+        return {**(out or {}), "hookSpecificOutput": hso}, replace(d, reason=f"{d.reason}; cache break note added")
 
 
 def _stamp(tool_input: dict[str, Any], cwd: str | None) -> Stamp | None:

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import orjson
 
-from outloop.agents.cachenote import LastCall, cache_note, last_call, tail_lines
+from outloop.agents.cachenote import (
+    FRESH,
+    LastCall,
+    break_note,
+    cache_note,
+    idle_break,
+    last_call,
+    main_calls,
+    tail_lines,
+)
 from outloop.agents.context import Api, cache_breaks
 from outloop.agents.pricing import PriceTable
 from outloop.agents.timeline import build_timeline
@@ -77,3 +86,46 @@ def test_no_note_for_a_small_context_no_call_or_a_live_one_hour_cache() -> None:
     assert cache_note(hour, t + timedelta(minutes=30)) is None
     note = cache_note(hour, t + timedelta(minutes=61))
     assert note is not None and "60 min lifetime" in note and "80,000" in note and "$0.46" in note
+
+
+def test_the_router_note_after_each_real_idle_break_and_only_then() -> None:
+    """The transcript as it stands when the hook of each real API call's tool calls fires (its lines up to
+    that call's last record), 2 s after the call: a note exactly for the calls the context measure calls
+    idle cache breaks, with their tokens and cost; none once the turn is older than ``FRESH``."""
+    lines = _transcript().read_bytes().split(b"\n")
+    apis, _ = main_calls(lines)
+    breaks = {b.usage_id: b for b in cache_breaks(SESSION, [a for a in apis if a.at], [], PriceTable.default())}
+    last_line = {}
+    for i, line in enumerate(lines):
+        for a in apis:
+            if a.id.split(":")[0].encode() in line:
+                last_line[a.id] = i
+    noted = set()
+    for a in apis:
+        if a.at is None or a.id not in last_line:
+            continue
+        upto = lines[:last_line[a.id] + 1]
+        found = idle_break(SESSION, upto, a.at + timedelta(seconds=2))
+        if found is not None:
+            noted.add(found.usage_id)
+            assert found == breaks[a.id]
+            note = break_note(found)
+            assert f"~{found.tokens:,} tokens" in note and f"${found.extra_cost_usd:.2f}" in note
+            assert "\n" not in note
+        assert idle_break(SESSION, upto, a.at + FRESH + timedelta(seconds=1)) is None
+    assert noted == {k for k, b in breaks.items() if b.cause == "idle"} and len(noted) >= 3
+
+
+def test_no_router_note_for_a_small_context_or_a_sub_agent_record() -> None:
+    lines = _transcript().read_bytes().split(b"\n")
+    apis, _ = main_calls(lines)
+    first = min((b for b in cache_breaks(SESSION, [a for a in apis if a.at], [], PriceTable.default())),
+                key=lambda b: b.at or datetime.max.replace(tzinfo=UTC))
+    assert first.at is not None
+    cut = max(i for i, line in enumerate(lines) if first.usage_id.split(":")[0].encode() in line) + 1
+    now = first.at + timedelta(seconds=2)
+    assert idle_break(SESSION, lines[:cut], now) is not None
+    assert idle_break(SESSION, lines[:cut], now, min_tokens=first.tokens * 10) is None
+    side = [orjson.dumps({**orjson.loads(line), "isSidechain": True}) if first.usage_id.split(":")[0].encode() in line
+            else line for line in lines[:cut] if line.strip()]
+    assert idle_break(SESSION, side, now) is None  # the break's records are a sub-agent's: not this context
