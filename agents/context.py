@@ -4,8 +4,13 @@ Pure: a session's tool calls, API calls (usage records) and compaction times in,
 The rules (documented in docs/context.md):
 
 * **Loaded**: every tool output that came back (status other than ``started``), in estimated tokens.
-* **Carry**: an output is re-read, as cache reads, by every later API call of the session until the
-  next compaction. ``carry`` is that number of calls; ``carry_tokens`` = tokens x carry.
+* **Carry**: an output is re-read, as cache reads, by every later API call of its context until the
+  next compaction. ``carry`` is that number of calls; ``carry_tokens`` = tokens x carry. A context is a
+  *chain*: the main agent's, or one sub-agent's (``Call.chain`` / ``Api.chain``: the agent id of the
+  API message that issued the call / made the request, None for the main chain). A sub-agent's own
+  tool outputs are re-read only by that sub-agent's later calls; only its final result, the output of
+  the parent's ``Task``/``Agent`` call, enters the parent's context (and is carried by the parent's
+  calls). The parent's outputs are not in a sub-agent's context either.
 * **files_read / files_used** (kept to exactly this definition): the distinct paths read with the
   ``Read`` tool, and those of them edited or written (Edit, Write, MultiEdit, NotebookEdit) after a
   read of them in the same session.
@@ -18,16 +23,18 @@ The rules (documented in docs/context.md):
   that is not a file read counts as used: waste is then a lower bound. Errors count as used (the agent
   reacts to them), and so do the outputs of the agent's own edits, writes and todo lists (they confirm
   its own action).
-* **Re-read**: a ``Read`` of a path already read in the session, with no edit or write of it and no
-  compaction between, covering no line the earlier reads did not (same or narrower range). Its tokens
+* **Re-read**: a ``Read`` of a path already read in the session by the same chain, with no edit or write
+  of it and no compaction between, covering no line the earlier reads did not (same or narrower range). Its tokens
   are waste whatever else happens.
 * **Waste** = loaded - used (unused outputs plus unchanged re-reads); efficiency = used / loaded.
 * **Fixed overhead**: the first API call's prompt (system prompt, tool definitions, memory files), re-read
-  by every call: the sum over calls of min(prefix, that call's prompt).
+  by every call: the sum over calls of min(prefix, that call's prompt), per chain (a sub-agent starts
+  from a prefix of its own).
 * **Cache breaks**: an API call writing at least ``BREAK_MIN_TOKENS`` to the cache and at least half of
   its prompt, after an idle gap past the cache's lifetime (1 h when the previous call of that model
   wrote 1-hour cache, else 5 min), a switch to a model not used before in the session, or a compaction.
-  API calls are followed per model, so a sub-agent on another model does not look like a switch.
+  API calls are followed per chain and model, so a sub-agent (on any model) does not look like a switch
+  or a gap of the main chain.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class Call:
     tokens: int
     signature: str | None = None
     output_text: str | None = None
+    chain: str | None = None  # the sub-agent whose API message issued the call; None: the main chain
 
     @property
     def path(self) -> str | None:
@@ -101,6 +109,7 @@ class Api:
     write_5m: int | None = None
     write_1h: int | None = None
     text: str = ""  # the assistant's text, where the transcript is at hand
+    chain: str | None = None  # the sub-agent that made the request; None: the main chain
 
     @property
     def prompt(self) -> int:
@@ -175,8 +184,14 @@ def files_read_and_used(calls: Iterable[Call]) -> tuple[set[str], set[str]]:
 
 
 def carries(calls: Sequence[Call], apis: Sequence[Api], compactions: Sequence[datetime]) -> list[int]:
-    """API calls whose prompt held each call's output: those after it (by time) up to the next compaction."""
-    times = [a.at.timestamp() for a in apis if a.at is not None]
+    """API calls whose prompt held each call's output: those of its chain after it (by time), up to the
+    next compaction."""
+    times: dict[str | None, list[float]] = {}
+    for a in apis:
+        if a.at is not None:
+            times.setdefault(a.chain, []).append(a.at.timestamp())
+    for ts in times.values():
+        ts.sort()
     cuts = sorted(t.timestamp() for t in compactions)
     out = []
     for c in calls:
@@ -185,17 +200,19 @@ def carries(calls: Sequence[Call], apis: Sequence[Api], compactions: Sequence[da
             out.append(0)
             continue
         t = when.timestamp()
-        first = bisect.bisect_right(times, t)
+        chain = times.get(c.chain, [])
+        first = bisect.bisect_right(chain, t)
         nxt = bisect.bisect_right(cuts, t)
-        end = bisect.bisect_right(times, cuts[nxt]) if nxt < len(cuts) else len(times)
+        end = bisect.bisect_right(chain, cuts[nxt]) if nxt < len(cuts) else len(chain)
         out.append(max(0, end - first))
     return out
 
 
 def _rereads(calls: Sequence[Call], compactions: Sequence[datetime]) -> set[str]:
-    """Ids of Reads that re-read lines already read, with no edit/write of the file and no compaction between."""
+    """Ids of Reads that re-read lines their chain already read, with no edit/write of the file (by any
+    chain) and no compaction between."""
     cuts = sorted(compactions)
-    seen: dict[str, list[tuple[tuple[int, float], int]]] = {}  # path -> ranges read, compactions before them
+    seen: dict[str, dict[str | None, list[tuple[tuple[int, float], int]]]] = {}  # path -> chain -> ranges, epoch
     out: set[str] = set()
     for c in calls:
         path = c.path
@@ -208,7 +225,7 @@ def _rereads(calls: Sequence[Call], compactions: Sequence[datetime]) -> set[str]
             continue
         epoch = bisect.bisect_right(cuts, c.at) if c.at is not None else len(cuts)
         first, end = c.line_range()
-        ranges = seen.setdefault(path, [])
+        ranges = seen.setdefault(path, {}).setdefault(c.chain, [])
         if any(e == epoch and a <= first and end <= b for (a, b), e in ranges):
             out.add(c.id)
         ranges.append(((first, end), epoch))
@@ -314,17 +331,17 @@ def rates_for(prices: PriceTable, model: str | None, prompt: int) -> Rates | Non
 def cache_breaks(session_id: str, apis: Sequence[Api], compactions: Sequence[datetime],
                  prices: PriceTable) -> list[CacheBreak]:
     """The cache breaks of a session's API calls (in time order); see the module docstring."""
-    last: dict[str | None, Api] = {}
+    last: dict[tuple[str | None, str | None], Api] = {}
     cuts = sorted(compactions)
     out = []
     for a in apis:
-        prev = last.get(a.model)
-        last[a.model] = a
+        prev = last.get((a.chain, a.model))
+        last[(a.chain, a.model)] = a
         if a.cache_write < BREAK_MIN_TOKENS or 2 * a.cache_write < a.prompt or a.at is None:
             continue
         cause, gap = None, None
         if prev is None:
-            cause = "model_switch" if any(m != a.model for m in last) else None
+            cause = "model_switch" if any(ch == a.chain and m != a.model for ch, m in last) else None
         elif prev.at is not None:
             gap = (a.at - prev.at).total_seconds()
             lifetime = CACHE_1H if (prev.write_1h or 0) > 0 else CACHE_5M
@@ -346,11 +363,16 @@ def cache_breaks(session_id: str, apis: Sequence[Api], compactions: Sequence[dat
 
 
 def fixed_overhead(apis: Sequence[Api]) -> tuple[int, int]:
-    """(the first call's prompt, that prefix summed over every call's prompt) of a session's calls."""
-    if not apis:
+    """(the main chain's first prompt, the sum over chains of each one's first prompt taken over every call
+    of that chain, min(prefix, prompt)) of a session's calls in time order."""
+    prefixes: dict[str | None, int] = {}
+    total = 0
+    for a in apis:
+        prefix = prefixes.setdefault(a.chain, a.prompt)
+        total += min(prefix, a.prompt)
+    if not prefixes:
         return 0, 0
-    prefix = apis[0].prompt
-    return prefix, sum(min(prefix, a.prompt) for a in apis)
+    return prefixes.get(None, apis[0].prompt), total
 
 
 def measure(session_id: str, calls: Iterable[Call], apis: Iterable[Api], compactions: Iterable[datetime] = (),

@@ -112,6 +112,10 @@ _POSTED = (  # the Post hook events of the sessions' calls (ids only: payloads s
     f"JOIN tool_calls t ON t.call_key = h.k AND t.session_id = h.session_id WHERE {_POST}")
 _TEXTS = f"SELECT h.id, {_TEXT} FROM hook_events h WHERE h.id IN (SELECT x FROM ctx_hooks)"
 TEXT_CHUNK = 50  # hook payloads whose text is read at a time
+_SIDE = ("FROM api_messages WHERE is_sidechain AND session_id IN (SELECT s FROM ctx_sessions)")
+_SIDE_USAGE = f"SELECT id, coalesce(agent_id, 'sidechain') {_SIDE}"  # usage.id is the message's id
+_SIDE_CALLS = (f"SELECT unnest(CAST(tool_use_ids AS VARCHAR[])), coalesce(agent_id, 'sidechain') {_SIDE} "
+               "AND tool_use_ids IS NOT NULL")
 _COMPACT = ("SELECT session_id, received_at FROM hook_events WHERE hook_event_name = 'PreCompact' "
             "AND received_at IS NOT NULL AND session_id IN (SELECT s FROM ctx_sessions)")
 MARK_ALL = ("INSERT INTO pattern_dirty SELECT DISTINCT 'context', session_id FROM "
@@ -126,9 +130,10 @@ def _sessions_of(table: pa.Table | None) -> set[str]:
 
 
 def mark(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> bool:
-    """Mark dirty the sessions of a batch's staged tool calls, usage and PreCompact hook events;
+    """Mark dirty the sessions of a batch's staged tool calls, usage, API messages and PreCompact hook events;
     whether any was."""
-    sessions = _sessions_of(tables.get("tool_calls")) | _sessions_of(tables.get("usage"))
+    sessions = (_sessions_of(tables.get("tool_calls")) | _sessions_of(tables.get("usage"))
+                | _sessions_of(tables.get("api_messages")))  # a message tells which chain a call and usage are of
     hooks = tables.get("hook_events")
     if hooks is not None and hooks.num_rows:
         sessions |= _sessions_of(hooks.filter(pc.equal(hooks.column("hook_event_name"), "PreCompact")))
@@ -174,19 +179,23 @@ def _texts(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 def load(con: duckdb.DuckDBPyConnection, sessions: list[str]
          ) -> dict[str, tuple[list[Call], list[Api], list[datetime]]]:
-    """The stored facts of ``sessions``: their tool calls, API calls and compaction times."""
+    """The stored facts of ``sessions``: their tool calls, API calls and compaction times. A call or usage
+    record of a sub-agent's API message (``api_messages.is_sidechain``) is of that agent's chain."""
     facts: dict[str, tuple[list[Call], list[Api], list[datetime]]] = defaultdict(lambda: ([], [], []))
     cpt = chars_per_token()
     con.register("ctx_sessions", pa.table({"s": sessions}))
     try:
         texts = _texts(con)
+        side_calls = dict(con.execute(_SIDE_CALLS).fetchall())
+        side_usage = dict(con.execute(_SIDE_USAGE).fetchall())
         for sid, id_, tool, ti, status, started, ended, est, size, sig in con.execute(_CALLS).fetchall():
             parsed = orjson.loads(ti) if ti else None
             start, end = _utc(started), _utc(ended)
             facts[sid][0].append(Call(id_, tool, parsed if isinstance(parsed, dict) else {}, status,
-                                      start or end, end or start, _tokens(est, size, cpt), sig, texts.get(id_)))
+                                      start or end, end or start, _tokens(est, size, cpt), sig, texts.get(id_),
+                                      side_calls.get(id_)))
         for sid, id_, model, at, inp, out, read, write, w5, w1 in con.execute(_USAGE).fetchall():
-            facts[sid][1].append(Api(id_, model, _utc(at), inp, out, read, write, w5, w1))
+            facts[sid][1].append(Api(id_, model, _utc(at), inp, out, read, write, w5, w1, chain=side_usage.get(id_)))
         for sid, at in con.execute(_COMPACT).fetchall():
             facts[sid][2].append(_utc(at))  # type: ignore[arg-type]
     finally:

@@ -19,7 +19,7 @@ from outloop.streams.importers import ImportStats
 from outloop.streams.importers.detect import iter_paths
 
 NAMES = SessionOutputs(TOPICS.hook_events.name, TOPICS.tool_calls.name, TOPICS.usage.name, TOPICS.dead_letters.name,
-                       context_windows=TOPICS.context_windows.name)
+                       api_messages=TOPICS.api_messages.name, context_windows=TOPICS.context_windows.name)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -27,7 +27,7 @@ def outputs(paths: list[Path]) -> list[tuple[str, int, int, bytes | None, bytes 
     """What the sessions agent emits for ``paths`` as sink messages (topic, partition, offset, key, value)."""
     stats: dict[str, int] = Counter()
     pairing = Pairing(price=cost_usd)
-    envelopes = [*iter_paths(paths, ImportStats()), *_flush_envelopes("ctx-test", 1)]
+    envelopes = [*iter_paths(paths, ImportStats(), messages=True), *_flush_envelopes("ctx-test", 1)]
     messages = [(TOPICS.events.name, 0, i, env.subject.encode(), env.model_dump_json().encode(), None)
                 for i, env in enumerate(envelopes)]
     offsets: Counter[str] = Counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from outloop.agents.context import (
     carries,
     distinctive,
     files_read_and_used,
+    fixed_overhead,
     measure,
     words,
 )
@@ -138,3 +140,65 @@ def test_words(text: str, expected: set[str]) -> None:
 ])
 def test_distinctive(word: str, yes: bool) -> None:
     assert distinctive(word) is yes
+
+
+def _in(c: Call, chain: str | None) -> Call:
+    return replace(c, chain=chain)
+
+
+def _api_in(a: Api, chain: str | None) -> Api:
+    return replace(a, chain=chain)
+
+
+# main calls at 5, 15, 25, ..., 75 s; sub-agent "sa1" calls at 32, 34, 36, 38 s (it ran between 30 and 40 s)
+MAIN = [api(i, 10 * i + 5) for i in range(8)]
+SUB = [_api_in(api(100 + i, 32 + 2 * i), "sa1") for i in range(4)]
+
+
+@pytest.mark.parametrize(("calls", "apis", "expected"), [
+    # no sub-agent: every later call of the session re-reads the output
+    ([call(1, "Read", file_path="/a")], MAIN, [7]),
+    # the parent's Read at 10 s: carried by the parent's 7 later calls, not by the sub-agent's 4
+    ([call(1, "Read", file_path="/a")], MAIN + SUB, [7]),
+    # the sub-agent's own Read at 33 s: carried by its own calls at 34, 36, 38 s only, not the parent's
+    ([_in(call(1, "Read", at=T0 + timedelta(seconds=33), file_path="/a"), "sa1")], MAIN + SUB, [3]),
+    # the parent's Task call (ended at 40 s: its final result) is carried by the parent's calls after it
+    ([call(4, "Task", prompt="find the bug", subagent_type="Explore")], MAIN + SUB, [4]),
+    # a sub-agent output with no call of its chain after it is carried by nothing
+    ([_in(call(1, "Bash", at=T0 + timedelta(seconds=39), command="ls"), "sa1")], MAIN + SUB, [0]),
+    # a compaction of the session still cuts both chains
+    ([_in(call(1, "Read", at=T0 + timedelta(seconds=31), file_path="/a"), "sa1")], MAIN + SUB, [2]),
+])
+def test_sub_agent_outputs_are_carried_by_their_own_chain_only(calls: list[Call], apis: list[Api],
+                                                                expected: list[int]) -> None:
+    cut = [T0 + timedelta(seconds=35)] if expected == [2] else []
+    assert carries(calls, apis, cut) == expected
+
+
+def test_sub_agent_carry_in_the_session_figures() -> None:
+    """The session's carry_tokens: the sub-agent's 1,000-token Read weighs 3 of its own calls, not the 5
+    parent calls plus 3 sub-agent calls the session-wide count gave (8,000)."""
+    sub_read = _in(call(1, "Read", tokens=1_000, at=T0 + timedelta(seconds=33), file_path="/a"), "sa1")
+    r = measure("s", [sub_read], MAIN + SUB)
+    assert r.row["carry_tokens"] == 3_000
+    flat = measure("s", [replace(sub_read, chain=None)], MAIN + [replace(a, chain=None) for a in SUB])
+    assert flat.row["carry_tokens"] == 8_000
+
+
+def test_a_sub_agent_read_is_no_re_read_of_the_parent_and_starts_no_cache_break() -> None:
+    reads = [call(1, "Read", file_path="/a"), _in(call(2, "Read", file_path="/a"), "sa1"),
+             _in(call(3, "Read", file_path="/a"), "sa1")]
+    r = measure("s", reads, MAIN)
+    assert [o.reread for o in r.outputs] == [False, False, True]
+    haiku = "claude-haiku-4-5-20251001"
+    first_of_sub = _api_in(api(200, 33, write=15_000, read=0, model=haiku), "sa1")
+    assert cache_breaks("s", [*MAIN[:4], first_of_sub], [], PriceTable.default()) == []
+    switch = api(201, 45, write=15_000, read=0, model=haiku)  # the main chain changing model is a switch
+    assert [b.cause for b in cache_breaks("s", [*MAIN[:4], switch], [], PriceTable.default())] == ["model_switch"]
+
+
+def test_fixed_overhead_per_chain() -> None:
+    main = [api(0, 5, write=30_000, read=0), api(1, 15, write=500, read=30_000)]  # prompts 30,010 and 30,510
+    sub = [_api_in(api(2, 8, write=8_000, read=0), "sa1"), _api_in(api(3, 9, write=10, read=8_000), "sa1")]
+    assert fixed_overhead(main + sub) == (30_010, 30_010 * 2 + 8_010 * 2)
+    assert fixed_overhead(sorted(main + sub, key=lambda a: a.at)) == (30_010, 30_010 * 2 + 8_010 * 2)

@@ -124,6 +124,33 @@ def test_efficiency_within_bounds_and_figures_add_up(loaded: Path) -> None:
     assert {t[0] for t in timed} <= {w[0] for w in windows}
 
 
+def test_sub_agent_calls_are_their_own_context(loaded: Path) -> None:
+    """Session 18240050 starts two sub-agents (agent-a00ad96, agent-aa843bf: one small call each, before the
+    main chain's first call). Their prompts are not the session's fixed prefix (the main chain's first
+    prompt is, taken over the main chain's calls), and no output is carried by a sub-agent's calls: each
+    output's carry is the number of its own chain's calls after it."""
+    with duckdb.connect(str(loaded), read_only=True) as con:
+        _sub_agents(con)
+
+
+def _sub_agents(con: duckdb.DuckDBPyConnection) -> None:
+    session = "18240050-3ee8-41cd-a89a-0a5c4b709607"
+    main = con.execute("SELECT u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens, "
+                       "u.\"timestamp\" FROM usage u JOIN api_messages m USING (id) WHERE u.session_id = ? "
+                       "AND NOT m.is_sidechain ORDER BY 2", [session]).fetchall()
+    side = con.execute("SELECT count(*) FROM api_messages WHERE session_id = ? AND is_sidechain", [session]).fetchone()
+    assert side == (2,) and len(main) > 10
+    prefix, overhead = con.execute("SELECT fixed_prefix_tokens, fixed_overhead_tokens FROM context_efficiency "
+                                   "WHERE session_id = ?", [session]).fetchone()
+    side_prompts = con.execute("SELECT sum(u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens)"
+                               " FROM usage u JOIN api_messages m USING (id) WHERE u.session_id = ? AND m.is_sidechain",
+                               [session]).fetchone()[0]
+    assert prefix == main[0][0] and overhead == sum(min(prefix, p) for p, _ in main) + side_prompts
+    carried = con.execute("SELECT o.carry, t.ended_at FROM context_outputs o JOIN tool_calls t USING (id) "
+                          "WHERE o.session_id = ? AND t.ended_at IS NOT NULL", [session]).fetchall()
+    assert carried and all(c == sum(1 for _, at in main if at > end) for c, end in carried)
+
+
 def _dump(db: Path) -> dict[str, list[tuple]]:
     con = duckdb.connect(str(db), read_only=True)
     try:
