@@ -1,7 +1,7 @@
 """``outloop context``: the context-efficiency tables read back for people (tables) and programs (JSON).
 
-Three views: every session (largest carry first), one session in detail (its figures, its file reads,
-its cache breaks, its largest unused outputs), and the context profiles of the top patterns. The
+Three views: every session (largest carry first), one session in detail (its figures, its fixed overhead
+split, its file reads, its cache breaks, its largest unused outputs), and the context profiles of the top patterns. The
 figures are read from the materialized tables (see docs/context.md); nothing is recomputed here.
 """
 
@@ -18,16 +18,22 @@ from rich.text import Text
 Query = Callable[[str, list[Any] | None], tuple[list[str], list[list[Any]]]]
 
 SESSIONS_SQL = """
-SELECT session_id, files_read, files_used, loaded_tokens, used_tokens, carry_tokens, efficiency, waste_tokens,
-       reread_tokens, oversized_output_tokens, fixed_overhead_tokens, fixed_overhead_share, cache_breaks,
+SELECT e.session_id, files_read, files_used, loaded_tokens, used_tokens, carry_tokens, efficiency, waste_tokens,
+       reread_tokens, oversized_output_tokens, e.fixed_prefix_tokens, fixed_overhead_tokens, fixed_overhead_share,
+       o.memory_tokens, o.rest_tokens, o.mcp_calls, o.mcp_output_tokens, cache_breaks,
        cache_break_tokens, cache_break_cost_usd, window_start, window_end
-FROM context_efficiency ORDER BY carry_tokens DESC, session_id LIMIT ?
+FROM context_efficiency e LEFT JOIN context_overhead o USING (session_id)
+ORDER BY carry_tokens DESC, e.session_id LIMIT ?
 """
 SESSION_SQL = "SELECT * FROM context_efficiency WHERE session_id = ?"
 READS_SQL = ("SELECT file_path, times_read, rereads, tokens, carry_tokens, used, edited FROM file_reads "
              "WHERE session_id = ? ORDER BY carry_tokens DESC, file_path")
 BREAKS_SQL = ('SELECT usage_id, "at", model, cause, gap_seconds, tokens, cost_usd, extra_cost_usd FROM cache_breaks '
               'WHERE session_id = ? ORDER BY "at", usage_id')
+OVERHEAD_SQL = ("SELECT cwd, fixed_prefix_tokens, memory_tokens, memory_files, rest_tokens, mcp_tools_called, "
+                "mcp_calls, mcp_output_tokens, mcp_tools_offered, mcp_servers_configured, mcp_servers_unused, "
+                "measured_at "
+                "FROM context_overhead WHERE session_id = ?")
 UNUSED_SQL = ("SELECT id, tool_name, target, tokens, carry, carry_tokens, reread FROM context_outputs "
               "WHERE session_id = ? AND NOT used ORDER BY carry_tokens DESC, id LIMIT 20")
 PROFILES_SQL = """
@@ -51,7 +57,13 @@ def session(query: Query, session_id: str) -> dict[str, Any] | None:
     rows = _records(query(SESSION_SQL, [session_id]))
     if not rows:
         return None
-    return {**rows[0], "file_reads": _records(query(READS_SQL, [session_id])),
+    overhead = _records(query(OVERHEAD_SQL, [session_id]))
+    for rec in overhead:
+        for key in ("memory_files", "mcp_tools_called", "mcp_servers_configured", "mcp_servers_unused"):
+            if isinstance(rec[key], str):
+                rec[key] = orjson.loads(rec[key])
+    return {**rows[0], "overhead": overhead[0] if overhead else None,
+            "file_reads": _records(query(READS_SQL, [session_id])),
             "cache_breaks": _records(query(BREAKS_SQL, [session_id])),
             "unused_outputs": _records(query(UNUSED_SQL, [session_id]))}
 
@@ -80,23 +92,30 @@ def _pct(value: Any, scale: float = 100.0) -> str:
 def print_sessions(console: Console, records: list[dict[str, Any]]) -> None:
     table = Table(title="context efficiency by session (tokens estimated from output sizes)")
     table.add_column("session", overflow="fold", min_width=12)
-    for name in ("files read", "used", "loaded", "carry", "eff %", "waste", "re-reads", "fixed %", "breaks",
-                 "$ breaks"):
+    for name in ("files read", "used", "loaded", "carry", "eff %", "waste", "re-reads", "fixed %", "memory",
+                 "mcp calls", "breaks", "$ breaks"):
         table.add_column(name, justify="right")
     for r in records:
         cost = r["cache_break_cost_usd"]
         table.add_row(Text(r["session_id"]), str(r["files_read"]), str(r["files_used"]), _n(r["loaded_tokens"]),
                       _n(r["carry_tokens"]), _pct(r["efficiency"]), _n(r["waste_tokens"]), _n(r["reread_tokens"]),
-                      _pct(r["fixed_overhead_share"]), str(r["cache_breaks"]), "" if cost is None else f"{cost:.2f}")
+                      _pct(r["fixed_overhead_share"]), _n(r["memory_tokens"]), _n(r["mcp_calls"]),
+                      str(r["cache_breaks"]), "" if cost is None else f"{cost:.2f}")
     console.print(table)
 
 
 def print_session(console: Console, rec: dict[str, Any]) -> None:
     head = Table(title=f"session {rec['session_id']}", show_header=False)
     for key, value in rec.items():
-        if not isinstance(value, list):
+        if not isinstance(value, list | dict):
             head.add_row(key, Text("" if value is None else str(value)))
     console.print(head)
+    if rec.get("overhead"):
+        title = "fixed overhead (memory files estimated; MCP tools offered: not in the data)"
+        table = Table("part", "value", title=title)
+        for key, value in rec["overhead"].items():
+            table.add_row(key, Text("" if value is None else str(value)))
+        console.print(table)
     for key, title in (("file_reads", "file reads"), ("cache_breaks", "cache breaks"),
                        ("unused_outputs", "largest outputs never used")):
         rows = rec[key]

@@ -5,9 +5,10 @@ it touched (``pattern_dirty`` kind ``context``, in the batch's transaction: a cr
 refresh owed). A refresh reads those sessions' stored rows back (tool calls, usage, compactions, and the
 output text of the calls a PostToolUse hook payload carried), measures them with the pure
 :func:`agents.context.measure`, and replaces their rows in ``context_efficiency``, ``context_outputs``,
-``file_reads`` and ``cache_breaks``; ``context_profiles`` (per signature) is then aggregated again
-from ``context_outputs``. Every row is a function of the stored facts: replaying the same input
-changes nothing.
+``file_reads``, ``cache_breaks`` and ``context_overhead`` (:mod:`sinks.overhead`); ``context_profiles``
+(per signature) is then aggregated again from ``context_outputs``. Every row is a function of the
+stored facts (the memory files of ``context_overhead``: of their first measurement): replaying the same
+input changes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 
 from outloop.agents.context import Api, Call, SessionContext, chars_per_token, measure
 from outloop.agents.pricing import active_table
+from outloop.sinks.overhead import store_overhead
 
 DDL = """
 CREATE TABLE context_efficiency (
@@ -262,7 +264,10 @@ def refresh_context(con: duckdb.DuckDBPyConnection, sessions: set[str] | None = 
     for start in range(0, len(ordered), CHUNK):
         chunk = ordered[start:start + CHUNK]
         facts = load(con, chunk)
-        store(con, chunk, (measure(s, *facts[s], prices=prices) for s in chunk if s in facts))
+        results = [measure(s, *facts[s], prices=prices) for s in chunk if s in facts]
+        store(con, chunk, results)
+        store_overhead(con, chunk, {r.session_id: (facts[r.session_id][0], r.row["fixed_prefix_tokens"])
+                                    for r in results})
     con.register("ctx_done", pa.table({"s": ordered}))
     try:
         con.execute("DELETE FROM pattern_dirty WHERE kind = 'context' AND key IN (SELECT s FROM ctx_done)")

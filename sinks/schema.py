@@ -17,6 +17,7 @@ import duckdb
 
 from outloop.sinks.context import DDL as CONTEXT_DDL
 from outloop.sinks.context import MARK_ALL as CONTEXT_MARK_ALL
+from outloop.sinks.overhead import DDL as OVERHEAD_DDL
 
 TABLES = """
 CREATE TABLE consumer_offsets (
@@ -384,6 +385,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "for the user's permission) and leaves the pattern averages", RUN_TIMES),
     (12, "context efficiency: context_efficiency, context_outputs, file_reads, cache_breaks, context_profiles, "
         "v_context_workflows (every stored session marked for a refresh)", CONTEXT_DDL + CONTEXT_MARK_ALL),
+    (15, "context_overhead: the fixed overhead split into memory files (measured where the project folder is at "
+         "hand) and MCP tools called (every stored session marked for a refresh)", OVERHEAD_DDL),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

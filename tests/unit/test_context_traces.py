@@ -19,7 +19,8 @@ from tests.conftest import traces_dir
 from tests.unit.contextdata import load, outputs
 
 EDITS = {"Edit", "Write", "MultiEdit", "NotebookEdit"}
-TABLES = ("context_efficiency", "context_outputs", "file_reads", "cache_breaks", "context_profiles", "context_windows")
+TABLES = ("context_efficiency", "context_outputs", "file_reads", "cache_breaks", "context_profiles", "context_windows",
+          "context_overhead")
 
 
 def _transcript_records(root: Path) -> list[dict]:
@@ -197,6 +198,13 @@ def test_cli_reads_sessions_one_session_and_profiles(loaded: Path) -> None:
     one = json.loads(_cli(top[0][0], "--json", "--db", str(loaded)).stdout)
     assert one["session_id"] == top[0][0] and one["file_reads"] and one["cache_breaks"]
     assert sum(f["tokens"] for f in one["file_reads"]) <= one["loaded_tokens"]
+    # the fixed overhead split: the prefix is the row's; the dev traces' project folders are not at hand here
+    # (their cwds are other machines'), so no memory file is measured; none of them called an MCP tool
+    ovh = one["overhead"]
+    assert ovh["fixed_prefix_tokens"] == one["fixed_prefix_tokens"] > 0
+    assert (ovh["memory_tokens"], ovh["memory_files"], ovh["mcp_calls"], ovh["mcp_tools_offered"]) == (None, None, 0,
+                                                                                                      None)
+    assert all(r["mcp_calls"] == 0 and "memory_tokens" in r for r in listed)
     profiles = json.loads(_cli("profiles", "--json", "--top", "5", "--db", str(loaded)).stdout)
     assert len(profiles) == 5 and all(isinstance(p["needed"], list) for p in profiles)
     assert [p["carry_tokens"] for p in profiles] == sorted((p["carry_tokens"] for p in profiles), reverse=True)
