@@ -13,8 +13,9 @@ Within a window, running figures (the session-wide figures are the sink's, recom
 facts, see :mod:`agents.context`):
 
 * outputs and their tokens, counted once per tool call id;
-* ``carry_tokens``: every API call adds the tokens of the outputs that came back before it since the
-  window opened or the last compaction (``PreCompact``) - what that call re-read of them;
+* ``carry_tokens``: every API call of the main chain adds the tokens of the main chain's outputs that
+  came back before it since the window opened or the last compaction (``PreCompact``) - what that call
+  re-read of them (a sub-agent's calls and outputs, known from the batch's API messages, are left out);
 * ``reread_tokens``: Reads of a path this window already read (same or narrower range), with no edit
   of it nor compaction between (the re-read rule of :mod:`agents.context`);
 * ``cache_break_tokens``: cache writes of at least ``BREAK_MIN_TOKENS`` and half the prompt after an
@@ -107,8 +108,10 @@ class ContextWindows:
             self.watermark = at
         return w
 
-    def tool_call(self, view: dict[str, Any], at: datetime) -> Iterator[Window]:
-        """A tool call view (the pairing fold's): its output once it completed."""
+    def tool_call(self, view: dict[str, Any], at: datetime, main: bool = True) -> Iterator[Window]:
+        """A tool call view (the pairing fold's): its output once it completed. ``main=False``: a
+        sub-agent's call - its output is loaded into the sub-agent's context, not carried by the main
+        chain's API calls (nor a re-read of the main chain's files)."""
         w = self._window(view["session_id"], at)
         status = view.get("status")
         if status != "started" and view["id"] not in w.ids:
@@ -117,8 +120,9 @@ class ContextWindows:
             tokens = int(view.get("output_tokens_est") or 0)
             w.outputs += 1
             w.loaded_tokens += tokens
-            w.live_tokens += tokens
-            self._file(w, view, tokens)
+            if main:
+                w.live_tokens += tokens
+                self._file(w, view, tokens)
         yield from self.expire()
 
     def _file(self, w: Window, view: dict[str, Any], tokens: int) -> None:
@@ -188,11 +192,12 @@ class ContextWindows:
 
 def feed(windows: ContextWindows, events: Iterable[tuple[datetime, str, Any]]) -> list[Window]:
     """Fold ``(time, kind, item)`` events in time order (stable); returns the windows they closed.
-    ``kind``: ``tool_call`` (a view), ``usage`` (a usage record), ``hook`` (an envelope)."""
+    ``kind``: ``tool_call`` (a view), ``side_call`` (a sub-agent's view), ``usage`` (a usage record of
+    the main chain), ``hook`` (an envelope)."""
     closed: list[Window] = []
     for at, kind, item in sorted(events, key=lambda e: e[0]):
-        if kind == "tool_call":
-            closed += windows.tool_call(item, at)
+        if kind in ("tool_call", "side_call"):
+            closed += windows.tool_call(item, at, main=kind == "tool_call")
         elif kind == "usage":
             prompt = item.input_tokens + item.cache_read_input_tokens + item.cache_creation_input_tokens
             closed += windows.usage(item.session_id, at, prompt, item.cache_creation_input_tokens,

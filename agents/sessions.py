@@ -272,18 +272,23 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
 def _window_records(out: list[Record], names: SessionOutputs, partition: int, batch: BatchOut,
                     windows: dict[int, ContextWindows]) -> None:
     """Feed the partition's context windows with what the batch produced; emit the windows that closed,
-    and at a flush marker every open one as it stands."""
+    and at a flush marker every open one as it stands. A sub-agent's API calls and tool outputs (those of
+    the batch's sidechain API messages) are not the main context's: its calls re-read nothing of the
+    window, its outputs are loaded but carried by no main call."""
     fold = windows.setdefault(partition, ContextWindows())
     events: list[tuple[datetime, str, Any]] = []
+    side = [m for m in batch.messages.values() if m.is_sidechain]  # a sub-agent's: not the main context
+    side_usage = {m.id for m in side}
+    side_calls = {t for m in side for t in m.tool_use_ids}
     for env in batch.hook_events:
         if env.time is not None:
             events.append((env.time, "hook", env))
     for view in batch.tool_calls.values():
         at = view.get("ended_at") or view.get("started_at")
         if at is not None:
-            events.append((at, "tool_call", view))
+            events.append((at, "side_call" if view["id"] in side_calls else "tool_call", view))
     for usage in batch.usage.values():
-        if usage.timestamp is not None:
+        if usage.timestamp is not None and usage.id not in side_usage:
             events.append((usage.timestamp, "usage", usage))
     done = feed(fold, events)
     if batch.flushes:

@@ -150,6 +150,9 @@ def _sub_agents(con: duckdb.DuckDBPyConnection) -> None:
     carried = con.execute("SELECT o.carry, t.ended_at FROM context_outputs o JOIN tool_calls t USING (id) "
                           "WHERE o.session_id = ? AND t.ended_at IS NOT NULL", [session]).fetchall()
     assert carried and all(c == sum(1 for _, at in main if at > end) for c, end in carried)
+    windows = con.execute("SELECT sum(api_calls) FROM context_windows WHERE session_id = ? AND closed_at IS NOT NULL",
+                          [session]).fetchone()
+    assert windows == (len(main),)  # the sessions agent's windows leave the sub-agents' calls out too
 
 
 def _dump(db: Path) -> dict[str, list[tuple]]:

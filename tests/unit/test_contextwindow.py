@@ -106,3 +106,14 @@ def test_state_does_not_grow_with_closed_sessions() -> None:
     assert max(held) < 1.5 * held[0]
     kept = _held(3_000, ContextWindows(timeout=timedelta(days=3650)))
     assert kept[-1] > 2.5 * kept[0]
+
+
+def test_a_sub_agents_outputs_are_loaded_but_not_carried_by_the_main_chain() -> None:
+    side = tool(2, 2, tokens=1_000, file_path="/a")
+    w = ContextWindows()
+    closed = feed(w, [tool(1, 1, file_path="/a"), (side[0], "side_call", side[2]), usage(1, 3),
+                      tool(3, 4, file_path="/a"), usage(2, 5), hook("Stop", 6)])
+    r = closed[0].record()
+    assert (r["outputs"], r["loaded_tokens"]) == (3, 1_200)
+    assert r["carry_tokens"] == 100 + 200  # the sub-agent's 1,000 tokens are in its own context
+    assert r["reread_tokens"] == 100  # t3 re-reads the main chain's /a; the sub-agent's read changes nothing
