@@ -34,7 +34,9 @@ The rules (documented in docs/context.md):
   its prompt, after an idle gap past the cache's lifetime (1 h when the previous call of that model
   wrote 1-hour cache, else 5 min), a switch to a model not used before in the session, or a compaction.
   API calls are followed per chain and model, so a sub-agent (on any model) does not look like a switch
-  or a gap of the main chain.
+  or a gap of the main chain. Sub-agent records without an agent id (older transcripts) all fall in one
+  chain, ``UNNAMED_CHAIN``: several sub-agents there cannot be told apart (a new one's first call would
+  look like a continuation of the last), so no cache break is judged on it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
 OWN_ACTIONS = EDIT_TOOLS | {"TodoWrite"}  # their output confirms the agent's own action: counted used
 OVERSIZED_TOKENS = 5_000  # an output at least this large is "oversized"
 BREAK_MIN_TOKENS = 10_000  # a cache write at least this large may be a cache break
+UNNAMED_CHAIN = "sidechain"  # the chain of sub-agent records without an agent id (older transcripts)
 CACHE_5M = timedelta(minutes=5)
 CACHE_1H = timedelta(hours=1)
 LATER_TEXT_CAP = 200_000  # characters of a tool input or message searched for mentions
@@ -337,7 +340,7 @@ def cache_breaks(session_id: str, apis: Sequence[Api], compactions: Sequence[dat
     for a in apis:
         prev = last.get((a.chain, a.model))
         last[(a.chain, a.model)] = a
-        if a.cache_write < BREAK_MIN_TOKENS or 2 * a.cache_write < a.prompt or a.at is None:
+        if a.chain == UNNAMED_CHAIN or a.cache_write < BREAK_MIN_TOKENS or 2 * a.cache_write < a.prompt or a.at is None:
             continue
         cause, gap = None, None
         if prev is None:

@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from outloop.agents.context import Api, Call, SessionContext, chars_per_token, measure
+from outloop.agents.context import UNNAMED_CHAIN, Api, Call, SessionContext, chars_per_token, measure
 from outloop.agents.pricing import active_table
 from outloop.sinks.overhead import store_overhead
 
@@ -115,8 +115,8 @@ _POSTED = (  # the Post hook events of the sessions' calls (ids only: payloads s
 _TEXTS = f"SELECT h.id, {_TEXT} FROM hook_events h WHERE h.id IN (SELECT x FROM ctx_hooks)"
 TEXT_CHUNK = 50  # hook payloads whose text is read at a time
 _SIDE = ("FROM api_messages WHERE is_sidechain AND session_id IN (SELECT s FROM ctx_sessions)")
-_SIDE_USAGE = f"SELECT id, coalesce(agent_id, 'sidechain') {_SIDE}"  # usage.id is the message's id
-_SIDE_CALLS = (f"SELECT unnest(CAST(tool_use_ids AS VARCHAR[])), coalesce(agent_id, 'sidechain') {_SIDE} "
+_SIDE_USAGE = f"SELECT id, coalesce(agent_id, '{UNNAMED_CHAIN}') {_SIDE}"  # usage.id is the message's id
+_SIDE_CALLS = (f"SELECT unnest(CAST(tool_use_ids AS VARCHAR[])), coalesce(agent_id, '{UNNAMED_CHAIN}') {_SIDE} "
                "AND tool_use_ids IS NOT NULL")
 _COMPACT = ("SELECT session_id, received_at FROM hook_events WHERE hook_event_name = 'PreCompact' "
             "AND received_at IS NOT NULL AND session_id IN (SELECT s FROM ctx_sessions)")

@@ -10,6 +10,7 @@ import pytest
 
 from outloop.agents.context import (
     OVERSIZED_TOKENS,
+    UNNAMED_CHAIN,
     Api,
     Call,
     cache_breaks,
@@ -202,3 +203,13 @@ def test_fixed_overhead_per_chain() -> None:
     sub = [_api_in(api(2, 8, write=8_000, read=0), "sa1"), _api_in(api(3, 9, write=10, read=8_000), "sa1")]
     assert fixed_overhead(main + sub) == (30_010, 30_010 * 2 + 8_010 * 2)
     assert fixed_overhead(sorted(main + sub, key=lambda a: a.at)) == (30_010, 30_010 * 2 + 8_010 * 2)
+
+
+def test_no_cache_break_is_judged_on_sub_agents_without_an_agent_id() -> None:
+    """Sub-agents without an agent id share one chain: a new one's first call 30 min after the last one's
+    looks like an idle gap but is a fresh context."""
+    first = _api_in(api(300, 10, write=15_000, read=0), UNNAMED_CHAIN)
+    new_one = _api_in(api(301, 1_810, write=15_000, read=0), UNNAMED_CHAIN)
+    assert cache_breaks("s", [first, new_one], [], PriceTable.default()) == []
+    named = [_api_in(first, "a1"), _api_in(replace(new_one, id="a302"), "a1")]  # one named sub-agent idle 30 min
+    assert [b.cause for b in cache_breaks("s", named, [], PriceTable.default())] == ["idle"]
