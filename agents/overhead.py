@@ -95,9 +95,10 @@ def mcp_server(tool_name: str) -> str | None:
 
 
 def overhead_row(session_id: str, calls: Iterable[Call], prefix_tokens: int,
-                 memory: Mapping[str, Any] | None) -> dict[str, Any]:
+                 memory: Mapping[str, Any] | None, cwd: str | None = None) -> dict[str, Any]:
     """The ``context_overhead`` row: ``memory`` is the session's measurement (cwd, files, servers,
-    measured_at) or None when its project folder was not at hand."""
+    measured_at) or None when its project folder was not at hand; ``cwd`` the session's folder as its
+    hook payloads name it (None: not known)."""
     mcp = [c for c in calls if c.status != "started" and mcp_server(c.tool_name) is not None]
     called = sorted({c.tool_name for c in mcp})
     servers_called = sorted({s for s in (mcp_server(t) for t in called) if s})
@@ -105,7 +106,7 @@ def overhead_row(session_id: str, calls: Iterable[Call], prefix_tokens: int,
     mem_tokens = sum(int(f["tokens"]) for f in files) if memory else None
     configured = memory.get("servers") if memory else None
     return {
-        "session_id": session_id, "cwd": memory["cwd"] if memory else None,
+        "session_id": session_id, "cwd": memory["cwd"] if memory else cwd,
         "fixed_prefix_tokens": prefix_tokens, "memory_tokens": mem_tokens,
         "memory_files": orjson.dumps(files).decode() if memory else None,
         "rest_tokens": prefix_tokens - mem_tokens if mem_tokens is not None and prefix_tokens > 0 else None,

@@ -48,18 +48,20 @@ def _measure(cwd: str, now: datetime) -> dict[str, Any] | None:
             "servers": mcp_servers(cwd, read_file), "measured_at": now}
 
 
-def _memories(con: duckdb.DuckDBPyConnection, now: datetime) -> dict[str, dict[str, Any]]:
-    """Session -> its memory measurement: the one kept, else one made now where the folder is at hand."""
+def _memories(con: duckdb.DuckDBPyConnection, now: datetime) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(session -> its memory measurement: the one kept, else one made now where the folder is at hand;
+    session -> its cwd)."""
     out: dict[str, dict[str, Any]] = {}
     for sid, cwd, files, servers, at in con.execute(_KEPT).fetchall():
         out[sid] = {"cwd": cwd, "files": orjson.loads(files) if files else [],
                     "servers": orjson.loads(servers) if servers else None, "measured_at": at}
-    for sid, cwd in con.execute(_CWD).fetchall():
+    cwds = dict(con.execute(_CWD).fetchall())
+    for sid, cwd in cwds.items():
         if sid not in out:
             found = _measure(cwd, now)
             if found is not None:
                 out[sid] = found
-    return out
+    return out, cwds
 
 
 def store_overhead(con: duckdb.DuckDBPyConnection, sessions: list[str],
@@ -68,11 +70,12 @@ def store_overhead(con: duckdb.DuckDBPyConnection, sessions: list[str],
     fixed prefix tokens)."""
     con.register("ovh_sessions", pa.table({"s": sessions}))
     try:
-        memories = _memories(con, now or datetime.now(UTC))
+        memories, cwds = _memories(con, now or datetime.now(UTC))
         con.execute("DELETE FROM context_overhead WHERE session_id IN (SELECT s FROM ovh_sessions)")
     finally:
         con.unregister("ovh_sessions")
-    rows = [overhead_row(s, calls, prefix, memories.get(s)) for s, (calls, prefix) in sorted(measured.items())]
+    rows = [overhead_row(s, calls, prefix, memories.get(s), cwds.get(s))
+            for s, (calls, prefix) in sorted(measured.items())]
     if not rows:
         return
     con.register("ovh_rows", pa.Table.from_pylist(rows))

@@ -208,6 +208,9 @@ def test_cli_reads_sessions_one_session_and_profiles(loaded: Path) -> None:
     assert (ovh["memory_tokens"], ovh["memory_files"], ovh["mcp_calls"], ovh["mcp_tools_offered"]) == (None, None, 0,
                                                                                                       None)
     assert all(r["mcp_calls"] == 0 and "memory_tokens" in r for r in listed)
+    with duckdb.connect(str(loaded), read_only=True) as con:
+        cwds = con.execute("SELECT count(cwd), count(memory_tokens) FROM context_overhead").fetchone()
+    assert cwds is not None and cwds[0] >= 1 and cwds[1] == 0  # hook sessions name their folder: not at hand here
     profiles = json.loads(_cli("profiles", "--json", "--top", "5", "--db", str(loaded)).stdout)
     assert len(profiles) == 5 and all(isinstance(p["needed"], list) for p in profiles)
     assert [p["carry_tokens"] for p in profiles] == sorted((p["carry_tokens"] for p in profiles), reverse=True)
