@@ -226,14 +226,22 @@ def test_dead_letters_of_one_id_keep_one_winner_whatever_the_order(tmp_path: Pat
 
 
 def test_a_value_duckdb_refuses_is_isolated(sink: DuckSink) -> None:
-    huge = d.usage_msg(id="huge:1", input_tokens=2**63 + 5)  # valid JSON and model, beyond BIGINT
-    messages = d.with_offsets([d.usage_msg(id=f"ok:{i}") for i in range(5)] + [huge]
-                              + [d.usage_msg(id=f"ok:{i}") for i in range(5, 9)])
+    # valid JSON and model (a workflow's totals are not bounded), beyond BIGINT; usage token counts are
+    # bounded by the schema, so a usage record this large is a decode dead letter instead
+    wf = d.workflow_msgs("run1")
+    started, ended = wf[0], wf[-1]
+    huge_end = d.envelope_msg("workflow-runs", EventType.WORKFLOW_ENDED, "run1:9", "run1",
+                              {"run_id": "run1", "status": "succeeded", "ended_at": d.T0.isoformat(),
+                               "input_tokens": 2**63 + 5})
+    messages = d.with_offsets([started, *[d.usage_msg(id=f"ok:{i}") for i in range(5)], huge_end,
+                               *[d.usage_msg(id=f"ok:{i}") for i in range(5, 9)], ended])
     result = sink.write_batch(messages)
     assert result.refused == 1
     assert sink.query("SELECT count(*) FROM usage")[1] == [[9]]
-    assert sink.query("SELECT reason, \"offset\" FROM dead_letters")[1] == [["sink_write", 5]]
-    assert sink.stored_offsets()[("t.usage", 0)].next_offset == 10
+    assert sink.query("SELECT reason, \"offset\" FROM dead_letters")[1] == [["sink_write", 1]]
+    assert sink.query("SELECT status, input_tokens FROM workflow_runs")[1] == [["succeeded", 100]]
+    assert sink.stored_offsets()[("t.usage", 0)].next_offset == 9
+    assert sink.stored_offsets()[("t.workflow-runs", 0)].next_offset == 3
 
 
 def test_flush_markers_and_hook_payloads(sink: DuckSink) -> None:
