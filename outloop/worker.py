@@ -11,6 +11,8 @@ HTTP (loopback by default; every request's Host is checked and unknown paths ans
   POST /budget            -> body {"workflow": "...", "estimated_tokens": n|null, "run_id": ..., "ttl_s": ...}
   POST /budget/release    -> body {"id": "budget:N"}
   GET  /quota             -> the latest quota snapshots, forecasts and throttle decision (for dashboards)
+  POST /discover          -> body {}: run discovery now; the current recommendations (docs/discovery.md)
+  POST /recommendations/feedback -> body {"id": "rec-...", "action": "accept|reject|filed", "rule", "url", "note"}
 """
 
 from __future__ import annotations
@@ -138,7 +140,55 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
             return self.bytes(body, content_type="application/json")
 
     register_quota_pages(app, holder)
+    register_discovery(app, holder, settings)
     return app
+
+
+def register_discovery(app: faust.App, holder: dict[str, Any], settings: Settings) -> None:
+    """Discovery on demand (``outloop discover`` while the worker owns the file) and on a timer
+    (OUTLOOP_DISCOVER_INTERVAL, default weekly): the sink runs the analysis and stores it; the timer also
+    writes the drafts to $OUTLOOP_HOME/drafts."""
+    config = settings.discovery_config_path
+
+    @app.page("/discover")
+    class Discover(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                asked = orjson.loads(await request.read() or b"{}").get("config")
+            except (orjson.JSONDecodeError, AttributeError):
+                return _json(self, {"error": 'body must be {} or {"config": "FILE"}'}, 400)
+            path = asked or (str(config) if config else None)
+            return await _sink_call(self, request, holder, "discover", (path,))
+
+    @app.page("/recommendations/feedback")
+    class Feedback(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                body = orjson.loads(await request.read())
+                args = (str(body["id"]), str(body["action"]), body.get("rule"), body.get("url"), body.get("note"))
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return _json(self, {"error": 'body must be {"id": "rec-...", "action": "accept|reject|filed"}'}, 400)
+            return await _sink_call(self, request, holder, "rec_feedback", args)
+
+    if settings.discover_interval <= 0:
+        return
+
+    @app.timer(interval=settings.discover_interval)
+    async def discover_timer() -> None:
+        sink = holder.get("sink")
+        if sink is None or not sink.ready:
+            return
+        from outloop.drafts import write_drafts
+
+        def run() -> int:
+            recs = sink.request("discover", str(config) if config else None, timeout=600.0)
+            return len(write_drafts(recs, settings.home / "drafts").created)
+
+        try:
+            created = await asyncio.get_running_loop().run_in_executor(None, run)
+            log.info("discovery: %d new drafts in %s", created, settings.home / "drafts")
+        except Exception as exc:  # derived data: a failed run is logged, the next one tries again
+            log.error("discovery failed: %r", exc)
 
 
 def _json(view: Any, body: Any, status: int = 200) -> Any:
