@@ -202,7 +202,9 @@ def macro_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start
 _CAUSE_FIX = {
     "idle": ("Keep the cache warm across idle gaps: compact or end the session before a long pause, or write the "
              "long-lived prefix with the 1-hour cache lifetime where the gaps are regular."),
-    "model": "Stay on one model within a session (a model switch rewrites the whole cached context).",
+    "model_switch": "Stay on one model within a session (a model switch rewrites the whole cached context).",
+    "compaction": ("Compact less often, or earlier while the context is still small (a compaction rewrites the "
+                   "cached context)."),
 }
 
 
