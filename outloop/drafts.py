@@ -36,7 +36,8 @@ def _evidence_lines(rec: Mapping[str, Any]) -> list[str]:
              f"{_num(rec['config'].get('window_days') if rec.get('config') else 30)} days)",
              f"- Occurrences in the window: {rec['occurrences']} ({_num(rec['occurrences_30d'], 1)} per 30 days), "
              f"in {rec['sessions']} sessions; {rec['measured']} measured",
-             f"- Tokens saved per occurrence: {_num(rec['tokens_per_occurrence'])} on average "
+             f"- Tokens saved per occurrence (carried by the later API calls): {_num(rec['tokens_per_occurrence'])} "
+             "on average "
              f"(p10 {_num(rec['tokens_p10'])}, p90 {_num(rec['tokens_p90'])})",
              f"- Saving per occurrence: {_usd(rec['usd_per_occurrence'])} on average"]
     if "signature" in ev:

@@ -95,8 +95,9 @@ def _covered(signature: str, rules: list[tuple[str, list[str], list[str]]]) -> s
 
 
 _TOOL_OCC = """
-SELECT o.signature, o.tool_use_id, o.session_id, o.ts, c.tokens, c.carry, u.model
+SELECT o.signature, o.tool_use_id, o.session_id, o.ts, c.tokens, c.carry, u.model, t.tool_name
 FROM pattern_occurrences o LEFT JOIN context_outputs c ON c.id = o.tool_use_id
+LEFT JOIN tool_calls t ON t.id = o.tool_use_id
 ASOF LEFT JOIN (SELECT session_id, "timestamp", model FROM usage WHERE "timestamp" IS NOT NULL) u
     ON u.session_id = o.session_id AND u."timestamp" >= o.ts
 WHERE o.ts > ? AND o.ts <= ? AND o.signature IN (SELECT unnest(?::VARCHAR[]))
@@ -127,25 +128,40 @@ def tool_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start:
                        [cfg.min_confidence, cfg.min_occurrences]).fetchall()
     pats = [p for p in pats if p[1] not in cfg.tool_exclude_categories and _covered(p[0], rules) is None]
     occ: dict[str, list[Occurrence]] = defaultdict(list)
-    for sig, tid, session, ts, tokens, carry, model in con.execute(
+    tools: dict[str, set[str]] = defaultdict(set)
+    for sig, tid, session, ts, tokens, carry, model, tool_name in con.execute(
             _TOOL_OCC, [start, end, [p[0] for p in pats]]).fetchall():
         saved, usd = tool_saving(tokens, carry, model, cfg.reduction_share, prices)
         occ[sig].append(Occurrence(tid, session, ts, saved, usd))
+        tools[sig].add(tool_name or "?")
     out = []
     for sig, _category, effect, conf, total, sessions, samples, success in pats:
         if sig not in occ:
             continue
-        ev = {"signature": sig, "side_effect": effect, "confidence": conf, "all_time_occurrences": total,
-              "all_time_sessions": sessions, "success_rate": success,
+        ev = {"signature": sig, "tools": sorted(tools[sig]), "side_effect": effect, "confidence": conf,
+              "all_time_occurrences": total, "all_time_sessions": sessions, "success_rate": success,
               "samples": json.loads(samples) if isinstance(samples, str) else samples or []}
-        out.append(Candidate(
-            "tool", sig, f"A deterministic tool for `{sig}`", tuple(occ[sig]),
-            f"Route `{sig}` through `outloop run` with a runner family that prints a compact result (failures, "
-            "counts, the log's path) instead of the whole output, behind a routing rule in shadow mode first.",
-            (f"A routing rule matches `{sig}` and its sample commands (examples in the rule file).",
-             "In shadow mode, its measured fidelity is at least 0.9 over 20 decisions before it is promoted.",
-             "`outloop savings --by rule` shows a positive net saving for the rule."), ev))
+        out.append(Candidate("tool", sig, f"A deterministic tool for `{sig}`", tuple(occ[sig]),
+                             *_tool_advice(sig, tools[sig]), ev))
     return out
+
+
+def _tool_advice(sig: str, tools: set[str]) -> tuple[str, tuple[str, ...]]:
+    """The suggested change and acceptance criteria of a tool opportunity: a runner family behind a routing
+    rule for shell commands; for other tools (web search, MCP), a deterministic answer or a trimmed result."""
+    if tools == {"Bash"}:
+        return (f"Route `{sig}` through `outloop run` with a runner family that prints a compact result (failures, "
+                "counts, the log's path) instead of the whole output, behind a routing rule in shadow mode first.",
+                (f"A routing rule matches `{sig}` and its sample commands (examples in the rule file).",
+                 "In shadow mode, its measured fidelity is at least 0.9 over 20 decisions before it is promoted.",
+                 "`outloop savings --by rule` shows a positive net saving for the rule."))
+    names = ", ".join(sorted(tools))
+    return (f"Answer `{sig}` ({names}) deterministically where its result is known - identical calls within a "
+            "session answered from the first one - and trim what it returns to the parts agents use (see `outloop "
+            "context profiles` for this signature).",
+            (f"Repeated identical `{sig}` calls in a session are answered without a new call.",
+             "The trimmed result keeps every part later used by the agent (fidelity 1.0 on the samples).",
+             "The context profile of the signature shows fewer loaded tokens per call."))
 
 
 _CALLS = """
