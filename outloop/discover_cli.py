@@ -7,6 +7,7 @@ analysis), else this process opens the file itself (no worker holds it, so nobod
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -142,7 +143,7 @@ def discover(
     err.print(f"drafts in {folder}: {len(drafts.created)} new, {len(drafts.updated)} updated, "
               f"{len(drafts.unchanged)} unchanged")
     for f in filed:
-        err.print(f"{f['action']}: {' '.join(f['command'])}" + (f"  ({f['url']})" if f["url"] else ""),
+        err.print(f"{f['action']}: {shlex.join(f['command'])}" + (f"  ({f['url']})" if f["url"] else ""),
                   markup=False, soft_wrap=True)
 
 

@@ -18,6 +18,11 @@ SECTIONS = ("## Summary", "## Evidence", "## Projected savings", "## Suggested c
             "## How the figures were computed")
 
 
+_TOKENS = {"tool": "its output x the reduction share, carried by the later API calls",
+           "macro": "the API calls of the turns saved, whole context", "context": "rewritten or carried",
+           "rule": "not measured per decision"}
+
+
 def _usd(value: Any) -> str:
     return "n/a" if value is None else f"${float(value):,.2f}"
 
@@ -30,14 +35,20 @@ def _day(value: Any) -> str:
     return str(value)[:10] if value is not None else "n/a"
 
 
+def _one_line(command: Any, limit: int = 160) -> str:
+    """A sample command as one line of inline code: backticks replaced, newlines shown as ⏎, cut at ``limit``."""
+    text = str(command).replace("`", "'").replace("\n", " ⏎ ")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _evidence_lines(rec: Mapping[str, Any]) -> list[str]:
     ev = rec.get("evidence") or {}
     lines = [f"- Window: {_day(rec['window_start'])} to {_day(rec['window_end'])} (event time, "
              f"{_num(rec['config'].get('window_days') if rec.get('config') else 30)} days)",
              f"- Occurrences in the window: {rec['occurrences']} ({_num(rec['occurrences_30d'], 1)} per 30 days), "
              f"in {rec['sessions']} sessions; {rec['measured']} measured",
-             f"- Tokens saved per occurrence (carried by the later API calls): {_num(rec['tokens_per_occurrence'])} "
-             "on average "
+             f"- Tokens saved per occurrence ({_TOKENS.get(rec['kind'], 'measured')}): "
+             f"{_num(rec['tokens_per_occurrence'])} on average "
              f"(p10 {_num(rec['tokens_p10'])}, p90 {_num(rec['tokens_p90'])})",
              f"- Saving per occurrence: {_usd(rec['usd_per_occurrence'])} on average"]
     if "signature" in ev:
@@ -48,10 +59,13 @@ def _evidence_lines(rec: Mapping[str, Any]) -> list[str]:
     for key, label in (("cause", "Cache-break cause"), ("file_path", "File"), ("rule", "Rule"), ("why", "Why")):
         if key in ev:
             lines.insert(0, f"- {label}: {ev[key]}")
+    if ev.get("session_ids"):
+        lines.append("- Sessions: " + ", ".join(f"`{s}`" for s in ev["session_ids"])
+                     + (" (first 10)" if rec["sessions"] > 10 else ""))
     samples = ev.get("samples") or []
     if samples:
         lines.append("- Sample commands (secrets redacted):")
-        lines += [f"  - `{str(s).replace('`', chr(39))}`" for s in samples[:5]]
+        lines += [f"  - `{_one_line(s)}`" for s in samples[:5]]
     return lines
 
 

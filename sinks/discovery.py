@@ -189,6 +189,8 @@ def macro_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start
         "SELECT id, input_tokens + output_tokens + cache_read_input_tokens + cache_creation_input_tokens, cost_usd "
         "FROM usage WHERE \"timestamp\" > ? AND \"timestamp\" <= ?", [start, end]).fetchall()}
     tokens = {s: sequence_tokens(calls) for s, calls in sessions.items()}
+    sample = {sig: json.loads(sm)[0] for sig, sm in con.execute(  # one redacted sample command per step
+        "SELECT signature, samples FROM operation_patterns WHERE json_array_length(samples) > 0").fetchall()}
     out = []
     for gram in grams:
         occ = []
@@ -203,6 +205,7 @@ def macro_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start
                 occ.append(Occurrence(tids[0], session, meta[tids[0]][0], tok, usd))
         if occ:
             text = " -> ".join(gram)
+            samples = [sample[s.rstrip("!")] for s in gram if s.rstrip("!") in sample]
             out.append(Candidate(
                 "macro", text, f"One call for the sequence {text}", tuple(occ),
                 f"Provide one deterministic command (a script or an `outloop` macro) that runs the {len(gram)} steps "
@@ -211,7 +214,7 @@ def macro_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start
                 ("The macro runs the steps in the same order, stops at the first failure and says which step failed.",
                  "Its output keeps every line the agent used from the separate steps (fidelity 1.0 on the samples).",
                  "After adoption, the sequence's occurrences per 30 days fall and the saved turns show in the usage."),
-                {"sequence": list(gram)}))
+                {"sequence": list(gram), "samples": samples}))
     return out
 
 

@@ -31,7 +31,8 @@ def _row(r: Recommendation, rank: int, as_of: datetime, cfg: DiscoveryConfig, pr
             r.measured, r.sessions, r.occurrences_30d, r.tokens_per_occurrence, r.tokens_p10, r.tokens_p90,
             r.usd_per_occurrence, r.monthly_tokens, r.monthly_savings_usd, r.monthly_low_usd, r.monthly_high_usd,
             r.build_cost_usd, r.payback_months, r.roi_pct, r.suggestion, json.dumps(list(r.criteria)),
-            json.dumps(dict(r.evidence), default=str), BASIS, prices.version, json.dumps(cfg.as_dict())]
+            json.dumps({**r.evidence, "session_ids": sorted({o.session_id for o in r.detail})[:10]}, default=str),
+            BASIS, prices.version, json.dumps(cfg.as_dict())]
 
 
 def refresh_recommendations(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, prices: PriceTable
