@@ -30,6 +30,7 @@ from outloop.agents.discovery import (
 )
 from outloop.drafts import SECTIONS, render, write_drafts
 from outloop.filing import file_issues
+from tests.unit.fakegh import FAKE_GH
 
 END = datetime(2026, 1, 17, 18, 0, tzinfo=UTC)
 
@@ -149,23 +150,6 @@ def test_drafts_have_every_section_and_are_rewritten_in_place(tmp_path: Path) ->
     assert "$12.00" in (tmp_path / f"{recs[0]['id']}.md").read_text()
 
 
-FAKE_GH = """#!{python}
-import json, os, sys
-log, state = os.environ["FAKE_GH_LOG"], os.environ["FAKE_GH_STATE"]
-with open(log, "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
-issues = json.load(open(state)) if os.path.exists(state) else []
-args = sys.argv[1:]
-if args[:2] == ["issue", "create"]:
-    body = open(args[args.index("--body-file") + 1]).read()
-    issues.append({{"number": len(issues) + 1, "url": f"https://github.com/o/r/issues/{{len(issues) + 1}}",
-                    "body": body}})
-    json.dump(issues, open(state, "w"))
-    print(issues[-1]["url"])
-elif args[:2] == ["issue", "list"]:
-    wanted = args[args.index("--search") + 1].split()[0]
-    print(json.dumps([i for i in issues if wanted in i["body"]]))
-"""
 
 
 def test_filing_through_a_fake_gh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from outloop.agents.pricing import PriceTable
 from outloop.drafts import SECTIONS, write_drafts
 from outloop.sinks.writer import DuckSink
+from tests.unit.fakegh import FAKE_GH
 
 # traces-dev spends little in its last 30 days: the default $0.50/month keeps one opportunity (idle cache breaks);
 # this threshold lets the tool and macro kinds show as well
@@ -118,24 +120,44 @@ def test_twice_changes_nothing_and_changed_data_updates_a_draft_in_place(loaded:
         assert section in text
 
 
-def test_the_cli_discovers_drafts_and_takes_feedback(loaded: tuple[Path, Path], tmp_path: Path) -> None:
-    """Three runs of the installed command (about 2.5 s each to start): discover with drafts and a dry-run
-    filing, accept with a rule, show a draft."""
+def test_the_cli_discovers_drafts_files_once_and_takes_feedback(loaded: tuple[Path, Path], tmp_path: Path) -> None:
+    """Five runs of the installed command (about 2.5 s each to start), the one end-to-end test of the user's
+    path: discover with drafts and a dry-run filing, a real filing through a fake gh on PATH, again (nothing
+    filed twice: the recorded issues are edited), accept with a rule, show a draft."""
     db, config = loaded
     copy = tmp_path / "cli.duckdb"
     shutil.copy(db, copy)
-    env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home"), "OUTLOOP_HTTP_PORT": "1"}  # no worker answers
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    gh.write_text(FAKE_GH.format(python=sys.executable))
+    gh.chmod(gh.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / "gh.log"
+    env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home"), "OUTLOOP_HTTP_PORT": "1",  # no worker answers
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_GH_LOG": str(log),
+           "FAKE_GH_STATE": str(tmp_path / "issues.json")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(OUTLOOP), *args, "--db", str(copy)], env=env, capture_output=True, text=True,
                               timeout=120, check=False)
 
-    done = cli("discover", "--json", "--config", str(config), "--out", str(tmp_path / "d"), "--file")
-    assert done.returncode == 0, done.stderr
-    data = json.loads(done.stdout)
+    def discover(*extra: str) -> dict:
+        done = cli("discover", "--json", "--config", str(config), "--out", str(tmp_path / "d"), "--file", *extra)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    data = discover()
     ids = [r["id"] for r in data["recommendations"]]
     assert len(ids) >= 2 and len(data["drafts"]["created"]) == len(ids)
     assert [f["action"] for f in data["filing"]] == ["would-create"] * len(ids)  # dry run by default
+    assert not log.exists()  # ... which calls nothing
+    filed = discover("--no-dry-run", "--repo", "o/r")["filing"]
+    assert [f["action"] for f in filed] == ["create"] * len(ids)
+    again = discover("--no-dry-run", "--repo", "o/r")
+    assert [f["action"] for f in again["filing"]] == ["update"] * len(ids)
+    assert {r["filed_url"] for r in again["recommendations"]} == {f["url"] for f in filed}
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c[:2] for c in calls].count(["issue", "create"]) == len(ids)
     accepted = cli("recommendations", "accept", ids[0], "--rule", "my-rule")
     assert accepted.returncode == 0, accepted.stderr
     assert json.loads(accepted.stdout)["projected_monthly_usd"] == data["recommendations"][0]["monthly_savings_usd"]
