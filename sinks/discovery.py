@@ -172,6 +172,21 @@ WHERE o.ts > ? AND o.ts <= ? ORDER BY o.session_id, o.ts, o.tool_use_id
 """
 
 
+def turns_saved(messages: list[str | None], cost: dict[str, tuple[int, float | None]]
+                ) -> tuple[int | None, float | None]:
+    """(tokens, USD) of the API responses that issued steps 2..n of one occurrence (``messages``: the response
+    of each step), apart from the one that issued step 1: what one call for the whole sequence saves. None
+    when a step's response or its usage is unknown (USD also when its model has no price)."""
+    first, rest = messages[0], set(messages[1:]) - {messages[0]}
+    if first is None or None in rest:
+        return None, None
+    known = [cost[m] for m in rest if m is not None and m in cost]
+    if len(known) != len(rest):
+        return None, None
+    prices = [usd for _, usd in known]
+    return sum(t for t, _ in known), None if None in prices else float(sum(p for p in prices if p is not None))
+
+
 def macro_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start: datetime,
                      end: datetime) -> list[Candidate]:
     grams = [tuple(g.split(" -> ")) for (g,) in con.execute(
@@ -185,7 +200,7 @@ def macro_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start
     for session, tid, sig, status, ts, mid in con.execute(_CALLS, [start, end]).fetchall():
         sessions[session].append((tid, sig, status))
         meta[tid] = (ts, mid)
-    cost = {r[0]: (int(r[1]), r[2]) for r in con.execute(
+    cost: dict[str, tuple[int, float | None]] = {r[0]: (int(r[1]), r[2]) for r in con.execute(
         "SELECT id, input_tokens + output_tokens + cache_read_input_tokens + cache_creation_input_tokens, cost_usd "
         "FROM usage WHERE \"timestamp\" > ? AND \"timestamp\" <= ?", [start, end]).fetchall()}
     tokens = {s: sequence_tokens(calls) for s, calls in sessions.items()}
@@ -196,12 +211,7 @@ def macro_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start
         occ = []
         for session, toks in tokens.items():
             for tids in find_sequence(toks, gram):
-                first = meta[tids[0]][1]
-                saved = {meta[t][1] for t in tids[1:]} - {first}
-                known = first is not None and None not in saved and all(m in cost for m in saved)
-                tok = sum(cost[m][0] for m in saved) if known else None  # type: ignore[index]
-                usd_parts = [cost[m][1] for m in saved] if known else [None]  # type: ignore[index]
-                usd = None if any(u is None for u in usd_parts) else float(sum(usd_parts))  # type: ignore[arg-type]
+                tok, usd = turns_saved([meta[t][1] for t in tids], cost)
                 occ.append(Occurrence(tids[0], session, meta[tids[0]][0], tok, usd))
         if occ:
             text = " -> ".join(gram)

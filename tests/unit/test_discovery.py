@@ -30,6 +30,7 @@ from outloop.agents.discovery import (
 )
 from outloop.drafts import SECTIONS, render, write_drafts
 from outloop.filing import file_issues
+from outloop.sinks.discovery import turns_saved
 from tests.unit.fakegh import FAKE_GH
 
 END = datetime(2026, 1, 17, 18, 0, tzinfo=UTC)
@@ -191,3 +192,13 @@ def test_filing_through_a_fake_gh(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     third = file_issues(recs[:1], drafts, repo="o/r", dry_run=False, filed=recorded)
     assert [f.action for f in third] == ["update"] and [c[:3] for c in calls()] == [["issue", "edit", "1"]]
     assert json.loads((tmp_path / "issues.json").read_text())[-1]["number"] == 3  # never filed twice
+
+
+def test_a_sequence_saves_the_turns_of_its_later_steps() -> None:
+    cost = {"m1": (500, 0.2), "m2": (100, 0.5), "m3": (50, None)}
+    assert turns_saved(["m1", "m2"], cost) == (100, 0.5)
+    assert turns_saved(["m1", "m1", "m2"], cost) == (100, 0.5)  # steps issued together save no turn
+    assert turns_saved(["m1", "m1"], cost) == (0, 0.0)
+    assert turns_saved(["m1", "m2", "m3"], cost) == (150, None)  # an unpriced model: tokens only
+    assert turns_saved(["m1", None], cost) == (None, None)
+    assert turns_saved(["m1", "m9"], cost) == (None, None)  # a response without usage
