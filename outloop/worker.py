@@ -21,6 +21,8 @@ import asyncio
 import logging
 import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -173,22 +175,39 @@ def register_discovery(app: faust.App, holder: dict[str, Any], settings: Setting
     if settings.discover_interval <= 0:
         return
 
-    @app.timer(interval=settings.discover_interval)
+    stamp = settings.home / "drafts" / ".last-discovery"  # when the last timed run finished (epoch seconds)
+
+    @app.timer(interval=min(settings.discover_interval, DISCOVER_TICK_S))
     async def discover_timer() -> None:
         sink = holder.get("sink")
-        if sink is None or not sink.ready:
+        if sink is None or not sink.ready or not discovery_due(stamp, time.time(), settings.discover_interval):
             return
         from outloop.drafts import write_drafts
 
         def run() -> int:
             recs = sink.request("discover", str(config) if config else None, timeout=600.0)
-            return len(write_drafts(recs, settings.home / "drafts").created)
+            created = len(write_drafts(recs, settings.home / "drafts").created)
+            stamp.write_text(f"{time.time():.0f}\n")
+            return created
 
         try:
             created = await asyncio.get_running_loop().run_in_executor(None, run)
             log.info("discovery: %d new drafts in %s", created, settings.home / "drafts")
-        except Exception as exc:  # derived data: a failed run is logged, the next one tries again
+        except Exception as exc:  # derived data: a failed run is logged, the next tick tries again
             log.error("discovery failed: %r", exc)
+
+
+DISCOVER_TICK_S = 3600.0  # how often the timer looks whether a run is due
+
+
+def discovery_due(stamp: Path, now: float, interval: float) -> bool:
+    """Whether the timed discovery is due: ``interval`` seconds after the last run recorded in ``stamp``
+    (none recorded, or unreadable: due), so a worker restarted more often than the interval still runs it."""
+    try:
+        last = float(stamp.read_text().strip())
+    except (OSError, ValueError):
+        return True
+    return now - last >= interval or last > now
 
 
 def _json(view: Any, body: Any, status: int = 200) -> Any:

@@ -202,3 +202,16 @@ def test_a_sequence_saves_the_turns_of_its_later_steps() -> None:
     assert turns_saved(["m1", "m2", "m3"], cost) == (150, None)  # an unpriced model: tokens only
     assert turns_saved(["m1", None], cost) == (None, None)
     assert turns_saved(["m1", "m9"], cost) == (None, None)  # a response without usage
+
+
+def test_the_timed_run_is_due_an_interval_after_the_last_one(tmp_path: Path) -> None:
+    from outloop.worker import discovery_due
+
+    stamp = tmp_path / ".last-discovery"
+    assert discovery_due(stamp, 1_000_000.0, 604_800.0)  # never ran: due at the first tick
+    stamp.write_text("1000000\n")
+    assert not discovery_due(stamp, 1_000_000.0 + 3_600, 604_800.0)  # a restarted worker waits for the interval
+    assert discovery_due(stamp, 1_000_000.0 + 604_800, 604_800.0)
+    assert discovery_due(stamp, 999_000.0, 604_800.0)  # a stamp from the future (clock changed): due
+    stamp.write_text("garbage")
+    assert discovery_due(stamp, 1_000_000.0, 604_800.0)
