@@ -18,9 +18,33 @@ SECTIONS = ("## Summary", "## Evidence", "## Projected savings", "## Suggested c
             "## How the figures were computed")
 
 
-_TOKENS = {"tool": "its output x the reduction share, carried by the later API calls",
-           "macro": "the API calls of the turns saved, whole context", "context": "rewritten or carried",
-           "rule": "not measured per decision"}
+# (tokens per occurrence, tokens per 30 days, how one occurrence's saving is measured), by kind or key prefix
+_MEASURE = {
+    "tool": ("Tokens saved per occurrence (its output x the reduction share, carried by the later API calls)",
+             "tokens saved per 30 days",
+             "Per occurrence: the output's estimated tokens (context_outputs) x the configured reduction share, "
+             "priced once as a 5-minute cache write and once as a cache read for every later API call that carried "
+             "it, at the model of the session's next API call (as the savings log prices a routing decision)."),
+    "macro": ("Tokens saved per occurrence (the API calls of the turns saved, whole context)",
+              "tokens saved per 30 days",
+              "Per occurrence: the API responses that issued the later steps, apart from the one that issued the "
+              "first (api_messages), with their tokens and priced cost (usage): the turns one call would save."),
+    "cache-break": ("Tokens rewritten per break (the saving is their price as a write over a read, not the tokens)",
+                    "tokens rewritten per 30 days",
+                    "Per occurrence: the break's cost over a warm cache (cache_breaks.extra_cost_usd)."),
+    "unused-read": ("Tokens carried per read (read once as a cache write, then re-read by later calls)",
+                    "tokens carried per 30 days",
+                    "Per occurrence: the file's tokens once as a cache write and the rest of its carry as cache "
+                    "reads, at the session's most used model (file_reads)."),
+    "rule": ("Tokens per decision (not measured)", "tokens per 30 days",
+             "Per decision: the saving projected when the rule was accepted, minus what the decision realised "
+             "(cost_savings_log, measured decisions)."),
+}
+
+
+def _measure(rec: Mapping[str, Any]) -> tuple[str, str, str]:
+    prefix = str(rec["key"]).split(":", 1)[0]
+    return _MEASURE.get(prefix if rec["kind"] == "context" else rec["kind"], _MEASURE["tool"])
 
 
 def _usd(value: Any) -> str:
@@ -47,8 +71,7 @@ def _evidence_lines(rec: Mapping[str, Any]) -> list[str]:
              f"{_num(rec['config'].get('window_days') if rec.get('config') else 30)} days)",
              f"- Occurrences in the window: {rec['occurrences']} ({_num(rec['occurrences_30d'], 1)} per 30 days), "
              f"in {rec['sessions']} sessions; {rec['measured']} measured",
-             f"- Tokens saved per occurrence ({_TOKENS.get(rec['kind'], 'measured')}): "
-             f"{_num(rec['tokens_per_occurrence'])} on average "
+             f"- {_measure(rec)[0]}: {_num(rec['tokens_per_occurrence'])} on average "
              f"(p10 {_num(rec['tokens_p10'])}, p90 {_num(rec['tokens_p90'])})",
              f"- Saving per occurrence: {_usd(rec['usd_per_occurrence'])} on average"]
     if "signature" in ev:
@@ -89,13 +112,13 @@ def render(rec: Mapping[str, Any]) -> str:
         f"| monthly savings | {_usd(rec['monthly_savings_usd'])} | estimate from measured occurrences |",
         f"| 95% interval | {_usd(rec['monthly_low_usd'])} to {_usd(rec['monthly_high_usd'])} | spread of the "
         "per-occurrence savings |",
-        f"| tokens per 30 days | {_num(rec['monthly_tokens'])} | estimate |",
+        f"| {_measure(rec)[1]} | {_num(rec['monthly_tokens'])} | estimate |",
         f"| build cost | {_usd(rec['build_cost_usd'])} | configured default for kind {rec['kind']} |",
         f"| payback | {payback} | build cost / monthly savings |",
         f"| ROI | {roi} | over {horizon} months |", "",
         SECTIONS[3], "", str(rec["suggestion"]), "",
         SECTIONS[4], "", *[f"- [ ] {c}" for c in rec.get("criteria") or []], "",
-        SECTIONS[5], "", str(rec.get("basis") or ""),
+        SECTIONS[5], "", _measure(rec)[2], f"Basis: {rec.get('basis') or 'estimate'}.",
         f"Prices: table {rec.get('price_version')}. Data watermark: {rec['as_of']}. The occurrences behind every "
         f"figure: `outloop query \"SELECT * FROM recommendation_occurrences WHERE rec_id = '{rid}'\"`.", "",
     ]
