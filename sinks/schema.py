@@ -17,8 +17,8 @@ import duckdb
 
 from outloop.sinks.context import DDL as CONTEXT_DDL
 from outloop.sinks.context import MARK_ALL as CONTEXT_MARK_ALL
-from outloop.sinks.overhead import DDL as OVERHEAD_DDL
 from outloop.sinks.discovery import DDL as DISCOVERY_DDL
+from outloop.sinks.overhead import DDL as OVERHEAD_DDL
 
 TABLES = """
 CREATE TABLE consumer_offsets (
