@@ -41,6 +41,7 @@ class DiscoveryConfig:
     min_monthly_usd: float = 0.50
     min_sessions: int = 2
     reduction_share: float = 0.6
+    overhead_share: float = 0.5
     horizon_months: float = 12.0
     hourly_rate_usd: float = 100.0
     high_roi_pct: float = 200.0
@@ -209,13 +210,14 @@ _PRIORITY = {"high": 0, "medium": 1, "low": 2}
 
 
 def rank(candidates: Iterable[Candidate], end: datetime, cfg: DiscoveryConfig) -> list[Recommendation]:
-    """Every candidate that passes the thresholds (occurrences in the window, sessions for the kinds that
-    recur across sessions, monthly savings), best first: priority, then ROI, then monthly savings."""
+    """Every candidate that passes the thresholds (occurrences in the window for repeated operations and
+    sequences, sessions for the kinds that recur across sessions, monthly savings), best first: priority, then
+    ROI, then monthly savings."""
     start, end = window(end, cfg)
     out = []
     for c in candidates:
         r = assess(c, start, end, cfg)
-        if r.occurrences < (1 if c.kind == "rule" else cfg.min_occurrences):
+        if r.occurrences < (cfg.min_occurrences if c.kind in ("tool", "macro") else 1):
             continue
         if c.kind in ("macro", "context") and r.sessions < cfg.min_sessions:
             continue

@@ -36,6 +36,11 @@ _MEASURE = {
                     "tokens carried per 30 days",
                     "Per occurrence: the file's tokens once as a cache write and the rest of its carry as cache "
                     "reads, at the session's most used model (file_reads)."),
+    "memory": ("Tokens saved per session (the trimmed share of the memory files x its API calls)",
+               "tokens saved per 30 days",
+               "Per session: the configured share of its memory files' estimated tokens (context_overhead, measured "
+               "where the project folder was at hand), once as a cache write and as a cache read by every later API "
+               "call of the session."),
     "rule": ("Tokens per decision (not measured)", "tokens per 30 days",
              "Per decision: the saving projected when the rule was accepted, minus what the decision realised "
              "(cost_savings_log, measured decisions)."),
@@ -79,9 +84,14 @@ def _evidence_lines(rec: Mapping[str, Any]) -> list[str]:
                         f"{ev.get('side_effect')}, {ev.get('all_time_occurrences')} occurrences in all)")
     if "sequence" in ev:
         lines.insert(0, "- Sequence: " + " -> ".join(f"`{s}`" for s in ev["sequence"]))
-    for key, label in (("cause", "Cache-break cause"), ("file_path", "File"), ("rule", "Rule"), ("why", "Why")):
+    for key, label in (("cause", "Cache-break cause"), ("file_path", "File"), ("cwd", "Project folder"),
+                       ("rule", "Rule"), ("why", "Why")):
         if key in ev:
             lines.insert(0, f"- {label}: {ev[key]}")
+    if ev.get("memory_files"):
+        lines.append("- Memory files (estimated tokens, `@` imports not followed):")
+    for f in ev.get("memory_files") or []:
+        lines.append(f"  - `{f.get('path')}`: {_num(f.get('tokens'))} tokens")
     if ev.get("session_ids"):
         lines.append("- Sessions: " + ", ".join(f"`{s}`" for s in ev["session_ids"])
                      + (" (first 10)" if rec["sessions"] > 10 else ""))

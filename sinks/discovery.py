@@ -13,9 +13,10 @@ at the clock: replaying the same input writes the same rows. How each kind is me
 - **macro** (sequence_patterns, 2-4 signatures): per occurrence, the API responses that issued steps 2..n
   (``api_messages.tool_use_ids``) apart from the one that issued step 1: their tokens and priced cost
   (``usage.cost_usd``) are the turns one deterministic call saves;
-- **context**: cache breaks by cause (``cache_breaks.extra_cost_usd``, the cost over a warm cache), and
-  files read and never used in several sessions (``file_reads``: tokens once as a write, the rest of the
-  carry as reads, at the session's most used model);
+- **context**: cache breaks by cause (``cache_breaks.extra_cost_usd``, the cost over a warm cache), files
+  read and never used in several sessions (``file_reads``: tokens once as a write, the rest of the carry as
+  reads, at the session's most used model), and a project's memory files (``context_overhead``:
+  ``overhead_share`` of their tokens, once as a write and as a read by every later call of each session);
 - **rule**: an accepted recommendation whose rule is active (advise or enforce) and realises less than its
   projection (``cost_savings_log``, measured decisions) or measures a low fidelity.
 """
@@ -26,6 +27,7 @@ import fnmatch
 import json
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
 import duckdb
 
@@ -277,6 +279,39 @@ def unused_file_candidates(con: duckdb.DuckDBPyConnection, start: datetime, end:
         {"file_path": path, "sessions": sorted({x.session_id for x in o})}) for path, o in sorted(occ.items())]
 
 
+_MEMORY = """
+WITH model AS (SELECT session_id, mode(model) AS model FROM usage GROUP BY session_id)
+SELECT o.cwd, o.session_id, e.window_end, o.memory_tokens, o.memory_files, e.api_calls, m.model
+FROM context_overhead o JOIN context_efficiency e USING (session_id) LEFT JOIN model m USING (session_id)
+WHERE o.memory_tokens > 0 AND o.cwd IS NOT NULL AND e.api_calls > 0 AND e.window_end > ? AND e.window_end <= ?
+ORDER BY o.cwd, e.window_end, o.session_id
+"""
+
+
+def memory_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start: datetime, end: datetime,
+                      prices: PriceTable) -> list[Candidate]:
+    """Memory files re-read by every API call of a project's sessions (``context_overhead``, measured where
+    the project folder was at hand): ``overhead_share`` of their tokens, written once per session and read
+    by every later call."""
+    occ: dict[str, list[Occurrence]] = defaultdict(list)
+    files: dict[str, Any] = {}
+    for cwd, session, at, tokens, listed, calls, model in con.execute(_MEMORY, [start, end]).fetchall():
+        trimmed = round(cfg.overhead_share * tokens)
+        found = prices.lookup(model)
+        usd = None if found is None else trimmed * (found[1].rates.cache_write_5m
+                                                    + (calls - 1) * found[1].rates.cache_read) / 1e6
+        occ[cwd].append(Occurrence(session, session, at, trimmed * calls, usd))
+        files[cwd] = json.loads(listed) if isinstance(listed, str) else listed or []
+    return [Candidate(
+        "context", f"memory:{cwd}", f"Memory files re-read by every call in `{cwd}`", tuple(o),
+        "Trim the memory files every session of this project loads (CLAUDE.md and the like): keep the rules agents "
+        "need on every call, move the rest to files read on demand. Each token removed is saved on every API call.",
+        ("The memory files' estimated tokens fall (see `context_overhead.memory_tokens`).",
+         "Sessions keep following the rules that stay (no rise in errors or re-done edits)."),
+        {"cwd": cwd, "memory_files": files[cwd], "overhead_share": cfg.overhead_share})
+        for cwd, o in sorted(occ.items())]
+
+
 def rule_candidates(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, start: datetime,
                     end: datetime) -> list[Candidate]:
     accepted = con.execute(
@@ -322,5 +357,6 @@ def analyse(con: duckdb.DuckDBPyConnection, cfg: DiscoveryConfig, prices: PriceT
     start, end = window(end, cfg)
     cands = (tool_candidates(con, cfg, start, end, prices) + macro_candidates(con, cfg, start, end)
              + cache_candidates(con, start, end) + unused_file_candidates(con, start, end, prices)
+             + memory_candidates(con, cfg, start, end, prices)
              + rule_candidates(con, cfg, start, end))
     return end, rank(cands, end, cfg)

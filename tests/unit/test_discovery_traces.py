@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from outloop.agents.pricing import PriceTable
-from outloop.drafts import SECTIONS, write_drafts
+from outloop.drafts import SECTIONS, render, write_drafts
 from outloop.sinks.writer import DuckSink
 from tests.unit.fakegh import FAKE_GH
 
@@ -186,3 +186,33 @@ def test_an_active_rule_that_under_delivers_becomes_an_opportunity(loaded: tuple
     assert rule["evidence"]["projected_monthly_usd"] == tool["monthly_savings_usd"]
     assert rule["monthly_savings_usd"] == pytest.approx(tool["monthly_savings_usd"] - 4 * 0.0001, abs=1e-4)
     assert all(r["key"] != tool["key"] for r in recs)  # covered by an active rule: no tool any more
+
+
+def test_memory_files_of_a_project_are_priced_by_every_call_that_re_reads_them(loaded: tuple[Path, Path],
+                                                                               tmp_path: Path) -> None:
+    db, config = loaded
+    copy = tmp_path / "memory.duckdb"
+    shutil.copy(db, copy)
+    files = json.dumps([{"path": "/proj/CLAUDE.md", "bytes": 24000, "tokens": 8000}])
+    with DuckSink(copy) as sink:
+        cache = next(r for r in sink.discover(str(config)) if r["key"] == "cache-break:idle")
+        with sink.transaction() as con:  # two sessions of the window measured in a project folder at hand
+            sessions = con.execute(
+                "SELECT e.session_id, e.api_calls, (SELECT mode(model) FROM usage u WHERE u.session_id = e.session_id) "
+                "FROM context_efficiency e JOIN context_overhead o USING (session_id) WHERE e.api_calls > 1 "
+                "AND e.window_end > ? AND e.window_end <= ? ORDER BY e.session_id LIMIT 2",
+                [cache["window_start"], cache["window_end"]]).fetchall()
+            assert len(sessions) == 2
+            con.execute("UPDATE context_overhead SET cwd = '/proj', memory_tokens = 8000, memory_files = ? "
+                        "WHERE session_id IN (?, ?)", [files, sessions[0][0], sessions[1][0]])
+        recs = sink.discover(str(config))
+    memory = next((r for r in recs if r["key"] == "memory:/proj"), None)
+    assert memory is not None, (sessions, [(r["key"], r["monthly_savings_usd"]) for r in recs])
+    prices = PriceTable.default()
+    expected = 0.0
+    for _sid, calls, model in sessions:
+        rates = prices.lookup(model)[1].rates  # type: ignore[index]
+        expected += 4000 * (rates.cache_write_5m + (calls - 1) * rates.cache_read) / 1e6
+    assert memory["kind"] == "context" and memory["occurrences"] == 2 and memory["sessions"] == 2
+    assert memory["monthly_savings_usd"] == pytest.approx(expected, abs=1e-4)
+    assert "/proj/CLAUDE.md" in render(memory)
