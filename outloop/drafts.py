@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,12 @@ def _usd(value: Any) -> str:
 
 def _num(value: Any, digits: int = 0) -> str:
     return "n/a" if value is None else f"{float(value):,.{digits}f}"
+
+
+def _stamp(value: Any) -> str:
+    """A time as ISO 8601, whether it comes as a datetime (the file) or as the text of one (the worker's JSON):
+    the same draft either way."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _day(value: Any) -> str:
@@ -129,8 +136,8 @@ def render(rec: Mapping[str, Any]) -> str:
         SECTIONS[3], "", str(rec["suggestion"]), "",
         SECTIONS[4], "", *[f"- [ ] {c}" for c in rec.get("criteria") or []], "",
         SECTIONS[5], "", _measure(rec)[2], f"Basis: {rec.get('basis') or 'estimate'}.",
-        f"Prices: table {rec.get('price_version')}. Data watermark: {rec['as_of']}. The occurrences behind every "
-        f"figure: `outloop query \"SELECT * FROM recommendation_occurrences WHERE rec_id = '{rid}'\"`.", "",
+        f"Prices: table {rec.get('price_version')}. Data watermark: {_stamp(rec['as_of'])}. The occurrences behind "
+        f"every figure: `outloop query \"SELECT * FROM recommendation_occurrences WHERE rec_id = '{rid}'\"`.", "",
     ]
     return "\n".join(parts)
 

@@ -215,3 +215,10 @@ def test_the_timed_run_is_due_an_interval_after_the_last_one(tmp_path: Path) -> 
     assert discovery_due(stamp, 999_000.0, 604_800.0)  # a stamp from the future (clock changed): due
     stamp.write_text("garbage")
     assert discovery_due(stamp, 1_000_000.0, 604_800.0)
+
+
+def test_a_draft_is_the_same_from_the_file_or_from_the_workers_json() -> None:
+    import orjson
+
+    row = _row("vcs:git:status", 6.0)
+    assert render(orjson.loads(orjson.dumps(row))) == render(row)
