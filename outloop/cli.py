@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from outloop.dashdata import PATTERNS_SQL  # the query of `outloop patterns`, the dashboard's too
+from outloop.discover_cli import discover, recommendations_app
 from outloop.quota_cli import quota_app
 from outloop.router.cli import mount as mount_routes
 from outloop.streams.settings import Settings
@@ -38,6 +39,8 @@ def _query_db(sql: str) -> tuple[list[str], list[list[Any]]]:
 
 app.add_typer(mount_routes(_query_db), name="routes")
 app.add_typer(quota_app, name="quota")
+app.command()(discover)
+app.add_typer(recommendations_app, name="recommendations")
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 

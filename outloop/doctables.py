@@ -23,6 +23,8 @@ VIEW_DOC: dict[str, str] = {
     "cost_savings_log": "routing decisions with a priced saving: raw and compact tokens, carry, net tokens and "
                         "dollars, fidelity, by day (docs/routing-savings.md)",
     "v_context_workflows": "workflow runs with their session's context figures (docs/context.md)",
+    "v_recommendations": "recommendations with their status (open, accept, reject) and filed issue URL "
+                         "(docs/discovery.md)",
 }
 
 

@@ -11,6 +11,8 @@ HTTP (loopback by default; every request's Host is checked and unknown paths ans
   POST /budget            -> body {"workflow": "...", "estimated_tokens": n|null, "run_id": ..., "ttl_s": ...}
   POST /budget/release    -> body {"id": "budget:N"}
   GET  /quota             -> the latest quota snapshots, forecasts and throttle decision (for dashboards)
+  POST /discover          -> body {}: run discovery now; the current recommendations (docs/discovery.md)
+  POST /recommendations/feedback -> body {"id": "rec-...", "action": "accept|reject|filed", "rule", "url", "note"}
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import asyncio
 import logging
 import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -138,7 +142,72 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
             return self.bytes(body, content_type="application/json")
 
     register_quota_pages(app, holder)
+    register_discovery(app, holder, settings)
     return app
+
+
+def register_discovery(app: faust.App, holder: dict[str, Any], settings: Settings) -> None:
+    """Discovery on demand (``outloop discover`` while the worker owns the file) and on a timer
+    (OUTLOOP_DISCOVER_INTERVAL, default weekly): the sink runs the analysis and stores it; the timer also
+    writes the drafts to $OUTLOOP_HOME/drafts."""
+    config = settings.discovery_config_path
+
+    @app.page("/discover")
+    class Discover(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                asked = orjson.loads(await request.read() or b"{}").get("config")
+            except (orjson.JSONDecodeError, AttributeError):
+                return _json(self, {"error": 'body must be {} or {"config": "FILE"}'}, 400)
+            path = asked or (str(config) if config else None)
+            return await _sink_call(self, request, holder, "discover", (path,))
+
+    @app.page("/recommendations/feedback")
+    class Feedback(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                body = orjson.loads(await request.read())
+                args = (str(body["id"]), str(body["action"]), body.get("rule"), body.get("url"), body.get("note"))
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return _json(self, {"error": 'body must be {"id": "rec-...", "action": "accept|reject|filed"}'}, 400)
+            return await _sink_call(self, request, holder, "rec_feedback", args)
+
+    if settings.discover_interval <= 0:
+        return
+
+    stamp = settings.home / "drafts" / ".last-discovery"  # when the last timed run finished (epoch seconds)
+
+    @app.timer(interval=min(settings.discover_interval, DISCOVER_TICK_S))
+    async def discover_timer() -> None:
+        sink = holder.get("sink")
+        if sink is None or not sink.ready or not discovery_due(stamp, time.time(), settings.discover_interval):
+            return
+        from outloop.drafts import write_drafts
+
+        def run() -> int:
+            recs = sink.request("discover", str(config) if config else None, timeout=600.0)
+            created = len(write_drafts(recs, settings.home / "drafts").created)
+            stamp.write_text(f"{time.time():.0f}\n")
+            return created
+
+        try:
+            created = await asyncio.get_running_loop().run_in_executor(None, run)
+            log.info("discovery: %d new drafts in %s", created, settings.home / "drafts")
+        except Exception as exc:  # derived data: a failed run is logged, the next tick tries again
+            log.error("discovery failed: %r", exc)
+
+
+DISCOVER_TICK_S = 3600.0  # how often the timer looks whether a run is due
+
+
+def discovery_due(stamp: Path, now: float, interval: float) -> bool:
+    """Whether the timed discovery is due: ``interval`` seconds after the last run recorded in ``stamp``
+    (none recorded, or unreadable: due), so a worker restarted more often than the interval still runs it."""
+    try:
+        last = float(stamp.read_text().strip())
+    except (OSError, ValueError):
+        return True
+    return now - last >= interval or last > now
 
 
 def _json(view: Any, body: Any, status: int = 200) -> Any:

@@ -17,6 +17,7 @@ import duckdb
 
 from outloop.sinks.context import DDL as CONTEXT_DDL
 from outloop.sinks.context import MARK_ALL as CONTEXT_MARK_ALL
+from outloop.sinks.discovery import DDL as DISCOVERY_DDL
 from outloop.sinks.overhead import DDL as OVERHEAD_DDL
 
 TABLES = """
@@ -387,6 +388,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "v_context_workflows (every stored session marked for a refresh)", CONTEXT_DDL + CONTEXT_MARK_ALL),
     (15, "context_overhead: the fixed overhead split into memory files (measured where the project folder is at "
          "hand) and MCP tools called (every stored session marked for a refresh)", OVERHEAD_DDL),
+    (17, "discovery: recommendations (ranked by ROI, stable ids), the occurrences behind their figures, "
+         "recommendation_feedback (accept, reject, filed), v_recommendations", DISCOVERY_DDL),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

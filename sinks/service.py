@@ -278,6 +278,10 @@ def _serve(listener: Listener, sink: Any, consumer: Any, request_stop: Any) -> N
                     reply = ("ok", sink.check_budget(*args))
                 elif op == "budget_release":
                     reply = ("ok", sink.release_budget(*args))
+                elif op == "discover":
+                    reply = ("ok", sink.discover(*args))
+                elif op == "rec_feedback":
+                    reply = ("ok", sink.recommendation_feedback(*args))
                 elif op == "stop":
                     request_stop()
                     reply = ("ok", True)

@@ -341,6 +341,23 @@ class DuckSink:
         with self._write_lock, self.transaction() as con:
             return release_budget(con, check_id, self.clock())
 
+    def discover(self, config_path: str | None = None) -> list[dict[str, Any]]:
+        """Run discovery (``sinks.recommendations``) in a write transaction; the current recommendations."""
+        from outloop.agents.discovery import load_config
+        from outloop.agents.pricing import active_table
+        from outloop.sinks.recommendations import refresh_recommendations
+
+        cfg = load_config(config_path)
+        with self._write_lock, self.transaction() as con:
+            return refresh_recommendations(con, cfg, active_table())
+
+    def recommendation_feedback(self, rec: str, action: str, rule: str | None = None, url: str | None = None,
+                                note: str | None = None) -> dict[str, Any]:
+        from outloop.sinks.recommendations import add_feedback
+
+        with self._write_lock, self.transaction() as con:
+            return add_feedback(con, rec, action, self.clock(), rule=rule, url=url, note=note)
+
     def _refresh_due(self) -> None:
         """The periodic refreshes - patterns at most every REFRESH_S, a full one every FULL_REFRESH_S,
         sequences every SEQUENCE_REFRESH_S - in a transaction of their own after the batch

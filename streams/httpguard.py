@@ -25,7 +25,8 @@ from aiohttp import web
 log = logging.getLogger("outloop.worker")
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-PATHS = frozenset({"/health", "/query", "/budget", "/budget/release", "/quota"})
+PATHS = frozenset({"/health", "/query", "/budget", "/budget/release", "/quota", "/discover",
+                   "/recommendations/feedback"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

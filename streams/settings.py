@@ -69,6 +69,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OUTLOOP_HTTP_ALLOWED_HOSTS": ("", "comma-separated Host names the worker's HTTP endpoint answers besides the "
                                    "loopback names and the address it binds (every other Host gets 403)"),
     "OUTLOOP_QUERY_TIMEOUT": ("30", "seconds a query may run in the sink before it is cancelled"),
+    "OUTLOOP_DISCOVER_INTERVAL": ("604800", "seconds between two discovery runs of the worker (ROI-ranked "
+                                  "recommendations, drafts in $OUTLOOP_HOME/drafts, docs/discovery.md); 0 never"),
+    "OUTLOOP_DISCOVERY_CONFIG": ("$OUTLOOP_HOME/discovery.toml", "discovery thresholds and build costs overriding the "
+                                 "defaults (used when the file exists)"),
     "OUTLOOP_QUERY_MAX_ROWS": ("100000", "rows a query through the worker returns at most (the reply says when it "
                                "cut)"),
     "OUTLOOP_DASHBOARD_HOST": ("127.0.0.1", "address the dashboard of `outloop up` binds (loopback by default)"),
@@ -111,6 +115,8 @@ class Settings:
     query_max_rows: int = 100_000
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 6067  # 0: a free port; -1: no dashboard
+    discover_interval: float = 604_800.0
+    discovery_config: Path | None = None  # None: $OUTLOOP_HOME/discovery.toml when it exists
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -166,6 +172,9 @@ class Settings:
                 query_max_rows=int(get("OUTLOOP_QUERY_MAX_ROWS")),
                 dashboard_host=get("OUTLOOP_DASHBOARD_HOST"),
                 dashboard_port=int(get("OUTLOOP_DASHBOARD_PORT")),
+                discover_interval=float(get("OUTLOOP_DISCOVER_INTERVAL")),
+                discovery_config=Path(os.path.expanduser(env["OUTLOOP_DISCOVERY_CONFIG"]))
+                if env.get("OUTLOOP_DISCOVERY_CONFIG") else None,
             )
         except ValueError as exc:
             raise ValueError(f"bad OUTLOOP_* setting: {exc}") from exc
@@ -189,6 +198,15 @@ class Settings:
         if settings.session_timeout is not None and settings.session_timeout < 1.0:
             raise ValueError("OUTLOOP_SESSION_TIMEOUT must be at least 1 second")
         return settings
+
+    @property
+    def discovery_config_path(self) -> Path | None:
+        """The discovery configuration file in use: OUTLOOP_DISCOVERY_CONFIG, else $OUTLOOP_HOME/discovery.toml
+        when it exists, else None (the defaults)."""
+        if self.discovery_config is not None:
+            return self.discovery_config
+        own = self.home / "discovery.toml"
+        return own if own.exists() else None
 
     @property
     def consumer_session_timeout(self) -> float:
@@ -234,6 +252,8 @@ class Settings:
             "OUTLOOP_QUERY_MAX_ROWS": str(self.query_max_rows),
             "OUTLOOP_DASHBOARD_HOST": self.dashboard_host,
             "OUTLOOP_DASHBOARD_PORT": str(self.dashboard_port),
+            "OUTLOOP_DISCOVER_INTERVAL": str(self.discover_interval),
+            "OUTLOOP_DISCOVERY_CONFIG": "" if self.discovery_config is None else str(self.discovery_config),
         }
         if self.broker:
             out["OUTLOOP_BROKER"] = self.broker

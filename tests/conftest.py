@@ -24,6 +24,19 @@ def traces() -> Path:
     return traces_dir()
 
 
+@pytest.fixture(scope="session")
+def traces_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real traces through importers, sessions fold and DuckDB sink (in process, no broker), every derived
+    table refreshed: built once per test run and shared. Read it read-only, or copy it before writing."""
+    from outloop.sinks.writer import DuckSink
+    from tests.unit.contextdata import load
+
+    db = tmp_path_factory.mktemp("traces-db") / "traces.duckdb"
+    with DuckSink(db) as sink:
+        load(sink, [traces_dir()])
+    return db
+
+
 def _docker_kafka() -> Iterator[str] | None:
     if os.environ.get("OUTLOOP_TEST_DOCKER") != "1":
         return None

@@ -25,7 +25,8 @@ OUTLOOP = str(Path(sys.executable).with_name("outloop"))
 def test_concurrent_budget_checks_against_outloop_up(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home"), "OUTLOOP_HTTP_PORT": str(port),
-           "OUTLOOP_APP_ID": f"budget-{port}", "OUTLOOP_QUOTA_FIVE_HOUR_TOKENS": "1000000"}
+           "OUTLOOP_APP_ID": f"budget-{port}", "OUTLOOP_QUOTA_FIVE_HOUR_TOKENS": "1000000",
+           "OUTLOOP_DISCOVER_INTERVAL": "1"}
     for name in ("OUTLOOP_BROKER", "OUTLOOP_DB", "OUTLOOP_SPOOL"):
         env.pop(name, None)
     up = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -74,6 +75,16 @@ def test_concurrent_budget_checks_against_outloop_up(tmp_path: Path) -> None:
         assert rows["deny"] == 15 and sum(rows.values()) == 22
         view = worker._request("/quota")
         assert set(view) == {"snapshots", "forecasts", "decision"}
+        # discovery runs in the worker's sink (no tool call or usage stored: nothing to recommend), on demand
+        # and on its timer, and feedback for an unknown id is refused
+        assert worker._request("/discover", {}) == []
+        with pytest.raises(QueryError, match="no recommendation"):
+            worker._request("/recommendations/feedback", {"id": "rec-0", "action": "accept"})
+        log = tmp_path / "home" / "logs" / "worker.log"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "discovery: 0 new drafts" not in log.read_text(errors="replace"):
+            time.sleep(0.2)
+        assert "discovery: 0 new drafts" in log.read_text(errors="replace")
     finally:
         up.send_signal(signal.SIGTERM)
         try:

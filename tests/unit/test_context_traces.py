@@ -77,14 +77,8 @@ def reference(root: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("ctx") / "traces.duckdb"
-    sink = DuckSink(db).open()
-    try:
-        load(sink, [traces_dir()])
-    finally:
-        sink.close()
-    return db
+def loaded(traces_db: Path) -> Path:
+    return traces_db  # shared with the other modules that read the loaded traces (tests/conftest.py)
 
 
 def test_files_read_and_used_equal_an_independent_count(loaded: Path) -> None:
