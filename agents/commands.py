@@ -208,6 +208,8 @@ class Analyzer:
                 rest = _skip_options(prog, args)
                 if prog in ("timeout", "gtimeout") and rest:
                     rest = rest[1:]  # the duration
+                if prog == "watch" and len(rest) == 1 and " " in rest[0]:
+                    return self.text(rest[0], parent)  # watch -n 5 'docker ps': the command is one string
                 if prog == "xargs":
                     piped_in = False
                     if not rest:
@@ -438,6 +440,8 @@ def _run_wrapper(prog: str, args: list[str]) -> list[str] | None:
         return _skip_options("uv", rest)
     if prog == "uv" and args[:1] == ["pip"]:
         return ["uv-pip", *args[1:]]
+    if prog in ("pdm", "hatch", "rye") and args[:2] == ["run", "test"]:
+        return [f"{prog}-sub", *args[1:]]  # a project script named test, not the shell's test builtin
     if prog in ("poetry", "pipenv", "pdm", "hatch", "rye", "flox") and args[:1] in (["run"], ["activate"]):
         return _skip_options("poetry", args[1:])
     if prog == "uv":

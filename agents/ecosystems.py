@@ -38,9 +38,6 @@ _TASK_WORDS = (
             "cypress",
             "playwright",
             "coverage",
-            "check",
-            "verify",
-            "bench",
         ),
     ),
     (
@@ -56,14 +53,13 @@ _TASK_WORDS = (
             "generate",
             "gen",
             "all",
-            "release",
             "clean",
             "docs",
             "wheel",
             "sdist",
         ),
     ),
-    ("install", ("install", "deps", "bootstrap", "setup", "restore", "vendor")),
+    ("install", ("install", "deps", "vendor")),
     ("run", ("dev", "start", "serve", "run", "preview", "watch", "demo", "up")),
 )
 
@@ -71,21 +67,40 @@ _TASK_WORDS = (
 _QUERY_WORDS = frozenset(("status", "logs", "log", "ps", "health", "healthcheck", "wait", "info", "help", "version"))
 """A task named after a query or a wait (``make status``, ``npm run build:status``, ``just logs``) is
 run, whatever else its name says: routing must not take it for the build or test it mentions."""
+_TASK_VETO = frozenset(
+    (
+        *("deploy", "release", "publish", "upload", "push", "migrate", "migration", "migrations", "seed"),
+        *("setup", "bootstrap", "reset", "watch", "serve", "start", "bench", "benchmark", "benchmarks"),
+        *("profile", "docker"),
+    )
+)
+"""A task whose name also says it deploys, releases, migrates, sets up, watches, serves or measures
+(``build-and-deploy``, ``test:watch``, ``docker-build``, ``bench``) is run: it does more than the build or
+test it mentions, or never ends, and routing trusts the routable classes."""
+CONVENTIONAL_CHECK = frozenset(("make", "gmake", "gradle", "gradlew", "mvn", "mvnw"))
+"""Tools for which ``check`` and ``verify`` conventionally run the test suite (GNU ``make check``,
+Gradle ``check``, Maven ``verify``). Elsewhere (``npm run check``, ``just verify``) the name says
+nothing certain: run."""
 
 
-def task_category(name: str, default: str = "run") -> str:
+def task_category(name: str, default: str = "run", tool: str = "") -> str:
+    """The category of a named task (an npm script, a make target, a just recipe): a routable class
+    only when a word of the name says so and none says it does something else as well; otherwise
+    ``default`` (run for task runners: an arbitrary name does not say what it does)."""
     low = name.lower()
     squashed = re.sub(r"[^a-z]+", "", low)
     if any(w in squashed for w in ("typecheck", "checktypes", "typescheck")):
         return "typecheck"
     tokens = set(re.split(r"[^a-z]+", low))
-    if tokens & _QUERY_WORDS:
+    if tokens & _QUERY_WORDS or tokens & _TASK_VETO:
         return "run"
     for cat, words in _TASK_WORDS:
         if any(w in tokens for w in words):
             return cat
+    if tool in CONVENTIONAL_CHECK and tokens & {"check", "verify", "installcheck", "distcheck"}:
+        return "test"
     for cat, words in _TASK_WORDS:
-        if any(low.startswith(w) or low.endswith(w) for w in words if len(w) > 3):
+        if cat != "install" and any(low.startswith(w) or low.endswith(w) for w in words if len(w) > 3):
             return cat
     return default
 
@@ -101,7 +116,7 @@ _SCRIPT_VETO = frozenset(
     (
         *("deploy", "release", "publish", "push", "upload", "migrate", "seed", "setup", "install", "uninstall"),
         *("bootstrap", "clean", "reset", "destroy", "delete", "remove", "start", "stop", "serve", "update"),
-        *("upgrade", "fix", "status", "wait", "watch"),
+        *("upgrade", "fix", "status", "wait", "watch", "report", "bench", "benchmark", "profile"),
     )
 )
 
@@ -124,7 +139,10 @@ def script_category(stem: str) -> str:
 def tasks_verdict(tool: str, tasks: list[str], default: str) -> Verdict:
     if not tasks:
         return verdict(default, tool, "*")
-    cats = [task_category(t, default) for t in tasks]
+    # a named target that does not say what it does is run (``make deploy``, ``make shell``), unless it
+    # names a file to make (``make bin/server``, ``make main.o``); ``make`` alone builds the default goal
+    cats = [task_category(t, "build" if default == "build" and ("/" in t or "." in t) else "run", tool)
+            for t in tasks]
     order = ("test", "lint", "typecheck", "format", "build", "install", "run")
     best = min(cats, key=lambda x: order.index(x) if x in order else 99)
     return verdict(best, tool, "+".join(word_target(t.lstrip(":")) for t in tasks[:4]))

@@ -92,7 +92,7 @@ def gradle(c: Call) -> Verdict:
         "detekt": "lint",
         "lint": "lint",
     }
-    cats = [fixed.get(n) or task_category(n, "build") for n in names]
+    cats = [fixed.get(n) or task_category(n, "build", "gradle") for n in names]
     order = ("test", "lint", "typecheck", "format", "build", "install", "run")
     best = min(cats, key=lambda x: order.index(x) if x in order else 99)
     return verdict(best, "gradle", "+".join(word_target(t.lstrip(":")) for t in tasks[:4]))
@@ -132,6 +132,13 @@ def multi_tool(c: Call) -> Verdict:
         return c.sub(c.args[c.args.index("exec") + 1 :])
     if c.prog in ("dotnet", "swift", "dart", "flutter") and sub == "run":
         return verdict("run", c.prog, "run", UNK)
+    if c.prog == "swift" and sub == "package":
+        action = pos[1] if len(pos) > 1 else ""
+        if action in ("resolve", "update", "reset", "add-dependency"):
+            return verdict("install", "swift", "package-" + action, NET)
+        return verdict("env", "swift", "package-" + word_target(action) if action else "package", RO)
+    if c.prog == "dotnet" and sub in ("add", "remove") and "package" in pos:
+        return verdict("install", "dotnet", sub + "-package", NET if sub == "add" else DES)
     fixed = {
         "restore": "install",
         "deps.get": "install",

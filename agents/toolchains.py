@@ -82,6 +82,8 @@ def node_pm(c: Call) -> Verdict:
         )
     if sub in ("test", "t", "tst"):
         return verdict("test", tool, "test")
+    if sub == "workspace" and c.prog == "yarn" and len(pos) > 2:
+        return c.sub([c.prog, *c.args[c.args.index(pos[1]) + 1 :]])  # yarn workspace web test
     if sub in ("start", "restart", "stop"):
         return verdict("run", tool, sub)
     if sub in ("exec", "x", "dlx", "create", "init") and c.prog != "npm" or sub == "exec":
@@ -227,6 +229,8 @@ def go(c: Call) -> Verdict:
     pkgs = paths_target(pos[1:]) if len(pos) > 1 else "."
     if sub == "test":
         return verdict("test", "go", pkgs)
+    if sub == "install" and any("@" in a or _remote_module(a) for a in pos[1:]):
+        return verdict("install", "go", "install", NET)  # go install tool@version fetches and installs a tool
     if sub in ("build", "install", "generate"):
         return verdict("build", "go", pkgs)
     if sub == "vet":
@@ -249,11 +253,17 @@ def go(c: Call) -> Verdict:
     return verdict("env", "go", word_target(sub) if sub else "*", RO)
 
 
+def _remote_module(arg: str) -> bool:
+    """``golang.org/x/tools/cmd/goimports``: a module path on a host, not a package of this module."""
+    first = arg.split("/", 1)[0]
+    return "/" in arg and "." in first and not arg.startswith(".")
+
+
 # ---- rust ----------------------------------------------------------------------------------------
 _CARGO = {
     "test": "test",
     "nextest": "test",
-    "bench": "test",
+    "bench": "run",  # benchmarks measure, they do not pass or fail like tests
     "build": "build",
     "b": "build",
     "doc": "build",
@@ -272,7 +282,7 @@ _CARGO = {
     "tree": "env",
     "metadata": "env",
     "search": "env",
-    "publish": "build",
+    "publish": "env",  # uploads to a registry, like npm publish
     "audit": "lint",
     "deny": "lint",
     "miri": "test",
@@ -308,4 +318,4 @@ def cargo(c: Call) -> Verdict:
     if cat == "format" and "--check" in args:
         return verdict("format", "cargo", "fmt", RO)
     names = {"b": "build", "c": "check", "r": "run"}
-    return verdict(cat, "cargo", names.get(sub, sub), NET if cat == "install" else None)
+    return verdict(cat, "cargo", names.get(sub, sub), NET if cat == "install" or sub == "publish" else None)

@@ -49,6 +49,15 @@ _SERVER_WORDS = {"serve", "server", "runserver", "dev", "start", "http.server", 
 _FOLLOWERS = {"tail", "journalctl", "logs", "less"}
 _SHELL_STATE = {"cd", "pushd", "popd", "export", "source", ".", "alias", "unalias", "unset", "set", "ulimit",
                 "umask", "shopt", "declare", "typeset", "eval", "exec"}
+_LOOPS = {"while", "until", "for", "select", "do"}
+_WAITS = {"sleep", "wait", "inotifywait", "fswatch", "entr"}
+# Pipe consumers that only cut the output (the summariser still reads the tool's own lines); any other
+# consumer (grep, wc, jq, sort, tee, xargs, awk, ...) changes what the command prints.
+_KEEPING = {"tail", "head", "cat"}
+# Programs that run the command in a container or on another machine: its side effects and its output
+# are not the local tool's, so no structured runner takes them.
+_ELSEWHERE = {"docker", "docker-compose", "podman", "nerdctl", "kubectl", "oc", "ssh", "vagrant", "lxc", "multipass"}
+_JS_LAUNCHERS = {"npx", "bunx", "pnpx", "yarn", "pnpm", "bun"}
 
 
 @dataclass(frozen=True)
@@ -116,10 +125,59 @@ def interactive(words: list[str]) -> str | None:
             return f"{prog} {sorted(flags & {'-i', '--interactive', '-it', '-ti', '--tty'})[0]} is interactive"
         if any(a.startswith("--watch") for a in args) or (prog in ("tsc", "jest", "vitest", "mocha") and "-w" in flags):
             return "a watch mode never ends"
+        if "--pdb" in flags:
+            return f"{prog} --pdb stops in a debugger"
+        if _vitest_watches(prog, args):
+            return "vitest without run starts its watch mode"
         if prog in _FOLLOWERS and flags & {"-f", "-F", "--follow"}:
             return f"{prog} -f never ends"
         if set(args[:3]) & _SERVER_WORDS or prog in _SERVER_WORDS:
             return "a server or dev mode never ends"
+    return None
+
+
+def _vitest_watches(prog: str, args: list[str]) -> bool:
+    """``vitest`` (or ``npx vitest``) without ``run``/``--run`` watches where a terminal is attached."""
+    if prog in _JS_LAUNCHERS and args[:1] == ["vitest"]:
+        prog, args = "vitest", args[1:]
+    if prog != "vitest":
+        return False
+    pos = [a for a in args if not a.startswith("-")]
+    return pos[:1] not in (["run"], ["bench"]) and "--run" not in args
+
+
+def waits_or_background(words: list[str]) -> str | None:
+    """Why the command is a wait, a loop or a background job (None when it is none of them): such a
+    command is about time, not about the tool it mentions, and is never rewritten."""
+    if "&" in words:
+        return "runs in the background (&)"
+    for seg in _segments(words):
+        if seg[0] in _LOOPS:
+            return f"a `{seg[0]}` loop polls or repeats"
+        prog, _ = _program(seg)
+        if prog in _WAITS:
+            return f"it waits (`{prog}`)"
+    return None
+
+
+def unstructured(words: list[str]) -> str | None:
+    """Why no structured summariser may take the command even though its signature matches one (None
+    when nothing forbids it): its output is piped into something that changes what it prints, or it
+    runs in a container or on another machine. The generic compactor may still take it."""
+    after_pipe = False
+    for i, w in enumerate(words):
+        if w in ("|", "|&"):
+            after_pipe = True
+        elif w in _SEPARATORS:
+            after_pipe = False
+        elif after_pipe and (i == 0 or words[i - 1] in ("|", "|&")):
+            prog, _ = _program(words[i:i + 1])
+            if prog not in _KEEPING:
+                return f"its output goes through `{w}`, which changes what it prints"
+    for seg in _segments(words):
+        prog, _ = _program(seg)
+        if prog in _ELSEWHERE:
+            return f"it runs through `{prog}`, in a container or on another machine"
     return None
 
 
@@ -151,7 +209,7 @@ def _blocked(tool_input: Mapping[str, Any], command: str) -> str | None:
     words = _words(command)
     if words is None:
         return "could not be parsed"
-    why = interactive(words)
+    why = interactive(words) or waits_or_background(words)
     if why:
         return why
     if to_file(words):
@@ -240,10 +298,15 @@ def _route(inp: Mapping[str, Any], command: str, sig: Signature, rules: RuleSet,
         return _with_sig(_rule_decision(first, "pass", f"not rewritten: {why}", stats), sig, confidence)
     chosen: Rule | None = None
     note = ""
+    words = _words(command) or []
+    elsewhere = unstructured(words)
     for rule in matching:
         if rule.kind == "generic":
             chosen = rule
             break
+        if elsewhere is not None:
+            note = f"no structured summariser: {elsewhere}; "
+            continue
         if confidence >= rule.threshold:
             chosen = rule
             break

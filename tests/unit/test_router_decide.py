@@ -69,6 +69,67 @@ def test_never_rewrites_background_wrapped_or_excluded() -> None:
     assert _d("pytest tests/unit", rules=rule_excluded).rule != "pytest"
 
 
+@pytest.mark.parametrize(("command", "why"), [
+    ("pytest -q &", "background"),
+    ("npm test &", "background"),
+    ("sleep 5 && npm test", "waits"),
+    ("sleep 2; cargo build", "waits"),
+    ("until pytest -x tests/test_flaky.py; do sleep 1; done", "loop"),
+    ("for d in a b; do make -C $d test; done", "loop"),
+    ("while ! go test ./...; do :; done", "loop"),
+    ("pytest --pdb tests/test_x.py", "debugger"),
+    ("npx vitest", "watch"),
+    ("vitest src/lib", "watch"),
+    ("watch -n 10 npm test", "interactive"),
+])
+def test_waits_loops_background_and_interactive_commands_are_never_rewritten(command: str, why: str) -> None:
+    d = decide("Bash", {"command": command}, "/repo", None, ENFORCE, _full(command), 0.0)
+    assert d.action == "pass" and d.updated_input is None and answer(d) is None, d.reason
+    assert why in d.reason, d.reason
+
+
+@pytest.mark.parametrize("command", [
+    "pytest --collect-only -q | wc -l",
+    "pytest -q 2>&1 | grep -c PASSED",
+    "pytest -q | tee test-output.txt",
+    "go test -json ./... | jq -r .Test",
+    "npx jest --listTests | sort",
+    "git diff --name-only | xargs ruff check",
+    "docker compose exec api pytest -q",
+    "kubectl exec deploy/api -- python -m pytest",
+])
+def test_semantic_pipes_and_containers_get_no_structured_summariser(command: str) -> None:
+    d = decide("Bash", {"command": command}, "/repo", None, ENFORCE, _full(command), 0.0)
+    assert d.kind != "structured" or d.action == "pass", (d.action, d.rule, d.reason)
+
+
+@pytest.mark.parametrize(("command", "rule"), [
+    ("pytest -q 2>&1 | tail -30", "pytest"),
+    ("cargo test 2>&1 | head -100", "cargo-test"),
+    ("npx vitest run", "js-test"),
+    ("timeout 600 pytest tests/e2e -x", "pytest"),
+])
+def test_cutting_pipes_and_timeouts_keep_the_structured_summariser(command: str, rule: str) -> None:
+    d = decide("Bash", {"command": command}, "/repo", None, ENFORCE, _full(command), 0.0)
+    assert (d.action, d.rule, d.kind) == ("rewrite", rule, "structured"), d.reason
+
+
+@pytest.mark.parametrize("command", [
+    "npm run check", "npm run verify", "npm run release", "npm run test:watch", "make deploy", "make migrate",
+    "make setup", "make shell", "just release", "cargo bench", "./scripts/check-all.sh", "swift package resolve",
+    "go install golang.org/x/tools/cmd/goimports@latest",
+])
+def test_tasks_and_scripts_of_unclear_purpose_are_not_routed(command: str) -> None:
+    d = decide("Bash", {"command": command}, "/repo", None, ENFORCE, _full(command), 0.0)
+    assert d.action == "pass" and d.rule is None, (d.signature, d.reason)
+
+
+def _full(command: str) -> dict[str, int]:
+    from outloop.agents.signatures import signature_of
+
+    return {signature_of("Bash", {"command": command}).signature: 100}
+
+
 def test_structured_needs_confidence_at_the_threshold() -> None:
     # the built-in family rules take 50 (rules.toml says why); a user's threshold moves it either way
     assert _d("pytest -q", patterns={"test:pytest:*": 50}).rule == "pytest"
