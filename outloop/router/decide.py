@@ -3,12 +3,15 @@
 :func:`decide` takes the tool call, the session's memory, the rules, the pattern confidences and
 the time, and returns a :class:`Decision` with its rule, rule version, mode, kind, confidence and
 reason. It uses the same signature function as the patterns. Never rewritten: anything but a Bash
-command, a command run in the background, an interactive program (editors, pagers, REPLs, ``-i``,
-watch modes, servers, ``tail -f``), a command whose output already goes to a file, a command that
-changes the shell's own state (``cd``, ``export``, ``source``: the agent's shell keeps it), a
-command already wrapped, an excluded signature, and anything whose side-effect class is
-destructive, unknown or network. A structured family summariser additionally needs the pattern's
-confidence at or above the rule's threshold; below it, the generic compactor may take the command.
+command, a command run in the background (``run_in_background`` or ``&``), a wait or a loop
+(``sleep``, ``while``, ``until``, ``for``), an interactive program (editors, pagers, REPLs, ``-i``,
+``--pdb``, watch modes, ``vitest`` without ``run``, servers, ``tail -f``), a command whose output
+already goes to a file, a command that changes the shell's own state (``cd``, ``export``,
+``source``: the agent's shell keeps it), a command already wrapped, an excluded signature, and
+anything whose side-effect class is destructive, unknown or network. A structured family summariser
+additionally needs the pattern's confidence at or above the rule's threshold, and output that reaches
+the agent as the tool printed it (piped at most into ``tail``, ``head`` or ``cat``) from a command run
+here (not through ``docker``, ``kubectl`` or ``ssh``); otherwise the generic compactor may take it.
 
 :func:`answer` turns a decision into the JSON a PreToolUse hook prints (None: print nothing).
 """
