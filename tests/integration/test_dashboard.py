@@ -88,6 +88,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, broker: str, traces: Path) ->
            "OUTLOOP_QUOTA_FIVE_HOUR_TOKENS": "20000000", "OUTLOOP_QUOTA_SEVEN_DAY_TOKENS": "80000000",
            "OUTLOOP_QUOTA_MONTH_TOKENS": "150000000"}
     env.pop("OUTLOOP_SPOOL", None)
+    # the analysis a user runs on demand (the worker's timer runs it weekly): the recommendations panel
+    subprocess.run([OUTLOOP, "discover", "--db", str(s.db)], env=env, check=True, capture_output=True, timeout=120)
     up = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     said: list[bytes] = []
