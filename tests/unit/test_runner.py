@@ -181,3 +181,22 @@ def test_a_broken_install_still_runs_the_command(tmp_path: Path) -> None:
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=runner_env(tmp_path / "runs"))
     assert p.returncode == 6 and p.stdout == b"out\nerr\n"
     assert not (tmp_path / "runs").exists()
+
+
+# What a bare ``python -I -S`` start does not import and the runner may: its own modules and the few
+# stdlib ones they need. Anything else (``typing`` through the package's ``__init__`` cost 10 ms and
+# took the runner to 2.7x a bare start) fails here before a benchmark notices.
+RUNNER_IMPORTS = {"__future__", "_collections_abc", "_stat", "genericpath", "os", "posixpath", "select", "stat",
+                  "outloop", "outloop.runner", "outloop.runner.run", "outloop.runner.core", "outloop.runner.runlog"}
+
+
+def _imported(argv: list[str], tmp_path: Path) -> set[str]:
+    p = subprocess.run([sys.executable, "-X", "importtime", "-I", "-S", *argv], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path, env=runner_env(tmp_path))
+    return {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_the_runner_imports_nothing_a_short_run_does_not_need(tmp_path: Path) -> None:
+    argv = shlex.split(runner_command("true"))[1:]  # without the interpreter
+    extra = _imported(argv, tmp_path) - _imported(["-c", "pass"], tmp_path)
+    assert extra <= RUNNER_IMPORTS, sorted(extra - RUNNER_IMPORTS)
