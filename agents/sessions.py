@@ -198,6 +198,7 @@ class SessionOutputs:
     adw_tools: str = "outloop.adw-tools"
     api_messages: str = ""  # empty: a test's outputs without that topic (no API message is emitted)
     context_windows: str = "outloop.context-windows"
+    routing_savings: str = "outloop.routing-savings"
 
     @classmethod
     def of(cls, topics: Topics) -> SessionOutputs:
@@ -205,10 +206,11 @@ class SessionOutputs:
                    topics.usage.get_topic_name(), topics.dead_letters.get_topic_name(),
                    topics.routing_decisions.get_topic_name(), topics.routing_rules.get_topic_name(),
                    topics.adw_tools.get_topic_name(), api_messages=topics.api_messages.get_topic_name(),
-                   context_windows=topics.context_windows.get_topic_name())
+                   context_windows=topics.context_windows.get_topic_name(),
+                   routing_savings=topics.routing_savings.get_topic_name())
 
-    def routing(self) -> tuple[str, str, str]:
-        return self.routing_decisions, self.routing_rules, self.adw_tools
+    def routing(self) -> tuple[str, str, str, str]:
+        return self.routing_decisions, self.routing_rules, self.adw_tools, self.routing_savings
 
     def flushed(self) -> tuple[str, ...]:
         """The topics a flush marker of the events topic is fanned out to."""
@@ -218,7 +220,7 @@ class SessionOutputs:
 
 # the router's records: already final, passed on as they came (secrets redacted) to their own topic
 _ROUTING = {EventType.ROUTING_DECISION: "routing_decisions", EventType.ROUTING_RULE: "routing_rules",
-            EventType.ROUTING_TOOL: "adw_tools"}
+            EventType.ROUTING_TOOL: "adw_tools", EventType.ROUTING_SAVING: "routing_savings"}
 
 
 def session_records(pairing: Pairing, messages: Iterable[Message], names: SessionOutputs, now: datetime,

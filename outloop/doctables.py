@@ -20,8 +20,6 @@ VIEW_DOC: dict[str, str] = {
     "v_tool_commands": "per session, tool and target (the Bash command or file): calls, errors, tokens, median ms",
     "v_orphan_results": "tool results whose tool_use was never seen (resumed or truncated sessions)",
     "sequence_patterns": "n-grams of the sessions' steps per level, with the sessions and occurrences that have them",
-    "cost_savings_log": "routing decisions with a priced saving: raw and compact tokens, carry, net tokens and "
-                        "dollars, fidelity, by day (docs/routing-savings.md)",
     "v_context_workflows": "workflow runs with their session's context figures (docs/context.md)",
     "v_recommendations": "recommendations with their status (open, accept, reject) and filed issue URL "
                          "(docs/discovery.md)",

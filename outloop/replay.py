@@ -45,7 +45,7 @@ from outloop.streams.settings import Settings
 PRIVATE_BROKER_SESSION_TIMEOUT = 2.0
 
 SESSION_OUTPUTS = ("hook_events", "tool_calls", "usage", "dead_letters", "routing_decisions", "routing_rules",
-                   "adw_tools", "api_messages",
+                   "adw_tools", "api_messages", "routing_savings",
                    "context_windows")
 WORKFLOW_OUTPUTS = ("workflow_runs", "dead_letters")
 
@@ -265,11 +265,11 @@ def shadow_routing(paths: list[Path], stack: Stack, cat: TopicCatalogue, timeout
                    sessions: list[str]) -> dict[str, Any]:
     """Decide every recorded tool call with the rules in force and the pattern confidences the replay
     just materialized, price what enforcing the decisions would have saved, and store each decision
-    (with its fidelity and saving) in ``routing_decisions`` through the pipeline: ids are stable, so a
-    second replay of the same files changes no row."""
+    (with its fidelity and saving) in ``routing_decisions`` and ``cost_savings_log`` through the pipeline:
+    ids are stable, so a second replay of the same files changes no row."""
     from outloop.agents.pricing import active_table
     from outloop.router.rules import load
-    from outloop.shadow_replay import decision_records, operations_decided, shadow_section
+    from outloop.shadow_replay import decision_records, operations_decided, saving_records, shadow_section
     from outloop.streams.publisher import Publisher
 
     _, rows = stack.client.query("SELECT signature, confidence_score, avg_output_tokens FROM operation_patterns")
@@ -284,7 +284,7 @@ def shadow_routing(paths: list[Path], stack: Stack, cat: TopicCatalogue, timeout
     s = stack.settings
     assert s.broker is not None
     with Publisher(s.broker, catalogue=cat, partitions=s.partitions) as pub:
-        for env in decision_records(routed):
+        for env in [*decision_records(routed), *saving_records(routed)]:
             pub.envelope(env)
         pub.flush()
         marker = uuid.uuid4().hex

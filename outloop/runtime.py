@@ -260,9 +260,10 @@ class Stack:
 
     def _start_tailer(self) -> None:
         """The transcript tailer in a thread; the forwarder tells it every transcript a hook names."""
+        from outloop.router.measure import Measurer
         from outloop.streams.tailer import Tailer
 
-        tailer = self.tailer = Tailer(self.settings)
+        tailer = self.tailer = Tailer(self.settings, measurer=Measurer())  # live savings of enforced runs
         if self.forwarder is not None:
             self.forwarder.on_transcript = tailer.watch
         self._tail_thread = threading.Thread(target=tailer.run_forever, args=(self._tail_stop,),

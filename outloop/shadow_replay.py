@@ -18,7 +18,7 @@ from outloop.agents.calibration import calibrate
 from outloop.agents.pricing import PriceTable
 from outloop.agents.shadow import Routed, ShadowDecision, route_timeline, section
 from outloop.agents.timeline import Timeline, ToolStep, build_timeline
-from outloop.schemas.events import Envelope, EventType, RoutingDecision
+from outloop.schemas.events import Envelope, EventType, RoutingDecision, RoutingSaving
 from outloop.streams.importers import ImportStats, make_envelope
 from outloop.streams.importers.detect import SKIP, collect_files, detect
 from outloop.streams.importers.transcripts import read_jsonl
@@ -124,6 +124,28 @@ def decision_records(routed: list[Routed]) -> list[Envelope]:
                 "saved_once_tokens": sv.saved_once_tokens, "net_tokens": sv.net_tokens, "net_usd": sv.net_usd,
                 "context_tokens": sv.context_tokens, "model": sv.model, "basis": "estimate"}
         out.append(make_envelope(RoutingDecision.model_validate(data), id=did, type=EventType.ROUTING_DECISION,
+                                 source="replay", subject=r.session_id, time=None))
+    return out
+
+
+def saving_records(routed: list[Routed]) -> list[Envelope]:
+    """The ``routing.saving`` events of shadow decisions (``cost_savings_log`` rows, ``basis``
+    estimate), one per decision, keyed like :func:`decision_records`."""
+    from outloop.router.state import decision_id
+
+    out = []
+    for r in routed:
+        d, sv = r.decision, r.saving
+        did = decision_id(r.session_id, f"replay:{r.tool_use_id}", 0)
+        data = {"decision_id": did, "tool_use_id": r.tool_use_id, "session_id": r.session_id, "rule": d.rule,
+                "rule_version": d.rule_version, "kind": d.kind, "family": d.family, "category": d.category,
+                "signature": d.signature, "mode": "shadow", "action": d.action, "basis": "estimate",
+                "model": sv.model, "raw_tokens": sv.raw_tokens, "compact_tokens": sv.compact_tokens,
+                "carry_calls": sv.carry_calls, "saved_once_tokens": sv.saved_once_tokens,
+                "saved_carry_tokens": sv.saved_carry_tokens, "charged_tokens": sv.charged_tokens,
+                "net_tokens": sv.net_tokens, "net_usd": sv.net_usd, "context_tokens": sv.context_tokens,
+                "fidelity": r.fidelity.value, "fidelity_used": r.fidelity.used, "decided_at": r.decided_at}
+        out.append(make_envelope(RoutingSaving.model_validate(data), id=f"saving:{did}", type=EventType.ROUTING_SAVING,
                                  source="replay", subject=r.session_id, time=None))
     return out
 

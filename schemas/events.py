@@ -44,6 +44,7 @@ class EventType(StrEnum):
     ROUTING_RULE = "routing.rule"  # a routing rule as the router loaded it (on start and on every change)
     ROUTING_TOOL = "routing.tool"  # a deterministic tool (runner family) rules route to
     QUOTA_DECISION = "quota.decision"  # a throttle decision of the quota (published by the sink)
+    ROUTING_SAVING = "routing.saving"  # the measured or estimated saving of one decision (cost_savings_log)
 
 
 class _Open(BaseModel):
@@ -278,6 +279,41 @@ class RoutingDecision(_Closed):
     basis: str | None = None  # "estimate" (shadow replay of recorded outputs) or "measured"
 
 
+class RoutingSaving(_Closed):
+    """The fidelity and net saving of one routing decision: a row of ``cost_savings_log``, keyed by the
+    decision's ``decision_id``. ``basis`` is ``measured`` (a live run through the runner: its own log
+    against what it printed, in the session's transcript) or ``estimate`` (shadow replay of a recorded
+    output). A measurement is taken again as the session goes on (the carry grows until a compaction):
+    the version with the largest carry, then the most evidence, wins. docs/routing-savings.md."""
+
+    decision_id: str = Field(min_length=1, max_length=512)
+    tool_use_id: str | None = None
+    session_id: str = Field(min_length=1)
+    rule: str | None = None
+    rule_version: str | None = None
+    kind: Literal["structured", "generic", "guard"] | None = None
+    family: str | None = None
+    category: str | None = None
+    signature: str | None = None
+    mode: Literal["shadow", "advise", "enforce"] | None = None
+    action: Literal["pass", "rewrite", "advise", "deny"] | None = None
+    basis: Literal["measured", "estimate"]
+    model: str | None = None
+    raw_tokens: int = Field(ge=0)
+    compact_tokens: int = Field(ge=0)
+    carry_calls: int = Field(ge=0)
+    saved_once_tokens: int
+    saved_carry_tokens: int  # negative when the runner printed a short output unchanged plus its lines
+    charged_tokens: int = Field(ge=0)
+    net_tokens: int
+    net_usd: float | None = None
+    context_tokens: int = Field(ge=0)
+    fidelity: float | None = Field(ge=0, le=1, default=None)
+    fidelity_used: int = Field(ge=0)
+    run_id: str | None = None  # the runner's run (its log and metadata under $OUTLOOP_HOME/runs/)
+    decided_at: Time
+
+
 class RoutingRule(_Closed):
     """A routing rule as the router loaded it; the latest ``updated_at`` of a name is its row."""
 
@@ -360,4 +396,5 @@ EVENT_TYPES: dict[EventType, type[BaseModel]] = {
     EventType.ROUTING_RULE: RoutingRule,
     EventType.ROUTING_TOOL: RoutingTool,
     EventType.QUOTA_DECISION: QuotaDecision,
+    EventType.ROUTING_SAVING: RoutingSaving,
 }

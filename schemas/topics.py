@@ -58,6 +58,10 @@ class TopicCatalogue:
         return self._t("routing-decisions", "session_id", "the router's decisions, shadow ones too", "output")
 
     @property
+    def routing_savings(self) -> Topic:
+        return self._t("routing-savings", "session_id", "fidelity and net saving of routing decisions", "output")
+
+    @property
     def routing_rules(self) -> Topic:
         return self._t("routing-rules", "subject", "routing rules as the router loaded them", "output")
 
@@ -89,6 +93,7 @@ class TopicCatalogue:
             self.workflow_runs,
             self.dead_letters,
             self.routing_decisions,
+            self.routing_savings,
             self.routing_rules,
             self.adw_tools,
             self.context_windows,

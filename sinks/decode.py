@@ -47,6 +47,7 @@ from outloop.schemas.events import (
     EventType,
     RoutingDecision,
     RoutingRule,
+    RoutingSaving,
     RoutingTool,
     ToolCall,
     UsageRecord,
@@ -59,6 +60,7 @@ Row = dict[str, Any]
 
 KINDS = {"hook-events": "hook_events", "tool-calls": "tool_calls", "usage": "usage",
          "workflow-runs": "workflow_events", "dlq": "dead_letters", "routing-decisions": "routing_decisions",
+         "routing-savings": "cost_savings_log",
          "routing-rules": "routing_rules", "adw-tools": "adw_tools",
          "api-messages": "api_messages",
          "context-windows": "context_windows"}
@@ -95,6 +97,13 @@ SCHEMAS: dict[str, pa.Schema] = {
                                     ("fidelity_used", I32), ("raw_tokens", I64), ("compact_tokens", I64),
                                     ("carry_calls", I32), ("saved_once_tokens", I64), ("net_tokens", I64),
                                     ("net_usd", F64), ("context_tokens", I64), ("model", S), ("basis", S)]),
+    "cost_savings_log": pa.schema([("decision_id", S), ("tool_use_id", S), ("session_id", S), ("day", pa.date32()),
+                                   ("rule", S), ("rule_version", S), ("kind", S), ("family", S), ("category", S),
+                                   ("signature", S), ("mode", S), ("action", S), ("basis", S), ("model", S),
+                                   ("raw_tokens", I64), ("compact_tokens", I64), ("carry_calls", I32),
+                                   ("saved_once_tokens", I64), ("saved_carry_tokens", I64), ("charged_tokens", I64),
+                                   ("net_tokens", I64), ("net_usd", F64), ("context_tokens", I64), ("fidelity", F64),
+                                   ("fidelity_used", I32), ("run_id", S), ("decided_at", TS)]),
     "routing_rules": pa.schema([("name", S), ("version", S), ("family", S), ("kind", S), ("mode", S),
                                 ("signatures", S), ("categories", S), ("exclude", S), ("threshold", I32),
                                 ("promote_at", F64), ("min_decisions", I32), ("builtin", pa.bool_()), ("source", S),
@@ -285,6 +294,15 @@ def _decision_row(value: bytes) -> Row:
     return dict(RoutingDecision.model_validate(env.data).__dict__)
 
 
+def _saving_row(value: bytes) -> Row:
+    env = Envelope.model_validate_json(value)
+    if env.type is not EventType.ROUTING_SAVING:
+        raise DecodeError(f"{env.type.value} on the routing-savings topic")
+    row = dict(RoutingSaving.model_validate(env.data).__dict__)
+    row["day"] = row["decided_at"].astimezone(UTC).date()
+    return row
+
+
 def _listed(row: Row) -> Row:
     """Lists stored as their JSON text."""
     return {k: orjson.dumps(v).decode() if isinstance(v, list) else v for k, v in row.items()}
@@ -320,7 +338,7 @@ def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Ro
 CHECKED: dict[str, Callable[[bytes], Row]] = {
     "hook_events": _hook_row, "usage": _usage_row, "workflow_events": _workflow_row,
     "tool_calls": _tool_call_row, "dead_letters": _dead_letter_row, "routing_decisions": _decision_row,
-    "routing_rules": _rule_row, "adw_tools": _tool_row, "api_messages": _message_row,
+    "routing_rules": _rule_row, "adw_tools": _tool_row, "cost_savings_log": _saving_row, "api_messages": _message_row,
     "context_windows": _window_row}
 
 

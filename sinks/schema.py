@@ -363,6 +363,39 @@ UPDATE pattern_state SET duration_n = 0, duration_sum = 0, duration_sq = 0, dura
 INSERT INTO pattern_dirty SELECT 'signature', signature FROM pattern_state ON CONFLICT DO NOTHING;
 """
 
+# Migration 14: cost_savings_log becomes a table the sink writes from ``routing.saving`` events (shadow
+# replay estimates and live measurements of enforced runs), one row per decision; the estimates stored
+# so far in routing_decisions are copied in. A live decision's measured columns in routing_decisions are
+# filled from it by the sink (sinks.upsert.FILL_MEASURED).
+SAVINGS_LOG = """
+DROP VIEW IF EXISTS cost_savings_log;
+CREATE TABLE cost_savings_log (
+    decision_id VARCHAR PRIMARY KEY,    -- the routing decision's id (routing_decisions.decision_id)
+    tool_use_id VARCHAR, session_id VARCHAR NOT NULL,
+    day DATE,                           -- UTC day of decided_at
+    rule VARCHAR, rule_version VARCHAR, kind VARCHAR, family VARCHAR, category VARCHAR, signature VARCHAR,
+    mode VARCHAR, action VARCHAR,
+    basis VARCHAR NOT NULL,             -- measured (a live run: the runner's log) | estimate (shadow replay)
+    model VARCHAR,
+    raw_tokens BIGINT, compact_tokens BIGINT,
+    carry_calls INTEGER,                -- API calls that re-read the output until the next compaction
+    saved_once_tokens BIGINT,           -- raw - compact
+    saved_carry_tokens BIGINT,          -- (raw - compact) x carry when nothing used was lost, else 0
+    charged_tokens BIGINT,              -- what outloop added: the extra turn and the compact text carried
+    net_tokens BIGINT, net_usd DOUBLE,  -- saved - charged (dollars: model-aware prices, cache rates)
+    context_tokens BIGINT,              -- the context at the call that first saw the output
+    fidelity DOUBLE, fidelity_used INTEGER,
+    run_id VARCHAR,                     -- the runner's run ($OUTLOOP_HOME/runs/<run_id>.log) when measured
+    decided_at TIMESTAMPTZ);
+INSERT INTO cost_savings_log
+SELECT decision_id, tool_use_id, session_id, CAST(timezone('UTC', decided_at) AS DATE), rule, rule_version, kind,
+       family, category, signature, mode, action, coalesce(basis, 'estimate'), model, raw_tokens, compact_tokens,
+       carry_calls, saved_once_tokens, CASE WHEN fidelity < 1 THEN 0 ELSE net_tokens END,
+       CASE WHEN fidelity < 1 THEN -net_tokens ELSE 0 END, net_tokens, net_usd,
+       context_tokens, fidelity, fidelity_used, NULL, decided_at
+FROM routing_decisions WHERE net_tokens IS NOT NULL;
+"""
+
 # (version, description, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
@@ -386,6 +419,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "for the user's permission) and leaves the pattern averages", RUN_TIMES),
     (12, "context efficiency: context_efficiency, context_outputs, file_reads, cache_breaks, context_profiles, "
         "v_context_workflows (every stored session marked for a refresh)", CONTEXT_DDL + CONTEXT_MARK_ALL),
+    (14, "cost_savings_log is a table (one row per decision, measured or estimated), written from routing.saving "
+         "events; the stored estimates are copied in", SAVINGS_LOG),
     (15, "context_overhead: the fixed overhead split into memory files (measured where the project folder is at "
          "hand) and MCP tools called (every stored session marked for a refresh)", OVERHEAD_DDL),
     (17, "discovery: recommendations (ranked by ROI, stable ids), the occurrences behind their figures, "

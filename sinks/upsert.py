@@ -17,6 +17,9 @@ batch boundaries, the order or the number of deliveries:
 compares column by column with NULL above every value (``schemas.ids.column_order`` is the same
 order in Python, for the agents' own "usage wins" rule).
 * workflow_runs - recomputed from all stored events of the runs the batch touched.
+* cost_savings_log - the most complete measurement of a decision: the largest carry, then the most
+  used evidence, then its own columns; its measured columns are then copied into the decision's
+  routing_decisions row (:data:`FILL_MEASURED`, after either table is written: either may come first).
 
 ``INSERT ... ON CONFLICT`` costs in proportion to the table (DuckDB 2.0 runs it as a merge against
 the stored keys): 6 us/row into an empty table, 13 at 1M rows, 21 at 2M, where a plain ``INSERT``
@@ -116,7 +119,27 @@ def _dead_letter_rank(t: str) -> str:
 DECISION_TIE = tuple(c for c in SCHEMAS["routing_decisions"].names if c != "decision_id")
 RULE_TIE = tuple(c for c in SCHEMAS["routing_rules"].names if c not in ("name", "updated_at"))
 TOOL_TIE = tuple(c for c in SCHEMAS["adw_tools"].names if c not in ("name", "updated_at"))
-KEYS = {"routing_decisions": "decision_id", "routing_rules": "name", "adw_tools": "name"}  # else ``id``
+SAVING_TIE = tuple(c for c in SCHEMAS["cost_savings_log"].names if c != "decision_id")
+KEYS = {"routing_decisions": "decision_id", "routing_rules": "name", "adw_tools": "name",
+        "cost_savings_log": "decision_id"}  # else ``id``
+
+
+def _saving_rank(t: str = "") -> str:
+    """A decision's most complete measurement wins: the largest carry (it grows until a compaction as the
+    session goes on), then the most used evidence (it grows as the agent's next steps arrive), then the
+    smallest own columns. As a row value, smallest first."""
+    q = f"{t}." if t else ""
+    return f"(-{q}carry_calls, -{q}fidelity_used, {tie(SAVING_TIE, t)[1:-1]})"
+
+
+# The measured columns of a live decision, from its cost_savings_log row (either may arrive first).
+_MEASURED = ("fidelity", "fidelity_used", "raw_tokens", "compact_tokens", "carry_calls", "saved_once_tokens",
+             "net_tokens", "net_usd", "context_tokens", "model", "basis")
+FILL_MEASURED = (
+    "UPDATE routing_decisions SET " + ", ".join(f"{c} = s.{c}" for c in _MEASURED)
+    + " FROM cost_savings_log AS s WHERE s.decision_id = routing_decisions.decision_id AND s.basis = 'measured' "
+    "AND routing_decisions.decision_id IN (SELECT decision_id FROM stg_{table}) AND ("
+    + " OR ".join(f"routing_decisions.{c} IS DISTINCT FROM s.{c}" for c in _MEASURED) + ")")
 
 
 def _latest(t: str, columns: tuple[str, ...]) -> str:
@@ -156,6 +179,8 @@ UPSERT: dict[str, str] = {
                                    f"{_message_rank('EXCLUDED')} > {_message_rank('api_messages')}"),
     "context_windows": _replace_where("context_windows", "id",
                                       f"{_window_rank('EXCLUDED')} > {_window_rank('context_windows')}"),
+    "cost_savings_log": _replace_where("cost_savings_log", "decision_id",
+                                       f"{_saving_rank('EXCLUDED')} < {_saving_rank('cost_savings_log')}"),
 }
 
 PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
@@ -278,6 +303,7 @@ FOLD: dict[str, str] = {
     "adw_tools": _first("adw_tools", f"updated_at DESC, {tie(TOOL_TIE)[1:-1]}", "name"),
     "api_messages": _first("api_messages", f"{_message_rank()} DESC"),
     "context_windows": _first("context_windows", f"{_window_rank()} DESC"),
+    "cost_savings_log": _first("cost_savings_log", _saving_rank()[1:-1], "decision_id"),
 }
 
 
@@ -336,6 +362,8 @@ def apply(con: duckdb.DuckDBPyConnection, batch: Folded,
             statements += JOIN_SYN
         elif table == "workflow_events":
             statements.append(REFOLD_RUNS)
+        elif table in ("routing_decisions", "cost_savings_log"):
+            statements.append(FILL_MEASURED.format(table=table))
         if statements:
             _staged(con, table, rows, statements)
         written[table] = rows.num_rows

@@ -39,6 +39,7 @@ class Topics:
     workflow_runs: faust.TopicT
     dead_letters: faust.TopicT
     routing_decisions: faust.TopicT
+    routing_savings: faust.TopicT
     routing_rules: faust.TopicT
     adw_tools: faust.TopicT
     api_messages: faust.TopicT
@@ -115,6 +116,7 @@ def create_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Topics]:
         workflow_runs=topic(cat.workflow_runs.name),
         dead_letters=topic(cat.dead_letters.name),
         routing_decisions=topic(cat.routing_decisions.name),
+        routing_savings=topic(cat.routing_savings.name),
         routing_rules=topic(cat.routing_rules.name),
         adw_tools=topic(cat.adw_tools.name),
         api_messages=topic(cat.api_messages.name),

@@ -21,6 +21,10 @@ Usage flows as it is written: each pass hands a file's new lines to
 :func:`~streams.importers.transcripts.iter_records` with the file's own state, which emits a usage
 record (or an API message) again only when it grew - the sink keeps the largest.
 
+Live savings: a transcript whose new lines hold a runner's result (a command the router rewrote to
+``outloop run``) is handed to the ``measurer`` (``outloop.router.measure``), whose ``routing.saving``
+events are published after the lines' own envelopes.
+
 Per-file state (records seen, call-key ordinals, what was emitted) lives in memory. After a restart,
 or when a publication failed, it is rebuilt by reading the file up to its mark without publishing,
 so call keys and "emit when larger" go on as if nothing happened. Call-key ordinals are counted per
@@ -35,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from outloop.schemas.events import Envelope, EventType
 from outloop.schemas.topics import TopicCatalogue
@@ -56,6 +61,18 @@ from outloop.streams.tailing import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class Measurer(Protocol):
+    """What the tailer asks of a measurer of the transcripts it reads (``outloop.router.measure``)."""
+
+    def note(self, path: str, envelopes: list[Envelope], now: float) -> None: ...
+
+    def due(self, now: float) -> list[Envelope]: ...
+
+    def acked(self, envelopes: list[Envelope]) -> None: ...
+
+    def failed(self) -> None: ...
 _CONTENT = (EventType.TOOL_USE, EventType.TOOL_RESULT)
 
 
@@ -71,7 +88,7 @@ class Tailer:
     hot_for = 60.0  # seconds after its last growth a file is looked at every pass; colder ones at each walk
 
     def __init__(self, settings: Settings, *, publisher_factory: Callable[[], Publisher] | None = None,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, measurer: Measurer | None = None) -> None:
         self.settings = settings
         self.projects = settings.projects
         self.checkpoint = Checkpoint(settings.home / "tailer" / "offsets.json")
@@ -92,6 +109,7 @@ class Tailer:
         self._paused = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
+        self.measurer = measurer  # measures the runner's results the transcripts hold (live savings)
 
     # -- which files ------------------------------------------------------------------------------
     def watch(self, path: str) -> None:
@@ -240,6 +258,8 @@ class Tailer:
                 continue
             new_mark, envs = got
             self._active[path] = mono
+            if self.measurer is not None and envs:
+                self.measurer.note(path, envs, mono)
             if envs:
                 pub = self._connect()
                 pending[path] = (new_mark, [pub.envelope(env) for env in envs])
@@ -249,7 +269,27 @@ class Tailer:
         if self.marks != before:
             self.checkpoint.save(self.marks)
         self._forget_idle(mono)
-        return done
+        return done + self._measure(mono)
+
+    def _measure(self, mono: float) -> int:
+        """Publish the measurements that are due (after the lines they come from were acknowledged)."""
+        if self.measurer is None:
+            return 0
+        envs = self.measurer.due(mono)
+        if not envs:
+            return 0
+        pub = self._connect()
+        try:
+            deliveries = [pub.envelope(env) for env in envs]
+            pub.flush(15.0)
+        except PublishError:
+            self.measurer.failed()
+            raise
+        acked = [env for env, d in zip(envs, deliveries, strict=True) if d.acked]
+        self.measurer.acked(acked)
+        if len(acked) < len(envs):
+            self.measurer.failed()
+        return len(acked)
 
     def _forget_idle(self, mono: float) -> None:
         """Drop the in-memory state of files unchanged for ``state_idle`` s (rebuilt from the file

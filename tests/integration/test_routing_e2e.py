@@ -7,6 +7,9 @@ failing test, `outloop routes`, `outloop query`, Ctrl-C.
 * `outloop routes mode pytest enforce`: within seconds the hook answers ``updatedInput``; running
   the updated command exits 1 like the raw one and prints the failing test's id, file:line and
   assertion message in a few lines, and the full log exists (needs the runner, outloop/runner/main.py);
+* the agent runs the updated command and its transcript reaches the projects folder: the tailer
+  measures the run from the runner's log (fidelity, net saving), and the decision's row in
+  ``routing_decisions`` and ``cost_savings_log`` hold the measurement; `outloop savings --json` shows it;
 * `outloop up` stopped: the hook answers nothing, within the budget.
 """
 
@@ -74,8 +77,11 @@ def test_routing_shadow_enforce_and_router_down(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
     (home / "routes.json").write_text(json.dumps({"rules": {"pytest": {"threshold": 0}}}))  # no pattern history yet
+    projects = tmp_path / "projects" / "-proj"
+    projects.mkdir(parents=True)
     port = free_port()
-    env = {**os.environ, "OUTLOOP_HOME": str(home), "OUTLOOP_HTTP_PORT": str(port), "OUTLOOP_APP_ID": f"rt-{port}"}
+    env = {**os.environ, "OUTLOOP_HOME": str(home), "OUTLOOP_HTTP_PORT": str(port), "OUTLOOP_APP_ID": f"rt-{port}",
+           "OUTLOOP_PROJECTS": str(projects.parent)}
     for name in ("OUTLOOP_BROKER", "OUTLOOP_DB", "OUTLOOP_SPOOL", "OUTLOOP_ROUTES", "OUTLOOP_ROUTER_SOCKET"):
         env.pop(name, None)
     up = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -113,6 +119,8 @@ def test_routing_shadow_enforce_and_router_down(tmp_path: Path) -> None:
         assert "--outloop-run" in command and "pytest -q" in shlex.split(command)
         assert _until(lambda: _query(env, "SELECT mode FROM routing_rules WHERE name = 'pytest'")
                       == [{"mode": "enforce"}], 30)
+        printed, log = _run_rewritten(command, project, home)
+        _measured_live(env, projects / "e2e-routing-1.jsonl", printed, log)
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)
@@ -127,10 +135,10 @@ def test_routing_shadow_enforce_and_router_down(tmp_path: Path) -> None:
     down = hook("toolu_e2e_down")  # the router went with `outloop up`
     assert (down.returncode, down.stdout) == (0, b"")
     assert time.monotonic() - t0 < 1.0
-    _run_rewritten(command, project, home)
 
 
-def _run_rewritten(command: str, project: Path, home: Path) -> None:
+def _run_rewritten(command: str, project: Path, home: Path) -> tuple[str, Path]:
+    """Run the updated command as the agent's Bash tool would; returns what it printed and its log."""
     raw = subprocess.run(["bash", "-c", "pytest -q"], cwd=project, capture_output=True, timeout=120,
                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     if not Path(runner_path()).exists():
@@ -146,3 +154,42 @@ def _run_rewritten(command: str, project: Path, home: Path) -> None:
     assert len(text.splitlines()) <= 25, text
     logs = list((home / "runs").glob("*.log"))
     assert logs and "test_adds_wrong" in logs[0].read_text(errors="replace")
+    return text, logs[0]
+
+
+def _api(mid: str, ctx: int, tools: list[tuple[str, str, dict[str, str]]], text: str = "") -> dict[str, object]:
+    content: list[dict[str, object]] = [{"type": "tool_use", "id": t, "name": n, "input": i} for t, n, i in tools]
+    content += [{"type": "text", "text": text}] if text else []
+    return {"type": "assistant", "sessionId": "e2e-routing-1", "uuid": f"u-{mid}", "requestId": f"r-{mid}",
+            "timestamp": "2026-12-06T10:00:00.000Z",
+            "message": {"id": mid, "model": "claude-sonnet-4-5-20250929", "role": "assistant", "content": content,
+                        "usage": {"input_tokens": 3, "cache_read_input_tokens": ctx, "cache_creation_input_tokens": 0,
+                                  "output_tokens": 40}}}
+
+
+def _measured_live(env: dict[str, str], transcript: Path, printed: str, log: Path) -> None:
+    """The session's transcript as Claude Code writes it: the rewritten call's result is what the runner
+    printed; the agent then reads the failing test and says why; one more API call."""
+    def result(tid: str, text: str, uuid: str) -> dict[str, object]:
+        return {"type": "user", "sessionId": "e2e-routing-1", "uuid": uuid, "timestamp": "2026-12-06T10:00:01.000Z",
+                "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tid, "content": text}]}}
+
+    records = [_api("m0", 20_000, [("toolu_e2e_enforce", "Bash", {"command": "pytest -q"})]),
+               result("toolu_e2e_enforce", printed, "u-r0"),
+               _api("m1", 21_000, [("toolu_e2e_read", "Read", {"file_path": "test_calc.py"})],
+                    "test_calc.py::test_adds_wrong fails: two and two"),
+               result("toolu_e2e_read", "def add(a, b): ...", "u-r1"),
+               _api("m2", 21_500, [])]
+    transcript.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    sql = ("SELECT s.basis, s.run_id, s.raw_tokens, s.compact_tokens, s.carry_calls, s.net_tokens, s.fidelity, "
+           "d.net_tokens AS decision_net, d.fidelity AS decision_fidelity, d.mode, d.latency_ms IS NOT NULL AS timed "
+           "FROM cost_savings_log s JOIN routing_decisions d USING (decision_id) "
+           "WHERE s.tool_use_id = 'toolu_e2e_enforce' AND d.net_tokens IS NOT NULL")
+    rows = _until(lambda: _query(env, sql), 60)
+    raw, compact = -(-len(log.read_text(errors="replace")) // 4), -(-len(printed) // 4)  # uncalibrated: 4 chars
+    assert rows == [{"basis": "measured", "run_id": log.stem, "raw_tokens": raw, "compact_tokens": compact,
+                     "carry_calls": 2, "net_tokens": (raw - compact) * 2, "fidelity": 1.0,
+                     "decision_net": (raw - compact) * 2, "decision_fidelity": 1.0, "mode": "enforce", "timed": True}]
+    shown = subprocess.run([OUTLOOP, "savings", "--json"], env=env, capture_output=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert {"rule": "pytest", "basis": "measured"}.items() <= orjson.loads(shown.stdout)[0].items()

@@ -19,10 +19,12 @@ KEYS = {"total_tokens", "total_cost_usd", "net_tokens_saved", "net_usd_saved", "
         "by_rule", "by_category", "fidelity", "test_build_operations", "estimator", "basis"}
 
 
-def _decisions(db: Path) -> list[tuple[object, ...]]:
+def _decisions(db: Path) -> list[list[tuple[object, ...]]]:
+    """The rows of the routing tables a shadow replay writes."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return sorted(con.execute("SELECT * FROM routing_decisions").fetchall(), key=repr)
+        return [sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+                for t in ("routing_decisions", "cost_savings_log")]
     finally:
         con.close()
 
@@ -44,8 +46,9 @@ def test_shadow_replay_prices_every_decision_and_stores_it_once(tmp_path: Path, 
             "SELECT d.signature, t.side_effect FROM routing_decisions d JOIN tool_calls t USING (tool_use_id) "
             "WHERE d.kind = 'structured' AND t.side_effect NOT IN ('read-only', 'writes files')").fetchall()
         assert bad == []
-        logged = con.execute("SELECT count(*), sum(net_tokens) FROM cost_savings_log").fetchone()
-        assert logged == (r["decisions"], r["net_tokens_saved"])
+        logged = con.execute("SELECT count(*), sum(net_tokens), count(*) FILTER (WHERE basis = 'estimate') "
+                             "FROM cost_savings_log").fetchone()
+        assert logged == (r["decisions"], r["net_tokens_saved"], r["decisions"])
     finally:
         con.close()
     before = _decisions(s.db)
