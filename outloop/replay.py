@@ -207,6 +207,13 @@ def private_home() -> Iterator[Path]:
             shutil.rmtree(home, ignore_errors=True)
 
 
+def measured_runs(paths: list[Path]) -> list[Envelope]:
+    """The live savings of the enforced runs the transcripts hold (``outloop.router.measure``)."""
+    from outloop.router.measure import measure_paths
+
+    return measure_paths(paths)
+
+
 def replay(paths: list[Path], settings: Settings, *, console: Console | None = None,
            show_progress: bool = False, timeout: float = 600.0, route_mode: str | None = None) -> ReplaySummary:
     from outloop.streams.publisher import Publisher
@@ -237,6 +244,9 @@ def replay(paths: list[Path], settings: Settings, *, console: Console | None = N
                 if not env.type.value.startswith("workflow."):
                     sessions.add(env.subject)
                 progress.advance(publishing)
+            for env in measured_runs(paths):  # runs through the runner, measured from their logs
+                pub.envelope(env)
+                by_type[env.type.value] += 1
             pub.flush()
             marker = uuid.uuid4().hex
             expected = publish_markers(pub, cat, marker, s.partitions)

@@ -121,6 +121,33 @@ def measure_file(path: Path, prices: PriceTable | None = None, limit: int = AGEN
     return [saving_record(m) for m in found]
 
 
+def _mentions_runner(path: Path, chunk: int = 1 << 20) -> bool:
+    """Whether the file holds the runner's line prefix anywhere (read in pieces: memory stays flat)."""
+    needle = b"[outloop] "
+    tail = b""
+    try:
+        with path.open("rb") as f:
+            while data := f.read(chunk):
+                if needle in tail + data:
+                    return True
+                tail = data[-len(needle):]
+    except OSError:
+        return False
+    return False
+
+
+def measure_paths(paths: list[Path], prices: PriceTable | None = None) -> list[Envelope]:
+    """The ``routing.saving`` events of the runner results in the Claude Code transcripts under
+    ``paths`` (``outloop replay``: runs the tailer did not see live are measured from their logs)."""
+    from outloop.streams.importers.detect import collect_files
+
+    out: list[Envelope] = []
+    for path in collect_files(paths, ImportStats()):
+        if path.suffix == ".jsonl" and _mentions_runner(path):
+            out.extend(measure_file(path, prices, agent_limit()))
+    return out
+
+
 class Measurer:
     """Which transcripts hold runner results, and their measurements when due. Used by one thread
     (the tailer's): :meth:`note` after each read, :meth:`due` once per pass, :meth:`acked` for what

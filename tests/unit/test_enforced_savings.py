@@ -17,7 +17,7 @@ from outloop.agents.calibration import Estimator
 from outloop.agents.enforced import RunLog, agent_view, log_path, measure
 from outloop.agents.pricing import PriceTable
 from outloop.agents.timeline import build_timeline
-from outloop.router.measure import Measurer, load_run, measure_file
+from outloop.router.measure import Measurer, load_run, measure_file, measure_paths
 from outloop.router.state import decision_id
 from outloop.runner.rewrite import runner_command
 from outloop.schemas.events import EventType
@@ -162,6 +162,10 @@ def test_the_measurer_publishes_a_measurement_once_and_again_when_it_grows(
     m.failed()  # not acknowledged: measured again at the next pass, whatever the clock
     assert [e.id for e in m.due(40.5)] == [second.id]
     assert measure_file(transcript) == measure_file(transcript)  # the same file, the same events
+    other = tmp_path / "sub" / "plain.jsonl"  # a transcript without any runner result is not measured
+    other.parent.mkdir()
+    _write(other, _session("plain output", "x"))
+    assert [e.id for e in measure_paths([tmp_path])] == [e.id for e in measure_file(transcript)] != []
 
 
 def test_a_file_without_runner_results_is_never_read(tmp_path: Path) -> None:
