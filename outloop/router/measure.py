@@ -168,7 +168,8 @@ class Measurer:
         if path in self.files:
             self.files[path] = (now, self.files[path][1])
             return
-        if any(e.type is EventType.TOOL_RESULT and b"[outloop] " in orjson.dumps(e.data) for e in envelopes):
+        if any(e.type is EventType.TOOL_RESULT and "[outloop] " in str(e.data.get("output_text") or "")
+               for e in envelopes):
             self.files[path] = (now, float("-inf"))
 
     def due(self, now: float) -> list[Envelope]:

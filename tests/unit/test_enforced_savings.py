@@ -20,8 +20,8 @@ from outloop.agents.timeline import build_timeline
 from outloop.router.measure import Measurer, load_run, measure_file, measure_paths
 from outloop.router.state import decision_id
 from outloop.runner.rewrite import runner_command
-from outloop.schemas.events import EventType
-from outloop.streams.importers import make_envelope
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.detect import iter_paths
 
 SONNET = "claude-sonnet-4-5-20250929"
 PROJECT = "import pytest\n\n\n@pytest.mark.parametrize('n', range(40))\ndef test_ok(n):\n    assert n >= 0\n\n\n" \
@@ -143,10 +143,8 @@ def test_the_measurer_publishes_a_measurement_once_and_again_when_it_grows(
     transcript = tmp_path / "s-live.jsonl"
     records = _session(printed, "test_total_is_right", later_calls=0)
     _write(transcript, records)
-    result = make_envelope(None, id="r1", type=EventType.TOOL_RESULT, source="transcript", subject="s-live",
-                           time=None, data={"tool_use_id": "t1", "output": printed})
     m = Measurer(PriceTable.default())
-    m.note(str(transcript), [result], now=0.0)
+    m.note(str(transcript), list(iter_paths([transcript], ImportStats())), now=0.0)  # what the tailer read
     (first,) = m.due(0.0)
     assert first.data["decision_id"] == decision_id("s-live", "t1", 0)
     (log,) = (home / "runs").glob("*.log")
@@ -169,8 +167,8 @@ def test_the_measurer_publishes_a_measurement_once_and_again_when_it_grows(
 
 
 def test_a_file_without_runner_results_is_never_read(tmp_path: Path) -> None:
-    other = make_envelope(None, id="r2", type=EventType.TOOL_RESULT, source="transcript", subject="s",
-                          time=None, data={"tool_use_id": "t", "output": "plain"})
+    plain = tmp_path / "plain.jsonl"
+    _write(plain, _session("plain output", "x"))
     m = Measurer()
-    m.note(str(tmp_path / "missing.jsonl"), [other], now=0.0)
+    m.note(str(plain), list(iter_paths([plain], ImportStats())), now=0.0)
     assert m.due(0.0) == [] and m.files == {}
