@@ -176,8 +176,8 @@ def test_an_active_rule_that_under_delivers_becomes_an_opportunity(loaded: tuple
             con.execute("INSERT INTO routing_rules (name, version, family, kind, mode, signatures, categories, "
                         "updated_at) VALUES ('my-rule', '1', 'generic', 'generic', 'advise', ?, '[]', ?)",
                         [json.dumps([tool["key"]]), tool["as_of"]])
-            for i in range(4):  # measured decisions that realised almost nothing
-                con.execute("INSERT INTO routing_decisions (decision_id, session_id, rule, mode, action, decided_at, "
+            for i in range(4):  # measured decisions that realised almost nothing (as routing.savings stores them)
+                con.execute("INSERT INTO cost_savings_log (decision_id, session_id, rule, mode, action, decided_at, "
                             "net_tokens, net_usd, fidelity, fidelity_used, basis) VALUES (?, 's', 'my-rule', 'advise', "
                             "'advise', ?, 10, 0.0001, 1.0, 3, 'measured')", [f"rd:{i}", tool["as_of"]])
         recs = sink.discover(str(config))
