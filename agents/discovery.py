@@ -39,6 +39,7 @@ class DiscoveryConfig:
     min_occurrences: int = 5
     min_confidence: int = 70
     min_monthly_usd: float = 0.50
+    min_monthly_usd_other: float = 0.05
     min_sessions: int = 2
     reduction_share: float = 0.6
     overhead_share: float = 0.5
@@ -211,7 +212,8 @@ _PRIORITY = {"high": 0, "medium": 1, "low": 2}
 
 def rank(candidates: Iterable[Candidate], end: datetime, cfg: DiscoveryConfig) -> list[Recommendation]:
     """Every candidate that passes the thresholds (occurrences in the window for repeated operations and
-    sequences, sessions for the kinds that recur across sessions, monthly savings), best first: priority, then
+    sequences, sessions for the kinds that recur across sessions, monthly savings: ``min_monthly_usd`` for a
+    tool, ``min_monthly_usd_other`` for the other kinds), best first: priority, then
     ROI, then monthly savings."""
     start, end = window(end, cfg)
     out = []
@@ -221,7 +223,7 @@ def rank(candidates: Iterable[Candidate], end: datetime, cfg: DiscoveryConfig) -
             continue
         if c.kind in ("macro", "context") and r.sessions < cfg.min_sessions:
             continue
-        if r.monthly_savings_usd < cfg.min_monthly_usd:
+        if r.monthly_savings_usd < (cfg.min_monthly_usd if c.kind == "tool" else cfg.min_monthly_usd_other):
             continue
         out.append(r)
     out.sort(key=lambda r: (_PRIORITY[r.priority], -(r.roi_pct or 0.0), -r.monthly_savings_usd, r.id))

@@ -20,8 +20,8 @@ from outloop.drafts import SECTIONS, render, write_drafts
 from outloop.sinks.writer import DuckSink
 from tests.unit.fakegh import FAKE_GH
 
-# traces-dev spends little in its last 30 days: the default $0.50/month keeps one opportunity (idle cache breaks);
-# this threshold lets the tool and macro kinds show as well
+# traces-dev spends little in its last 30 days: the default $0.50/month for a tool keeps none;
+# this threshold lets the tool kind show as well
 CONFIG = "[thresholds]\nmin_monthly_usd = 0.05\n"
 OUTLOOP = Path(sys.executable).with_name("outloop")
 
@@ -45,6 +45,18 @@ def _recs(db: Path) -> list[dict]:
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     finally:
         con.close()
+
+
+def test_the_default_thresholds_recommend_more_than_one_opportunity(traces_db: Path, tmp_path: Path) -> None:
+    """With the built-in thresholds (a tool needs $0.50 per 30 days, the other kinds $0.05), each
+    recommendation carries its ROI."""
+    db = tmp_path / "defaults.duckdb"
+    shutil.copy(traces_db, db)
+    with DuckSink(db) as sink:
+        recs = sink.discover(None)
+    assert len(recs) >= 2 and {"context", "macro"} <= {r["kind"] for r in recs}
+    assert all(r["monthly_savings_usd"] >= (0.5 if r["kind"] == "tool" else 0.05) for r in recs)
+    assert all(r["roi_pct"] is not None and r["payback_months"] > 0 for r in recs)
 
 
 def test_recommendations_with_roi_and_evidence(loaded: tuple[Path, Path]) -> None:
