@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,16 +33,16 @@ from types import TracebackType
 from typing import Any
 
 from outloop.client import WorkerClient
-from outloop.streams.broker import BrokerError, EmbeddedBroker, _killed_with, free_port, wait_for_kafka
+from outloop.components import StackError, WorkerProcess, forwarder_component, tailer_component
+from outloop.streams.broker import BrokerError, EmbeddedBroker, free_port, wait_for_kafka
+from outloop.streams.lifecycle import Component, ThreadComponent
 from outloop.streams.logfiles import LogRotation
 from outloop.streams.settings import Settings
-from outloop.supervision import Action, JournalConfirmation, Supervision
+from outloop.supervision import Action, Decision, JournalConfirmation, Observed, Supervision
 
 log = logging.getLogger("outloop.supervisor")
 
-
-class StackError(RuntimeError):
-    pass
+__all__ = ["Stack", "StackError"]
 
 
 def high_watermarks(bootstrap: str, positions: dict[tuple[str, int], int]) -> dict[tuple[str, int], int | None]:
@@ -150,14 +147,11 @@ class Stack:
         self.router: Any = None  # outloop.router.component.RouterProcess while running
         self.want_tailer = tailer
         self.tailer: Any = None  # streams.tailer.Tailer while running
-        self._tail_stop = threading.Event()
-        self._tail_thread: threading.Thread | None = None
         self.log_dir = log_dir or settings.home / "logs"
         self.broker: EmbeddedBroker | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        self._worker: WorkerProcess | None = None
         self.forwarder: Any = None  # streams.forwarder.Forwarder while running
-        self._fwd_stop = threading.Event()
-        self._fwd_thread: threading.Thread | None = None
+        self.components: list[Component] = []  # in start order: broker, worker, forwarder, router, tailer
         self.want_supervise = supervise
         self.on_event = on_event
         self.tick = tick
@@ -170,7 +164,7 @@ class Stack:
         self.failure: str | None = None
         self.failed = threading.Event()
         self.restarts = 0  # broker restarts after it exited on its own, or for a worker without partitions
-        self.worker_restarts = 0  # fresh workers after the last one exited on its own
+        self.restart_counts: dict[str, int] = {}  # fresh ones of a counted component after it exited on its own
         self.recycles = 0  # broker restarts on purpose (memory bound)
         self._sup_stop = threading.Event()
         self._sup_thread: threading.Thread | None = None
@@ -187,6 +181,20 @@ class Stack:
     def worker_log(self) -> Path:
         return self.log_dir / "worker.log"
 
+    @property
+    def worker_restarts(self) -> int:
+        """Fresh workers after the last one exited on its own."""
+        return self.restart_counts.get("worker", 0)
+
+    @property
+    def worker(self) -> subprocess.Popen[bytes] | None:
+        """The worker's process while one was started (None after a stop or kill)."""
+        return None if self._worker is None else self._worker.proc
+
+    def _add(self, component: Component, timeout: float) -> None:
+        self.components.append(component)
+        component.start(timeout)
+
     def start(self, timeout: float = 30.0) -> Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         s = self.settings
@@ -195,7 +203,7 @@ class Stack:
             bootstrap = s.broker
         else:
             self.broker = EmbeddedBroker(self.log_dir / "broker.log", die_with_parent=self.die_with_parent)
-            self.broker.start(timeout)
+            self._add(self.broker, timeout)
             bootstrap = self.broker.bootstrap
         port = s.http_port or free_port(s.http_host)
         self.settings = s = replace(s, broker=bootstrap, http_port=port)
@@ -206,7 +214,8 @@ class Stack:
         if self.want_router:
             from outloop.router.component import RouterProcess
 
-            self.router = RouterProcess(s, self.log_dir).start(timeout)
+            self.router = RouterProcess(s, self.log_dir)
+            self._add(self.router, timeout)
         if self.want_tailer:
             self._start_tailer()
         if self.want_supervise:
@@ -223,40 +232,20 @@ class Stack:
             pub.ensure_topics()
 
     def start_worker(self, timeout: float = 30.0) -> None:
-        """Start the worker and wait until it answers ``/health`` as ready. Only its own answer counts
-        (the pid in it): another process on the HTTP port is not this stack's worker."""
-        env = {**os.environ, **self.settings.to_env()}
-        log = open(self.worker_log, "ab")  # noqa: SIM115 - handed to the child
-        preexec = _killed_with(os.getpid()) if self.die_with_parent else None
-        try:
-            # -P: the installed outloop, not one in the current folder (an outloop checkout, say)
-            self.worker = subprocess.Popen([sys.executable, "-P", "-m", "outloop.worker"], env=env,
-                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        other = None  # the pid of another worker answering on our port
-        while time.monotonic() < deadline:
-            if self.worker.poll() is not None:
-                taken = (f" (HTTP port {self.settings.http_port} is taken by another worker, pid {other})"
-                         if other is not None else "")
-                raise StackError(f"worker exited with {self.worker.returncode}{taken}; see {self.worker_log}")
-            health = self.client.health(timeout=1.0)
-            if health and health.get("pid") not in (None, self.worker.pid):
-                other = health.get("pid")
-            elif health and health.get("ok") and health.get("pid") == self.worker.pid:
-                return
-            time.sleep(0.1)
-        raise StackError(f"worker not ready within {timeout:.0f}s; see {self.worker_log}")
+        """Start the worker and wait until it answers ``/health`` as ready (see
+        :class:`outloop.components.WorkerProcess`); a StackError when it exits first or is not ready
+        in time (it then keeps starting)."""
+        if self._worker is None:
+            self._worker = WorkerProcess(self.settings, self.worker_log, die_with_parent=self.die_with_parent)
+            self.components.insert(1 if self.broker is not None else 0, self._worker)
+        self._worker.settings = self.settings
+        self._worker.start(timeout)
 
     def _start_forwarder(self) -> None:
         from outloop.streams.forwarder import Forwarder
 
-        fwd = self.forwarder = Forwarder.from_settings(self.settings)
-        self._fwd_thread = threading.Thread(target=fwd.run_forever, args=(self._fwd_stop,),
-                                            name="outloop-forwarder", daemon=True)
-        self._fwd_thread.start()
+        self.forwarder = Forwarder.from_settings(self.settings)
+        self._add(forwarder_component(self.forwarder), 0.0)
 
     def _start_tailer(self) -> None:
         """The transcript tailer in a thread; the forwarder tells it every transcript a hook names."""
@@ -266,38 +255,22 @@ class Stack:
         tailer = self.tailer = Tailer(self.settings, measurer=Measurer())  # live savings of enforced runs
         if self.forwarder is not None:
             self.forwarder.on_transcript = tailer.watch
-        self._tail_thread = threading.Thread(target=tailer.run_forever, args=(self._tail_stop,),
-                                             name="outloop-tailer", daemon=True)
-        self._tail_thread.start()
+        self._add(tailer_component(tailer), 0.0)
 
     @property
     def client(self) -> WorkerClient:
         return WorkerClient(self.settings.http_host, self.settings.http_port)
 
     def stop_worker(self, timeout: float = 30.0) -> None:
-        proc, self.worker = self.worker, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its sink child with it (its own session)
-            proc.wait()
+        if self._worker is not None:
+            self._worker.stop(timeout)
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its process group (its sink child too: it would otherwise finish
         its write first and hold the DuckDB file while the next worker waits for it) - the group
         also when the worker itself has exited already."""
-        if self.worker is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.worker.pid, signal.SIGKILL)  # its own session: started with start_new_session
-            if self.worker.poll() is None:
-                self.worker.kill()
-            self.worker.wait()
-        self.worker = None
+        if self._worker is not None:
+            self._worker.kill()
 
     # -- supervision ------------------------------------------------------------------------------
     def _event(self, message: str, level: int = logging.WARNING) -> None:
@@ -318,25 +291,34 @@ class Stack:
                 self._event(f"supervisor: a step failed: {exc!r}")
 
     def broker_alive(self) -> bool:
-        if self.broker is None:
-            return True  # an external broker is not ours to watch
-        proc = self.broker.proc
-        return proc is not None and proc.poll() is None
+        """An external broker (no component) is not ours to watch: alive."""
+        return self.broker is None or self.broker.alive()
+
+    def observe(self) -> list[Observed]:
+        return [Observed(c.name, c.restart_policy, c.alive()) for c in self.components]
+
+    def _restart_alone(self, d: Decision) -> None:
+        """Start a fresh one of a component that restarts alone; what it serves fails open meanwhile
+        (hooks get no answer from a router that is not there)."""
+        component = self._component(d.component)
+        log_path = getattr(component, "log_path", None)
+        where = f" (log {log_path})" if log_path is not None else ""
+        self._event(f"supervisor: the {d.component} exited; starting a fresh one{where}")
+        try:
+            component.restart()
+        except RuntimeError as exc:  # it stays dead: the next observation tries again
+            self._event(f"supervisor: the {d.component} did not start again: {exc}")
 
     def supervise_once(self, now: float) -> bool:
-        """One observation and what it decides; False once the stack gave up."""
-        if self.router is not None and not self.router.alive():  # fails open meanwhile: hooks get no answer
-            self._event(f"supervisor: the router exited; starting a fresh one (log {self.router.log_path})")
-            try:
-                self.router.restart()
-            except RuntimeError as exc:
-                self._event(f"supervisor: the router did not start again: {exc}")
-        broker_alive = self.broker_alive()
-        worker_alive = self.worker is not None and self.worker.poll() is None
+        """One observation of every component and what it decides; False once the stack gave up."""
+        observed = self.observe()
+        alive = {o.name: o.alive for o in observed}
+        broker_alive, worker_alive = self.broker_alive(), alive.get("worker", False)
         rss = process_rss(self.broker.pid) if self.broker is not None and broker_alive else None
         assigned = self.assigned_partitions(now) if broker_alive and worker_alive else None
-        d = self.supervision.observe(now, broker_alive=broker_alive, worker_alive=worker_alive, rss=rss,
-                                     assigned=assigned)
+        *alone, d = self.supervision.observe_components(now, observed, rss=rss, assigned=assigned)
+        for each in alone:
+            self._restart_alone(each)
         if d.action is Action.FAIL:
             detail = f"; see {self.worker_log}" if "worker" in d.reason else ""
             self.failure = d.reason + detail
@@ -344,7 +326,7 @@ class Stack:
             self.failed.set()
             return False
         if d.action is Action.RESTART_WORKER:
-            self._restart_worker()
+            self._restart_counted(d)
         elif d.action in (Action.RESTART, Action.UNSTICK):
             if d.action is Action.UNSTICK:
                 self._event(f"supervisor: {d.reason}; killing the embedded broker to start it again")
@@ -397,20 +379,24 @@ class Stack:
         self._assigned = (now, answer)
         return answer
 
-    def _restart_worker(self) -> None:
-        """Start a fresh worker after the last one exited on its own (its log says why). The broker
-        kept the input offsets its consumer group committed, and the agents commit none whose
-        outputs were not delivered, so the fresh worker reads again what the last one had not
-        finished; the sink drops what it had."""
-        code = self.worker.returncode if self.worker is not None else None
-        self._event(f"supervisor: the worker exited with code {code}; starting a fresh one (worker log "
-                    f"{self.worker_log})")
-        self.kill_worker()  # what is left of its process group (a sink child still finishing)
-        self.worker_restarts += 1
+    def _component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
+
+    def _restart_counted(self, d: Decision) -> None:
+        """Start a fresh one of a component whose exits are counted (the worker) after the last one
+        exited on its own (its log says why). For the worker: the broker kept the input offsets its
+        consumer group committed, and the agents commit none whose outputs were not delivered, so the
+        fresh worker reads again what the last one had not finished; the sink drops what it had."""
+        component = self._component(d.component)
+        code = getattr(component, "returncode", None)
+        self._event(f"supervisor: the {d.component} exited with code {code}; starting a fresh one "
+                    f"({d.component} log {getattr(component, 'log_path', '?')})")
+        component.kill()  # what is left of its process group (a sink child still finishing)
+        self.restart_counts[d.component] = self.restart_counts.get(d.component, 0) + 1
         try:
-            self.start_worker()
-        except StackError as exc:  # it stopped again: the next observation counts it
-            self._event(f"supervisor: the fresh worker did not start: {exc}")
+            component.start()
+        except RuntimeError as exc:  # it stopped again: the next observation counts it
+            self._event(f"supervisor: the fresh {d.component} did not start: {exc}")
 
     def _restart_broker(self, *, recycle: bool) -> None:
         """Kill the worker, restart the broker on the same port, re-create the topics, let the
@@ -586,21 +572,17 @@ class Stack:
             conf.started(now, marker, ids)
 
     def stop(self) -> None:
+        """Stop the supervisor, then every component in the reverse order of their start (the threads
+        are all told first, so they end in parallel)."""
         self._sup_stop.set()
         if self._sup_thread is not None and self._sup_thread is not threading.current_thread():
             self._sup_thread.join(timeout=180)
-        if self.router is not None:
-            self.router.stop()
-        self._fwd_stop.set()
-        self._tail_stop.set()
-        if self._fwd_thread is not None:
-            self._fwd_thread.join(timeout=15)
-        if self._tail_thread is not None:
-            self._tail_thread.join(timeout=15)
-        self.stop_worker()
-        if self.broker is not None:
-            self.broker.stop()
-            self.broker = None
+        for c in self.components:
+            if isinstance(c, ThreadComponent):
+                c.signal_stop()
+        for c in reversed(self.components):
+            c.stop(30.0 if c is self._worker else 15.0 if isinstance(c, ThreadComponent) else 10.0)
+        self.broker = None
 
     def __enter__(self) -> Stack:
         try:

@@ -1,14 +1,18 @@
-"""The supervisor's decisions, apart from any process or I/O: what to do with the embedded broker and
-the worker (:class:`Supervision`) and when to prove the forwarder's sent journal stored
-(:class:`JournalConfirmation`). ``outloop.runtime.Stack`` observes the processes and carries the
-decisions out; time is passed in (monotonic seconds).
+"""The supervisor's decisions, apart from any process or I/O: what to do with the components of a
+stack (:class:`Supervision`: the embedded broker, the worker and, by their restart policy, the others)
+and when to prove the forwarder's sent journal stored (:class:`JournalConfirmation`).
+``outloop.runtime.Stack`` observes the components and carries the decisions out; time is passed in
+(monotonic seconds).
 """
 
 from __future__ import annotations
 
 import collections
 import enum
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from outloop.streams.lifecycle import Restart
 
 
 class Action(enum.Enum):
@@ -21,12 +25,23 @@ class Action(enum.Enum):
     RECYCLE = "recycle"  # drained: restart broker and worker on purpose
     UNSTICK = "unstick"  # the worker has held no partition too long: kill the broker, restart both
     RESTART_WORKER = "restart_worker"  # the worker exited (the broker is alive): start a fresh one
+    RESTART_ALONE = "restart_alone"  # a component restarted on its own exited (router, forwarder, tailer)
 
 
 @dataclass(frozen=True)
 class Decision:
     action: Action
     reason: str = ""
+    component: str = ""  # the name of the component it is about (RESTART*, UNSTICK), else ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One component as the supervisor saw it: its name, its restart policy, whether it runs."""
+
+    name: str
+    policy: Restart
+    alive: bool
 
 
 class Supervision:
@@ -97,6 +112,26 @@ class Supervision:
             self.draining_since = now
             return Decision(Action.START_DRAIN, f"broker RSS {rss / 2**20:.0f} MB > {self.max_rss / 2**20:.0f} MB")
         return Decision(Action.NONE)
+
+    def observe_components(self, now: float, components: Sequence[Observed], *, rss: int | None,
+                           assigned: int | None = None) -> list[Decision]:
+        """The decisions for one observation of every component, by restart policy: each exited
+        :attr:`Restart.ALONE` component -> RESTART_ALONE (uncounted: what it serves fails open
+        meanwhile); then one decision of :meth:`observe`, where the :attr:`Restart.STACK` components
+        play the broker (all alive, or none there: an external broker) and the
+        :attr:`Restart.COUNTED` ones the worker (alive only when there is one and it runs)."""
+        decisions = [Decision(Action.RESTART_ALONE, f"the {c.name} exited", c.name)
+                     for c in components if c.policy is Restart.ALONE and not c.alive]
+        stack = [c for c in components if c.policy is Restart.STACK]
+        counted = [c for c in components if c.policy is Restart.COUNTED]
+        stack_alive = all(c.alive for c in stack)
+        counted_alive = bool(counted) and all(c.alive for c in counted)
+        d = self.observe(now, broker_alive=stack_alive, worker_alive=counted_alive, rss=rss, assigned=assigned)
+        if d.action in (Action.RESTART, Action.UNSTICK):
+            d = replace(d, component=next((c.name for c in stack if not c.alive), stack[0].name if stack else ""))
+        elif d.action is Action.RESTART_WORKER:
+            d = replace(d, component=next((c.name for c in counted if not c.alive), ""))
+        return [*decisions, d]
 
     def _stalled(self, now: float, assigned: int | None) -> Decision | None:
         if not self.stall_after or assigned is None:

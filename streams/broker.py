@@ -13,20 +13,17 @@ the same port (:meth:`EmbeddedBroker.start` again), always with a fresh worker (
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from outloop.streams.lifecycle import ComponentError, ProcessComponent, Restart
 
-class BrokerError(RuntimeError):
+
+class BrokerError(ComponentError):
     pass
 
 
@@ -47,127 +44,91 @@ def broker_binary() -> str:
         raise BrokerError(f"no Tansu binary for this platform: {exc}") from exc
 
 
+def _probe(bootstrap: str) -> None:
+    """One Kafka metadata request to ``bootstrap``; raises when it is not answered."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, client_id="outloop-probe")
+    try:
+        admin.list_topics()
+    finally:
+        admin.close()
+
+
+def kafka_answers(bootstrap: str) -> bool:
+    """Whether a Kafka client can fetch cluster metadata from ``bootstrap`` now."""
+    from kafka.errors import KafkaError
+
+    try:
+        _probe(bootstrap)
+    except (KafkaError, OSError, ValueError):  # not up (yet)
+        return False
+    return True
+
+
 def wait_for_kafka(bootstrap: str, timeout: float = 20.0) -> None:
     """Block until a Kafka client can fetch cluster metadata from ``bootstrap``."""
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
-                                     client_id="outloop-probe")
-            try:
-                admin.list_topics()
-                return
-            finally:
-                admin.close()
+            _probe(bootstrap)
+            return
         except (KafkaError, OSError, ValueError) as exc:  # not up yet
             last = exc
             time.sleep(0.1)
     raise BrokerError(f"broker at {bootstrap} did not answer within {timeout:.0f}s: {last}")
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _killed_with(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the child SIGKILLed when the thread that started it dies (Linux's
-    parent-death signal), or None where there is none. It only calls ``prctl`` (resolved before the
-    fork) and ``getppid``: a parent that died before the call means the child exits at once."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-class EmbeddedBroker:
-    """A Tansu process on a loopback port. Use as a context manager or call start()/stop().
+class EmbeddedBroker(ProcessComponent):
+    """A Tansu process on a loopback port, a :class:`~outloop.streams.lifecycle.Component`. Use as a
+    context manager or call start()/stop(). Stopped with SIGINT (Tansu ignores SIGTERM); its exit
+    restarts the whole stack (its log is in memory: :attr:`Restart.STACK`).
 
     ``die_with_parent`` (Linux; for test fixtures): the broker is SIGKILLed when the thread that
     started it dies, so a test run that is itself killed leaves no broker behind. Start it from a
     thread that outlives it (the main thread)."""
 
+    name = "broker"
+    restart_policy = Restart.STACK
+    stop_signal = signal.SIGINT
+    error = BrokerError
+
     def __init__(self, log_path: Path, port: int | None = None, host: str = "127.0.0.1",
                  die_with_parent: bool = False) -> None:
+        super().__init__(log_path, die_with_parent=die_with_parent)
         self.host = host
         self.port = port or free_port(host)
-        self.log_path = log_path
-        self.die_with_parent = die_with_parent
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
-        binary = broker_binary()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+    def argv(self) -> list[str]:
+        url = f"tcp://{self.host}:{self.port}"
+        return [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]
+
+    def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    binary,
-                    "broker",
-                    "--listener-url", f"tcp://{self.host}:{self.port}",
-                    "--advertised-listener-url", f"tcp://{self.host}:{self.port}",
-                    "--storage-engine", "memory://tansu/",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # a Ctrl-C in the terminal is ours to forward, not its
-                preexec_fn=_killed_with(os.getpid()) if self.die_with_parent else None,  # noqa: PLW1509
-            )
-        finally:
-            log.close()
-        try:
-            wait_for_kafka(self.bootstrap, timeout)
-        except BrokerError:
-            self.stop()
-            raise BrokerError(f"embedded broker did not start; see {self.log_path}") from None
-        except BaseException:  # stopped while waiting (a signal): the caller never got hold of the process
-            self.stop()
-            raise
-        if self.proc.poll() is not None:
-            raise BrokerError(f"embedded broker exited with {self.proc.returncode}; see {self.log_path}")
+        return env
+
+    def ready(self) -> bool:
+        """It answers a Kafka metadata request."""
+        return kafka_answers(self.bootstrap)
+
+    def exited_message(self, code: int) -> str:
+        return f"embedded broker exited with {code}; see {self.log_path}"
+
+    def unready_message(self, timeout: float) -> str:
+        return f"embedded broker did not start; see {self.log_path}"
+
+    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+        super().start(timeout)
         return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL, for fault-injection tests."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

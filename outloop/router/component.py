@@ -1,4 +1,5 @@
-"""The router as a component of ``outloop up``: start, ready, alive, stop, and a stdlib client.
+"""The router as a component of ``outloop up``: the lifecycle of every component (start, ready,
+alive, stop, kill, restart policy), and a stdlib client.
 
 :class:`RouterProcess` runs ``python -m outloop.router.server`` in a process of its own (its log in
 the stack's log folder); the supervisor starts a fresh one when it exits. :func:`ask` is the client
@@ -7,15 +8,12 @@ the benchmarks, tests and ``OutloopClient`` use: one request, one answer, over t
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from outloop.streams.lifecycle import ComponentError, ProcessComponent, Restart
 from outloop.streams.settings import Settings
 from outloop.streams.shim import router_socket
 
@@ -45,57 +43,43 @@ def ping(path: str | None = None, timeout: float = 1.0) -> bool:
         return False
 
 
-class RouterProcess:
+class RouterError(ComponentError):
+    """The router did not start."""
+
+
+class RouterProcess(ProcessComponent):
+    """``python -m outloop.router.server``, a :class:`~outloop.streams.lifecycle.Component`: ready once
+    it answers a ping on its socket; a fresh one replaces it when it exits (:attr:`Restart.ALONE`: the
+    hooks fail open meanwhile, its memory of sessions starts empty)."""
+
+    name = "router"
+    restart_policy = Restart.ALONE
+    kill_unready = False
+    error = RouterError
+
     def __init__(self, settings: Settings, log_dir: Path) -> None:
+        super().__init__(log_dir / "router.log")
         self.settings = settings
-        self.log_path = log_dir / "router.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
 
     @property
     def socket_path(self) -> str:
         return router_socket({**os.environ, **self.settings.to_env()})
 
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "outloop.router.server"]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.settings.to_env()}
+
+    def ready(self) -> bool:
+        return ping(self.socket_path, 0.5)
+
+    def exited_message(self, code: int) -> str:
+        return f"router exited with {code}; see {self.log_path}"
+
+    def unready_message(self, timeout: float) -> str:
+        return f"router not ready within {timeout:.0f}s; see {self.log_path}"
+
     def start(self, timeout: float = 20.0) -> RouterProcess:
-        env = {**os.environ, **self.settings.to_env()}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "outloop.router.server"], env=env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"router exited with {self.proc.returncode}; see {self.log_path}")
-            if ping(self.socket_path, 0.5):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"router not ready within {timeout:.0f}s; see {self.log_path}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    def stop(self, timeout: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def restart(self) -> None:
-        """A fresh router after the last one exited (its memory of sessions starts empty)."""
-        self.stop()
-        self.restarts += 1
-        self.start()
+        super().start(timeout)
+        return self
