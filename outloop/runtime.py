@@ -195,9 +195,11 @@ class Stack:
         self.components.append(component)
         component.start(timeout)
 
-    def start(self, timeout: float = 30.0) -> Stack:
+    def start(self, timeout: float | None = None) -> Stack:
+        """Start every component, each ready within ``timeout`` s (None: ``OUTLOOP_START_TIMEOUT``)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         s = self.settings
+        timeout = s.start_timeout if timeout is None else timeout
         if s.broker:
             wait_for_kafka(s.broker, timeout)
             bootstrap = s.broker

@@ -44,11 +44,14 @@ def broker_binary() -> str:
         raise BrokerError(f"no Tansu binary for this platform: {exc}") from exc
 
 
-def _probe(bootstrap: str) -> None:
-    """One Kafka metadata request to ``bootstrap``; raises when it is not answered."""
+def _probe(bootstrap: str, timeout: float = 2.0) -> None:
+    """One Kafka metadata request to ``bootstrap``; raises when it is not answered within about
+    ``timeout`` s (the client's own bootstrap wait is 30 s, past any caller's deadline)."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, client_id="outloop-probe")
+    ms = max(100, int(timeout * 1000))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=ms, bootstrap_timeout_ms=ms,
+                             client_id="outloop-probe")
     try:
         admin.list_topics()
     finally:
@@ -74,7 +77,7 @@ def wait_for_kafka(bootstrap: str, timeout: float = 20.0) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            _probe(bootstrap)
+            _probe(bootstrap, min(2.0, deadline - time.monotonic()))
             return
         except (KafkaError, OSError, ValueError) as exc:  # not up yet
             last = exc

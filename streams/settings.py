@@ -77,6 +77,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
                                "cut)"),
     "OUTLOOP_DASHBOARD_HOST": ("127.0.0.1", "address the dashboard of `outloop up` binds (loopback by default)"),
     "OUTLOOP_DASHBOARD_PORT": ("6067", "port of the dashboard of `outloop up` (0 picks a free one, -1 serves none)"),
+    "OUTLOOP_START_TIMEOUT": ("30", "seconds a command waits for the broker, the worker and the router to answer "
+                              "when it starts them"),
 }
 
 
@@ -117,6 +119,7 @@ class Settings:
     dashboard_port: int = 6067  # 0: a free port; -1: no dashboard
     discover_interval: float = 604_800.0
     discovery_config: Path | None = None  # None: $OUTLOOP_HOME/discovery.toml when it exists
+    start_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -175,6 +178,7 @@ class Settings:
                 discover_interval=float(get("OUTLOOP_DISCOVER_INTERVAL")),
                 discovery_config=Path(os.path.expanduser(env["OUTLOOP_DISCOVERY_CONFIG"]))
                 if env.get("OUTLOOP_DISCOVERY_CONFIG") else None,
+                start_timeout=float(get("OUTLOOP_START_TIMEOUT")),
             )
         except ValueError as exc:
             raise ValueError(f"bad OUTLOOP_* setting: {exc}") from exc
@@ -195,6 +199,8 @@ class Settings:
             raise ValueError("OUTLOOP_TAIL_POLL must be more than 0 seconds")
         if settings.query_timeout <= 0 or settings.query_max_rows < 1:
             raise ValueError("OUTLOOP_QUERY_TIMEOUT must be positive and OUTLOOP_QUERY_MAX_ROWS at least 1")
+        if settings.start_timeout <= 0:
+            raise ValueError("OUTLOOP_START_TIMEOUT must be more than 0 seconds")
         if settings.session_timeout is not None and settings.session_timeout < 1.0:
             raise ValueError("OUTLOOP_SESSION_TIMEOUT must be at least 1 second")
         return settings
@@ -254,6 +260,7 @@ class Settings:
             "OUTLOOP_DASHBOARD_PORT": str(self.dashboard_port),
             "OUTLOOP_DISCOVER_INTERVAL": str(self.discover_interval),
             "OUTLOOP_DISCOVERY_CONFIG": "" if self.discovery_config is None else str(self.discovery_config),
+            "OUTLOOP_START_TIMEOUT": str(self.start_timeout),
         }
         if self.broker:
             out["OUTLOOP_BROKER"] = self.broker
