@@ -17,6 +17,7 @@ import pytest
 
 from outloop.client import OutloopClient, QueryError, WorkerClient
 from outloop.streams.broker import free_port
+from tests import SESSION_TIMEOUT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OUTLOOP = str(Path(sys.executable).with_name("outloop"))
@@ -26,7 +27,8 @@ def test_concurrent_budget_checks_against_outloop_up(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "OUTLOOP_HOME": str(tmp_path / "home"), "OUTLOOP_HTTP_PORT": str(port),
            "OUTLOOP_APP_ID": f"budget-{port}", "OUTLOOP_QUOTA_FIVE_HOUR_TOKENS": "1000000",
-           "OUTLOOP_DISCOVER_INTERVAL": "1"}
+           "OUTLOOP_DISCOVER_INTERVAL": "1",
+           "OUTLOOP_SESSION_TIMEOUT": str(SESSION_TIMEOUT)}  # the group's first join is held 1 s, not 3
     for name in ("OUTLOOP_BROKER", "OUTLOOP_DB", "OUTLOOP_SPOOL"):
         env.pop(name, None)
     up = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from outloop.streams.broker import free_port
+from tests import SESSION_TIMEOUT
 from tests.unit.test_cli_output import OUTLOOP, env_for
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,8 @@ def test_up_rotates_its_log_files_by_size(tmp_path: Path) -> None:
 
     home = tmp_path / "home"
     env = env_for(home)
-    env.update(OUTLOOP_LOG_MAX_MB="0.002", OUTLOOP_LOG_BACKUPS="2", OUTLOOP_HTTP_PORT="0")
+    env.update(OUTLOOP_LOG_MAX_MB="0.002", OUTLOOP_LOG_BACKUPS="2", OUTLOOP_HTTP_PORT="0",
+               OUTLOOP_SESSION_TIMEOUT=str(SESSION_TIMEOUT))  # the group's first join is held 1 s, not 3
     proc = subprocess.Popen([OUTLOOP, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         rotated = home / "logs" / "worker.log.1"
