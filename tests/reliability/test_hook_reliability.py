@@ -23,7 +23,7 @@ from outloop.streams.spool import Spool
 from tests import reliability as rel
 
 BUDGET = DEADLINE + 1.0  # wall seconds a shim run may take, whatever it is fed
-HOOKS = 2000
+HOOKS = 600  # exactly-once and byte-for-byte hold per record; the latency figures come from bench_hook_reliability.py
 
 
 def ok(r: Any) -> bool:
@@ -91,7 +91,7 @@ WRITER_LOOP = 'd=$1; shift; for f in "$d"/*.json; do "$@" < "$f" || echo "exit $
 
 @pytest.mark.slow
 def test_sixteen_concurrent_shims_spool_every_event_exactly_once(tmp_path: Path) -> None:
-    writers, per_writer = 16, 500
+    writers, per_writer = 16, 150  # 16 writers at once on one spool: 2,400 records, each writer's in its order
     spool = tmp_path / "spool"
     sent: list[list[str]] = []
     for w in range(writers):  # writer w runs its 500 hooks one after another, as one agent would
