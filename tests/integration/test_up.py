@@ -67,6 +67,11 @@ def test_up_hook_query_and_ctrl_c(tmp_path: Path) -> None:
         assert row == {"status": "ok", "command": "pytest -q", "output_bytes": 8}
         children = psutil.Process(up.pid).children(recursive=True)
         assert children  # broker and worker
+        # the worker stores rows before `up` has started everything (router, tailer, dashboard): a Ctrl-C
+        # then interrupts the start (exit 130); the clean stop under test is the one of a running `up`
+        while time.monotonic() < deadline and b"outloop is up" not in b"".join(said):
+            time.sleep(0.05)
+        assert b"outloop is up" in b"".join(said), stderr_tail()
         up.send_signal(signal.SIGINT)
         try:
             code = up.wait(timeout=60)
