@@ -112,7 +112,7 @@ def windows_of(kind: WindowKind, ordered: Sequence[UsageRow]) -> list[Block]:
 
 
 def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: ModelParams | None = None,
-                 kind: WindowKind = "five_hour") -> Backtest:
+                 kind: WindowKind = "five_hour", fractions: Sequence[float] = FRACTIONS) -> Backtest:
     """The backtest over all windows of ``kind`` of ``rows`` (see the module docstring)."""
     ordered = sorted(rows, key=lambda r: r.ts)
     found = windows_of(kind, ordered)
@@ -120,7 +120,7 @@ def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: Model
     finals: list[int] = []
     for block in found:
         final = block.total
-        for frac in FRACTIONS:
+        for frac in fractions:
             at = block.start + (block.end - block.start) * frac
             before = [r for r in block.rows if r.ts <= at]
             if len(before) < min_events:
@@ -136,6 +136,6 @@ def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: Model
     nominal = round((params or ModelParams()).high_q - (params or ModelParams()).low_q, 3)
     return Backtest(
         points, len(found), kind, {m: _mape(points, m) for m in METHODS},
-        {str(f): {m: _mape([p for p in points if p.fraction == f], m) for m in METHODS} for f in FRACTIONS},
+        {str(f): {m: _mape([p for p in points if p.fraction == f], m) for m in METHODS} for f in fractions},
         sum(p.covered for p in points) / len(points) if points else 0.0, nominal,
         widths[len(widths) // 2] if widths else 0.0)

@@ -1,6 +1,11 @@
 """Forecast of a quota window: projected usage at the window's end, time to a limit, and a p10-p90
 interval, from simulated paths of an on/off activity model fitted by empirical Bayes.
 
+A five-hour window that holds calls is forecast instead by the renewal model of
+:mod:`agents.quota_renewal` (gaps between calls, tokens per call), which knows a session's idle time and
+context size; this module's bin model serves the seven-day and monthly windows and a five-hour window
+with no call yet (``ModelParams.renewal = None`` uses it everywhere).
+
 Why not a straight line: real usage comes in sessions that stop. ccusage's projection (tokens so far +
 current rate x time left) assumes the agent keeps going until the window ends; it overshoots every
 block whose session ended, and "no more usage" undershoots every one that goes on. The model here
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from outloop.agents.quota import SPANS, Block, UsageRow, WindowKind, blocks, empty_window, window_at
+from outloop.agents.quota_renewal import RenewalParams, context_growth, gap_model, seed, simulate, tokens_per_call
 
 BIN: dict[str, timedelta] = {"five_hour": timedelta(minutes=5), "seven_day": timedelta(hours=1),
                              "month": timedelta(days=1)}
@@ -49,6 +55,7 @@ class ModelParams:
     paths: int = 1000
     low_q: float = 0.1
     high_q: float = 0.9
+    renewal: RenewalParams | None = RenewalParams()  # five-hour windows: calls as a renewal process
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,8 @@ def forecast(kind: WindowKind, rows: Sequence[UsageRow], at: datetime, *, limit_
     p = params or ModelParams()
     seen = sorted((r for r in rows if r.ts <= at), key=lambda r: r.ts)
     window = window_at(kind, seen, at) or empty_window(kind, at)
+    if kind == "five_hour" and window.rows and p.renewal is not None:
+        return _renewal_forecast(kind, window, seen, at, limit_tokens, p.renewal, p)
     width = BIN[kind]
     observed = _bins(window.rows, window.start, at, width)
     used = sum(observed)
@@ -220,6 +229,32 @@ def _result(kind: WindowKind, window: Block, at: datetime, used: int, finals: li
         if hit and len(hit) * 2 >= len(crossings):  # the median path crosses: its crossing time
             median_bin = sorted(c if c is not None else 10**9 for c in crossings)[(len(crossings) - 1) // 2]
             ttl = max(median_bin * width.total_seconds() - offset_s, 0.0) if median_bin else 0.0
+    return Forecast(kind, window.start, window.end, at, used, round(_ape_optimal(finals)),
+                    round(_quantile(finals, p.low_q)), round(_quantile(finals, p.high_q)),
+                    round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model)
+
+
+def _renewal_forecast(kind: WindowKind, window: Block, seen: Sequence[UsageRow], at: datetime,
+                      limit: int | None, r: RenewalParams, p: ModelParams) -> Forecast:
+    """A five-hour window with calls in it: the renewal model of ``agents.quota_renewal``."""
+    used = sum(row.total for row in window.rows)
+    gaps = gap_model(seen, r.prior_strength)
+    idle_s = (at - window.rows[-1].ts).total_seconds()
+    left_s = max((window.end - at).total_seconds(), 0.0)
+    per_call = tokens_per_call(window, r.recent_calls)
+    growth = context_growth(window, r.recent_calls)
+    finals, crossings = simulate(random.Random(seed(window, at, used)), gaps, idle_s, left_s, per_call, growth,
+                                 used, limit, r)
+    finals.sort()
+    ttl = p_exceed = None
+    if limit is not None:
+        p_exceed = round(sum(c is not None for c in crossings) / max(len(crossings), 1), 3)
+        ordered = sorted(c if c is not None else float("inf") for c in crossings)
+        median = ordered[(len(ordered) - 1) // 2] if ordered else float("inf")
+        ttl = median if median != float("inf") else None
+    p_resume = 1 - gaps.survival(idle_s + left_s) / max(gaps.survival(idle_s), 1e-12)
+    model = {"tokens_per_call": round(per_call, 1), "growth_per_call": round(growth, 1),
+             "p_resume": round(p_resume, 3), "idle_s": round(idle_s, 1), "gaps": float(len(seen) - 1)}
     return Forecast(kind, window.start, window.end, at, used, round(_ape_optimal(finals)),
                     round(_quantile(finals, p.low_q)), round(_quantile(finals, p.high_q)),
                     round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model)

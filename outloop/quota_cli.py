@@ -251,7 +251,10 @@ def forecast_command(
 @quota_app.command("backtest")
 def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
                      detail: Annotated[bool, typer.Option(help="with --json: every forecast point")] = False,
-                     window: Annotated[str, typer.Option(help="five_hour | seven_day | month")] = "five_hour") -> None:
+                     window: Annotated[str, typer.Option(help="five_hour | seven_day | month")] = "five_hour",
+                     fractions: Annotated[str, typer.Option(help="forecast points, fractions of each window "
+                                                            "(robustness: 0.1,0.2,...,0.9)")] = "0.25,0.5,0.75",
+                     ) -> None:
     """Forecast every window (five-hour blocks by default) at 25/50/75% of it and compare with three
     baselines (MAPE, coverage); only the rows up to each forecast's time inform it."""
     from outloop.agents.quota import WINDOW_KINDS
@@ -261,16 +264,23 @@ def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
     if window not in WINDOW_KINDS:
         raise _fail("--window must be five_hour, seven_day or month", 2)
     try:
+        points = tuple(float(f) for f in fractions.split(","))
+    except ValueError:
+        raise _fail("--fractions must be numbers between 0 and 1, comma-separated", 2) from None
+    if not points or not all(0 < f < 1 for f in points):
+        raise _fail("--fractions must be numbers between 0 and 1, comma-separated", 2)
+    try:
         rows = load_rows(db, None)
     except QueryError as exc:
         raise _fail(str(exc)) from None
-    result = run_backtest(rows, kind=window).as_dict()  # type: ignore[arg-type]
+    result = run_backtest(rows, kind=window, fractions=points).as_dict()  # type: ignore[arg-type]
     if not detail:
         result.pop("detail")
     if as_json:
         _emit(result)
         return
-    out.print(f"{result['blocks']} {window} windows, {result['points']} forecast points (25/50/75% of each)")
+    at_pct = "/".join(f"{100 * f:g}" for f in points)
+    out.print(f"{result['blocks']} {window} windows, {result['points']} forecast points ({at_pct}% of each)")
     mape: Any = result["mape"]
     for m in METHODS:
         out.print(f"  MAPE {m:<16} {100 * mape[m]:8.1f}%")

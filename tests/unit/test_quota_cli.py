@@ -76,6 +76,9 @@ def test_backtest_and_bad_arguments(db: Path) -> None:
     bt = json.loads(proc.stdout)
     assert bt["blocks"] == 2 and bt["points"] == 6
     assert set(bt["mape"]) == {"model", "linear", "persistence", "mean_of_earlier"}
+    nine = json.loads(run("backtest", "--db", str(db), "--json", "--fractions", "0.1,0.5,0.9").stdout)
+    assert set(nine["mape_by_fraction"]) == {"0.1", "0.5", "0.9"}
+    assert run("backtest", "--db", str(db), "--fractions", "0.5,2").returncode == 2
     assert run("forecast", "--window", "year", "--db", str(db)).returncode == 2
     assert run("forecast", "--at", "yesterday", "--db", str(db)).returncode == 2
     assert run("--db", str(db), env={"OUTLOOP_QUOTA_LEVELS": "9,8,7"}).returncode == 2

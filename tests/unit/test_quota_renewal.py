@@ -1,0 +1,94 @@
+"""The renewal forecast of a five-hour window: gaps between calls, tokens per call, simulated paths."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from outloop.agents.quota import Block, UsageRow
+from outloop.agents.quota_forecast import ModelParams, forecast
+from outloop.agents.quota_renewal import (
+    PRIOR_GAPS,
+    GapModel,
+    RenewalParams,
+    context_growth,
+    gap_model,
+    simulate,
+    tokens_per_call,
+)
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def call(seconds: float, context: int, output: int = 100) -> UsageRow:
+    """A call ``seconds`` after 12:00 that read ``context`` tokens (mostly from the cache) and wrote ``output``."""
+    return UsageRow(T0 + timedelta(seconds=seconds), 10, output, 90, context - 100)
+
+
+def window(rows: list[UsageRow]) -> Block:
+    return Block(T0, T0 + timedelta(hours=5), tuple(rows))
+
+
+@pytest.mark.parametrize(("gaps", "seconds", "survival"), [
+    ((10.0, 20.0, 30.0, 40.0), 0, 1.0),
+    ((10.0, 20.0, 30.0, 40.0), 20, 0.75),  # a gap equal to the idle time still counts: its call comes now
+    ((10.0, 20.0, 30.0, 40.0), 25, 0.5),
+    ((10.0, 20.0, 30.0, 40.0), 41, 0.0),
+])
+def test_survival_curve(gaps: tuple[float, ...], seconds: float, survival: float) -> None:
+    model = GapModel(gaps, tuple(float(i + 1) for i in range(len(gaps))))
+    assert model.survival(seconds) == pytest.approx(survival)
+
+
+def test_conditional_draw_only_returns_gaps_at_least_the_idle_time() -> None:
+    model = GapModel((5.0, 60.0, 3600.0), (1.0, 2.0, 3.0))
+    rng = random.Random(1)
+    assert {model.draw(rng, 30) for _ in range(200)} == {60.0, 3600.0}
+    assert model.draw(rng, 4000) is None
+
+
+def test_gap_model_weighs_the_users_gaps_against_the_prior() -> None:
+    rows = [call(s, 1000) for s in (0, 10, 20, 30)]  # three gaps of 10 s
+    model = gap_model(rows, prior_strength=3.0)
+    assert model.total == pytest.approx(6.0)  # 3 gaps + 3 pseudo-gaps
+    assert model.survival(10) == pytest.approx((3 + 3 * sum(w for g, w in PRIOR_GAPS if g >= 10)) / 6)
+    assert model.survival(11) == pytest.approx(3 * sum(w for g, w in PRIOR_GAPS if g >= 11) / 6)
+
+
+@pytest.mark.parametrize(("contexts", "per_call", "growth"), [
+    ([1000], 1000, 0.0),
+    ([1000, 5000, 2000], 2000, 0.0),  # median of the last calls; too few calls for a growth
+    ([10_000 + 1000 * i for i in range(10)], 17_000, 1000.0),  # grows 1000 a call
+    ([50_000 - 1000 * i for i in range(10)], 43_000, 0.0),  # a shrinking context does not grow
+])
+def test_tokens_per_call_and_context_growth(contexts: list[int], per_call: float, growth: float) -> None:
+    w = window([call(i, c, output=0) for i, c in enumerate(contexts)])
+    assert tokens_per_call(w, 5) == pytest.approx(per_call)
+    assert context_growth(w, 5) == pytest.approx(growth)
+
+
+def test_simulation_of_a_regular_caller_and_of_a_stopped_one() -> None:
+    p = RenewalParams(paths=50)
+    every_minute = GapModel((60.0,), (1.0,))
+    finals, _ = simulate(random.Random(0), every_minute, 0.0, 600.0, 1000.0, 0.0, 5000, None, p)
+    assert set(finals) == {15000.0}  # calls at 0, 60, ..., 540 s (600 s is past) : ten more calls
+    grown, crossed = simulate(random.Random(0), every_minute, 30.0, 600.0, 1000.0, 100.0, 0, 3000, p)
+    assert set(grown) == {sum(1000 + 100 * k for k in range(1, 11))}  # first call 30 s from now
+    assert set(crossed) == {150.0}  # 1100 + 1200 + 1300 passes 3000 at the third call (30 + 2 x 60 s)
+    never = GapModel((60.0,), (1.0,))
+    stopped, _ = simulate(random.Random(0), never, 120.0, 600.0, 1000.0, 0.0, 5000, None, p)
+    assert set(stopped) == {5000.0}  # idle longer than any gap ever seen: no more calls
+
+
+def test_five_hour_forecast_of_an_active_session_rises_with_its_context() -> None:
+    # yesterday: a 2-hour session, a call every 30 s; today: 30 minutes so far, still going
+    past = [call(s - 24 * 3600, 20_000) for s in range(0, 7200, 30)]
+    small = [call(s, 20_000) for s in range(0, 1800, 30)]
+    big = [call(s, 80_000) for s in range(0, 1800, 30)]
+    at = T0 + timedelta(minutes=30)
+    p = ModelParams(renewal=RenewalParams(paths=400))
+    a, b = forecast("five_hour", past + small, at, params=p), forecast("five_hour", past + big, at, params=p)
+    assert a.model["p_resume"] > 0.9 and a.used_tokens < a.p10 <= a.projected_tokens <= a.p90
+    assert b.projected_tokens - b.used_tokens == pytest.approx(4 * (a.projected_tokens - a.used_tokens), rel=0.1)
