@@ -11,7 +11,9 @@ and for how many more calls". Both follow from two things the usage rows hold:
   silence makes a stop likely only when the user's long silences usually were stops. Later gaps are
   drawn from the whole distribution; a long gap ends a path's activity by carrying it past the end.
 - **Tokens per call.** A call re-reads the conversation (cache reads dominate), so its cost is about
-  the current context size: the median total of the window's last ``recent_calls`` calls.
+  the current context size: the median total of the window's last ``recent_calls`` calls, growing each
+  call by the window's average growth (:func:`context_growth`); at the model's context window
+  (``max_context``) a compaction brings it back to where it started, as Claude Code's auto-compaction does.
 
 ``paths`` paths are simulated from ``at`` to the window's end. The point forecast minimises the
 expected absolute percentage error over the paths (the 1/final-weighted median); p10 and p90 come
@@ -44,7 +46,7 @@ class RenewalParams:
     recent_calls: int = 5
     paths: int = 2000
     max_calls: int = 4000  # per path: a bound on the work, far above a five-hour block's calls
-    max_context: float = 200_000  # a call's context stops growing at the model's window (then compaction)
+    max_context: float = 200_000  # the model's context window: past it, a compaction brings the context back
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def simulate(rng: random.Random, gaps: GapModel, idle_s: float, left_s: float, p
     crossings: list[float | None] = []
     values, cum, total_w = gaps.gaps, gaps.cum, gaps.total
     last, rand, find = len(values) - 1, rng.random, bisect.bisect_left
-    cap = max(p.max_context, per_call)
+    span = max(p.max_context - per_call, 0.0)  # context to grow before a compaction brings it back
     for _ in range(p.paths):
         total, crossed = float(used), (0.0 if limit is not None and used >= limit else None)
         first = gaps.draw(rng, idle_s)
@@ -122,7 +124,7 @@ def simulate(rng: random.Random, gaps: GapModel, idle_s: float, left_s: float, p
         calls = 0
         while t <= left_s and calls < p.max_calls:
             calls += 1
-            total += min(per_call + growth * calls, cap)
+            total += per_call + (growth * calls) % span if span else per_call
             if crossed is None and limit is not None and total >= limit:
                 crossed = t
             t += values[min(find(cum, rand() * total_w), last)]
