@@ -61,6 +61,14 @@ def parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """``0.1,0.5,0.9`` as fractions of a window, each strictly between 0 and 1 (ValueError otherwise)."""
+    points = tuple(float(f) for f in text.split(","))
+    if not all(0 < f < 1 for f in points):
+        raise ValueError(text)
+    return points
+
+
 def _time(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -264,11 +272,9 @@ def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
     if window not in WINDOW_KINDS:
         raise _fail("--window must be five_hour, seven_day or month", 2)
     try:
-        points = tuple(float(f) for f in fractions.split(","))
+        points = parse_fractions(fractions)
     except ValueError:
         raise _fail("--fractions must be numbers between 0 and 1, comma-separated", 2) from None
-    if not points or not all(0 < f < 1 for f in points):
-        raise _fail("--fractions must be numbers between 0 and 1, comma-separated", 2)
     try:
         rows = load_rows(db, None)
     except QueryError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from outloop.quota_cli import parse_fractions
 from outloop.sinks.schema import migrate
 
 OUTLOOP = str(Path(sys.executable).with_name("outloop"))
@@ -78,7 +79,16 @@ def test_backtest_and_bad_arguments(db: Path) -> None:
     assert set(bt["mape"]) == {"model", "linear", "persistence", "mean_of_earlier"}
     nine = json.loads(run("backtest", "--db", str(db), "--json", "--fractions", "0.1,0.5,0.9").stdout)
     assert set(nine["mape_by_fraction"]) == {"0.1", "0.5", "0.9"}
-    assert run("backtest", "--db", str(db), "--fractions", "0.5,2").returncode == 2
     assert run("forecast", "--window", "year", "--db", str(db)).returncode == 2
     assert run("forecast", "--at", "yesterday", "--db", str(db)).returncode == 2
     assert run("--db", str(db), env={"OUTLOOP_QUOTA_LEVELS": "9,8,7"}).returncode == 2
+
+
+@pytest.mark.parametrize(("text", "fractions"), [("0.25,0.5,0.75", (0.25, 0.5, 0.75)), ("0.1", (0.1,)),
+                                                 ("0.5,2", None), ("0", None), ("", None), ("a,b", None)])
+def test_backtest_fractions(text: str, fractions: tuple[float, ...] | None) -> None:
+    if fractions is None:
+        with pytest.raises(ValueError):
+            parse_fractions(text)
+    else:
+        assert parse_fractions(text) == fractions
