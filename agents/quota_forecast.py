@@ -120,7 +120,11 @@ def _history(kind: WindowKind, rows: Sequence[UsageRow], current: Block) -> list
 
 def _ape_optimal(sorted_values: Sequence[float]) -> float:
     """The point that minimises the expected absolute percentage error over the paths: the median
-    weighted by 1/final (an overshoot of a small final costs more than an undershoot of a large one)."""
+    weighted by 1/final (an overshoot of a small final costs more than an undershoot of a large one).
+    A final of 0 (no usage at all in a window not yet opened) has no percentage error: when at least
+    half the paths end there, the point is 0 (the plain median), else the weighted median of the others."""
+    if sorted_values and _quantile(sorted_values, 0.5) <= 0:
+        return 0.0
     weights = [1.0 / v if v > 0 else 0.0 for v in sorted_values]
     half, acc = sum(weights) / 2, 0.0
     for value, w in zip(sorted_values, weights, strict=True):

@@ -110,3 +110,11 @@ def test_forecast_time_to_limit() -> None:
     far = forecast("five_hour", past + now, at, limit_tokens=10**12)
     assert far.time_to_limit_s is None and far.p_exceed == 0.0
 
+
+
+def test_forecast_of_a_window_not_yet_opened_stays_inside_its_interval() -> None:
+    # a short session three days ago; nothing since: most paths stay at 0 tokens until the window's end
+    past = [row(m - 60 * 24 * 3, 5000) for m in range(0, 30, 3)]
+    f = forecast("five_hour", past, T0)
+    assert f.used_tokens == 0
+    assert f.p10 <= f.projected_tokens <= f.p90
