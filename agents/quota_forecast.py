@@ -233,8 +233,9 @@ def _result(kind: WindowKind, window: Block, at: datetime, used: int, finals: li
         if hit and len(hit) * 2 >= len(crossings):  # the median path crosses: its crossing time
             median_bin = sorted(c if c is not None else 10**9 for c in crossings)[(len(crossings) - 1) // 2]
             ttl = max(median_bin * width.total_seconds() - offset_s, 0.0) if median_bin else 0.0
-    return Forecast(kind, window.start, window.end, at, used, round(_ape_optimal(finals)),
-                    round(_quantile(finals, p.low_q)), round(_quantile(finals, p.high_q)),
+    low, high = _quantile(finals, p.low_q), _quantile(finals, p.high_q)
+    return Forecast(kind, window.start, window.end, at, used, round(min(max(_ape_optimal(finals), low), high)),
+                    round(low), round(high),
                     round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model)
 
 
@@ -259,6 +260,7 @@ def _renewal_forecast(kind: WindowKind, window: Block, seen: Sequence[UsageRow],
     p_resume = 1 - gaps.survival(idle_s + left_s) / max(gaps.survival(idle_s), 1e-12)
     model = {"tokens_per_call": round(per_call, 1), "growth_per_call": round(growth, 1),
              "p_resume": round(p_resume, 3), "idle_s": round(idle_s, 1), "gaps": float(len(seen) - 1)}
-    return Forecast(kind, window.start, window.end, at, used, round(_ape_optimal(finals)),
-                    round(_quantile(finals, p.low_q)), round(_quantile(finals, p.high_q)),
+    low, high = _quantile(finals, p.low_q), _quantile(finals, p.high_q)
+    return Forecast(kind, window.start, window.end, at, used, round(min(max(_ape_optimal(finals), low), high)),
+                    round(low), round(high),
                     round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model)

@@ -46,6 +46,8 @@ class RenewalParams:
     recent_calls: int = 5
     paths: int = 2000
     max_calls: int = 4000  # per path: a bound on the work, far above a five-hour block's calls
+    work: int = 500_000  # simulated calls over all paths: past it, stop at min_paths or more (bounds the time)
+    min_paths: int = 200
     max_context: float = 200_000  # the model's context window: past it, a compaction brings the context back
 
 
@@ -110,14 +112,16 @@ def context_growth(window: Block, recent: int) -> float:
 
 def simulate(rng: random.Random, gaps: GapModel, idle_s: float, left_s: float, per_call: float, growth: float,
              used: int, limit: int | None, p: RenewalParams) -> tuple[list[float], list[float | None]]:
-    """Final totals and first limit crossings (seconds from ``at``; None: never) of ``p.paths`` paths.
-    The inner loop is the whole cost of a forecast, hence its local names and the inlined draw."""
+    """Final totals and first limit crossings (seconds from ``at``; None: never) of ``p.paths`` paths, fewer
+    (``p.min_paths`` at least) when they hold more than ``p.work`` calls in all: a heavy user's window is
+    forecast in bounded time. The inner loop is the whole cost, hence its local names and inlined draw."""
     finals: list[float] = []
     crossings: list[float | None] = []
     values, cum, total_w = gaps.gaps, gaps.cum, gaps.total
     last, rand, find = len(values) - 1, rng.random, bisect.bisect_left
     span = max(p.max_context - per_call, 0.0)  # context to grow before a compaction brings it back
-    for _ in range(p.paths):
+    work = 0
+    while len(finals) < p.paths and (work < p.work or len(finals) < p.min_paths):
         total, crossed = float(used), (0.0 if limit is not None and used >= limit else None)
         first = gaps.draw(rng, idle_s)
         t = first - idle_s if first is not None else left_s + 1
@@ -128,6 +132,7 @@ def simulate(rng: random.Random, gaps: GapModel, idle_s: float, left_s: float, p
             if crossed is None and limit is not None and total >= limit:
                 crossed = t
             t += values[min(find(cum, rand() * total_w), last)]
+        work += calls
         finals.append(total)
         crossings.append(crossed)
     return finals, crossings

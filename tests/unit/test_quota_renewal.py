@@ -92,3 +92,24 @@ def test_five_hour_forecast_of_an_active_session_rises_with_its_context() -> Non
     a, b = forecast("five_hour", past + small, at, params=p), forecast("five_hour", past + big, at, params=p)
     assert a.model["p_resume"] > 0.9 and a.used_tokens < a.p10 <= a.projected_tokens <= a.p90
     assert b.projected_tokens - b.used_tokens == pytest.approx(4 * (a.projected_tokens - a.used_tokens), rel=0.1)
+
+
+def test_simulation_work_is_bounded_for_a_heavy_user() -> None:
+    every_minute = GapModel((60.0,), (1.0,))  # ten calls a path in 600 s (at 60, 120, ..., 600)
+    finals, _ = simulate(random.Random(0), every_minute, 0.0, 600.0, 1.0, 0.0, 0, None,
+                         RenewalParams(paths=1000, work=1000, min_paths=50))
+    assert len(finals) == 100  # 1000 calls simulated: enough
+    few, _ = simulate(random.Random(0), every_minute, 0.0, 600.0, 1.0, 0.0, 0, None,
+                      RenewalParams(paths=1000, work=10, min_paths=50))
+    assert len(few) == 50  # never fewer than min_paths
+
+
+def test_the_point_stays_inside_the_interval() -> None:
+    # a day of calls every 5 s without a stop, then a new window with one call: nearly every path goes on
+    # for five hours, and the few that stop at once would pull the 1/final-weighted median below p10
+    rows = [call(5 * i, 50_000) for i in range(3000)]
+    rows.append(call(3000 * 5 + 6 * 3600, 50_000))
+    f = forecast("five_hour", rows, rows[-1].ts + timedelta(seconds=1),
+                 params=ModelParams(renewal=RenewalParams(paths=300)))
+    assert f.used_tokens == 50_100
+    assert f.p10 <= f.projected_tokens <= f.p90
