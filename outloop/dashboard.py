@@ -79,9 +79,10 @@ def component_health(stack: Any) -> dict[str, dict[str, Any]]:
                    f"{(health or {}).get('assigned')} partitions, restarts {stack.worker_restarts}"},
         "sink": {"ok": sink is not None, "detail": f"pid {(health or {}).get('sink_pid')}, {s.db}"},
     }
-    for name, thread_attr in (("forwarder", "_fwd_thread"), ("tailer", "_tail_thread")):
-        thread = getattr(stack, thread_attr, None)
-        alive = thread is not None and thread.is_alive()
+    components = {c.name: c for c in getattr(stack, "components", [])}  # the lifecycle interface
+    for name in ("forwarder", "tailer"):
+        component = components.get(name)
+        alive = component is not None and bool(component.alive())
         out[name] = {"ok": alive, "detail": "running" if alive else "not running"}
     router = stack.router
     out["router"] = {"ok": router is not None and bool(router.alive()),
