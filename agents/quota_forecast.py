@@ -113,7 +113,12 @@ def _history(kind: WindowKind, rows: Sequence[UsageRow], current: Block) -> list
 
 def _ape_optimal(sorted_values: Sequence[float]) -> float:
     """The point that minimises the expected absolute percentage error over the paths: the median
-    weighted by 1/final (an overshoot of a small final costs more than an undershoot of a large one)."""
+    weighted by 1/final (an overshoot of a small final costs more than an undershoot of a large one).
+    When at least half the paths end at 0 (an idle window: nothing used yet, and most paths stay idle),
+    the point is the median, 0: a path that ends at 0 has no percentage error to weigh, and weighing
+    only the others would project the usage of the rare paths where activity resumes, above the p90."""
+    if sum(1 for v in sorted_values if v <= 0) * 2 >= len(sorted_values):
+        return _quantile(sorted_values, 0.5)
     weights = [1.0 / v if v > 0 else 0.0 for v in sorted_values]
     half, acc = sum(weights) / 2, 0.0
     for value, w in zip(sorted_values, weights, strict=True):
