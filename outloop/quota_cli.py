@@ -267,6 +267,12 @@ def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
     result = run_backtest(rows, kind=window).as_dict()  # type: ignore[arg-type]
     if not detail:
         result.pop("detail")
+    if not result["points"]:  # nothing forecast: no error to average, rather than a MAPE of 0% and a ratio of inf
+        result.update(mape=None, mape_by_fraction=None, best_baseline=None, ratio_to_best_baseline=None)
+        if not as_json:
+            out.print(f"no {window} window to backtest ({len(rows)} usage records; a window needs at least 2): "
+                      "no MAPE to report")
+            return
     if as_json:
         _emit(result)
         return

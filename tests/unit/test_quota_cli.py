@@ -79,3 +79,17 @@ def test_backtest_and_bad_arguments(db: Path) -> None:
     assert run("forecast", "--window", "year", "--db", str(db)).returncode == 2
     assert run("forecast", "--at", "yesterday", "--db", str(db)).returncode == 2
     assert run("--db", str(db), env={"OUTLOOP_QUOTA_LEVELS": "9,8,7"}).returncode == 2
+
+
+def test_backtest_without_windows_reports_no_error_figures(tmp_path: Path) -> None:
+    """An empty database has nothing to backtest: no MAPE of 0% and no ratio of inf."""
+    path = tmp_path / "empty.duckdb"
+    con = duckdb.connect(str(path))
+    migrate(con)
+    con.close()
+    proc = run("backtest", "--db", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "no five_hour window to backtest" in proc.stdout and "MAPE model" not in proc.stdout
+    assert "inf" not in proc.stdout
+    bt = json.loads(run("backtest", "--db", str(path), "--json").stdout)
+    assert (bt["points"], bt["mape"], bt["ratio_to_best_baseline"]) == (0, None, None)
