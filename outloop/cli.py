@@ -364,6 +364,8 @@ def report(
     s = _settings(db)
     if not s.db.exists():
         raise _fail(f"no database at {s.db} (run 'outloop replay' or 'outloop up' first)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise _fail(f"--out {out_dir} is a file, not a folder")
     try:
         config = QuotaConfig.load()
         made = write_report(lambda sql, params: run_query(s.db, s.http_host, s.http_port, sql, params), out_dir,

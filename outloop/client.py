@@ -77,8 +77,26 @@ def query_file(db: Path, sql: str, params: list[Any] | None = None) -> tuple[lis
                          f"OUTLOOP_HTTP_PORT to its port to query through it): {exc}") from None
     try:
         return run_readonly(con, sql, params)
+    except (duckdb.CatalogException, duckdb.BinderException) as exc:
+        raise QueryError(_schema_gap(con, db) or str(exc)) from None
     finally:
         con.close()
+
+
+def _schema_gap(con: Any, db: Path) -> str | None:
+    """Why a query failed on a file of another schema (None when the schema is this outloop's): a file
+    written by an older outloop lacks the newer tables and columns until a worker opens it (and migrates it)."""
+    from outloop.sinks.schema import SCHEMA_VERSION, current_version
+
+    have = current_version(con)
+    if have == SCHEMA_VERSION:
+        return None
+    if have == 0:
+        return f"{db} is not an outloop database (no schema_version table)"
+    if have > SCHEMA_VERSION:
+        return f"{db} has schema v{have}, newer than this outloop's v{SCHEMA_VERSION}: upgrade outloop"
+    return (f"{db} has schema v{have}, older than this outloop's v{SCHEMA_VERSION} (written by an older outloop): "
+            f"the worker migrates it when it opens it: OUTLOOP_DB={db} outloop up")
 
 
 def owns(health: dict[str, Any] | None, db: Path) -> bool:
