@@ -30,11 +30,11 @@ hooks_app = typer.Typer(no_args_is_help=True, help="Claude Code hook integration
 app.add_typer(hooks_app, name="hooks")
 
 
-def _query_db(sql: str) -> tuple[list[str], list[list[Any]]]:
+def _query_db(sql: str, db: Path | None = None) -> tuple[list[str], list[list[Any]]]:
     from outloop.client import query as run
 
     s = Settings.from_env()
-    return run(s.db, s.http_host, s.http_port, sql)
+    return run(db.expanduser().resolve() if db is not None else s.db, s.http_host, s.http_port, sql)
 
 
 app.add_typer(mount_routes(_query_db), name="routes")

@@ -4,6 +4,7 @@ message is the CLI's."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,23 @@ def test_report_into_a_file_says_it_is_not_a_folder(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "is a file, not a folder" in proc.stderr and "Errno" not in proc.stderr, proc.stderr
     assert target.read_text() == "mine"
+
+
+def test_routes_reads_the_decisions_of_the_database_it_is_given(tmp_path: Path) -> None:
+    """After `outloop replay PATH --db FILE --route-mode shadow`, `outloop routes --db FILE` shows that
+    replay's decisions (it had no --db: it read OUTLOOP_DB only, and showed 0 decisions)."""
+    path = make_db(tmp_path / "replayed.duckdb")
+    con = duckdb.connect(str(path))
+    for n, fidelity in ((1, 1.0), (2, 0.5), (3, None)):
+        con.execute("INSERT INTO routing_decisions (decision_id, session_id, rule, mode, action, answered, fidelity) "
+                    "VALUES (?, 's', 'pytest', 'shadow', 'rewrite', false, ?)", [f"rd:{n}", fidelity])
+    con.close()
+    env = {**os.environ, "OUTLOOP_HTTP_PORT": "1", "OUTLOOP_HOME": str(tmp_path / "home")}
+    env.pop("OUTLOOP_DB", None)
+    env.pop("OUTLOOP_ROUTES", None)
+    proc = subprocess.run([OUTLOOP, "routes", "list", "--db", str(path), "--json"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rules = {r["name"]: r for r in json.loads(proc.stdout)["rules"]}
+    assert (rules["pytest"]["decisions"], rules["pytest"]["rewrites"]) == (3, 3)
+    assert (rules["pytest"]["fidelity"], rules["pytest"]["fidelity_decisions"]) == (0.75, 2)
