@@ -510,6 +510,12 @@ def wait_command(
     argv = ["--every", str(every), "--timeout", str(timeout)]
     if until is not None and until_change:
         raise _fail("--until and --until-change exclude each other", 2)
+    if not every > 0 or not timeout >= 0:  # the runner's own check answers with its usage only: say which
+        raise _fail(f"--every must be above 0 and --timeout at least 0 (got {every:g} and {timeout:g})", 2)
+    try:
+        re.compile(until or "")
+    except re.error as exc:
+        raise _fail(f"--until {until!r} is not a regular expression: {exc}", 2) from None
     argv += ["--until", until] if until is not None else ["--until-change"]
     raise typer.Exit(wait_main([*argv, "--", *command]))
 

@@ -85,3 +85,11 @@ def test_routes_reads_the_decisions_of_the_database_it_is_given(tmp_path: Path) 
     rules = {r["name"]: r for r in json.loads(proc.stdout)["rules"]}
     assert (rules["pytest"]["decisions"], rules["pytest"]["rewrites"]) == (3, 3)
     assert (rules["pytest"]["fidelity"], rules["pytest"]["fidelity_decisions"]) == (0.75, 2)
+
+
+def test_wait_says_which_argument_is_wrong() -> None:
+    """`outloop wait` printed its usage and nothing else for --every 0, a negative --timeout or a bad regex."""
+    for args, reason in ((["--every", "0"], "--every must be above 0"), (["--timeout", "-5"], "--timeout at least 0"),
+                         (["--until", "["], "--until '[' is not a regular expression")):
+        proc = run("wait", *args, "--", "true")
+        assert proc.returncode == 2 and reason in proc.stderr, (args, proc.stderr)
