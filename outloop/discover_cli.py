@@ -90,7 +90,8 @@ def _dump(data: Any) -> None:
 def _table(recs: list[dict[str, Any]], title: str) -> None:
     from outloop.report import print_table
 
-    table = Table(title=title)
+    table = Table(title=title, caption="per 30d: measured occurrences (event time); $/month with its interval, "
+                  "build $, payback and ROI: estimates (docs/discovery.md)")
     table.add_column("id")
     table.add_column("kind")
     table.add_column("opportunity", overflow="fold", min_width=30)

@@ -93,3 +93,10 @@ def test_wait_says_which_argument_is_wrong() -> None:
                          (["--until", "["], "--until '[' is not a regular expression")):
         proc = run("wait", *args, "--", "true")
         assert proc.returncode == 2 and reason in proc.stderr, (args, proc.stderr)
+
+
+def test_recommendations_table_says_which_figures_are_estimates(tmp_path: Path) -> None:
+    path = make_db(tmp_path / "new.duckdb")
+    proc = run("recommendations", "list", "--db", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "per 30d: measured occurrences" in proc.stdout and "ROI: estimates" in proc.stdout, proc.stdout
