@@ -61,13 +61,11 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-_CLASS_PREFIX = re.compile(r"(^|: )(?:[A-Z][A-Za-z0-9]*(?:Error|Exception|Rejected): )+")
-
-
 def _reason(exc: BaseException) -> str:
-    """An expected error's message without Python class names in front of it (``QueryRejected: ...``,
-    and the ones the worker's HTTP answer carries)."""
-    return _CLASS_PREFIX.sub(r"\1", str(exc)) or type(exc).__name__
+    """An expected error's message without Python class names in front of it (``outloop.client.reason``)."""
+    from outloop.client import reason
+
+    return reason(exc)
 
 
 @app.command()

@@ -6,6 +6,7 @@ beside ``--db FILE``) must never answer for FILE."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
 
 class QueryError(RuntimeError):
     pass
+
+
+_CLASS_PREFIX = re.compile(r"(^|: )(?:[A-Z][A-Za-z0-9]*(?:Error|Exception|Rejected): )+")
+
+
+def reason(exc: BaseException) -> str:
+    """An expected error's message without Python class names in front of it (``QueryRejected: ...``,
+    and the ones the worker's HTTP answer carries: ``SinkQueryError: ValueError: ...``), for the CLI."""
+    return _CLASS_PREFIX.sub(r"\1", str(exc)) or type(exc).__name__
 
 
 class WorkerClient:

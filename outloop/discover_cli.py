@@ -54,9 +54,9 @@ def _owner(s: Any, op: str, body: dict[str, Any], local: Callable[[Any], Any]) -
         try:
             return client._request(op, body)
         except (QueryError, OSError) as exc:
-            from outloop.cli import _reason  # the CLI's one form: no class names in front of the worker's reason
+            from outloop.client import reason  # the CLI's one form: no class names in front of the worker's reason
 
-            raise _fail(_reason(exc)) from None
+            raise _fail(reason(exc)) from None
     if not s.db.exists():
         raise _fail(f"no database at {s.db} (run 'outloop replay' or 'outloop up' first)")
     from outloop.sinks.query import use_utc
