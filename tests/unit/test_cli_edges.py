@@ -100,3 +100,20 @@ def test_recommendations_table_says_which_figures_are_estimates(tmp_path: Path) 
     proc = run("recommendations", "list", "--db", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "per 30d: measured occurrences" in proc.stdout and "ROI: estimates" in proc.stdout, proc.stdout
+
+
+def test_context_detail_and_profiles_say_which_figures_are_estimates() -> None:
+    """`outloop context SESSION` and `outloop context profiles` printed token figures without saying they are
+    estimates (the list of sessions did)."""
+    from rich.console import Console
+
+    from outloop.contextreport import print_profiles, print_session
+
+    console = Console(record=True, width=300)
+    print_session(console, {"session_id": "s1", "loaded_tokens": 10, "total_tokens": 90, "overhead": None,
+                            "file_reads": [], "cache_breaks": [], "unused_outputs": []})
+    print_profiles(console, [])
+    text = " ".join(console.export_text().split())  # captions wrap to the width of their table
+    assert "(loaded, used, carry, waste, re-read, oversized) are estimated from output sizes" in text
+    assert "cache-break tokens come from the usage records (measured)" in text
+    assert "context profiles (tokens estimated from output sizes;" in text
