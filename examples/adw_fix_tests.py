@@ -8,12 +8,13 @@ Run it beside a running ``outloop up`` (same ``OUTLOOP_*`` variables)::
 It goes through a whole run and prints each step: a budget check, ``workflow.started``, the phases
 ``test`` / ``fix`` / ``verify``, each test command first asked of the router (``route``) and then run
 through outloop's runner (``run``: the compact result, the full log kept), every tool result published,
-``workflow.ended`` with its totals, the reservation released; then (``--wait``) it waits until the run,
+``workflow.ended`` with its totals, the reservation released; then (up to ``--wait`` seconds, 30 by default;
+``--wait 0`` skips it) it waits until the run,
 its tool calls and the router's decisions are in outloop's database and prints them, with the routing
 decisions its subscription received. The "fix" is a deterministic edit, not a model call, so the run's
 token totals are zero (an ADW that calls a model adds each call's usage with ``run.add_usage``).
 
-Exit status 0 when the tests pass at the end (and, with ``--wait``, the run was found in the database)."""
+Exit status 0 when the tests pass at the end (and, unless ``--wait 0``, the run was found in the database)."""
 
 from __future__ import annotations
 

@@ -30,11 +30,11 @@ hooks_app = typer.Typer(no_args_is_help=True, help="Claude Code hook integration
 app.add_typer(hooks_app, name="hooks")
 
 
-def _query_db(sql: str) -> tuple[list[str], list[list[Any]]]:
+def _query_db(sql: str, db: Path | None = None) -> tuple[list[str], list[list[Any]]]:
     from outloop.client import query as run
 
     s = Settings.from_env()
-    return run(s.db, s.http_host, s.http_port, sql)
+    return run(db.expanduser().resolve() if db is not None else s.db, s.http_host, s.http_port, sql)
 
 
 app.add_typer(mount_routes(_query_db), name="routes")
@@ -61,13 +61,11 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-_CLASS_PREFIX = re.compile(r"(^|: )(?:[A-Z][A-Za-z0-9]*(?:Error|Exception|Rejected): )+")
-
-
 def _reason(exc: BaseException) -> str:
-    """An expected error's message without Python class names in front of it (``QueryRejected: ...``,
-    and the ones the worker's HTTP answer carries)."""
-    return _CLASS_PREFIX.sub(r"\1", str(exc)) or type(exc).__name__
+    """An expected error's message without Python class names in front of it (``outloop.client.reason``)."""
+    from outloop.client import reason
+
+    return reason(exc)
 
 
 @app.command()
@@ -364,6 +362,8 @@ def report(
     s = _settings(db)
     if not s.db.exists():
         raise _fail(f"no database at {s.db} (run 'outloop replay' or 'outloop up' first)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise _fail(f"--out {out_dir} is a file, not a folder")
     try:
         config = QuotaConfig.load()
         made = write_report(lambda sql, params: run_query(s.db, s.http_host, s.http_port, sql, params), out_dir,
@@ -508,6 +508,12 @@ def wait_command(
     argv = ["--every", str(every), "--timeout", str(timeout)]
     if until is not None and until_change:
         raise _fail("--until and --until-change exclude each other", 2)
+    if not every > 0 or not timeout >= 0:  # the runner's own check answers with its usage only: say which
+        raise _fail(f"--every must be above 0 and --timeout at least 0 (got {every:g} and {timeout:g})", 2)
+    try:
+        re.compile(until or "")
+    except re.error as exc:
+        raise _fail(f"--until {until!r} is not a regular expression: {exc}", 2) from None
     argv += ["--until", until] if until is not None else ["--until-change"]
     raise typer.Exit(wait_main([*argv, "--", *command]))
 

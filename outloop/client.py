@@ -6,6 +6,7 @@ beside ``--db FILE``) must never answer for FILE."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
 
 class QueryError(RuntimeError):
     pass
+
+
+_CLASS_PREFIX = re.compile(r"(^|: )(?:[A-Z][A-Za-z0-9]*(?:Error|Exception|Rejected): )+")
+
+
+def reason(exc: BaseException) -> str:
+    """An expected error's message without Python class names in front of it (``QueryRejected: ...``,
+    and the ones the worker's HTTP answer carries: ``SinkQueryError: ValueError: ...``), for the CLI."""
+    return _CLASS_PREFIX.sub(r"\1", str(exc)) or type(exc).__name__
 
 
 class WorkerClient:
@@ -77,8 +87,26 @@ def query_file(db: Path, sql: str, params: list[Any] | None = None) -> tuple[lis
                          f"OUTLOOP_HTTP_PORT to its port to query through it): {exc}") from None
     try:
         return run_readonly(con, sql, params)
+    except (duckdb.CatalogException, duckdb.BinderException) as exc:
+        raise QueryError(_schema_gap(con, db) or str(exc)) from None
     finally:
         con.close()
+
+
+def _schema_gap(con: Any, db: Path) -> str | None:
+    """Why a query failed on a file of another schema (None when the schema is this outloop's): a file
+    written by an older outloop lacks the newer tables and columns until a worker opens it (and migrates it)."""
+    from outloop.sinks.schema import SCHEMA_VERSION, current_version
+
+    have = current_version(con)
+    if have == SCHEMA_VERSION:
+        return None
+    if have == 0:
+        return f"{db} is not an outloop database (no schema_version table)"
+    if have > SCHEMA_VERSION:
+        return f"{db} has schema v{have}, newer than this outloop's v{SCHEMA_VERSION}: upgrade outloop"
+    return (f"{db} has schema v{have}, older than this outloop's v{SCHEMA_VERSION} (written by an older outloop): "
+            f"the worker migrates it when it opens it: OUTLOOP_DB={db} outloop up")
 
 
 def owns(health: dict[str, Any] | None, db: Path) -> bool:

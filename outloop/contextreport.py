@@ -105,7 +105,10 @@ def print_sessions(console: Console, records: list[dict[str, Any]]) -> None:
 
 
 def print_session(console: Console, rec: dict[str, Any]) -> None:
-    head = Table(title=f"session {rec['session_id']}", show_header=False)
+    head = Table(title=f"session {rec['session_id']}", show_header=False,
+                 caption="tool-output tokens (loaded, used, carry, waste, re-read, oversized) are estimated from "
+                         "output sizes; API calls, total, fixed prefix and cache-break tokens come from the usage "
+                         "records (measured), their dollars from the price table")
     for key, value in rec.items():
         if not isinstance(value, list | dict):
             head.add_row(key, Text("" if value is None else str(value)))
@@ -128,7 +131,8 @@ def print_session(console: Console, rec: dict[str, Any]) -> None:
 
 
 def print_profiles(console: Console, records: list[dict[str, Any]]) -> None:
-    table = Table(title="context profiles (largest carry-weighted tokens first; --json lists the targets)")
+    table = Table(title="context profiles (tokens estimated from output sizes; largest carry-weighted first; "
+                        "--json lists the targets)")
     table.add_column("signature", overflow="fold", min_width=24)
     for name in ("outputs", "sessions", "loaded", "carry", "needed carry", "potential", "pot %", "eff %"):
         table.add_column(name, justify="right")

@@ -54,7 +54,9 @@ def _owner(s: Any, op: str, body: dict[str, Any], local: Callable[[Any], Any]) -
         try:
             return client._request(op, body)
         except (QueryError, OSError) as exc:
-            raise _fail(str(exc)) from None
+            from outloop.client import reason  # the CLI's one form: no class names in front of the worker's reason
+
+            raise _fail(reason(exc)) from None
     if not s.db.exists():
         raise _fail(f"no database at {s.db} (run 'outloop replay' or 'outloop up' first)")
     from outloop.sinks.query import use_utc
@@ -88,7 +90,8 @@ def _dump(data: Any) -> None:
 def _table(recs: list[dict[str, Any]], title: str) -> None:
     from outloop.report import print_table
 
-    table = Table(title=title)
+    table = Table(title=title, caption="per 30d: measured occurrences (event time); $/month with its interval, "
+                  "build $, payback and ROI: estimates (docs/discovery.md)")
     table.add_column("id")
     table.add_column("kind")
     table.add_column("opportunity", overflow="fold", min_width=30)

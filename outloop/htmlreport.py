@@ -156,6 +156,9 @@ def page(figures: dict[str, Any], made: dict[str, Path], now: datetime, db: str)
                 parts.append(f'<figure><img src="{path.name}" alt="{chart}" width={CHART_PX[0]} '
                              f'height={CHART_PX[1]}><figcaption>{path.name}</figcaption></figure>')
         data = rows(answer)
+        if name == "quota":  # the dashboard's note: when the windows are assessed, on how many records
+            parts.append(f"<p class=note>assessed {html.escape(str(answer.get('as_of')))}; "
+                         f"{answer.get('usage_records')} usage records; forecasts are estimates</p>")
         if name == "recommendations" and not data:
             parts.append(f"<p class=note>{html.escape(answer['note'])}</p>")
             continue

@@ -8,7 +8,7 @@ be made as it would have been then (and backtested).
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -170,6 +170,10 @@ def status(ctx: typer.Context, as_json: JsonOpt = False, db: DbOpt = None, at: A
         _emit(result.as_dict())
         return
     _print_status(result.as_dict())
+    if at is None and rows and when - rows[-1].ts > timedelta(hours=5):  # old transcripts: say where the use is
+        last = rows[-1].ts.isoformat()  # whole, so that --at it counts the last record too
+        out.print(f"no usage in the five hours before now; the last at {last}: 'outloop quota --at {last}' "
+                  "shows the windows then (the dashboard and 'outloop report' are assessed there)", soft_wrap=True)
 
 
 def write_status_cache(status: dict[str, Any], path: str | None = None) -> None:
@@ -282,6 +286,12 @@ def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
     result = run_backtest(rows, kind=window, fractions=points).as_dict()  # type: ignore[arg-type]
     if not detail:
         result.pop("detail")
+    if not result["points"]:  # nothing forecast: no error to average, rather than a MAPE of 0% and a ratio of inf
+        result.update(mape=None, mape_by_fraction=None, best_baseline=None, ratio_to_best_baseline=None)
+        if not as_json:
+            out.print(f"no {window} window to backtest ({len(rows)} usage records; a window needs at least 2): "
+                      "no MAPE to report")
+            return
     if as_json:
         _emit(result)
         return

@@ -7,6 +7,7 @@ within about a second and records the new rules (tables ``routing_rules`` and ``
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -29,7 +30,7 @@ from outloop.router.rules import (
 
 routes_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                          help="Routing rules: list, show RULE, mode RULE shadow|advise|enforce, exclude SIGNATURE.")
-Query = Callable[[str], tuple[list[str], list[list[Any]]]]
+Query = Callable[[str, Path | None], tuple[list[str], list[list[Any]]]]  # (sql, --db or None: OUTLOOP_DB)
 _query: list[Query] = []  # how to read the database: given by the CLI that mounts this app
 
 
@@ -40,14 +41,15 @@ def mount(query: Query) -> typer.Typer:
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+DbOpt = Annotated[Path | None, typer.Option(help="DuckDB file the decision figures come from (default OUTLOOP_DB)")]
 
 
-def _stats() -> dict[str, dict[str, Any]]:
+def _stats(db: Path | None = None) -> dict[str, dict[str, Any]]:
     """Per rule: decisions, answered, rewrites, measured fidelity (from DuckDB when there is one)."""
     try:
         _, rows = _query[0]("SELECT rule, count(*), count(*) FILTER (WHERE answered), "
                         "count(*) FILTER (WHERE action = 'rewrite'), count(fidelity), avg(fidelity) "
-                        "FROM routing_decisions WHERE rule IS NOT NULL GROUP BY rule")
+                        "FROM routing_decisions WHERE rule IS NOT NULL GROUP BY rule", db)
     except Exception:  # noqa: BLE001 - no database yet, or one without the table: no figures
         return {}
     return {r[0]: {"decisions": r[1], "answered": r[2], "rewrites": r[3], "measured": r[4], "fidelity": r[5]}
@@ -70,16 +72,16 @@ def _load() -> Any:
 
 
 @routes_app.callback()
-def routes(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def routes(ctx: typer.Context, as_json: JsonOpt = False, db: DbOpt = None) -> None:
     if ctx.invoked_subcommand is None:
-        list_rules(as_json)
+        list_rules(as_json, db)
 
 
 @routes_app.command("list")
-def list_rules(as_json: JsonOpt = False) -> None:
+def list_rules(as_json: JsonOpt = False, db: DbOpt = None) -> None:
     """Every rule in priority order with its mode, decisions and measured fidelity."""
     rules = _load()
-    stats = _stats()
+    stats = _stats(db)
     rows = [_row(r, stats.get(r.name, {})) for r in rules.rules]
     if as_json:
         body = {"rules": rows, "exclude": list(rules.exclude), "loop_guard": rules.loop_guard,
@@ -100,14 +102,15 @@ def list_rules(as_json: JsonOpt = False) -> None:
 
 
 @routes_app.command("show")
-def show(rule: Annotated[str, typer.Argument(help="rule name")], as_json: JsonOpt = False) -> None:
+def show(rule: Annotated[str, typer.Argument(help="rule name")], as_json: JsonOpt = False,
+         db: DbOpt = None) -> None:
     """One rule in full, with its examples and figures."""
     rules = _load()
     found = rules.by_name.get(rule)
     if found is None:
         err.print(f"[red]error:[/] no rule {rule!r} (outloop routes list)")
         raise typer.Exit(1)
-    row = _row(found, _stats().get(rule, {}))
+    row = _row(found, _stats(db).get(rule, {}))
     if as_json:
         print(orjson.dumps(row, option=orjson.OPT_INDENT_2).decode())
         return

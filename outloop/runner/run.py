@@ -135,7 +135,7 @@ def finish(opts: Options, pump: core.Pump, files: runlog.RunFiles | None, code: 
             pump.out(chunk)
         pump.held = []
         pump.out(f"{_sep(pump)}[outloop] log: {files.log}\n".encode())
-        return opts.family, None, False, [], None
+        return opts.family, None, False, *_short_failures(opts, files, code, max_lines, max_tokens)
     try:
         from outloop.runner import compact
         from outloop.runner.families.base import Limits
@@ -151,6 +151,23 @@ def finish(opts: Options, pump: core.Pump, files: runlog.RunFiles | None, code: 
     pump.replay_log(pump.raw_bytes)
     pump.out(f"{_sep(pump)}[outloop] log: {files.log}\n".encode())
     return opts.family, None, False, [], None
+
+
+def _short_failures(opts: Options, files: runlog.RunFiles, code: int, max_lines: int,
+                    max_tokens: int) -> tuple[list[str], str | None]:
+    """(failures, summary line) of a failed run printed unchanged, for the metadata and the API (a failing
+    test run said ``failures []`` when its output was short); a run that passed, or any error: none."""
+    if code == 0:  # only a failed run pays for the summariser's import
+        return [], None
+    try:
+        from outloop.runner import compact
+        from outloop.runner.families.base import Limits
+
+        c = compact.summarise(opts.command, files.log, code, Limits(max_lines=max_lines, max_tokens=max_tokens),
+                              opts.family)
+        return list(c.failures), c.summary_line
+    except Exception:  # noqa: BLE001 - the metadata goes without them
+        return [], None
 
 
 def _sep(pump: core.Pump) -> str:

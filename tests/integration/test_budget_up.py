@@ -82,6 +82,9 @@ def test_concurrent_budget_checks_against_outloop_up(tmp_path: Path) -> None:
         assert worker._request("/discover", {}) == []
         with pytest.raises(QueryError, match="no recommendation"):
             worker._request("/recommendations/feedback", {"id": "rec-0", "action": "accept"})
+        fb = subprocess.run([OUTLOOP, "recommendations", "reject", "rec-0"], env=env, capture_output=True,
+                            text=True, timeout=30)  # the CLI through the worker: its reason, no class names
+        assert fb.returncode == 1 and fb.stderr.strip() == "error: no recommendation 'rec-0'", fb.stderr
         log = tmp_path / "home" / "logs" / "worker.log"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and "discovery: 0 new drafts" not in log.read_text(errors="replace"):

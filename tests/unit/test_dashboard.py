@@ -89,3 +89,23 @@ def test_server_answers_each_panel_from_a_real_database(tmp_path: Path) -> None:
         assert _get(board.url + "api/quota", {"Origin": "http://attacker.example"})[0] == 403
     finally:
         board.stop()
+
+
+def test_report_says_when_the_quota_was_assessed(tmp_path: Path) -> None:
+    """Old transcripts only: the static report, like the dashboard, says its quota windows are those of the
+    last usage, not of the day it was written (it showed January's windows under a December date, unsaid)."""
+    from outloop.dashdata import quota
+    from outloop.htmlreport import page
+
+    db = tmp_path / "o.duckdb"
+    con = duckdb.connect(str(db))
+    migrate(con)
+    con.execute("INSERT INTO usage (id, session_id, model, \"timestamp\", input_tokens, output_tokens, "
+                "cache_read_input_tokens, cache_creation_input_tokens, cost_usd, source) "
+                "VALUES ('m:r', 's', 'claude-sonnet-4-5', ?, 10, 10, 10, 10, 0.01, 'transcript')",
+                [T0 - timedelta(days=40)])
+    con.close()
+    figures = {"quota": quota(lambda sql, params: query_file(db, sql, params), T0, QuotaConfig())}
+    text = page(figures, {}, T0, str(db))
+    last = (T0 - timedelta(days=40)).isoformat()[:16]
+    assert f"assessed as of the last usage ({last}Z): none in the five hours before now; 1 usage records" in text

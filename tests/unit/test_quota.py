@@ -100,6 +100,18 @@ def test_forecast_of_an_ended_session_is_what_was_used() -> None:
     assert f.p90 - f.used_tokens <= 0.5 * f.used_tokens
 
 
+def test_forecast_of_an_idle_window_stays_inside_its_interval() -> None:
+    """Nothing used in the window (old transcripts, weeks later): most paths stay at 0, so the projection
+    is 0 too, not the usage of the rare paths where activity resumes (it was 1.2M-7.3M tokens above a
+    p90 of 0 on the dev traces, varying from one second to the next)."""
+    past = [row(m - 60 * 24 * d, 50_000) for d in range(1, 8) for m in range(0, 60, 3)]  # a week of 1-hour sessions
+    for days in (20, 40, 300):
+        f = forecast("five_hour", past, T0 + timedelta(days=days, minutes=7))
+        assert f.used_tokens == 0 and f.p10 == 0
+        assert f.p10 <= f.projected_tokens <= f.p90, f
+        assert f.mean_tokens >= f.projected_tokens  # the rare resumed paths stay in the mean
+
+
 def test_forecast_time_to_limit() -> None:
     past = [row(m - 60 * 24 * d, 5000) for d in (1, 2) for m in range(0, 240, 3)]
     now = [row(m, 5000) for m in range(0, 60, 3)]

@@ -92,3 +92,27 @@ def test_backtest_fractions(text: str, fractions: tuple[float, ...] | None) -> N
             parse_fractions(text)
     else:
         assert parse_fractions(text) == fractions
+
+
+def test_backtest_without_windows_reports_no_error_figures(tmp_path: Path) -> None:
+    """An empty database has nothing to backtest: no MAPE of 0% and no ratio of inf."""
+    path = tmp_path / "empty.duckdb"
+    con = duckdb.connect(str(path))
+    migrate(con)
+    con.close()
+    proc = run("backtest", "--db", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "no five_hour window to backtest" in proc.stdout and "MAPE model" not in proc.stdout
+    assert "inf" not in proc.stdout
+    bt = json.loads(run("backtest", "--db", str(path), "--json").stdout)
+    assert (bt["points"], bt["mape"], bt["ratio_to_best_baseline"]) == (0, None, None)
+
+
+def test_status_of_old_usage_points_to_its_time(db: Path) -> None:
+    """Nothing used in the five hours before now (the fixture's usage is of January 2026): the status says
+    where the last usage is and how to see its windows, which the dashboard shows (it showed 0s only)."""
+    proc = run("--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    last = (T0 + timedelta(days=1, minutes=117)).isoformat()
+    assert f"no usage in the five hours before now; the last at {last}: 'outloop quota --at {last}'" in proc.stdout
+    assert "the five hours before now" not in run("--db", str(db), "--at", last).stdout

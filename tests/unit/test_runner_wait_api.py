@@ -105,6 +105,13 @@ def test_api_run(tmp_path: Path) -> None:
     assert r.raw_bytes == len(Path(r.log_path).read_bytes()) and r.printed_bytes > 0
     short = api_run("echo hi", env=env)
     assert short.exit_code == 0 and short.summary.startswith("hi\n") and short.kind is None
+    # a failed test run short enough to be printed unchanged still names its failing tests
+    (tmp_path / "w" / "test_calc.py").write_text(
+        "import unittest\n\n\nclass AddTest(unittest.TestCase):\n    def test_add(self):\n"
+        "        self.assertEqual(2 - 3, 5)\n\n\nif __name__ == '__main__':\n    unittest.main()\n")
+    failed = api_run(f"{sys.executable} -m unittest test_calc", cwd=tmp_path / "w", env=env)
+    assert failed.exit_code == 1 and failed.kind is None and "FAILED (failures=1)" in failed.summary
+    assert failed.failures == ["FAIL: test_add (test_calc.AddTest.test_add)"], failed.failures
     broken = api_run("echo passed through", env=runner_env(Path("/proc/no-such-dir/runs")))
     assert broken.exit_code == 0 and broken.log_path is None and broken.summary.startswith("passed through\n")
     assert isinstance(WaitResult(True, "changed", b"", 0, 1, 0.0).met, bool)
