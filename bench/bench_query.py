@@ -44,7 +44,7 @@ import pyarrow.compute as pc  # noqa: E402
 from common import T0, commands, header, median, row  # noqa: E402
 
 from outloop.agents.signatures import redact, signature_of  # noqa: E402
-from outloop.sinks.patterns import AGGREGATE, pattern_aggregates, refresh_patterns  # noqa: E402
+from outloop.projections.patterns import AGGREGATE, pattern_aggregates, refresh_patterns  # noqa: E402
 from outloop.sinks.schema import migrate  # noqa: E402
 
 SESSIONS, SIGNATURES, CHUNK = 10_000, 5_000, 1_000_000
@@ -165,12 +165,12 @@ def sink_write(path: Path, start: int) -> tuple[float, float, float]:
     batch after open also runs the full pattern refresh, as after every worker start); new calls as
     "started" views; the same calls completed (every occurrence rewritten). The last two run the
     per-second incremental refresh when it is due (REFRESH_S)."""
-    from outloop.sinks.writer import DuckSink
+    from outloop.projections import open_sink
 
     cmds = commands(500)
     plan = [(start, True), (start + 5000, False), (start + 5000, True)]
     out = []
-    sink = DuckSink(path)
+    sink = open_sink(path)
     try:
         for b, (first, done) in enumerate(plan):
             msgs = [("bench.tool-calls", 0, b * 5000 + i, b"k", call_value(first + i, cmds, done))

@@ -6,7 +6,7 @@ pydantic models). The reference inserts the very rows the sink stores (the Arrow
 the sink's own decoder, built before the clock starts) with one plain ``INSERT ... SELECT`` per
 batch into a table of the same schema, one transaction per batch: the physical limit of DuckDB here.
 The writer is measured twice: as it runs (pattern materialization on) and with pattern
-materialization switched off (``DuckSink._patterns`` replaced by a no-op, here only), which shows
+materialization switched off (a ``DuckSink`` without projections), which shows
 the decode + fold + upsert part alone. A cProfile of the writer on the same input then shows where
 the time goes.
 
@@ -38,6 +38,7 @@ import pyarrow as pa  # noqa: E402
 from common import T0, commands, header, row  # noqa: E402
 
 from outloop.agents.signatures import SIGNATURE_VERSION, signature_of  # noqa: E402
+from outloop.projections import open_sink  # noqa: E402
 from outloop.schemas.events import Envelope, EventType, ToolCall, UsageRecord  # noqa: E402
 from outloop.sinks.decode import SCHEMAS, fold  # noqa: E402
 from outloop.sinks.schema import migrate  # noqa: E402
@@ -77,20 +78,8 @@ def batches(kind: str, n: int, size: int) -> list[list[tuple[str, int, int, byte
     return [msgs[i:i + size] for i in range(0, n, size)]
 
 
-class NoPatterns(DuckSink):
-    """The writer without pattern materialization (benchmark only): no occurrences, no state, no
-    signature columns on new tool calls."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self._enrich = {}
-
-    def _patterns(self, con: duckdb.DuckDBPyConnection, folded: object) -> None:
-        pass
-
-
 def run_sink(path: Path, chunks: list, patterns: bool = True) -> float:
-    sink = (DuckSink if patterns else NoPatterns)(path)
+    sink = open_sink(path) if patterns else DuckSink(path)  # no projections: storage alone
     try:
         t0 = time.perf_counter()
         for chunk in chunks:
@@ -154,17 +143,17 @@ PROFILE_POINTS = [  # (label, file suffix, function)
     ("Arrow staging tables (Folded.arrow)", "sinks/decode.py", "arrow"),
     ("fold of a key's versions in SQL (sinks/upsert.folded)", "sinks/upsert.py", "folded"),
     ("upsert SQL (register + INSERT ON CONFLICT)", "sinks/upsert.py", "_staged"),
-    ("patterns: materialize (occurrences)", "sinks/patterns.py", "materialize"),
+    ("patterns: materialize (occurrences)", "projections/patterns.py", "materialize"),
     ("  signature_of (Python)", "agents/signatures.py", "signature_of"),
-    ("patterns: refresh (aggregate + sequences)", "sinks/patterns.py", "refresh"),
-    ("  refresh_patterns", "sinks/patterns.py", "refresh_patterns"),
-    ("  refresh_sequences", "sinks/patterns.py", "refresh_sequences"),
+    ("patterns: refresh (aggregate + sequences)", "projections/patterns.py", "refresh"),
+    ("  refresh_patterns", "projections/patterns.py", "refresh_patterns"),
+    ("  refresh_sequences", "projections/patterns.py", "refresh_sequences"),
 ]
 
 
 def profile(path: Path, chunks: list, patterns: bool = True) -> None:
     prof = cProfile.Profile()
-    sink = (DuckSink if patterns else NoPatterns)(path)
+    sink = open_sink(path) if patterns else DuckSink(path)  # no projections: storage alone
     try:
         prof.enable()
         for chunk in chunks:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 # (stage, "func (path part" or a path part); the first stage of the list that any frame matches wins
 STAGES: list[tuple[str, str]] = [
-    ("sink: patterns.refresh (aggregates, sequences)", "refresh (sinks/patterns.py"),
-    ("sink: patterns.materialize (occurrences, signatures)", "materialize (sinks/patterns.py"),
+    ("sink: patterns.refresh (aggregates, sequences)", "refresh (projections/patterns.py"),
+    ("sink: patterns.materialize (occurrences, signatures)", "materialize (projections/patterns.py"),
     ("sink: upsert SQL (Arrow staging + INSERT ON CONFLICT)", "apply (sinks/upsert.py"),
     ("sink: fold (pydantic validation, merge)", "fold (sinks/decode.py"),
     ("sink: other (transaction, fetch)", "sinks/"),

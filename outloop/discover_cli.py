@@ -131,7 +131,7 @@ def discover(
 
     def local(con: Any) -> Any:
         from outloop.agents.pricing import active_table
-        from outloop.sinks.recommendations import refresh_recommendations
+        from outloop.projections.recommendations import refresh_recommendations
 
         return refresh_recommendations(con, cfg, active_table())
 
@@ -170,7 +170,7 @@ def _file(s: Any, recs: list[dict[str, Any]], folder: Path, repo: str | None, dr
 
 def _record(s: Any, rec: str, action: str, rule: str | None = None, url: str | None = None,
             note: str | None = None) -> Any:
-    from outloop.sinks.recommendations import add_feedback
+    from outloop.projections.recommendations import add_feedback
 
     body = {"id": rec, "action": action, "rule": rule, "url": url, "note": note}
     return _owner(s, "/recommendations/feedback", body,

@@ -40,6 +40,7 @@ from outloop.streams.logfiles import quiet_repeats
 from outloop.streams.settings import Settings
 
 log = logging.getLogger("outloop.worker")
+PROJECTIONS = "outloop.projections:standard"  # the derived tables the sink process runs, by name (see sinks.service)
 
 
 def _assigned(app: faust.App) -> int | None:
@@ -62,7 +63,7 @@ def build(settings: Settings, bootstrap: str) -> faust.App:
 
     sink = SinkProcess(settings.db, bootstrap, topic_prefix=settings.topic_prefix,
                        max_batch=settings.sink_batch, memory_limit=settings.db_memory or None,
-                       log_level=settings.log_level, home=settings.home)
+                       log_level=settings.log_level, home=settings.home, projections=PROJECTIONS)
 
     class SinkService(Service):
         """Starts the sink process before the Faust consumer joins its group (its start overlaps

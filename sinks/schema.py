@@ -397,6 +397,12 @@ FROM routing_decisions WHERE net_tokens IS NOT NULL;
 """
 
 # (version, description, SQL). Append only: a released migration never changes.
+PROJECTION_VERSIONS = """
+CREATE TABLE projection_versions (
+    name VARCHAR PRIMARY KEY,       -- a projection's name (sinks.projection)
+    version VARCHAR NOT NULL);      -- the version its derived rows were last rebuilt to
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables: offsets, hook events, tool calls, usage, workflows, dead letters, flush markers", TABLES),
     (2, "views: v_session_summary, v_daily_usage, v_tool_commands", VIEWS),
@@ -419,6 +425,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "for the user's permission) and leaves the pattern averages", RUN_TIMES),
     (12, "context efficiency: context_efficiency, context_outputs, file_reads, cache_breaks, context_profiles, "
         "v_context_workflows (every stored session marked for a refresh)", CONTEXT_DDL + CONTEXT_MARK_ALL),
+    (13, "projections: projection_versions, the version each projection's derived rows were rebuilt to",
+        PROJECTION_VERSIONS),
     (14, "cost_savings_log is a table (one row per decision, measured or estimated), written from routing.saving "
          "events; the stored estimates are copied in", SAVINGS_LOG),
     (15, "context_overhead: the fixed overhead split into memory files (measured where the project folder is at "

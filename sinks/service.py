@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import logging
 import os
 import pickle
@@ -70,6 +71,7 @@ class SinkSpec:
     address: str
     authkey: bytes
     parent_pid: int
+    projections: str = ""  # 'module:function' returning the projections the sink runs (sinks.projection)
 
 
 def _address(home: Path) -> str:
@@ -88,10 +90,10 @@ class SinkProcess:
     """Start, query and stop the sink child from the worker."""
 
     def __init__(self, db: Path, bootstrap: str, *, topic_prefix: str, max_batch: int,
-                 memory_limit: str | None, log_level: str, home: Path) -> None:
+                 memory_limit: str | None, log_level: str, home: Path, projections: str = "") -> None:
         self.spec = SinkSpec(db=db, bootstrap=bootstrap, topic_prefix=topic_prefix, max_batch=max_batch,
                              memory_limit=memory_limit, log_level=log_level, address=_address(home),
-                             authkey=secrets.token_bytes(32), parent_pid=os.getpid())
+                             authkey=secrets.token_bytes(32), parent_pid=os.getpid(), projections=projections)
         self._proc: subprocess.Popen[bytes] | None = None
         self._sentinel: int | None = None
         self.ready = False
@@ -238,6 +240,15 @@ def _bound_native_heaps() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
+def _projections(name: str) -> list[Any]:
+    """The projections named ``module:function`` (resolved here, in the child: the layer that names
+    them is above storage, and the worker process must not load what they import)."""
+    if not name:
+        return []
+    module, _, function = name.partition(":")
+    return list(getattr(importlib.import_module(module), function)())
+
+
 def _open_sink(spec: SinkSpec) -> Any:
     """Open the database, waiting while a previous owner (a worker being restarted) still holds it."""
     import duckdb
@@ -248,7 +259,7 @@ def _open_sink(spec: SinkSpec) -> Any:
     delay = 0.1
     while True:
         try:
-            return DuckSink(spec.db, memory_limit=spec.memory_limit)
+            return DuckSink(spec.db, memory_limit=spec.memory_limit, projections=_projections(spec.projections))
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise

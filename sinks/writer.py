@@ -19,7 +19,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -32,25 +31,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from outloop.agents.signatures import SIGNATURE_VERSION
-from outloop.sinks import context
 from outloop.sinks.decode import Folded, Message, TopicPartition, fold
-from outloop.sinks.patterns import (
-    materialize,
-    refresh,
-    signature_columns,
-    stale_signature_count,
-    stale_signature_ids,
-)
+from outloop.sinks.projection import Projection, enrichers, requests, stale_projections, store_version
 from outloop.sinks.query import Bounded, confine, run_bounded, run_readonly, use_utc
-from outloop.sinks.quota import (
-    QUOTA_REFRESH_S,
-    check_budget,
-    latest_decision,
-    quota_config,
-    refresh_quota,
-    release_budget,
-)
 from outloop.sinks.schema import migrate
 from outloop.sinks.snapshot import Publisher as SnapshotPublisher
 from outloop.sinks.upsert import KeyConflict, Optimism, apply
@@ -59,11 +42,7 @@ from outloop.streams.heaps import gc_paused
 
 log = logging.getLogger("outloop.sink")
 
-QUOTA_OUTBOX = 100  # throttle decisions kept for publishing while the broker does not take them
-REFRESH_S = 1.0  # patterns and sequences of what changed are recomputed at most this often
-SEQUENCE_REFRESH_S = 15.0  # session n-grams are mined again at most this often (and at flush markers)
-FULL_REFRESH_S = 60.0  # window counts of quiet patterns are refreshed at least this often
-RECOMPUTE_CHUNK = 20_000  # stored tool calls whose signatures are recomputed per transaction (rule change)
+REFRESH_BUDGET_S = 2.0  # the time the refreshes after one batch may take, where a projection can stop early
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -124,7 +103,9 @@ class WriteResult:
 
 class DuckSink:
     def __init__(self, path: str | Path, clock: Callable[[], datetime] | None = None,
-                 memory_limit: str | None = None) -> None:
+                 memory_limit: str | None = None, projections: list[Projection] | None = None) -> None:
+        """``projections``: the derived tables to keep up to date (``sinks.projection``), handed in by the
+        layer that composes the product (``outloop.projections.standard``); none by default."""
         self.path = Path(path)
         self.memory_limit = memory_limit
         self._memory_bytes: int | None = None
@@ -135,14 +116,11 @@ class DuckSink:
         self._read_lock = threading.Lock()
         self.totals = WriteResult()
         self.optimism = Optimism()
-        self._enrich = {"tool_calls": signature_columns}
-        self._last_full = self._last_refresh = self._last_sequences = 0.0
-        self._owed = True  # dirty marks may be waiting (from before a restart): the next refresh looks
+        self.projections = list(projections or ())
+        self._enrich = enrichers(self.projections)
+        self._requests = requests(self.projections)
         self.snapshots = SnapshotPublisher(self.path)  # for the router: published after each refresh
         self._snapshot_owed = True
-        self._quota_config = quota_config()
-        self._quota_owed, self._last_quota, self._quota_key = True, 0.0, None
-        self._quota_outbox: deque[dict[str, Any]] = deque(maxlen=QUOTA_OUTBOX)  # decisions to publish
         self.open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -157,7 +135,7 @@ class DuckSink:
             migrate(self._con)
             confine(self._con)
             self._reader = self._con.cursor()
-            self._recompute_stale_signatures()
+            self._rebuild_stale()
         return self
 
     def close(self) -> None:
@@ -248,11 +226,13 @@ class DuckSink:
                 try:
                     with self.transaction() as con:
                         rows = apply(con, folded, anchors, plain, self._enrich)
-                        self._patterns(con, folded)
+                        self._mark(con, folded)
                 except KeyConflict as conflict:  # rolled back: again, that table upserted
                     self.optimism.conflicted(conflict.table)
                     continue
                 self.optimism.written(plain, rows)
+                for p in self.projections:
+                    p.committed()
                 return WriteResult(folded.records, rows, folded.decode_errors)
         except (duckdb.Error, pa.ArrowException, OverflowError, UnicodeError) as exc:
             if classify_error(exc) is ErrorKind.TRANSIENT:
@@ -281,136 +261,83 @@ class DuckSink:
                             f"({second})") from second
         return WriteResult(1, rows, 0, refused=1)
 
-    def _patterns(self, con: duckdb.DuckDBPyConnection, folded: Folded) -> None:
-        """Occurrences (and the dirty marks a refresh owes) with every batch, in its transaction. A
-        batch carrying a flush marker also refreshes every pattern and sequence in that transaction,
-        so whoever sees the marker reads final patterns (``outloop replay`` waits for its markers)."""
-        self._quota_owed = True  # refresh_quota itself skips when neither usage nor status events changed
-        calls = folded.rows["tool_calls"]
-        touched = {t: folded.arrow(t) for t in ("tool_calls", "usage", "hook_events")}
-        if context.mark(con, touched):
-            self._owed = True
-        if calls:
-            self._owed = True
-            materialize(con, calls.keys(), [v["call_key"] for v in calls.values() if v.get("call_key")],
-                        folded.fresh.get("tool_calls"))
+    def _mark(self, con: duckdb.DuckDBPyConnection, folded: Folded) -> None:
+        """Every projection's dirty marks, in the batch's transaction. A batch carrying a flush marker
+        also brings every projection up to date in that transaction, so whoever sees the marker reads
+        final rows (``outloop replay`` waits for its markers)."""
+        for p in self.projections:
+            p.mark(con, folded)
         if folded.rows["flush_markers"]:
-            refresh(con, True, True)
-            context.refresh_context(con)
-            self._last_refresh = self._last_full = self._last_sequences = time.monotonic()
-            self._snapshot_owed = True
-            self._last_quota = 0.0  # the quota projection follows right after this batch commits
+            now = time.monotonic()
+            for p in self.projections:
+                if p.flush(con, now):
+                    self._snapshot_owed = True
 
-    def _refresh_quota_due(self) -> None:
-        """The quota projection at most every QUOTA_REFRESH_S after usage or status events arrived, in
-        a transaction of its own (a failure is logged, never stops the sink: it is derived data)."""
-        if not self._quota_owed or time.monotonic() - self._last_quota < QUOTA_REFRESH_S:
-            return
-        try:
-            decided: list[dict[str, Any]] = []
+    def _refresh_due(self) -> None:
+        """The refreshes the projections say are due, each in a transaction of its own after the batch
+        committed (so the batch's rows are visible without waiting for them), together within
+        REFRESH_BUDGET_S where a projection can stop early. The dirty marks were committed with the batch:
+        a crash in between leaves the refresh owed, never lost. An essential projection's failure is
+        raised (the caller retries the batch); any other is logged."""
+        now = time.monotonic()
+        deadline = now + REFRESH_BUDGET_S
+        for p in self.projections:
+            if not p.due(now):
+                continue
+            try:
+                with self.transaction() as con:
+                    changed = p.refresh(con, now, deadline)
+            except Exception as exc:
+                if p.essential:
+                    raise
+                log.error("sink: %s refresh failed: %r", p.name, exc, exc_info=True)
+                continue
+            p.committed()
+            self._snapshot_owed = self._snapshot_owed or changed
+
+    def _rebuild_stale(self) -> None:
+        """At open: every projection whose derived rows are of another version is rebuilt (in
+        transactions of its choosing, so a crash keeps what was done), then its version stored."""
+        for p in list(stale_projections(self.con, self.projections)):
+            p.rebuild(self)
             with self.transaction() as con:
-                key = refresh_quota(con, self._quota_config, self._quota_key, decided)
-            self._quota_outbox.extend(decided)  # committed: now it may be published
-            self._snapshot_owed = self._snapshot_owed or key != self._quota_key  # the router reads the decision
-            self._quota_key = key
-        except Exception as exc:
-            log.error("sink: quota refresh failed: %r", exc, exc_info=True)
-        self._quota_owed, self._last_quota = False, time.monotonic()
+                store_version(con, p.name, p.version)
 
-    def take_quota_decisions(self, latest: bool = False) -> list[dict[str, Any]]:
-        """The throttle decisions stored since the last call, oldest first, for the consumer to publish
-        (``sinks.quota_publish``); with ``latest``, at least the latest stored one (after a start: a
-        decision stored just before a crash is published again, under its own id)."""
-        out = []
-        while self._quota_outbox:
-            out.append(self._quota_outbox.popleft())
-        if latest and not out:
-            with self._write_lock, self.transaction() as con:
-                found = latest_decision(con)
-            out = [found] if found else []
-        return out
+    def request(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Answer a projection's request (e.g. a workflow budget check) in a write transaction of its
+        own, serialized with every write: it reads everything written before it."""
+        answer = self._requests.get(name)
+        if answer is None:
+            raise KeyError(f"no projection answers {name!r}")
+        with self._write_lock, self.transaction() as con:
+            return answer(con, self.clock(), *args, **kwargs)
 
     def check_budget(self, workflow: str, estimated_tokens: int | None = None, run_id: str | None = None,
                      ttl_s: float | None = None) -> dict[str, Any]:
-        """A workflow budget check (``sinks.quota.check_budget``), serialized with every write."""
-        with self._write_lock, self.transaction() as con:
-            return check_budget(con, self._quota_config, workflow, estimated_tokens, run_id, self.clock(),
-                                *(() if ttl_s is None else (ttl_s,)))
+        """A workflow budget check (the quota projection's ``budget`` request)."""
+        answer: dict[str, Any] = self.request("budget", workflow, estimated_tokens, run_id, ttl_s)
+        return answer
 
     def release_budget(self, check_id: str) -> bool:
-        with self._write_lock, self.transaction() as con:
-            return release_budget(con, check_id, self.clock())
+        return bool(self.request("budget_release", check_id))
+
+    def take_quota_decisions(self, latest: bool = False) -> list[dict[str, Any]]:
+        """The throttle decisions the quota projection stored since the last call, oldest first, for the
+        consumer to publish; with ``latest``, at least the latest stored one. None without that projection."""
+        if "quota_decisions" not in self._requests:
+            return []
+        found: list[dict[str, Any]] = self.request("quota_decisions", latest)
+        return found
 
     def discover(self, config_path: str | None = None) -> list[dict[str, Any]]:
-        """Run discovery (``sinks.recommendations``) in a write transaction; the current recommendations."""
-        from outloop.agents.discovery import load_config
-        from outloop.agents.pricing import active_table
-        from outloop.sinks.recommendations import refresh_recommendations
-
-        cfg = load_config(config_path)
-        with self._write_lock, self.transaction() as con:
-            return refresh_recommendations(con, cfg, active_table())
+        """Run discovery (the discovery projection's ``discover`` request); the current recommendations."""
+        found: list[dict[str, Any]] = self.request("discover", config_path)
+        return found
 
     def recommendation_feedback(self, rec: str, action: str, rule: str | None = None, url: str | None = None,
                                 note: str | None = None) -> dict[str, Any]:
-        from outloop.sinks.recommendations import add_feedback
-
-        with self._write_lock, self.transaction() as con:
-            return add_feedback(con, rec, action, self.clock(), rule=rule, url=url, note=note)
-
-    def _refresh_due(self) -> None:
-        """The periodic refreshes - patterns at most every REFRESH_S, a full one every FULL_REFRESH_S,
-        sequences every SEQUENCE_REFRESH_S - in a transaction of their own after the batch
-        committed, so the batch's rows are visible without waiting for them. The dirty marks were
-        committed with the batch: a crash in between leaves the refresh owed, never lost."""
-        self._refresh_quota_due()
-        now = time.monotonic()
-        if now - self._last_refresh < REFRESH_S:
-            return
-        full = now - self._last_full >= FULL_REFRESH_S
-        sequences = now - self._last_sequences >= SEQUENCE_REFRESH_S
-        if not full and not self._owed:  # no tool call since the marks were last cleared: nothing is dirty
-            self._last_refresh = now
-            return
-        with self.transaction() as con:
-            refresh(con, full, sequences)
-            if sequences:
-                context.refresh_context(con)
-        self._snapshot_owed = True
-        self._last_refresh = now
-        if full:
-            self._last_full = now
-        if sequences:
-            self._last_sequences = now
-            self._owed = False  # signatures and sessions both refreshed and their marks cleared
-
-    def _recompute_stale_signatures(self) -> None:
-        """After a signature rule change (SIGNATURE_VERSION), recompute every stored signature, with
-        its occurrence and the pattern state: RECOMPUTE_CHUNK tool calls per transaction, so memory
-        stays bounded however large the database, and a crash keeps the chunks done (the next start
-        goes on with the rest). Each chunk marks the patterns and sessions it changed dirty in its own
-        transaction; a full refresh of patterns and sequences follows. Progress is logged."""
-        total = stale_signature_count(self.con)
-        if not total:
-            return
-        log.info("sink: signature rules are now at version %d: recomputing the signatures of %d stored "
-                 "tool calls", SIGNATURE_VERSION, total)
-        done, started = 0, time.monotonic()
-        said = started
-        while ids := stale_signature_ids(self.con, RECOMPUTE_CHUNK):
-            with self.transaction() as con:
-                materialize(con, ids, [])
-            done += len(ids)
-            if done > total:  # every chunk brings its rows to the current version: this never ends
-                raise SinkError(f"recomputing stored signatures does not converge ({done} done of {total})")
-            if time.monotonic() - said >= 5.0:
-                said = time.monotonic()
-                log.info("sink: recomputed %d of %d signatures (%.0f s)", done, total, said - started)
-        with self.transaction() as con:
-            con.execute("INSERT INTO pattern_dirty SELECT DISTINCT 'session', session_id FROM pattern_occurrences "
-                        "ON CONFLICT DO NOTHING")
-            refresh(con, full=True)
-        log.info("sink: recomputed %d signatures in %.1f s", done, time.monotonic() - started)
+        answer: dict[str, Any] = self.request("rec_feedback", rec, action, rule=rule, url=url, note=note)
+        return answer
 
     def reset_partition(self, topic: str, partition: int) -> None:
         """The log of ``topic``/``partition`` restarted: read it again from its start."""

@@ -28,11 +28,11 @@ def traces() -> Path:
 def traces_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real traces through importers, sessions fold and DuckDB sink (in process, no broker), every derived
     table refreshed: built once per test run and shared. Read it read-only, or copy it before writing."""
-    from outloop.sinks.writer import DuckSink
+    from outloop.projections import open_sink
     from tests.unit.contextdata import load
 
     db = tmp_path_factory.mktemp("traces-db") / "traces.duckdb"
-    with DuckSink(db) as sink:
+    with open_sink(db) as sink:
         load(sink, [traces_dir()])
     return db
 

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from outloop.projections import open_sink
 from outloop.schemas.events import Envelope, EventType, QuotaDecision
-from outloop.sinks.writer import DuckSink
 from tests.integration.test_sink_consumer import (
     ALL,
     catalogue,
@@ -58,7 +58,7 @@ def test_a_burn_engages_throttling_and_the_next_window_releases_it(broker: str, 
             for i in range(6)]
     produce(broker, cat, burn, marker="m1")
     later = d.usage_msg(id="late:r", timestamp=d.T0 + timedelta(hours=6), input_tokens=1, output_tokens=1)
-    with DuckSink(tmp_path / "sink.duckdb", clock=d.clock) as sink:
+    with open_sink(tmp_path / "sink.duckdb", clock=d.clock) as sink:
         one = consumer_for(broker, sink, cat)
         asyncio.run(run_until(one, lambda: markers_seen(sink, "m1") == ALL and one.decisions.published >= 1))
         produce(broker, cat, [later], marker="m2")  # six hours on: a new five-hour block

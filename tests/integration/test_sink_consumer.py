@@ -18,6 +18,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from outloop.projections import open_sink
 from outloop.schemas.topics import TopicCatalogue
 from outloop.sinks.consumer import SinkConsumer
 from outloop.sinks.decode import tool_call_row
@@ -110,7 +111,7 @@ def test_rows_arrive_and_a_restarted_consumer_resumes_without_duplicates(broker:
     extra += [d.hook_msg(f"h{i}") for i in range(10)]
     extra += [d.dead_letter_msg(b"\x00raw"), ("t.usage", b"k", b"junk")]
     produce(broker, cat, tool_items(first) + extra, marker="m1")
-    with DuckSink(tmp_path / "sink.duckdb") as sink:
+    with open_sink(tmp_path / "sink.duckdb") as sink:
         one = consumer_for(broker, sink, cat)
         asyncio.run(run_until(one, lambda: markers_seen(sink, "m1") == ALL))
         assert tool_calls_match(sink, first)
@@ -141,7 +142,7 @@ def test_after_write_is_called_once_per_batch_written_after_its_commit(broker: s
     cat = catalogue()
     create_topics(broker, cat)
     produce(broker, cat, [d.usage_msg(id=f"u{i}:r", output_tokens=i) for i in range(120)], marker="m1")
-    with DuckSink(tmp_path / "sink.duckdb") as sink:
+    with open_sink(tmp_path / "sink.duckdb") as sink:
         calls: list[tuple[int, int]] = []
         consumer = SinkConsumer(broker, sink, cat, max_batch=50, refresh_s=0.5, probe_s=0.5,
                                 after_write=lambda: calls.append((consumer.counters["batches"], stored())))
@@ -177,7 +178,7 @@ def test_topics_created_after_the_consumer_started(broker: str, tmp_path: Path) 
         await task
         await run_until(consumer_for(broker, sink, cat), lambda: markers_seen(sink, "m") == ALL)
 
-    with DuckSink(tmp_path / "late.duckdb") as sink:
+    with open_sink(tmp_path / "late.duckdb") as sink:
         asyncio.run(scenario(sink))
         assert tool_calls_match(sink, views)
 
@@ -213,7 +214,7 @@ def test_broker_restart_while_consuming(fresh_broker: Any, tmp_path: Path, probe
         await asyncio.wait_for(task, 30)
         return consumer
 
-    with DuckSink(tmp_path / "restart.duckdb") as sink:
+    with open_sink(tmp_path / "restart.duckdb") as sink:
         consumer = asyncio.run(scenario(sink))
         assert consumer.progress()["restarts"] >= 1
         assert tool_calls_match(sink, old + new)
@@ -227,7 +228,7 @@ def test_log_refilled_past_the_stored_offsets_while_the_consumer_was_down(fresh_
     new = [d.usage_msg(id=f"new{i}:r", session_id=f"s{i % 4}") for i in range(30)]
     create_topics(bootstrap, cat)
     produce(bootstrap, cat, old, marker="m1")
-    with DuckSink(tmp_path / "refill.duckdb") as sink:
+    with open_sink(tmp_path / "refill.duckdb") as sink:
         asyncio.run(run_until(consumer_for(bootstrap, sink, cat), lambda: markers_seen(sink, "m1") == ALL))
         stored = sink.stored_offsets()
         fresh_broker.stop()

@@ -322,11 +322,11 @@ def drain(bootstrap: str, prefix: str, db: Path, sink: Any = None, timeout: floa
     """Run a SinkConsumer (batches of 100 records) until the end marker reached every partition."""
     import asyncio
 
+    from outloop.projections import open_sink
     from outloop.sinks.consumer import SinkConsumer
-    from outloop.sinks.writer import DuckSink
 
     cat = TopicCatalogue(prefix=prefix)
-    sink = sink or DuckSink(db)
+    sink = sink or open_sink(db)
 
     def seen() -> int:
         return int(sink.query("SELECT count(*) FROM flush_markers WHERE marker = 'end'")[1][0][0])
@@ -352,6 +352,7 @@ def crash_child(window: str, db: str, bootstrap: str, prefix: str, at: int, stat
     import threading
     from contextlib import contextmanager
 
+    from outloop.projections import standard
     from outloop.sinks.writer import DuckSink
 
     def die(what: str) -> None:
@@ -395,7 +396,7 @@ def crash_child(window: str, db: str, bootstrap: str, prefix: str, at: int, stat
 
     # the run writes ~1 MB of WAL, below DuckDB's automatic checkpoint threshold (16 MiB): the WAL
     # holds every batch until the CHECKPOINT below (or the reopen after the crash) folds it in
-    drain(bootstrap, prefix, Path(db), CrashingSink(db))
+    drain(bootstrap, prefix, Path(db), CrashingSink(db, projections=standard()))
     Path(status).write_text("no crash")
 
 

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outloop.agents.pairing import BatchOut, Pairing, tool_call_model
+from outloop.projections import open_sink
 from outloop.schemas.events import EventType
-from outloop.sinks.writer import DuckSink
 from outloop.streams.codec import Decoded, Rejected, dead_letter, decode
 from tests.reliability.recompute import (
     T0,
@@ -121,7 +121,7 @@ def deliveries(rng: random.Random, parts: dict[tuple[str, int], list[Message]], 
 
 
 def materialize(db: Path, batches: list[list[Message]]) -> dict[str, list[tuple[Any, ...]]]:
-    with DuckSink(db, clock=lambda: T0) as sink:
+    with open_sink(db, clock=lambda: T0) as sink:
         for batch in batches + [marker("end")]:
             sink.write_batch(batch)
     return dump(db)

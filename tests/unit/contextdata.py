@@ -10,10 +10,10 @@ from pathlib import Path
 from outloop.agents.pairing import Pairing
 from outloop.agents.pricing import cost_usd
 from outloop.agents.sessions import SessionOutputs, session_records
+from outloop.projections.context import refresh_context
+from outloop.projections.patterns import refresh
 from outloop.replay import _flush_envelopes
 from outloop.schemas.topics import TOPICS
-from outloop.sinks.context import refresh_context
-from outloop.sinks.patterns import refresh
 from outloop.sinks.writer import DuckSink
 from outloop.streams.importers import ImportStats
 from outloop.streams.importers.detect import iter_paths

@@ -13,8 +13,8 @@ import pytest
 
 from outloop.agents.pairing import BatchOut, Pairing
 from outloop.agents.sessions import SessionOutputs, session_records
+from outloop.projections import open_sink
 from outloop.schemas.events import ApiMessage, Envelope, EventType
-from outloop.sinks.writer import DuckSink
 from outloop.streams.codec import decode, decode_checked
 from outloop.streams.importers import ImportStats
 from outloop.streams.importers.transcripts import TranscriptState, iter_records
@@ -101,7 +101,7 @@ def _api_msg(data: dict[str, Any]) -> tuple[str, bytes, bytes]:
 @pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 0, 2, 1)])
 def test_api_messages_converge_whatever_the_order_and_batches(tmp_path: Path, order: tuple[int, ...]) -> None:
     versions = [_message(2, []), _message(4, ["toolu_a", "toolu_b"]), _message(3, ["toolu_a"])]
-    with DuckSink(tmp_path / "m.duckdb", clock=d.clock) as sink:
+    with open_sink(tmp_path / "m.duckdb", clock=d.clock) as sink:
         sink.write_batch(d.with_offsets([_api_msg(versions[i]) for i in order[:2]]))
         for n, i in enumerate(order[2:], start=2):
             sink.write_batch([(f"{d.PREFIX}.api-messages", 0, n, b"s1", _api_msg(versions[i])[2])])
@@ -114,7 +114,7 @@ def test_orphan_results_are_kept_but_not_counted(tmp_path: Path) -> None:
                        status="ok", started_at=d.T0, ended_at=d.T0 + timedelta(seconds=2), output_tokens_est=5)
     orphan = d.tool_view("toolu_0", tool_name=None, status="error", ended_at=d.T0, output_bytes=40,
                          output_tokens_est=10, source="transcript")
-    with DuckSink(tmp_path / "o.duckdb", clock=d.clock) as sink:
+    with open_sink(tmp_path / "o.duckdb", clock=d.clock) as sink:
         sink.write_batch(d.with_offsets([d.tool_msg(call), d.tool_msg(orphan)]))
         assert sink.query("SELECT tool_calls, tool_errors, orphan_results FROM v_session_summary")[1] == [[1, 0, 1]]
         assert sink.query("SELECT tool_use_id, status FROM v_orphan_results")[1] == [["toolu_0", "error"]]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from outloop.hooks_install import HOOK_EVENTS
-from outloop.sinks.writer import DuckSink
+from outloop.projections import open_sink
 from outloop.streams.broker import free_port
 from tests.unit import sinkdata as d
 
@@ -34,7 +34,7 @@ def env_for(home: Path) -> dict[str, str]:
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "t.duckdb"
     long_command = "pytest " + " ".join(f"tests/unit/test_module_number_{i}.py" for i in range(12))
-    with DuckSink(path, clock=d.clock) as sink:
+    with open_sink(path, clock=d.clock) as sink:
         sink.write_batch(d.with_offsets([
             d.tool_msg(d.tool_view("toolu_1", command=long_command, tool_input={"command": long_command})),
             d.tool_msg(d.tool_view("toolu_2", command="ls", tool_input={"command": "ls"})),

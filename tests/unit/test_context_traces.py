@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from outloop.sinks.writer import DuckSink
+from outloop.projections import open_sink
 from tests.conftest import traces_dir
 from tests.unit.contextdata import load, outputs
 
@@ -159,19 +159,19 @@ def _dump(db: Path) -> dict[str, list[tuple]]:
 
 def test_replaying_the_same_input_changes_nothing(loaded: Path, tmp_path: Path) -> None:
     before = _dump(loaded)
-    sink = DuckSink(loaded).open()
+    sink = open_sink(loaded).open()
     try:
         msgs = outputs([traces_dir()])
         for start in range(0, len(msgs), 3000):  # other batch boundaries, offsets already stored or not
             sink.write_batch(msgs[start:start + 3000])
-        from outloop.sinks.context import refresh_context
+        from outloop.projections.context import refresh_context
         with sink.transaction() as con:
             refresh_context(con)
     finally:
         sink.close()
     assert _dump(loaded) == before
     other = tmp_path / "again.duckdb"
-    sink = DuckSink(other).open()
+    sink = open_sink(other).open()
     try:
         load(sink, [traces_dir()], batch=777)
     finally:

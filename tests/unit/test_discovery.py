@@ -30,7 +30,7 @@ from outloop.agents.discovery import (
 )
 from outloop.drafts import SECTIONS, render, write_drafts
 from outloop.filing import file_issues
-from outloop.sinks.discovery import turns_saved
+from outloop.projections.discovery import turns_saved
 from tests.unit.fakegh import FAKE_GH
 
 END = datetime(2026, 1, 17, 18, 0, tzinfo=UTC)

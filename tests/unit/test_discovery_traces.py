@@ -17,7 +17,7 @@ import pytest
 
 from outloop.agents.pricing import PriceTable
 from outloop.drafts import SECTIONS, render, write_drafts
-from outloop.sinks.writer import DuckSink
+from outloop.projections import open_sink
 from tests.unit.fakegh import FAKE_GH
 
 # traces-dev spends little in its last 30 days: the default $0.50/month for a tool keeps none;
@@ -32,7 +32,7 @@ def loaded(traces_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     db, config = folder / "dev.duckdb", folder / "discovery.toml"
     shutil.copy(traces_db, db)  # the loaded traces are shared: write on a copy
     config.write_text(CONFIG)
-    with DuckSink(db) as sink:
+    with open_sink(db) as sink:
         sink.discover(str(config))
     return db, config
 
@@ -111,7 +111,7 @@ def test_twice_changes_nothing_and_changed_data_updates_a_draft_in_place(loaded:
     copy = tmp_path / "copy.duckdb"
     shutil.copy(db, copy)
     drafts = tmp_path / "drafts"
-    with DuckSink(copy) as sink:
+    with open_sink(copy) as sink:
         first = sink.discover(str(config))
         write_drafts(first, drafts)
         second = sink.discover(str(config))
@@ -181,7 +181,7 @@ def test_an_active_rule_that_under_delivers_becomes_an_opportunity(loaded: tuple
     db, config = loaded
     copy = tmp_path / "rule.duckdb"
     shutil.copy(db, copy)
-    with DuckSink(copy) as sink:
+    with open_sink(copy) as sink:
         tool = next(r for r in sink.discover(str(config)) if r["kind"] == "tool")
         sink.recommendation_feedback(tool["id"], "accept", "my-rule")
         with sink.transaction() as con:
@@ -206,7 +206,7 @@ def test_memory_files_of_a_project_are_priced_by_every_call_that_re_reads_them(l
     copy = tmp_path / "memory.duckdb"
     shutil.copy(db, copy)
     files = json.dumps([{"path": "/proj/CLAUDE.md", "bytes": 24000, "tokens": 8000}])
-    with DuckSink(copy) as sink:
+    with open_sink(copy) as sink:
         cache = next(r for r in sink.discover(str(config)) if r["key"] == "cache-break:idle")
         with sink.transaction() as con:  # two sessions of the window measured in a project folder at hand
             sessions = con.execute(

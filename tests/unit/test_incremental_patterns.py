@@ -22,9 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import outloop.sinks.patterns
+import outloop.projections.patterns
 from outloop.agents.patterns import ConfidenceWeights, StatusRules
-from outloop.sinks.patterns import (
+from outloop.projections import open_sink
+from outloop.projections.patterns import (
     _TIME_EXTREMES,
     AGGREGATE,
     CALL_COLUMNS,
@@ -164,11 +165,11 @@ def test_incremental_state_equals_from_scratch(plan: list[tuple[list[dict[str, A
                                                monkeypatch: Any) -> None:
     """``lookup``: stored rows read back by primary-key lookups (``IN`` lists), or by a semi-join
     scan (what a small table gets): both ways give the same state."""
-    monkeypatch.setattr(outloop.sinks.patterns, "SCAN_ROWS_PER_KEY", 0 if lookup == "index" else 10**12)
+    monkeypatch.setattr(outloop.projections.patterns, "SCAN_ROWS_PER_KEY", 0 if lookup == "index" else 10**12)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "p.duckdb"
         written: list[tuple[list[dict[str, Any]], bool]] = [([ANCHOR], False)]
-        with DuckSink(db, clock=d.clock) as sink:
+        with open_sink(db, clock=d.clock) as sink:
             write(sink, [ANCHOR], False, 0)
             for views, flush, repeat in plan:
                 for _ in range(1 + (repeat == 3)):  # some batches are redelivered at once
@@ -216,7 +217,7 @@ def test_migration_backfills_an_existing_database(tmp_path: Path) -> None:
     assert dump(con, tuple(f.table for f in FOLDS)) == state
     con.execute("ROLLBACK")
     con.close()
-    with DuckSink(db, clock=d.clock) as sink:  # the sink continues from the backfilled state
+    with open_sink(db, clock=d.clock) as sink:  # the sink continues from the backfilled state
         write(sink, [views[0], d.tool_view("toolu_new", session_id="sz", tool_input={"command": "git status"},
                                            command="git status", status="ok", started_at=d.T0)], True, 0)
         check_against_scratch(sink.con)
@@ -245,8 +246,8 @@ def test_a_signature_rule_change_recomputes_stored_signatures_chunk_by_chunk(tmp
     import dataclasses
     import logging
 
-    import outloop.sinks.patterns as patterns
-    import outloop.sinks.writer as writer
+    import outloop.projections.kinds as writer  # the patterns projection: its rebuild
+    import outloop.projections.patterns as patterns
     from outloop.agents.signatures import SIGNATURE_VERSION, Signature
 
     db = tmp_path / "rules.duckdb"
@@ -265,7 +266,7 @@ def test_a_signature_rule_change_recomputes_stored_signatures_chunk_by_chunk(tmp
 
     with monkeypatch.context() as m:  # the database as the former rules left it
         m.setattr(patterns, "_signature", former)
-        with DuckSink(db, clock=d.clock) as sink:
+        with open_sink(db, clock=d.clock) as sink:
             write(sink, views, True, 0)
             former_rows = sink.con.execute("SELECT count(*) FROM tool_calls WHERE signature = 'other:cat:*'")
             assert former_rows.fetchone() == (6,)
@@ -281,14 +282,14 @@ def test_a_signature_rule_change_recomputes_stored_signatures_chunk_by_chunk(tmp
 
     monkeypatch.setattr(writer, "materialize", crashing)
     with pytest.raises(RuntimeError, match="^killed$"):
-        DuckSink(db, clock=d.clock)
+        open_sink(db, clock=d.clock)
     assert chunks == [7, 7, 7]
     con = duckdb.connect(str(db))
     assert con.execute("SELECT count(*) FROM tool_calls WHERE signature_version = ?",
                        [SIGNATURE_VERSION]).fetchone() == (14,)  # the two chunks committed before the crash
     con.close()
     monkeypatch.setattr(writer, "materialize", real_materialize)
-    with caplog.at_level(logging.INFO, logger="outloop.sink"), DuckSink(db, clock=d.clock) as sink:
+    with caplog.at_level(logging.INFO, logger="outloop.sink"), open_sink(db, clock=d.clock) as sink:
         assert "recomputing the signatures of 26 stored tool calls" in caplog.text
         assert sink.con.execute("SELECT count(*) FROM tool_calls WHERE signature_version <> ?",
                                 [SIGNATURE_VERSION]).fetchone() == (0,)

@@ -15,8 +15,8 @@ import pytest
 
 from outloop.agents.context import Call
 from outloop.agents.overhead import mcp_server, mcp_servers, memory_files, memory_paths, overhead_row, read_file
-from outloop.sinks.context import refresh_context
-from outloop.sinks.writer import DuckSink
+from outloop.projections import open_sink
+from outloop.projections.context import refresh_context
 from tests.conftest import traces_dir
 from tests.unit.contextdata import load
 
@@ -87,7 +87,7 @@ def test_real_hook_payloads_in_a_folder_at_hand_are_measured_once(tmp_path: Path
     logs.mkdir()
     (logs / "pre_tool_use.json").write_text(json.dumps([{**p, "cwd": str(cwd)} for p in payloads[:40]]))
     db = tmp_path / "o.duckdb"
-    sink = DuckSink(db).open()
+    sink = open_sink(db).open()
     try:
         load(sink, [logs])
         (cwd / "CLAUDE.md").write_text("changed\n")

@@ -94,7 +94,7 @@ def test_a_permission_dialog_between_the_hook_times_makes_them_wall_clock():
 
 
 def test_the_sink_derives_the_run_time_as_the_agents_do() -> None:
-    from outloop.sinks.patterns import run_of
+    from outloop.projections.patterns import run_of
 
     pre, post = T0, T0 + timedelta(microseconds=123_456_789)
     us = int(pre.timestamp() * 1_000_000)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from outloop.agents.quota_budget import answer, estimate_from_history, p90
+from outloop.projections import open_sink
 from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
@@ -46,7 +47,7 @@ def sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DuckSink]:
     monkeypatch.setenv("OUTLOOP_QUOTA_FIVE_HOUR_TOKENS", "1000000")
     monkeypatch.setenv("OUTLOOP_HOME", str(tmp_path))
     now = [d.clock()]
-    with DuckSink(tmp_path / "sink.duckdb", clock=lambda: now[0]) as s:
+    with open_sink(tmp_path / "sink.duckdb", clock=lambda: now[0]) as s:
         # 200k tokens used in the current block (23:30 the day before the clock)
         s.write_batch(d.with_offsets([d.usage_msg(id="m1:r", timestamp=d.clock() - timedelta(minutes=30),
                                                   input_tokens=150_000, output_tokens=50_000)]))
@@ -107,10 +108,10 @@ def test_quota_at_the_watermark_and_replays_change_nothing(tmp_path: Path, monke
     def dump(sink: DuckSink) -> list[Any]:
         return [sink.query(f"SELECT * FROM {t} ORDER BY id")[1] for t in tables]
 
-    with DuckSink(tmp_path / "q.duckdb", clock=d.clock) as sink:
+    with open_sink(tmp_path / "q.duckdb", clock=d.clock) as sink:
         sink.write_batch(batch)
         first = dump(sink)
-        sink._last_quota = 0.0  # as if the refresh interval had passed
+        next(p for p in sink.projections if p.name == "quota")._last = 0.0  # as if the refresh interval had passed
         sink.write_batch(batch)  # the same records again (redelivered)
         assert dump(sink) == first
     snapshots, _forecasts, decisions = first

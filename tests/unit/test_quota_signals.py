@@ -15,8 +15,8 @@ from outloop.agents.quota import UsageRow
 from outloop.agents.quota_risk import QuotaConfig
 from outloop.agents.quota_signals import merge_official, parse_reset, rate_limit_stops, window_of
 from outloop.agents.quota_status import Official, assess
+from outloop.projections import open_sink
 from outloop.schemas.events import EventType
-from outloop.sinks.writer import DuckSink
 from outloop.streams.importers import ImportStats
 from outloop.streams.importers.transcripts import iter_records
 from tests.unit import sinkdata as d
@@ -111,10 +111,10 @@ def test_the_sink_stores_a_critical_decision_at_the_stop(tmp_path: Path, monkeyp
                           {"session_id": "s1", "hook_event_name": "ApiError", "error": "rate_limit", "text": TEXT},
                           time=STOP_AT)
     batch = d.with_offsets([*usage, stop])
-    with DuckSink(tmp_path / "q.duckdb", clock=d.clock) as sink:
+    with open_sink(tmp_path / "q.duckdb", clock=d.clock) as sink:
         sink.write_batch(batch)
         first = sink.query("SELECT * FROM throttle_decisions ORDER BY id")[1]
-        sink._last_quota = 0.0  # as if the refresh interval had passed
+        next(p for p in sink.projections if p.name == "quota")._last = 0.0  # as if the refresh interval had passed
         sink.write_batch(batch)  # redelivered: nothing changes
         assert sink.query("SELECT * FROM throttle_decisions ORDER BY id")[1] == first
     assert len(first) == 1

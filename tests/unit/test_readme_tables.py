@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from outloop.sinks.writer import DuckSink
+from outloop.projections import open_sink
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readme_lists_every_table_and_view(tmp_path: Path) -> None:
-    with DuckSink(tmp_path / "t.duckdb") as sink:
+    with open_sink(tmp_path / "t.duckdb") as sink:
         _, rows = sink.query("SELECT table_name, table_type FROM information_schema.tables "
                              "WHERE table_schema = 'main' ORDER BY table_name")
     tables = {name for name, kind in rows if kind == "BASE TABLE"}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from outloop.projections import open_sink
 from outloop.replay import ReplaySummary, summarize
 from outloop.report import print_summary
-from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
 OUTLOOP = str(Path(sys.executable).with_name("outloop"))
@@ -24,7 +24,7 @@ def test_the_summary_counts_unpriced_responses_by_model(tmp_path: Path) -> None:
              d.usage_msg(id="m3:r", model="mystery-model-9", cost_usd=None),
              d.usage_msg(id="m4:r", model="other-unknown", cost_usd=None),
              d.usage_msg(id="m5:r", model="mystery-model-9", cost_usd=None, session_id="elsewhere")]
-    with DuckSink(tmp_path / "s.duckdb", clock=d.clock) as sink:
+    with open_sink(tmp_path / "s.duckdb", clock=d.clock) as sink:
         sink.write_batch(d.with_offsets(items))
         summary = ReplaySummary()
         summarize(sink, ["s1"], summary)

@@ -13,12 +13,12 @@ import pytest
 
 from outloop.agents.pairing import Pairing
 from outloop.agents.sessions import SessionOutputs, session_records
+from outloop.projections import open_sink
 from outloop.router.decide import decide
 from outloop.router.rules import build
 from outloop.router.server import decision_envelope
 from outloop.router.state import decision_record
 from outloop.sinks.snapshot import snapshot_path
-from outloop.sinks.writer import DuckSink
 from outloop.streams.codec import Decoded, decode
 from outloop.streams.forwarder import envelope_for
 from outloop.streams.spool import Spool
@@ -71,7 +71,7 @@ def test_decision_secrets_are_redacted_by_the_agent() -> None:
 
 
 def _rows(db: Path) -> list[tuple[object, ...]]:
-    with DuckSink(db) as sink:
+    with open_sink(db) as sink:
         _, rows = sink.query("SELECT * EXCLUDE (fidelity) FROM routing_decisions ORDER BY decision_id")
     return [tuple(r) for r in rows]
 
@@ -81,17 +81,17 @@ def test_sink_stores_each_decision_once_whatever_the_redeliveries(tmp_path: Path
               for i, c in enumerate(["pytest -q", "rm -rf build", "git status"])]
     records = [(t, k, v) for t, k, v, _ in _through_agent(values)]
     db = tmp_path / "a.duckdb"
-    with DuckSink(db) as sink:
+    with open_sink(db) as sink:
         sink.write_batch([(t, 0, i, k, v) for i, (t, k, v) in enumerate(records)])
     first = _rows(db)
     assert len(first) == 3
     by_command = {r[4]: r for r in first}
     assert by_command["pytest -q"][13] == "rewrite" and by_command["rm -rf build"][13] == "pass"
-    with DuckSink(db) as sink:  # redelivered, twice in one batch and once more
+    with open_sink(db) as sink:  # redelivered, twice in one batch and once more
         sink.write_batch([(t, 0, 10 + i, k, v) for i, (t, k, v) in enumerate(records + records)])
     assert _rows(db) == first
     again = tmp_path / "b.duckdb"  # a replay into a fresh file gives the same rows
-    with DuckSink(again) as sink:
+    with open_sink(again) as sink:
         sink.write_batch([(t, 1, i, k, v) for i, (t, k, v) in enumerate(reversed(records))])
     assert _rows(again) == first
 
@@ -108,7 +108,7 @@ def test_sink_publishes_the_routing_snapshot(tmp_path: Path, fidelity: float | N
     values = [orjson.dumps(orjson.loads(decision_envelope(_decision("pytest -q", "toolu_p"), int(NOW * 1e9))))]
     records = [(t, 0, i, k, v) for i, (t, k, v, _) in enumerate(_through_agent(values))]
     db = tmp_path / "s.duckdb"
-    with DuckSink(db) as sink:
+    with open_sink(db) as sink:
         if fidelity is not None:
             sink.write_batch(records)
             sink.con.execute("UPDATE routing_decisions SET fidelity = ?", [fidelity])

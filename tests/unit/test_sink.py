@@ -15,6 +15,7 @@ import pytest
 
 from outloop.agents.signatures import signature_of
 from outloop.agents.toolcalls import run_time
+from outloop.projections import open_sink
 from outloop.schemas.events import EventType
 from outloop.sinks.decode import tool_call_row
 from outloop.sinks.upsert import PLAIN, Optimism
@@ -35,7 +36,7 @@ def dump(sink: DuckSink, tables: tuple[str, ...] = DATA_TABLES) -> dict[str, lis
 
 @pytest.fixture
 def sink(tmp_path: Path) -> Iterator[DuckSink]:
-    with DuckSink(tmp_path / "sink.duckdb", clock=d.clock) as s:
+    with open_sink(tmp_path / "sink.duckdb", clock=d.clock) as s:
         yield s
 
 
@@ -57,7 +58,7 @@ def corpus(seed: int) -> tuple[list[dict[str, Any]], list[tuple[str, int, int, b
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_batches_split_reordered_or_repeated_give_identical_tables(tmp_path: Path, seed: int) -> None:
     views, messages = corpus(seed)
-    with DuckSink(tmp_path / "one.duckdb", clock=d.clock) as one:
+    with open_sink(tmp_path / "one.duckdb", clock=d.clock) as one:
         one.write_batch(messages)
         reference = dump(one)
         one.write_batch(messages)  # the same batch again
@@ -65,7 +66,7 @@ def test_batches_split_reordered_or_repeated_give_identical_tables(tmp_path: Pat
     rng = random.Random(seed * 100)
     shuffled = messages + rng.sample(messages, len(messages) // 3)  # redelivered duplicates
     rng.shuffle(shuffled)
-    with DuckSink(tmp_path / "many.duckdb", clock=d.clock) as many:
+    with open_sink(tmp_path / "many.duckdb", clock=d.clock) as many:
         i = 0
         while i < len(shuffled):
             n = rng.randrange(1, 25)
@@ -105,7 +106,7 @@ def test_syn_row_joins_the_real_row_in_either_order(tmp_path: Path) -> None:
     results = []
     for order in itertools.permutations([syn_pre, syn_post, real]):
         for batched in (False, True):
-            with DuckSink(tmp_path / f"{len(results)}.duckdb", clock=d.clock) as s:
+            with open_sink(tmp_path / f"{len(results)}.duckdb", clock=d.clock) as s:
                 msgs = d.with_offsets([d.tool_msg(v) for v in order])
                 for batch in ([msgs] if batched else [[m] for m in msgs]):
                     s.write_batch(batch)
@@ -123,7 +124,7 @@ def test_usage_keeps_the_largest_record_whole(tmp_path: Path) -> None:
     tie_b = d.usage_msg(input_tokens=50, output_tokens=10, cache_read_input_tokens=10, source="b")
     seen = set()
     for order in itertools.permutations([small, large]):
-        with DuckSink(tmp_path / f"u{len(seen)}.duckdb", clock=d.clock) as s:
+        with open_sink(tmp_path / f"u{len(seen)}.duckdb", clock=d.clock) as s:
             for m in d.with_offsets(list(order)):
                 s.write_batch([m])
             seen.add(tuple(map(tuple, s.query("SELECT model, output_tokens, cost_usd FROM usage")[1])))
@@ -131,7 +132,7 @@ def test_usage_keeps_the_largest_record_whole(tmp_path: Path) -> None:
     winners = set()
     for order in ([tie_a, tie_b], [tie_b, tie_a]):
         for split in (False, True):
-            with DuckSink(tmp_path / f"t{len(winners)}{split}{order[0] is tie_a}.duckdb", clock=d.clock) as s:
+            with open_sink(tmp_path / f"t{len(winners)}{split}{order[0] is tie_a}.duckdb", clock=d.clock) as s:
                 msgs = d.with_offsets(order)
                 for batch in ([[m] for m in msgs] if split else [msgs]):
                     s.write_batch(batch)
@@ -144,7 +145,7 @@ def test_workflow_run_fold_is_order_independent(tmp_path: Path) -> None:
     events = d.workflow_msgs("run7")
     rows = set()
     for i, order in enumerate(itertools.permutations(events)):
-        with DuckSink(tmp_path / f"w{i}.duckdb", clock=d.clock) as s:
+        with open_sink(tmp_path / f"w{i}.duckdb", clock=d.clock) as s:
             for m in d.with_offsets(list(order)):
                 s.write_batch([m])
             rows.add(tuple(s.query("SELECT * FROM workflow_runs")[1][0]))
@@ -176,7 +177,7 @@ def test_rows_and_offsets_commit_together(tmp_path: Path) -> None:
     path = tmp_path / "crash.duckdb"
     with CrashBeforeCommit(path, clock=d.clock) as s, pytest.raises(RuntimeError, match="power cut"):
         s.write_batch(messages)
-    with DuckSink(path, clock=d.clock) as s:
+    with open_sink(path, clock=d.clock) as s:
         assert all(rows == [] for rows in dump(s).values())
         assert s.stored_offsets() == {}
         s.write_batch(messages[:10])
@@ -215,7 +216,7 @@ def test_dead_letters_of_one_id_keep_one_winner_whatever_the_order(tmp_path: Pat
     stored = set()
     for n, (a, b) in enumerate([(first, second), (second, first)]):
         for split in (False, True):
-            with DuckSink(tmp_path / f"dl{n}{split}.duckdb", clock=d.clock) as s:
+            with open_sink(tmp_path / f"dl{n}{split}.duckdb", clock=d.clock) as s:
                 if split:
                     s.write_batch([("t.dlq", 0, 0, *a[1:])])
                     s.write_batch([("t.dlq", 0, 1, *b[1:])])
@@ -282,10 +283,10 @@ def test_out_of_memory_raises_the_limit_and_the_retry_succeeds(tmp_path: Path) -
     """A DuckDB memory limit that fit a young database must not stall an old one: the failed write
     is transient, the limit doubles, and the retried batch goes in."""
     path = tmp_path / "db.duckdb"
-    with DuckSink(path, clock=d.clock) as big:  # a database whose indexes outgrow the limit below
+    with open_sink(path, clock=d.clock) as big:  # a database whose indexes outgrow the limit below
         big.con.execute("CREATE TABLE filler (id VARCHAR PRIMARY KEY)")
         big.con.execute("INSERT INTO filler SELECT 'f' || md5(i::VARCHAR) FROM range(400000) r(i)")
-    sink = DuckSink(path, clock=d.clock, memory_limit="4MB")
+    sink = open_sink(path, clock=d.clock, memory_limit="4MB")
     try:
         start = sink._memory_bytes
         assert start is not None
@@ -338,7 +339,7 @@ def test_a_batch_meeting_a_stored_key_is_rolled_back_and_written_upserted(tmp_pa
     third = [("t.usage", 0, 3, b"s1", d.usage_msg(id="u2:r")[2])]
     dumps = []
     for optimistic in (True, False):
-        with DuckSink(tmp_path / f"{optimistic}.duckdb", clock=d.clock) as s:
+        with open_sink(tmp_path / f"{optimistic}.duckdb", clock=d.clock) as s:
             if not optimistic:
                 s.optimism.plain = frozenset  # type: ignore[method-assign]  # the reference: always upsert
             for batch in (first, second):
@@ -370,7 +371,7 @@ def test_plain_inserts_store_what_upserts_store_patterns_included(tmp_path: Path
     messages += [("t.tool-calls", 0, 1000 + i, k, v) for i, (_, k, v) in enumerate(more)]
     dumps = []
     for optimistic in (True, False):
-        with DuckSink(tmp_path / f"{seed}{optimistic}.duckdb", clock=d.clock) as s:
+        with open_sink(tmp_path / f"{seed}{optimistic}.duckdb", clock=d.clock) as s:
             if not optimistic:
                 s.optimism.plain = frozenset  # type: ignore[method-assign]
             for i in range(0, len(messages), 9):
@@ -390,7 +391,7 @@ def test_the_default_settings_bound_duckdb_to_128_mb(tmp_path: Path) -> None:
     from outloop.streams.settings import Settings
 
     limit = Settings.from_env({}).db_memory
-    with DuckSink(tmp_path / "db.duckdb", clock=d.clock, memory_limit=limit) as sink:
+    with open_sink(tmp_path / "db.duckdb", clock=d.clock, memory_limit=limit) as sink:
         assert sink._memory_bytes is not None
         assert 120 * 2**20 < sink._memory_bytes <= 128 * 10**6  # DuckDB's MB are decimal
 
@@ -401,14 +402,18 @@ def test_the_periodic_refresh_runs_only_while_marks_may_be_waiting(tmp_path: Pat
     marks; none once a refresh with sequences cleared them and only hook events come in; a tool call owes
     one again, and so does usage (the context tables of its session). Patterns stay right throughout:
     the marks in the database are what decide."""
-    import outloop.sinks.writer as writer
+    import outloop.projections.kinds as kinds
 
-    runs: list[tuple[bool, bool]] = []
-    real = writer.refresh
-    monkeypatch.setattr(writer, "REFRESH_S", 0.0)
-    monkeypatch.setattr(writer, "SEQUENCE_REFRESH_S", 0.0)
-    monkeypatch.setattr(writer, "refresh", lambda con, full=False, sequences=True: (
-        runs.append((full, sequences)), real(con, full, sequences))[1])
+    runs: list[float] = []  # the batches after which a refresh transaction ran (their refresh time)
+    monkeypatch.setattr(kinds, "REFRESH_S", 0.0)
+    monkeypatch.setattr(kinds, "SEQUENCE_REFRESH_S", 0.0)
+    monkeypatch.setattr(kinds, "CONTEXT_REFRESH_S", 0.0)
+    for kind in (kinds.Patterns, kinds.Context):
+        def counted(self: Any, con: Any, now: float, deadline: float, real: Any = kind.refresh) -> bool:
+            if not runs or runs[-1] != now:
+                runs.append(now)
+            return bool(real(self, con, now, deadline))
+        monkeypatch.setattr(kind, "refresh", counted)
     usage = iter(range(100))
 
     def usage_batch() -> list[Any]:
@@ -418,7 +423,7 @@ def test_the_periodic_refresh_runs_only_while_marks_may_be_waiting(tmp_path: Pat
         n = next(usage)
         return d.with_offsets([d.hook_msg(f"h{n}", session_id="s1", hook_event_name="Notification")])
 
-    with DuckSink(tmp_path / "s.duckdb", clock=d.clock) as sink:
+    with open_sink(tmp_path / "s.duckdb", clock=d.clock) as sink:
         sink.write_batch(hook_batch())
         assert len(runs) == 1  # the first one looks for marks left from before
         sink.write_batch(hook_batch())

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from outloop.projections import open_sink, standard
 from outloop.schemas.events import EventType
 from outloop.sinks.decode import BATCH_MIN, CHECKED, FAST, KINDS, SCHEMAS, TABLES, Folded, _fold_one, fold
 from outloop.sinks.writer import DuckSink, ErrorKind, WriteResult, classify_error
@@ -27,7 +28,10 @@ from tests.unit.test_sink import DATA_TABLES, dump
 
 
 class ReferenceSink(DuckSink):
-    """The writer as it was: pydantic for every record, the fold in Python."""
+    """The writer as it was: pydantic for every record, the fold in Python (with the product's projections)."""
+
+    def __init__(self, path: Path, clock: Any = None) -> None:
+        super().__init__(path, clock=clock, projections=standard())
 
     def _write(self, messages: list[Any], anchors: dict[Any, str | None]) -> WriteResult:
         if not messages:
@@ -36,7 +40,7 @@ class ReferenceSink(DuckSink):
         try:
             with self.transaction() as con:
                 rows = sinkref.apply(con, folded, anchors)
-                self._patterns(con, folded)  # type: ignore[arg-type]
+                self._mark(con, folded)  # type: ignore[arg-type]
             return WriteResult(folded.records, rows, folded.decode_errors)
         except (duckdb.Error, pa.ArrowException, OverflowError, UnicodeError) as exc:
             if classify_error(exc) is ErrorKind.TRANSIENT:
@@ -227,7 +231,7 @@ def state(sink: DuckSink) -> dict[str, Any]:
 def test_generated_batches_leave_the_database_the_reference_leaves(tmp_path_factory: Any, chunks: list) -> None:
     assume(not any(BIG_TOOL_INPUT in (m[4] or b"") for chunk in chunks for m in chunk))  # crashes the reference
     tmp: Path = tmp_path_factory.mktemp("eq")
-    with DuckSink(tmp / "new.duckdb", clock=clock) as new, ReferenceSink(tmp / "ref.duckdb", clock=clock) as ref:
+    with open_sink(tmp / "new.duckdb", clock=clock) as new, ReferenceSink(tmp / "ref.duckdb", clock=clock) as ref:
         for chunk in chunks:
             for sink in (new, ref):
                 sink.write_batch(chunk)
@@ -240,7 +244,7 @@ def test_a_usage_record_claiming_more_tokens_than_any_response_can_is_a_dead_let
     usage = {"id": "m1:r", "session_id": "s1", "model": None, "timestamp": None, "output_tokens": 1}
     msgs = d.with_offsets([("t.usage", b"s1", json.dumps({**usage, "input_tokens": 2**63 - 1}).encode()),
                            ("t.usage", b"s1", json.dumps({**usage, "id": "m2:r", "input_tokens": 5}).encode())])
-    with DuckSink(tmp_path / "u.duckdb", clock=clock) as sink:
+    with open_sink(tmp_path / "u.duckdb", clock=clock) as sink:
         sink.write_batch(msgs)
         con = sink.con
         assert con.execute("SELECT id, input_tokens FROM usage").fetchall() == [("m2:r", 5)]
@@ -256,7 +260,7 @@ def test_a_tool_input_orjson_cannot_write_is_a_dead_letter_not_a_lost_batch(tmp_
     good = d.tool_msg(d.tool_view("toolu_1"))
     bad = ("t.tool-calls", b"s1", good[2].replace(b'"tool_input":null', BIG_TOOL_INPUT))
     assert BIG_TOOL_INPUT in bad[2]
-    with DuckSink(tmp_path / "s.duckdb", clock=clock) as sink:
+    with open_sink(tmp_path / "s.duckdb", clock=clock) as sink:
         result = sink.write_batch(d.with_offsets([good, bad]))
         assert result.decode_errors == 1
         assert sink.query("SELECT id FROM tool_calls")[1] == [["toolu_1"]]
@@ -275,7 +279,7 @@ def test_a_time_outside_the_utc_range_is_a_decode_dead_letter_in_both(tmp_path: 
     bad = ("t.tool-calls", b"s1", good[2].replace(b'"id":"toolu_1"', b'"id":"toolu_2"').replace(
         b'"ended_at":null', b'"ended_at":"' + when.encode() + b'"'))
     assert when.encode() in bad[2]
-    for kind in (DuckSink, ReferenceSink):
+    for kind in (open_sink, ReferenceSink):
         with kind(tmp_path / f"{kind.__name__}.duckdb", clock=clock) as sink:
             result = sink.write_batch(d.with_offsets([good, bad]))
             assert (result.decode_errors, result.refused) == (1, 0)
@@ -302,7 +306,7 @@ def test_a_hook_payload_is_stored_as_the_text_the_record_holds(tmp_path: Path, t
     fast = time.endswith(b'Z"')
     assert (_fold_one_row(value) is not None) == fast
     run = [("t.hook-events", b"s1", value.replace(b'"e1"', f'"e{i}"'.encode())) for i in range(BATCH_MIN)]
-    for sink_kind in (DuckSink, ReferenceSink):
+    for sink_kind in (open_sink, ReferenceSink):
         with sink_kind(tmp_path / f"{sink_kind.__name__}.duckdb", clock=clock) as sink:
             sink.write_batch(d.with_offsets(run))
             rows = sink.query("SELECT id, session_id, hook_event_name, payload::VARCHAR FROM hook_events "
@@ -323,7 +327,7 @@ def test_a_hook_payload_that_is_not_an_object_of_utf8_text_is_a_decode_dead_lett
     good = b'{"id":"e1","type":"hook.event","source":"hook","subject":"s1","time":"2025-06-01T12:00:00Z","data":{}}'
     bad = good.replace(b'"e1"', b'"e2"').replace(b'"data":{}', b'"data":' + data)
     assert _fold_one_row(bad) is None
-    with DuckSink(tmp_path / "s.duckdb", clock=clock) as sink:
+    with open_sink(tmp_path / "s.duckdb", clock=clock) as sink:
         result = sink.write_batch(d.with_offsets([("t.hook-events", b"s1", good), ("t.hook-events", b"s1", bad)]))
         assert result.decode_errors == 1
         assert sink.query("SELECT id, payload::VARCHAR FROM hook_events")[1] == [["e1", "{}"]]
@@ -539,7 +543,7 @@ def test_versions_of_one_key_fold_like_the_reference(tmp_path: Path) -> None:
     items += [d.hook_msg(f"h{i % 3}", tool_use_id=f"toolu_{i}") for i in range(9)]
     msgs = d.with_offsets(items)
     rng.shuffle(msgs)
-    with DuckSink(tmp_path / "n.duckdb", clock=clock) as new, ReferenceSink(tmp_path / "r.duckdb", clock=clock) as ref:
+    with open_sink(tmp_path / "n.duckdb", clock=clock) as new, ReferenceSink(tmp_path / "r.duckdb", clock=clock) as ref:
         for i in range(0, len(msgs), 50):
             new.write_batch(msgs[i:i + 50])
             ref.write_batch(msgs[i:i + 50])

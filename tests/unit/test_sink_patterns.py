@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from outloop.projections import open_sink
 from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
@@ -38,7 +39,7 @@ def patterns(sink: DuckSink) -> dict[str, dict]:
 
 @pytest.fixture
 def sink(tmp_path: Path):
-    with DuckSink(tmp_path / "p.duckdb", clock=d.clock) as s:
+    with open_sink(tmp_path / "p.duckdb", clock=d.clock) as s:
         yield s
 
 
@@ -82,7 +83,7 @@ def test_same_final_state_whatever_the_batching(tmp_path: Path) -> None:
     for seed in range(3):
         order = views[:]
         random.Random(seed).shuffle(order)
-        with DuckSink(tmp_path / f"{seed}.duckdb", clock=d.clock) as s:
+        with open_sink(tmp_path / f"{seed}.duckdb", clock=d.clock) as s:
             size = 1 + seed * 7
             for i in range(0, len(order), size):
                 write(s, order[i:i + size], flush=False)
@@ -141,7 +142,7 @@ def test_sequences_mined_in_chunks_equal_sequences_mined_at_once(sink: DuckSink,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """refresh_sequences walks the occurrences and inserts n-grams SEQUENCE_CHUNK rows at a time (its
     memory bound): a session cut by a chunk boundary must come out as if mined in one go."""
-    from outloop.sinks import patterns as pat
+    from outloop.projections import patterns as pat
 
     edit = {"file_path": "/repo/src/app.py", "old_string": "a", "new_string": "b"}
     steps = [("Edit", edit), ("Bash", PYTEST), ("Read", {"file_path": "/repo/README.md"}), ("Bash", PYTEST)]
@@ -165,7 +166,7 @@ def test_a_statement_that_fails_inside_materialization_surfaces_as_itself(sink: 
     the batch was retried forever instead of being split down to a dead letter)."""
     import duckdb
 
-    from outloop.sinks.patterns import _CALL, occurrences_for
+    from outloop.projections.patterns import _CALL, occurrences_for
 
     write(sink, [call(1)])
     [[tid]] = sink.query("SELECT tool_use_id FROM pattern_occurrences")[1]

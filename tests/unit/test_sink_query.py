@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from outloop.projections import open_sink
 from outloop.sinks.decode import SCHEMAS, fold
 from outloop.sinks.query import QueryRejected, check_readonly, open_readonly, run_readonly
 from outloop.sinks.schema import MIGRATIONS
@@ -22,7 +23,7 @@ from tests.unit import sinkdata as d
 
 @pytest.fixture
 def sink(tmp_path: Path) -> Iterator[DuckSink]:
-    with DuckSink(tmp_path / "sink.duckdb", clock=d.clock) as s:
+    with open_sink(tmp_path / "sink.duckdb", clock=d.clock) as s:
         s.write_batch(d.with_offsets([d.usage_msg(id=f"m{i}:r") for i in range(3)]))
         yield s
 
@@ -111,9 +112,9 @@ def test_reads_from_other_threads_while_writing(sink: DuckSink) -> None:
 
 def test_readonly_file_access_and_migrations(tmp_path: Path) -> None:
     path = tmp_path / "ro.duckdb"
-    with DuckSink(path, clock=d.clock) as s:
+    with open_sink(path, clock=d.clock) as s:
         s.write_batch(d.with_offsets([d.usage_msg()]))
-    with DuckSink(path, clock=d.clock) as s:  # reopening applies nothing twice
+    with open_sink(path, clock=d.clock) as s:  # reopening applies nothing twice
         assert s.query("SELECT version FROM schema_version ORDER BY version")[1] == [
             [v] for v, _, _ in MIGRATIONS]  # each once, in order (numbers may skip while branches merge)
     con = open_readonly(path)
@@ -138,7 +139,7 @@ def test_writer_throughput_against_bare_arrow_insert(tmp_path: Path,
     size = 2000
     times: dict[str, list[float]] = {"writer": [], "fold": [], "arrow": [], "arrow_pk": []}
     for run in range(3):
-        with DuckSink(tmp_path / f"w{run}.duckdb", clock=d.clock) as s:
+        with open_sink(tmp_path / f"w{run}.duckdb", clock=d.clock) as s:
             t = time.perf_counter()
             for i in range(0, len(messages), size):
                 s.write_batch(messages[i:i + size])

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outloop.agents.pairing import usage_wins
+from outloop.projections import open_sink
 from outloop.schemas.events import UsageRecord
 from outloop.sinks.schema import SCHEMA_VERSION, migrate
-from outloop.sinks.writer import DuckSink
 from tests.unit import sinkdata as d
 
 
@@ -38,7 +38,7 @@ def test_migration_5_drops_the_digests_of_a_version_4_database(tmp_path: Path) -
                 [d.T0])
     assert "digest" in _columns(con, "usage")
     con.close()
-    with DuckSink(db, clock=d.clock) as sink:
+    with open_sink(db, clock=d.clock) as sink:
         for table in ("usage", "hook_events", "workflow_events"):
             assert "digest" not in _columns(sink.con, table)
         assert sink.query("SELECT max(version) FROM schema_version")[1] == [[SCHEMA_VERSION]] and SCHEMA_VERSION >= 5
@@ -83,7 +83,7 @@ def test_the_agents_usage_rule_keeps_the_version_the_sink_keeps(tmp_path: Path, 
     for n, order in enumerate(itertools.islice(itertools.permutations(records), 3)):
         msgs = d.with_offsets([(f"{d.PREFIX}.usage", b"s1", r.model_dump_json().encode()) for r in order])
         path = tmp_path / f"u{n}-{next(_RUN)}.duckdb"
-        with DuckSink(path, clock=d.clock) as sink:
+        with open_sink(path, clock=d.clock) as sink:
             sink.write_batch(msgs[:1])
             sink.write_batch(msgs[1:])  # a stored row against the batch, and versions folded in the batch
             cols = list(UsageRecord.model_fields)

@@ -1,6 +1,6 @@
 """Storing discovery's results and the users' feedback (called by the one owner of the database file).
 
-:func:`refresh_recommendations` runs the analysis (``sinks.discovery``) and replaces the stored set in one
+:func:`refresh_recommendations` runs the analysis (``outloop.projections.discovery``) and replaces the stored set in one
 transaction: every recommendation that passed the thresholds is written with ``current`` true under its
 stable id, its occurrences in ``recommendation_occurrences``; one that no longer passes stays, ``current``
 false (its feedback and drafts keep their meaning). No clock time is stored: ``as_of`` is the data's
@@ -17,7 +17,7 @@ import duckdb
 
 from outloop.agents.discovery import DiscoveryConfig, Recommendation
 from outloop.agents.pricing import PriceTable
-from outloop.sinks.discovery import BASIS, analyse
+from outloop.projections.discovery import BASIS, analyse
 
 ACTIONS = ("accept", "reject", "filed")
 _COLUMNS = ("id, kind, key, title, priority, rank, current, as_of, window_start, window_end, occurrences, measured, "
