@@ -1,12 +1,15 @@
 """The topic catalogue: every topic outloop reads or writes, its key and its partition count.
 
+The output topics are those of the output registry (``schemas.registry``), one per output.
 Session-scoped topics share one partition count and are keyed by ``session_id`` so that they are
 co-partitioned; workflow topics are keyed by ``run_id``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from outloop.schemas.registry import OUTPUTS, Registry
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Topic:
 @dataclass(frozen=True)
 class TopicCatalogue:
     prefix: str = "outloop"
+    registry: Registry = field(default=OUTPUTS, compare=False, repr=False)  # the output topics
 
     def _t(self, suffix: str, key: str, doc: str, role: str) -> Topic:
         return Topic(f"{self.prefix}.{suffix}", key, doc, role)
@@ -33,75 +37,66 @@ class TopicCatalogue:
     def workflows(self) -> Topic:
         return self._t("workflows", "run_id", "workflow run events published by ADWs", "input")
 
+    def output(self, kind: str) -> Topic:
+        """The output topic of ``kind`` (``schemas.registry``)."""
+        o = self.registry.by_kind[kind]
+        return self._t(o.kind, o.topic_key, o.doc, "output")
+
     @property
     def hook_events(self) -> Topic:
-        return self._t("hook-events", "session_id", "validated hook events (envelopes)", "output")
+        return self.output("hook-events")
 
     @property
     def tool_calls(self) -> Topic:
-        return self._t("tool-calls", "session_id", "paired tool calls", "output")
+        return self.output("tool-calls")
 
     @property
     def usage(self) -> Topic:
-        return self._t("usage", "session_id", "deduplicated, priced usage records", "output")
+        return self.output("usage")
 
     @property
     def api_messages(self) -> Topic:
-        return self._t("api-messages", "session_id", "API responses of transcripts: ids, model, sizes", "output")
+        return self.output("api-messages")
 
     @property
     def workflow_runs(self) -> Topic:
-        return self._t("workflow-runs", "run_id", "validated workflow run events", "output")
+        return self.output("workflow-runs")
 
     @property
     def routing_decisions(self) -> Topic:
-        return self._t("routing-decisions", "session_id", "the router's decisions, shadow ones too", "output")
+        return self.output("routing-decisions")
 
     @property
     def routing_savings(self) -> Topic:
-        return self._t("routing-savings", "session_id", "fidelity and net saving of routing decisions", "output")
+        return self.output("routing-savings")
 
     @property
     def routing_rules(self) -> Topic:
-        return self._t("routing-rules", "subject", "routing rules as the router loaded them", "output")
+        return self.output("routing-rules")
 
     @property
     def adw_tools(self) -> Topic:
-        return self._t("adw-tools", "subject", "the deterministic tools routing rules name", "output")
+        return self.output("adw-tools")
 
     @property
     def context_windows(self) -> Topic:
-        return self._t("context-windows", "session_id", "per-session context-efficiency windows", "output")
+        return self.output("context-windows")
+
+    @property
+    def dead_letters(self) -> Topic:
+        return self.output("dlq")
 
     @property
     def throttle_decisions(self) -> Topic:
         return self._t("throttle-decisions", "'quota'", "quota throttle decisions, as the sink stores them",
                        "published")
 
-    @property
-    def dead_letters(self) -> Topic:
-        return self._t("dlq", "original key", "rejected records with their bytes and a reason", "output")
-
     def all(self) -> list[Topic]:
-        return [
-            self.events,
-            self.workflows,
-            self.hook_events,
-            self.tool_calls,
-            self.usage,
-            self.api_messages,
-            self.workflow_runs,
-            self.dead_letters,
-            self.routing_decisions,
-            self.routing_savings,
-            self.routing_rules,
-            self.adw_tools,
-            self.context_windows,
-            self.throttle_decisions,
-        ]
+        return [self.events, self.workflows, *self.outputs(), self.throttle_decisions]
 
     def outputs(self) -> list[Topic]:
-        return [t for t in self.all() if t.role == "output"]
+        """Every output topic: one per output of the registry."""
+        return [self.output(o.kind) for o in self.registry]
 
 
 TOPICS = TopicCatalogue()
