@@ -41,7 +41,6 @@ from outloop.schemas.events import (
     EVENT_TYPES,
     TOKENS_MAX,
     ApiMessage,
-    ContextWindow,
     DeadLetter,
     Envelope,
     EventType,
@@ -52,69 +51,29 @@ from outloop.schemas.events import (
     ToolCall,
     UsageRecord,
 )
+from outloop.schemas.registry import OUTPUTS, Output
 from outloop.streams.codec import Rejected, dead_letter
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
 TopicPartition = tuple[str, int]
 Row = dict[str, Any]
 
-KINDS = {"hook-events": "hook_events", "tool-calls": "tool_calls", "usage": "usage",
-         "workflow-runs": "workflow_events", "dlq": "dead_letters", "routing-decisions": "routing_decisions",
-         "routing-savings": "cost_savings_log",
-         "routing-rules": "routing_rules", "adw-tools": "adw_tools",
-         "api-messages": "api_messages",
-         "context-windows": "context_windows"}
 WORKFLOW_TYPES = {EventType.WORKFLOW_STARTED, EventType.WORKFLOW_PHASE_CHANGED, EventType.WORKFLOW_ENDED}
 
 TS = pa.timestamp("us", tz="UTC")
 S, I64, I32, F64 = pa.string(), pa.int64(), pa.int32(), pa.float64()
+ARROW = {"text": S, "json": S, "int": I64, "int32": I32, "float": F64, "bool": pa.bool_(), "time": TS,
+         "date": pa.date32(), "bytes": pa.binary()}  # schemas.registry column types -> staged Arrow types
+
+
+def arrow_schema(output: Output) -> pa.Schema:
+    """The staging schema of an output: its registry columns, in order."""
+    return pa.schema([(c.name, ARROW[c.type]) for c in output.columns])
+
+
+KINDS = {o.kind: o.table for o in OUTPUTS}  # topic suffix -> table
 SCHEMAS: dict[str, pa.Schema] = {
-    "hook_events": pa.schema([("id", S), ("session_id", S), ("hook_event_name", S), ("tool_name", S),
-                              ("tool_use_id", S), ("received_at", TS), ("source", S), ("payload", S)]),
-    "tool_calls": pa.schema([("id", S), ("tool_use_id", S), ("call_key", S), ("session_id", S),
-                             ("tool_name", S), ("command", S), ("file_path", S), ("status", S),
-                             ("started_at", TS), ("ended_at", TS), ("duration_ms", F64),
-                             ("input_bytes", I64), ("output_bytes", I64), ("output_tokens_est", I64),
-                             ("source", S), ("reported_ms", F64), ("hook_pre_at", TS), ("hook_post_at", TS),
-                             ("permission_asked", pa.bool_()), ("tool_input", S)]),
-    "usage": pa.schema([("id", S), ("session_id", S), ("model", S), ("timestamp", TS),
-                        ("input_tokens", I64), ("output_tokens", I64), ("cache_read_input_tokens", I64),
-                        ("cache_creation_input_tokens", I64), ("cache_creation_5m_tokens", I64),
-                        ("cache_creation_1h_tokens", I64), ("cost_usd", F64), ("source", S)]),
-    "api_messages": pa.schema([("id", S), ("message_id", S), ("request_id", S), ("session_id", S), ("model", S),
-                               ("timestamp", TS), ("tool_use_ids", S), ("content_blocks", I64), ("text_bytes", I64),
-                               ("thinking_bytes", I64), ("tool_use_bytes", I64), ("agent_id", S),
-                               ("is_sidechain", pa.bool_()), ("source", S)]),
-    "workflow_events": pa.schema([("id", S), ("run_id", S), ("type", S), ("at", TS), ("source", S),
-                                  ("data", S)]),
-    "dead_letters": pa.schema([("id", S), ("topic", S), ("partition", I32), ("offset", I64), ("key", S),
-                               ("reason", S), ("detail", S), ("raw", pa.binary()), ("at", TS)]),
-    "routing_decisions": pa.schema([("decision_id", S), ("tool_use_id", S), ("session_id", S), ("tool_name", S),
-                                    ("command", S), ("signature", S), ("category", S), ("side_effect", S),
-                                    ("rule", S), ("rule_version", S), ("kind", S), ("family", S), ("mode", S),
-                                    ("action", S), ("answered", pa.bool_()), ("confidence", I32),
-                                    ("latency_ms", F64), ("reason", S), ("decided_at", TS), ("fidelity", F64),
-                                    ("fidelity_used", I32), ("raw_tokens", I64), ("compact_tokens", I64),
-                                    ("carry_calls", I32), ("saved_once_tokens", I64), ("net_tokens", I64),
-                                    ("net_usd", F64), ("context_tokens", I64), ("model", S), ("basis", S)]),
-    "cost_savings_log": pa.schema([("decision_id", S), ("tool_use_id", S), ("session_id", S), ("day", pa.date32()),
-                                   ("rule", S), ("rule_version", S), ("kind", S), ("family", S), ("category", S),
-                                   ("signature", S), ("mode", S), ("action", S), ("basis", S), ("model", S),
-                                   ("raw_tokens", I64), ("compact_tokens", I64), ("carry_calls", I32),
-                                   ("saved_once_tokens", I64), ("saved_carry_tokens", I64), ("charged_tokens", I64),
-                                   ("net_tokens", I64), ("net_usd", F64), ("context_tokens", I64), ("fidelity", F64),
-                                   ("fidelity_used", I32), ("run_id", S), ("decided_at", TS)]),
-    "routing_rules": pa.schema([("name", S), ("version", S), ("family", S), ("kind", S), ("mode", S),
-                                ("signatures", S), ("categories", S), ("exclude", S), ("threshold", I32),
-                                ("promote_at", F64), ("min_decisions", I32), ("builtin", pa.bool_()), ("source", S),
-                                ("updated_at", TS)]),
-    "adw_tools": pa.schema([("name", S), ("kind", S), ("entry", S), ("rules", S), ("version", S),
-                            ("updated_at", TS)]),
-    "context_windows": pa.schema([("id", S), ("session_id", S), ("opened_at", TS), ("last_event_at", TS),
-                                  ("closed_at", TS), ("close_reason", S)]
-                                 + [(c, I64) for c in ("events", "outputs", "loaded_tokens", "carry_tokens",
-                                                       "reread_tokens", "api_calls", "max_prompt_tokens",
-                                                       "compactions", "cache_break_tokens")]),
+    **{o.table: arrow_schema(o) for o in OUTPUTS},
     "flush_markers": pa.schema([("marker", S), ("topic", S), ("partition", I32), ("seen_at", TS)]),
     "consumer_offsets": pa.schema([("topic", S), ("partition", I32), ("next_offset", I64), ("anchor", S)]),
 }
@@ -322,8 +281,23 @@ def _tool_row(value: bytes) -> Row:
     return _listed(dict(RoutingTool.model_validate(env.data).__dict__))
 
 
-def _window_row(value: bytes) -> Row:
-    return dict(ContextWindow.model_validate_json(value).__dict__)
+def model_row(output: Output) -> Callable[[bytes], Row]:
+    """The checked decoder an output gets from the registry alone: its model validates the record, the
+    row is the model's fields named like the columns (a ``json`` column's list or object as JSON text)."""
+    model, names = output.model, output.names
+    if model is None:
+        raise ValueError(f"{output.table}: no model to decode its records with")
+    texts = [c.name for c in output.columns if c.type == "json"]
+
+    def row(value: bytes) -> Row:
+        record = model.model_validate_json(value)
+        out = {n: getattr(record, n) for n in names}
+        for n in texts:
+            if out[n] is not None and not isinstance(out[n], str):
+                out[n] = orjson.dumps(out[n]).decode()
+        return out
+
+    return row
 
 
 def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Row:
@@ -335,11 +309,11 @@ def _flush(obj: dict[str, Any], topic: str, partition: int, now: datetime) -> Ro
             "seen_at": now}
 
 
-CHECKED: dict[str, Callable[[bytes], Row]] = {
+_ROWS: dict[str, Callable[[bytes], Row]] = {  # outputs whose rows need more than their model's fields
     "hook_events": _hook_row, "usage": _usage_row, "workflow_events": _workflow_row,
     "tool_calls": _tool_call_row, "dead_letters": _dead_letter_row, "routing_decisions": _decision_row,
-    "routing_rules": _rule_row, "adw_tools": _tool_row, "cost_savings_log": _saving_row, "api_messages": _message_row,
-    "context_windows": _window_row}
+    "routing_rules": _rule_row, "adw_tools": _tool_row, "cost_savings_log": _saving_row, "api_messages": _message_row}
+CHECKED: dict[str, Callable[[bytes], Row]] = {o.table: _ROWS.get(o.table) or model_row(o) for o in OUTPUTS}
 
 
 # -- the fast path: msgspec structs, only for the exact forms the agents write ----------------------
