@@ -39,7 +39,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from outloop.schemas.ids import HOOK_TIE, MESSAGE_TIE, USAGE_TIE, WORKFLOW_TIE
+from outloop.schemas.ids import MESSAGE_TIE, USAGE_TIE
+from outloop.schemas.registry import OUTPUTS, Output
 from outloop.sinks.decode import SCHEMAS, TABLES, Folded
 
 _TOOL_TEXT = ("tool_use_id", "call_key", "session_id", "tool_name", "command", "file_path")
@@ -70,18 +71,18 @@ def tool_call_merge(t: str, e: str) -> list[str]:
     return sets
 
 
-def _columns(table: str, skip: tuple[str, ...] = ()) -> list[str]:
-    return [f'"{c}"' for c in SCHEMAS[table].names if c not in skip]
+def _columns(table: str, skip: tuple[str, ...] = (), names: tuple[str, ...] | None = None) -> list[str]:
+    return [f'"{c}"' for c in (names or SCHEMAS[table].names) if c not in skip]
 
 
-def _insert(table: str) -> str:
-    cols = ", ".join(_columns(table))
+def _insert(table: str, names: tuple[str, ...] | None = None) -> str:
+    cols = ", ".join(_columns(table, (), names))
     return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stg_{table}"
 
 
-def _replace_where(table: str, key: str, condition: str) -> str:
-    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in _columns(table, (key,)))
-    return f"{_insert(table)} ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {condition}"
+def _replace_where(table: str, key: str, condition: str, names: tuple[str, ...] | None = None) -> str:
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in _columns(table, (key,), names))
+    return f"{_insert(table, names)} ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {condition}"
 
 
 def tie(columns: tuple[str, ...], t: str = "") -> str:
@@ -116,12 +117,8 @@ def _dead_letter_rank(t: str) -> str:
     return "(" + ", ".join(f"{t}.{c}" for c in _DEAD_LETTER_ORDER) + ")"
 
 
-DECISION_TIE = tuple(c for c in SCHEMAS["routing_decisions"].names if c != "decision_id")
-RULE_TIE = tuple(c for c in SCHEMAS["routing_rules"].names if c not in ("name", "updated_at"))
-TOOL_TIE = tuple(c for c in SCHEMAS["adw_tools"].names if c not in ("name", "updated_at"))
-SAVING_TIE = tuple(c for c in SCHEMAS["cost_savings_log"].names if c != "decision_id")
-KEYS = {"routing_decisions": "decision_id", "routing_rules": "name", "adw_tools": "name",
-        "cost_savings_log": "decision_id"}  # else ``id``
+SAVING_TIE = OUTPUTS.by_table["cost_savings_log"].own
+KEYS = {o.table: o.key for o in OUTPUTS}
 
 
 def _saving_rank(t: str = "") -> str:
@@ -158,32 +155,47 @@ def _window_rank(t: str = "") -> str:
     return f"({q}events, {q}closed_at IS NOT NULL, {tie(WINDOW_TIE, t)[1:-1]})"
 
 
-UPSERT: dict[str, str] = {
-    "tool_calls": _insert("tool_calls") + " ON CONFLICT (id) DO UPDATE SET "
-                  + ", ".join(tool_call_merge("tool_calls", "EXCLUDED")),
-    "usage": _replace_where("usage", "id", f"{_usage_rank('EXCLUDED')} > {_usage_rank('usage')}"),
-    "hook_events": _replace_where("hook_events", "id",
-                                  f"{tie(HOOK_TIE, 'EXCLUDED')} < {tie(HOOK_TIE, 'hook_events')}"),
-    "workflow_events": _replace_where("workflow_events", "id",
-                                      f"{tie(WORKFLOW_TIE, 'EXCLUDED')} < {tie(WORKFLOW_TIE, 'workflow_events')}"),
-    "dead_letters": _replace_where("dead_letters", "id", f"{_dead_letter_rank('EXCLUDED')} < "
-                                                         f"{_dead_letter_rank('dead_letters')}"),
-    "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING",
-    "routing_decisions": _replace_where("routing_decisions", "decision_id",
-                                        f"{tie(DECISION_TIE, 'EXCLUDED')} < {tie(DECISION_TIE, 'routing_decisions')}"),
-    "routing_rules": _replace_where("routing_rules", "name",
-                                    f"{_latest('EXCLUDED', RULE_TIE)} < {_latest('routing_rules', RULE_TIE)}"),
-    "adw_tools": _replace_where("adw_tools", "name",
-                                f"{_latest('EXCLUDED', TOOL_TIE)} < {_latest('adw_tools', TOOL_TIE)}"),
-    "api_messages": _replace_where("api_messages", "id",
-                                   f"{_message_rank('EXCLUDED')} > {_message_rank('api_messages')}"),
-    "context_windows": _replace_where("context_windows", "id",
-                                      f"{_window_rank('EXCLUDED')} > {_window_rank('context_windows')}"),
-    "cost_savings_log": _replace_where("cost_savings_log", "decision_id",
-                                       f"{_saving_rank('EXCLUDED')} < {_saving_rank('cost_savings_log')}"),
+def _latest_tie(output: Output) -> tuple[str, ...]:
+    return tuple(c for c in output.own if c != "updated_at")
+
+
+# The named ranks of ``ranked`` merges: (the upsert's condition for the new row ``EXCLUDED`` to replace the
+# stored one, the ORDER BY whose first row the fold keeps).
+RANKS: dict[str, tuple[Callable[[str], str], str]] = {
+    "usage": (lambda t: f"{_usage_rank('EXCLUDED')} > {_usage_rank(t)}", f"{_usage_rank(total_type='HUGEINT')} DESC"),
+    "message": (lambda t: f"{_message_rank('EXCLUDED')} > {_message_rank(t)}", f"{_message_rank()} DESC"),
+    "window": (lambda t: f"{_window_rank('EXCLUDED')} > {_window_rank(t)}", f"{_window_rank()} DESC"),
+    "dead_letter": (lambda t: f"{_dead_letter_rank('EXCLUDED')} < {_dead_letter_rank(t)}",
+                    ", ".join(_DEAD_LETTER_ORDER)),
+    "saving": (lambda t: f"{_saving_rank('EXCLUDED')} < {_saving_rank(t)}", _saving_rank()[1:-1]),
 }
 
-PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
+
+def upsert_sql(output: Output) -> str:
+    """The ``INSERT ... ON CONFLICT`` of an output's staged rows, by its merge rule (``schemas.registry``)."""
+    t, key, names = output.table, output.key, output.names
+    if output.merge == "tool_call":
+        return _insert(t, names) + f" ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(tool_call_merge(t, "EXCLUDED"))
+    if output.merge == "smallest":
+        return _replace_where(t, key, f"{tie(output.own, 'EXCLUDED')} < {tie(output.own, t)}", names)
+    if output.merge == "latest":
+        own = _latest_tie(output)
+        return _replace_where(t, key, f"{_latest('EXCLUDED', own)} < {_latest(t, own)}", names)
+    return _replace_where(t, key, RANKS[output.rank or ""][0](t), names)
+
+
+def fold_sql(output: Output) -> str:
+    """One row per key from a batch's versions (``raw_<table>``), by the same rule as :func:`upsert_sql`."""
+    t, key = output.table, output.key
+    if output.merge == "tool_call":
+        return FOLD_TOOL_CALLS
+    if output.merge == "smallest":
+        return _first(t, tie(output.own), key)
+    if output.merge == "latest":
+        return _first(t, f"updated_at DESC, {tie(_latest_tie(output))[1:-1]}", key)
+    return _first(t, RANKS[output.rank or ""][1], key)
+
+
 
 
 class KeyConflict(Exception):
@@ -283,9 +295,7 @@ def _first(table: str, order: str, key: str = "id") -> str:
     return f"SELECT * FROM raw_{table} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
 
 
-# One row per key from the batch's versions (``raw_<table>``), by the rule of the upsert above.
-FOLD: dict[str, str] = {
-    "tool_calls": "SELECT id, " + ", ".join(f"min({c}) AS {c}" for c in _TOOL_TEXT) + f"""
+FOLD_TOOL_CALLS = ("SELECT id, " + ", ".join(f"min({c}) AS {c}" for c in _TOOL_TEXT) + f"""
         , arg_max(status, {_STATUS}) AS status, min(started_at) AS started_at, max(ended_at) AS ended_at,
         greatest(max(duration_ms), {_DERIVED}) AS duration_ms,
         min(hook_pre_at) AS hook_pre_at, """
@@ -293,18 +303,12 @@ FOLD: dict[str, str] = {
         CASE WHEN count(DISTINCT source) = 1 THEN min(source) ELSE array_to_string(list_sort(list_distinct(
             flatten(list(string_split(source, '+'))))), '+') END AS source,
         min(tool_input) AS tool_input
-        FROM raw_tool_calls GROUP BY id""",
-    "usage": _first("usage", f"{_usage_rank(total_type='HUGEINT')} DESC"),
-    "hook_events": _first("hook_events", tie(HOOK_TIE)),
-    "workflow_events": _first("workflow_events", tie(WORKFLOW_TIE)),
-    "dead_letters": _first("dead_letters", ", ".join(_DEAD_LETTER_ORDER)),
-    "routing_decisions": _first("routing_decisions", tie(DECISION_TIE), "decision_id"),
-    "routing_rules": _first("routing_rules", f"updated_at DESC, {tie(RULE_TIE)[1:-1]}", "name"),
-    "adw_tools": _first("adw_tools", f"updated_at DESC, {tie(TOOL_TIE)[1:-1]}", "name"),
-    "api_messages": _first("api_messages", f"{_message_rank()} DESC"),
-    "context_windows": _first("context_windows", f"{_window_rank()} DESC"),
-    "cost_savings_log": _first("cost_savings_log", _saving_rank()[1:-1], "decision_id"),
-}
+        FROM raw_tool_calls GROUP BY id""")  # merge_tool_calls over a batch's versions
+
+UPSERT: dict[str, str] = {**{o.table: upsert_sql(o) for o in OUTPUTS},
+                          "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING"}
+FOLD: dict[str, str] = {o.table: fold_sql(o) for o in OUTPUTS}  # one row per key from the batch's versions
+PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
 
 
 def _staged(con: duckdb.DuckDBPyConnection, table: str, data: object, statements: list[str]) -> None:
