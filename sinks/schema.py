@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from outloop.schemas.registry import Output
 from outloop.sinks.context import DDL as CONTEXT_DDL
 from outloop.sinks.context import MARK_ALL as CONTEXT_MARK_ALL
 from outloop.sinks.discovery import DDL as DISCOVERY_DDL
@@ -435,6 +436,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
          "recommendation_feedback (accept, reject, filed), v_recommendations", DISCOVERY_DDL),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+DDL_TYPES = {"text": "VARCHAR", "json": "JSON", "int": "BIGINT", "int32": "INTEGER", "float": "DOUBLE",
+             "bool": "BOOLEAN", "time": "TIMESTAMPTZ", "bytes": "BLOB"}  # schemas.registry types -> DuckDB
+
+
+def create_table(output: Output) -> str:
+    """The ``CREATE TABLE`` of an output, from its registry entry: what the migration adding a new output
+    runs (the tables of the outputs before the registry were created by the migrations above; a test
+    checks they match their entries)."""
+    columns = ", ".join(f'"{c.name}" {DDL_TYPES[c.type]}{"" if c.nullable else " NOT NULL"}'
+                        for c in output.columns)
+    return f'CREATE TABLE {output.table} ({columns}, PRIMARY KEY ("{output.key}"));'
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
