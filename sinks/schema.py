@@ -353,7 +353,7 @@ ALTER TABLE tool_calls ADD COLUMN reported_ms DOUBLE;            -- the tool's o
 ALTER TABLE tool_calls ADD COLUMN hook_pre_at TIMESTAMPTZ;       -- PreToolUse receive time
 ALTER TABLE tool_calls ADD COLUMN hook_post_at TIMESTAMPTZ;      -- PostToolUse receive time
 ALTER TABLE tool_calls ADD COLUMN permission_asked BOOLEAN;      -- a permission dialog came between them
-ALTER TABLE tool_calls ADD COLUMN run_ms DOUBLE;                 -- derived (sinks.patterns): the run time
+ALTER TABLE tool_calls ADD COLUMN run_ms DOUBLE;                 -- derived (projections.patterns): the run time
 ALTER TABLE tool_calls ADD COLUMN duration_source VARCHAR;       -- derived: agents.toolcalls.DURATION_SOURCES
 UPDATE tool_calls SET duration_source = 'transcript-wallclock'   -- what stored transcript calls hold
 WHERE source LIKE '%transcript%' AND ended_at IS NOT NULL;
