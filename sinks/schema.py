@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from outloop.schemas.registry import Output
+from outloop.schemas.registry import OUTPUTS, Output, Registry
 from outloop.sinks.context import DDL as CONTEXT_DDL
 from outloop.sinks.context import MARK_ALL as CONTEXT_MARK_ALL
 from outloop.sinks.discovery import DDL as DISCOVERY_DDL
@@ -443,9 +443,9 @@ DDL_TYPES = {"text": "VARCHAR", "json": "JSON", "int": "BIGINT", "int32": "INTEG
 
 
 def create_table(output: Output) -> str:
-    """The ``CREATE TABLE`` of an output, from its registry entry: what the migration adding a new output
-    runs (the tables of the outputs before the registry were created by the migrations above; a test
-    checks they match their entries)."""
+    """The ``CREATE TABLE`` of an output, from its registry entry: :func:`ensure_outputs` runs it for an
+    output whose table the file lacks (the tables of the outputs before the registry were created by the
+    migrations above; a test checks they match their entries)."""
     columns = ", ".join(f'"{c.name}" {DDL_TYPES[c.type]}{"" if c.nullable else " NOT NULL"}'
                         for c in output.columns)
     return f'CREATE TABLE {output.table} ({columns}, PRIMARY KEY ("{output.key}"));'
@@ -482,4 +482,16 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> int:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    if upto is None:
+        ensure_outputs(con)
     return SCHEMA_VERSION if upto is None else min(upto, SCHEMA_VERSION)
+
+
+def ensure_outputs(con: duckdb.DuckDBPyConnection, registry: Registry = OUTPUTS) -> list[str]:
+    """Create the table of every output of ``registry`` the file lacks (after the migrations: a new
+    output needs no migration of its own, only its registry entry); returns the tables created."""
+    have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+    missing = [o for o in registry if o.table not in have]
+    for output in missing:
+        con.execute(create_table(output))
+    return [o.table for o in missing]
