@@ -4,7 +4,8 @@
 Modules: ``schema`` (DDL, views, migrations), ``decode`` (records -> folded rows), ``upsert`` (the
 SQL merge rules), ``writer`` (transactions, offsets, errors), ``consumer`` (Kafka -> writer, log
 restart detection), ``query`` (read-only statements), ``service`` (the sink's child process),
-``errors`` (exceptions shared with the worker).
+``errors`` (exceptions shared with the worker), ``projection`` (the interface of the derived tables the
+writer runs; the product's projections are ``outloop.projections``).
 
 The names below are imported on first use: the worker's agents process imports ``sinks.service``
 and ``sinks.errors`` and must not load DuckDB and Arrow with this package (~55 MB of RSS).
