@@ -50,7 +50,8 @@ def test_the_derived_topics_equal_the_hand_written_catalogue() -> None:
         ("p.adw-tools", "subject", "the deterministic tools routing rules name"),
         ("p.context-windows", "session_id", "per-session context-efficiency windows"),
     }
-    assert {t.name for t in TopicCatalogue(prefix="p").all()} - {t[0] for t in outputs} == {"p.events", "p.workflows"}
+    assert {t.name for t in TopicCatalogue(prefix="p").all()} - {t[0] for t in outputs} == {
+        "p.events", "p.workflows", "p.throttle-decisions"}
 
 
 def test_the_tie_orders_of_the_agents_are_the_registry_own_columns() -> None:
