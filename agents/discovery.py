@@ -3,7 +3,8 @@
 A :class:`Candidate` is one opportunity (a repeated operation, a recurring sequence, a context cost, a rule
 that under-delivers) with its occurrences inside the window of event time ``(end - window_days, end]``,
 each carrying the saving it would have brought, measured from the stored outputs and usage (see
-``sinks.discovery`` for how each kind is measured). :func:`assess` turns it into a :class:`Recommendation`:
+``outloop.projections.discovery`` for how each kind is measured). :func:`assess` turns it into a
+:class:`Recommendation`:
 
 - ``occurrences_30d`` = occurrences in the window x 30 / window_days (event time, never all-time);
 - ``monthly_savings_usd`` = occurrences_30d x the mean saving of a measured occurrence, with a 95% interval
