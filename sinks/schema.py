@@ -438,8 +438,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
-DDL_TYPES = {"text": "VARCHAR", "json": "JSON", "int": "BIGINT", "int32": "INTEGER", "float": "DOUBLE",
-             "bool": "BOOLEAN", "time": "TIMESTAMPTZ", "bytes": "BLOB"}  # schemas.registry types -> DuckDB
+DDL_TYPES = {  # schemas.registry column types -> DuckDB
+    "text": "VARCHAR", "json": "JSON", "int": "BIGINT", "int32": "INTEGER", "float": "DOUBLE", "bool": "BOOLEAN",
+    "time": "TIMESTAMPTZ", "date": "DATE", "bytes": "BLOB"}
 
 
 def create_table(output: Output) -> str:

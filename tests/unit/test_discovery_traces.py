@@ -52,7 +52,7 @@ def test_the_default_thresholds_recommend_more_than_one_opportunity(traces_db: P
     recommendation carries its ROI."""
     db = tmp_path / "defaults.duckdb"
     shutil.copy(traces_db, db)
-    with DuckSink(db) as sink:
+    with open_sink(db) as sink:
         recs = sink.discover(None)
     assert len(recs) >= 2 and {"context", "macro"} <= {r["kind"] for r in recs}
     assert all(r["monthly_savings_usd"] >= (0.5 if r["kind"] == "tool" else 0.05) for r in recs)

@@ -14,6 +14,7 @@ import orjson
 
 from outloop.agents.pairing import Pairing
 from outloop.agents.sessions import SessionOutputs, session_records
+from outloop.projections import open_sink
 from outloop.router.decide import decide
 from outloop.router.rules import build
 from outloop.router.server import decision_envelope
@@ -21,7 +22,6 @@ from outloop.router.state import decision_id, decision_record
 from outloop.savings import savings_sql
 from outloop.schemas.events import EventType, RoutingSaving
 from outloop.sinks.schema import migrate
-from outloop.sinks.writer import DuckSink
 from outloop.streams.importers import make_envelope
 
 NAMES = SessionOutputs("outloop.hook-events", "outloop.tool-calls", "outloop.usage", "outloop.dlq")
@@ -59,7 +59,7 @@ def _records(values: list[bytes]) -> list[tuple[str, bytes | None, bytes]]:
 
 
 def _tables(db: Path) -> tuple[list[Any], list[Any]]:
-    with DuckSink(db) as sink:
+    with open_sink(db) as sink:
         _, log = sink.query("SELECT * FROM cost_savings_log ORDER BY decision_id")
         _, dec = sink.query("SELECT decision_id, mode, action, latency_ms, fidelity, fidelity_used, raw_tokens, "
                             "compact_tokens, carry_calls, net_tokens, net_usd, basis FROM routing_decisions "
@@ -74,12 +74,12 @@ def test_a_measurement_fills_its_decision_in_any_order_and_the_most_complete_win
     seen = set()
     for n, order in enumerate([records[::-1], [records[2], records[0], records[3], records[1]]]):
         db = tmp_path / f"o{n}.duckdb"  # the measurements before the decision, or around it; one per batch
-        with DuckSink(db) as sink:
+        with open_sink(db) as sink:
             for i, (t, k, v) in enumerate(order):
                 sink.write_batch([(t, 0, i, k, v)])
         seen.add(repr(_tables(db)))
     one = tmp_path / "one.duckdb"  # all in one batch, then redelivered twice
-    with DuckSink(one) as sink:
+    with open_sink(one) as sink:
         sink.write_batch([(t, 0, i, k, v) for i, (t, k, v) in enumerate(records)])
         sink.write_batch([(t, 0, 10 + i, k, v) for i, (t, k, v) in enumerate(records + records)])
     seen.add(repr(_tables(one)))
@@ -92,7 +92,7 @@ def test_a_measurement_fills_its_decision_in_any_order_and_the_most_complete_win
 
 def test_outloop_savings_reads_the_table(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
-    with DuckSink(db) as sink:
+    with open_sink(db) as sink:
         sink.write_batch([(t, 0, i, k, v) for i, (t, k, v) in
                           enumerate(_records([_saving("toolu_b", 2), _saving("toolu_c", 1, raw=50, compact=80)]))])
         cols, rows = sink.query(savings_sql("rule"))
