@@ -33,6 +33,7 @@ batch again with that table upserted.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import duckdb
@@ -309,6 +310,15 @@ UPSERT: dict[str, str] = {**{o.table: upsert_sql(o) for o in OUTPUTS},
                           "flush_markers": _insert("flush_markers") + " ON CONFLICT DO NOTHING"}
 FOLD: dict[str, str] = {o.table: fold_sql(o) for o in OUTPUTS}  # one row per key from the batch's versions
 PLAIN: frozenset[str] = frozenset(UPSERT)  # the tables a plain insert may write
+
+
+def unregister_quietly(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop a registered view in a ``finally`` without hiding the real error: inside a transaction that a
+    failed statement aborted, unregistering fails too, and its "transaction is aborted" would replace the
+    error the writer must see (an out-of-memory makes it grow its limit; a refusal becomes a dead letter).
+    A view left registered is replaced by the next register of its name."""
+    with suppress(duckdb.Error):
+        con.unregister(name)
 
 
 def _staged(con: duckdb.DuckDBPyConnection, table: str, data: object, statements: list[str]) -> None:

@@ -46,9 +46,19 @@ REFRESH_BUDGET_S = 2.0  # the time the refreshes after one batch may take, where
 
 
 def _out_of_memory(exc: BaseException) -> bool:
+    """An out-of-memory error, or one raised while handling one (a statement after it in the aborted
+    transaction says "transaction is aborted": the cause is in the chain)."""
     oom = getattr(duckdb, "OutOfMemoryException", None)
-    text = str(exc).lower()
-    return (oom is not None and isinstance(exc, oom)) or "could not allocate" in text or "failed to pin block" in text
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        text = str(found).lower()
+        if (oom is not None and isinstance(found, oom)) or "could not allocate" in text \
+                or "failed to pin block" in text:
+            return True
+        found = found.__cause__ or found.__context__
+    return False
 
 
 def _physical_memory() -> int:

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from outloop.agents.context import UNNAMED_CHAIN, Api, Call, SessionContext, chars_per_token, measure
 from outloop.agents.pricing import active_table
 from outloop.projections.overhead import store_overhead
+from outloop.sinks.upsert import unregister_quietly
 
 PROFILES = """
 INSERT INTO context_profiles
@@ -107,7 +108,7 @@ def mark(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> bool:
     try:
         con.execute("INSERT INTO pattern_dirty SELECT 'context', key FROM ctx_dirty ON CONFLICT DO NOTHING")
     finally:
-        con.unregister("ctx_dirty")
+        unregister_quietly(con, "ctx_dirty")
     return True
 
 
@@ -137,7 +138,7 @@ def _texts(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
                 if text is not None:
                     texts[calls[hook]] = text
         finally:
-            con.unregister("ctx_hooks")
+            unregister_quietly(con, "ctx_hooks")
     return texts
 
 
@@ -163,7 +164,7 @@ def load(con: duckdb.DuckDBPyConnection, sessions: list[str]
         for sid, at in con.execute(_COMPACT).fetchall():
             facts[sid][2].append(_utc(at))  # type: ignore[arg-type]
     finally:
-        con.unregister("ctx_sessions")
+        unregister_quietly(con, "ctx_sessions")
     return facts
 
 
@@ -181,7 +182,7 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
             con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM ctx_rows)")
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ctx_rows")
     finally:
-        con.unregister("ctx_rows")
+        unregister_quietly(con, "ctx_rows")
 
 
 def store(con: duckdb.DuckDBPyConnection, sessions: list[str], results: Iterable[SessionContext]) -> None:
@@ -191,7 +192,7 @@ def store(con: duckdb.DuckDBPyConnection, sessions: list[str], results: Iterable
         for table in ("context_efficiency", "context_outputs", "file_reads", "cache_breaks"):
             con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT s FROM ctx_sessions)")
     finally:
-        con.unregister("ctx_sessions")
+        unregister_quietly(con, "ctx_sessions")
     eff: list[dict[str, Any]] = []
     outs: list[dict[str, Any]] = []
     reads: list[dict[str, Any]] = []
@@ -239,6 +240,6 @@ def refresh_context(con: duckdb.DuckDBPyConnection, sessions: set[str] | None = 
     try:
         con.execute("DELETE FROM pattern_dirty WHERE kind = 'context' AND key IN (SELECT s FROM ctx_done)")
     finally:
-        con.unregister("ctx_done")
+        unregister_quietly(con, "ctx_done")
     refresh_profiles(con)
     return done, done == len(ordered)

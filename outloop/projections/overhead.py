@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from outloop.agents.context import Call, chars_per_token
 from outloop.agents.overhead import mcp_servers, memory_files, overhead_row, read_file
+from outloop.sinks.upsert import unregister_quietly
 
 _CWD = ("SELECT session_id, coalesce(arg_min(c, received_at), min(c)) FROM (SELECT session_id, received_at, "
         "json_extract_string(payload, '$.cwd') AS c FROM hook_events WHERE session_id IN (SELECT s FROM ovh_sessions)"
@@ -60,7 +61,7 @@ def store_overhead(con: duckdb.DuckDBPyConnection, sessions: list[str],
         memories, cwds = _memories(con, now or datetime.now(UTC))
         con.execute("DELETE FROM context_overhead WHERE session_id IN (SELECT s FROM ovh_sessions)")
     finally:
-        con.unregister("ovh_sessions")
+        unregister_quietly(con, "ovh_sessions")
     rows = [overhead_row(s, calls, prefix, memories.get(s), cwds.get(s))
             for s, (calls, prefix) in sorted(measured.items())]
     if not rows:
@@ -70,4 +71,4 @@ def store_overhead(con: duckdb.DuckDBPyConnection, sessions: list[str],
         cols = ", ".join(f'"{c}"' for c in rows[0])
         con.execute(f"INSERT INTO context_overhead ({cols}) SELECT {cols} FROM ovh_rows")
     finally:
-        con.unregister("ovh_rows")
+        unregister_quietly(con, "ovh_rows")

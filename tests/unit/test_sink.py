@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 import pytest
 
 from outloop.agents.signatures import signature_of
@@ -439,3 +440,35 @@ def test_the_periodic_refresh_runs_only_while_marks_may_be_waiting(tmp_path: Pat
         assert len(runs) == 3
         assert sink.query("SELECT count(*) FROM pattern_dirty")[1] == [[0]]
         assert sink.query("SELECT api_calls FROM context_efficiency")[1] == [[1]]
+
+
+def test_an_out_of_memory_hidden_behind_an_aborted_transaction_still_grows_the_limit(tmp_path: Path) -> None:
+    """A projection's statement ran out of memory inside the batch's transaction; the next statement there
+    (a view's unregister) raised "transaction is aborted", which replaced it. The writer took that for a
+    transient error and retried at the same limit for ever (a replay stalled at 43/48 markers): the
+    out-of-memory in the chain must be recognised, and the shared unregister keeps it in front."""
+    from outloop.sinks.upsert import unregister_quietly
+    from outloop.sinks.writer import _out_of_memory
+
+    con = duckdb.connect(str(tmp_path / "oom.duckdb"))
+    con.execute("SET memory_limit = '8MB'")
+    con.execute("CREATE TABLE t AS SELECT range AS i, repeat('x', 200) AS s FROM range(300000)")
+    con.execute("BEGIN TRANSACTION")
+    con.register("v", pa.table({"s": [1]}))
+    with pytest.raises(duckdb.Error) as caught:
+        try:
+            con.execute("SELECT s, count(*) FROM t GROUP BY s, i ORDER BY i DESC").fetchall()
+        finally:
+            con.unregister("v")  # the former finally: raises "transaction is aborted" over the real error
+    assert "aborted" in str(caught.value).lower() and _out_of_memory(caught.value)
+    con.execute("ROLLBACK")
+    con.execute("BEGIN TRANSACTION")
+    con.register("v", pa.table({"s": [1]}))
+    with pytest.raises(duckdb.Error) as kept:
+        try:
+            con.execute("SELECT s, count(*) FROM t GROUP BY s, i ORDER BY i DESC").fetchall()
+        finally:
+            unregister_quietly(con, "v")
+    assert isinstance(kept.value, duckdb.OutOfMemoryException) and _out_of_memory(kept.value)
+    assert not _out_of_memory(duckdb.TransactionException("Current transaction is aborted (please ROLLBACK)"))
+    con.close()
