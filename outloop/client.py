@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from outloop.runner.api import RunResult
 
 
+NAMED_TABLES = ("cost_savings_log",)  # read like the views: the design names it as one
+
 class QueryError(RuntimeError):
     pass
 
@@ -301,8 +303,11 @@ class OutloopClient:
             raise QueryError(f"no outloop worker answers at {self.worker.base}: {exc}") from None
 
     def views(self) -> list[str]:
-        """The names of the database's views (the table in the README lists their columns)."""
-        rows = self.query("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
+        """The names of the database's views (the table in the README lists their columns), and of the
+        named materializations stored as tables (``cost_savings_log``, a view before schema v14)."""
+        named = ", ".join(f"'{t}'" for t in NAMED_TABLES)
+        rows = self.query("SELECT view_name FROM duckdb_views() WHERE NOT internal UNION SELECT table_name "
+                          f"FROM duckdb_tables() WHERE table_name IN ({named}) ORDER BY 1")
         return [str(r["view_name"]) for r in rows]
 
     def view(self, name: str, *, where: str | None = None, params: list[Any] | None = None,
