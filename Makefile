@@ -22,7 +22,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	# the unit tests on both cores (each test is independent of the others); the broker-backed
+	# integration and reliability tests one at a time, as their time-outs assume
+	$(BIN)/pytest -q -n 2 tests/unit
+	$(BIN)/pytest -q tests/integration tests/reliability
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not integration"
