@@ -8,16 +8,15 @@ import re
 import signal
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from outloop import clicommon
 from outloop.dashdata import PATTERNS_SQL  # the query of `outloop patterns`, the dashboard's too
 from outloop.discover_cli import discover, recommendations_app
 from outloop.quota_cli import quota_app
@@ -41,24 +40,8 @@ app.add_typer(mount_routes(_query_db), name="routes")
 app.add_typer(quota_app, name="quota")
 app.command()(discover)
 app.add_typer(recommendations_app, name="recommendations")
-out = Console(emoji=False, highlight=False)
-err = Console(stderr=True, emoji=False, highlight=False)
-
-
-def _settings(db: Path | None = None, **overrides: Any) -> Settings:
-    try:
-        s = Settings.from_env()
-    except ValueError as exc:
-        raise _fail(str(exc), 2) from None
-    if db is not None:
-        overrides["db"] = db.expanduser().resolve()
-    return replace(s, **overrides) if overrides else s
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``error: message`` (the one form of every CLI error) and return the Exit to raise."""
-    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
-    return typer.Exit(code)
+out, err = clicommon.out, clicommon.err
+_settings, _fail = clicommon.settings, clicommon.fail
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,36 +10,23 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-out = Console(emoji=False, highlight=False)
-err = Console(stderr=True, emoji=False, highlight=False)
+from outloop import clicommon
+
+out, err = clicommon.out, clicommon.err
 recommendations_app = typer.Typer(help="List, show, accept or reject recommendations (docs/discovery.md).",
                                   no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _settings(db: Path | None) -> Any:
-    from outloop.streams.settings import Settings
-
-    try:
-        s = Settings.from_env()
-    except ValueError as exc:
-        raise _fail(str(exc), 2) from None
-    return replace(s, db=db.expanduser().resolve()) if db is not None else s
+_fail, _settings = clicommon.fail, clicommon.settings
 
 
 def _owner(s: Any, op: str, body: dict[str, Any], local: Callable[[Any], Any]) -> Any:

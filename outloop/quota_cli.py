@@ -14,13 +14,12 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 
+from outloop import clicommon
 from outloop.agents.quota import UsageRow, WindowKind
 from outloop.agents.quota_status import Official, official_from
 
-out = Console(emoji=False, highlight=False)
-err = Console(stderr=True, emoji=False, highlight=False)
+out, err = clicommon.out, clicommon.err
 quota_app = typer.Typer(help="Quota windows, burn rates, forecasts, throttling (docs/quota.md).",
                         invoke_without_command=True)
 
@@ -43,16 +42,7 @@ ORDER BY received_at DESC, id LIMIT 50
 """
 
 
-def _settings(db: Path | None) -> Any:
-    from dataclasses import replace
-
-    from outloop.streams.settings import Settings
-
-    try:
-        s = Settings.from_env()
-    except ValueError as exc:
-        raise _fail(str(exc), 2) from None
-    return replace(s, db=db.expanduser().resolve()) if db is not None else s
+_settings = clicommon.settings
 
 
 def parse_time(text: str) -> datetime:
@@ -123,9 +113,7 @@ def _emit(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(obj, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
-    return typer.Exit(code)
+_fail = clicommon.fail
 
 
 def _config() -> Any:
