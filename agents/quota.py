@@ -31,7 +31,9 @@ SPANS: dict[str, timedelta] = {"five_hour": timedelta(hours=5), "seven_day": tim
 
 
 class UsageRow(NamedTuple):
-    """One API response: time, the four token kinds, cost (None when unpriced), model."""
+    """One API response: time, the four token kinds, cost (None when unpriced), model, and its turn state:
+    ``"tool"`` when the response asked for tools (the agent goes on once they ran), ``"end"`` when it only
+    answered (the turn ended: the next call waits for the user), None when the source does not say."""
 
     ts: datetime
     input: int
@@ -40,6 +42,7 @@ class UsageRow(NamedTuple):
     cache_read: int
     cost_usd: float | None = None
     model: str | None = None
+    turn: str | None = None
 
     @property
     def total(self) -> int:

@@ -28,6 +28,7 @@ backtested. The random generator is seeded from ``at``: the same input gives the
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from outloop.agents.quota import SPANS, Block, UsageRow, WindowKind, blocks, empty_window, window_at
-from outloop.agents.quota_renewal import RenewalParams, context_growth, gap_model, seed, simulate, tokens_per_call
+from outloop.agents.quota_renewal import RenewalParams, context_growth, seed, simulate, tokens_per_call, turn_model
 
 BIN: dict[str, timedelta] = {"five_hour": timedelta(minutes=5), "seven_day": timedelta(hours=1),
                              "month": timedelta(days=1)}
@@ -74,6 +75,17 @@ class Forecast:
     p_exceed: float | None = None  # share of paths that pass the limit before the window's end
     basis: str = "estimate"
     model: dict[str, float] = field(default_factory=dict)
+    # the predictive distribution of the final total: its 0th, 1st, ..., 100th percentiles (for calibration
+    # checks: ``cdf``); not part of ``as_dict``
+    percentiles: tuple[float, ...] = field(default=(), repr=False, compare=False)
+
+    def cdf(self, value: float) -> tuple[float, float]:
+        """(P(final < value), P(final <= value)) under the forecast, from its percentiles; the two differ
+        where the distribution has an atom (the paths that stop where the usage is now)."""
+        pts = self.percentiles
+        if not pts:
+            return (0.0, 0.0)
+        return (bisect.bisect_left(pts, value) / len(pts), bisect.bisect_right(pts, value) / len(pts))
 
     def as_dict(self) -> dict[str, object]:
         return {"window": self.window, "start": self.start.isoformat(), "end": self.end.isoformat(),
@@ -132,6 +144,19 @@ def _ape_optimal(sorted_values: Sequence[float]) -> float:
         if acc >= half and w:
             return value
     return _quantile(sorted_values, 0.5)
+
+
+def _percentiles(sorted_values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(_quantile(sorted_values, k / 100) for k in range(101)) if sorted_values else ()
+
+
+def _mass(sorted_values: Sequence[float], low: float, high: float) -> float:
+    """The share of the paths inside [low, high]: the probability the forecast gives its own interval (more
+    than ``high_q - low_q`` when an atom sits on a bound, as the paths that stop where the usage is now do)."""
+    if not sorted_values:
+        return 0.0
+    inside = bisect.bisect_right(sorted_values, high) - bisect.bisect_left(sorted_values, low)
+    return inside / len(sorted_values)
 
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -236,20 +261,22 @@ def _result(kind: WindowKind, window: Block, at: datetime, used: int, finals: li
     low, high = _quantile(finals, p.low_q), _quantile(finals, p.high_q)
     return Forecast(kind, window.start, window.end, at, used, round(min(max(_ape_optimal(finals), low), high)),
                     round(low), round(high),
-                    round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model)
+                    round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model,
+                    _percentiles(finals))
 
 
 def _renewal_forecast(kind: WindowKind, window: Block, seen: Sequence[UsageRow], at: datetime,
                       limit: int | None, r: RenewalParams, p: ModelParams) -> Forecast:
     """A five-hour window with calls in it: the renewal model of ``agents.quota_renewal``."""
     used = sum(row.total for row in window.rows)
-    gaps = gap_model(seen, r.prior_strength)
-    idle_s = (at - window.rows[-1].ts).total_seconds()
+    gaps = turn_model(seen, r.prior_strength, r.end_strength)
+    last = window.rows[-1]
+    idle_s = (at - last.ts).total_seconds()
     left_s = max((window.end - at).total_seconds(), 0.0)
     per_call = tokens_per_call(window, r.recent_calls)
     growth = context_growth(window, r.recent_calls)
     finals, crossings = simulate(random.Random(seed(window, at, used)), gaps, idle_s, left_s, per_call, growth,
-                                 used, limit, r)
+                                 used, limit, r, last.turn)
     finals.sort()
     ttl = p_exceed = None
     if limit is not None:
@@ -257,10 +284,14 @@ def _renewal_forecast(kind: WindowKind, window: Block, seen: Sequence[UsageRow],
         ordered = sorted(c if c is not None else float("inf") for c in crossings)
         median = ordered[(len(ordered) - 1) // 2] if ordered else float("inf")
         ttl = median if median != float("inf") else None
-    p_resume = 1 - gaps.survival(idle_s + left_s) / max(gaps.survival(idle_s), 1e-12)
-    model = {"tokens_per_call": round(per_call, 1), "growth_per_call": round(growth, 1),
-             "p_resume": round(p_resume, 3), "idle_s": round(idle_s, 1), "gaps": float(len(seen) - 1)}
     low, high = _quantile(finals, p.low_q), _quantile(finals, p.high_q)
+    first = gaps.of(last.turn)
+    p_resume = 1 - first.survival(idle_s + left_s) / max(first.survival(idle_s), 1e-12)
+    model = {"tokens_per_call": round(per_call, 1), "growth_per_call": round(growth, 1),
+             "p_resume": round(p_resume, 3), "idle_s": round(idle_s, 1), "gaps": float(len(seen) - 1),
+             "last_turn": {"tool": 1.0, "end": 2.0}.get(last.turn or "", 0.0), "p_end": round(gaps.p_end, 3),
+             "interval_mass": round(_mass(finals, low, high), 3)}
     return Forecast(kind, window.start, window.end, at, used, round(min(max(_ape_optimal(finals), low), high)),
                     round(low), round(high),
-                    round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model)
+                    round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model,
+                    _percentiles(finals))

@@ -2,14 +2,21 @@
 many tokens does each one cost.
 
 Why: within a five-hour block the question is not "what is the rate" but "does this session go on,
-and for how many more calls". Both follow from two things the usage rows hold:
+and for how many more calls". Both follow from what the usage rows hold:
 
-- **Gaps between calls.** Every gap between two consecutive calls before ``at`` (the user's own
-  history, all windows) plus a weak generic prior (:data:`PRIOR_GAPS`, ``prior_strength`` pseudo-gaps)
-  forms the gap distribution. The current idle time conditions the first draw: the next call comes
-  after a gap drawn from the gaps at least as long as the idle time so far (a survival curve), so a long
-  silence makes a stop likely only when the user's long silences usually were stops. Later gaps are
-  drawn from the whole distribution; a long gap ends a path's activity by carrying it past the end.
+- **Gaps between calls, by turn state.** A response that asked for tools (``turn == "tool"``) is
+  followed by the tool's result and the next call within seconds or minutes: the agent is mid-turn. A
+  response that ended its turn (``turn == "end"``: text only) waits for the user, who answers in
+  minutes or has left for the day. So the gaps after each kind of response form their own
+  distribution: the user's own gaps of that kind (all windows before ``at``) plus a weak generic prior
+  (:data:`PRIOR_TURN_GAPS`, ``prior_strength`` pseudo-gaps); a response of unknown turn state (a
+  source that does not say) uses every gap (:data:`PRIOR_GAPS` as its prior). The share of responses
+  that end their turn (``p_end``) comes from the same history, shrunk toward :data:`PRIOR_END_SHARE`.
+- **The current idle time** conditions the first draw: the next call comes after a gap, of the last
+  response's kind, drawn from the gaps at least as long as the idle time so far (a survival curve).
+  Ten minutes of silence after a tool call is a slow build; after an answer, it may be the end of the
+  sitting. Later gaps are drawn by kind (``end`` with probability ``p_end``); a long gap ends a path's
+  activity by carrying it past the end of the window.
 - **Tokens per call.** A call re-reads the conversation (cache reads dominate), so its cost is about
   the current context size: the median total of the window's last ``recent_calls`` calls, growing each
   call by the window's average growth (:func:`context_growth`); at the model's context window
@@ -38,6 +45,17 @@ PRIOR_GAPS: tuple[tuple[float, float], ...] = (
     (3, 0.20), (8, 0.20), (20, 0.15), (45, 0.12), (90, 0.09), (180, 0.07), (420, 0.06), (900, 0.04),
     (1800, 0.03), (4 * 3600, 0.02), (24 * 3600, 0.02),
 )
+# After a response that asked for tools: the tool runs and the agent calls again within seconds (a build or
+# a permission prompt takes minutes; a sitting rarely ends on a tool call). After a response that ended its
+# turn: the user reads and answers within minutes, or has gone (about one answer in four ends the sitting).
+PRIOR_TURN_GAPS: dict[str, tuple[tuple[float, float], ...]] = {
+    "tool": ((3, 0.25), (8, 0.25), (20, 0.20), (45, 0.12), (90, 0.08), (180, 0.05), (420, 0.03), (1800, 0.01),
+             (4 * 3600, 0.005), (24 * 3600, 0.005)),
+    "end": ((20, 0.10), (60, 0.15), (180, 0.15), (420, 0.15), (900, 0.10), (1800, 0.08), (4 * 3600, 0.12),
+            (24 * 3600, 0.15)),
+}
+PRIOR_END_SHARE = 0.1  # about one response in ten ends its turn (a turn of ten calls)
+TURNS = ("tool", "end")
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,7 @@ class RenewalParams:
     work: int = 500_000  # simulated calls over all paths: past it, stop at min_paths or more (bounds the time)
     min_paths: int = 200
     max_context: float = 200_000  # the model's context window: past it, a compaction brings the context back
+    end_strength: float = 20.0  # pseudo-responses PRIOR_END_SHARE weighs against the user's own
 
 
 @dataclass(frozen=True)
@@ -79,18 +98,58 @@ class GapModel:
         return (self.total - below) / self.total if self.total else 0.0
 
 
-def gap_model(rows: Sequence[UsageRow], prior_strength: float) -> GapModel:
-    """The gaps between consecutive rows (time order) weighted 1, and the prior's weighted ``prior_strength``."""
-    times = sorted(r.ts for r in rows)
-    weighted = [((b - a).total_seconds(), 1.0) for a, b in zip(times, times[1:], strict=False)]
-    share = sum(w for _, w in PRIOR_GAPS)
-    weighted += [(g, prior_strength * w / share) for g, w in PRIOR_GAPS]
+def _weighted(own: Sequence[float], prior: Sequence[tuple[float, float]], strength: float) -> GapModel:
+    """Own gaps weighted 1 and the prior's gaps weighted ``strength`` in all, as a :class:`GapModel`."""
+    share = sum(w for _, w in prior)
+    weighted = [(g, 1.0) for g in own] + [(g, strength * w / share) for g, w in prior]
     weighted.sort()
     cum, acc = [], 0.0
     for _, w in weighted:
         acc += w
         cum.append(acc)
     return GapModel(tuple(g for g, _ in weighted), tuple(cum))
+
+
+def _gaps(rows: Sequence[UsageRow]) -> list[tuple[str | None, float]]:
+    """(turn state of the earlier row, seconds) of every pair of consecutive rows in time order."""
+    ordered = sorted(rows, key=lambda r: r.ts)
+    return [(a.turn, (b.ts - a.ts).total_seconds()) for a, b in zip(ordered, ordered[1:], strict=False)]
+
+
+def gap_model(rows: Sequence[UsageRow], prior_strength: float) -> GapModel:
+    """Every gap between consecutive rows (time order) weighted 1, and :data:`PRIOR_GAPS` weighted
+    ``prior_strength``: the model of a gap after a response whose turn state is unknown."""
+    return _weighted([g for _, g in _gaps(rows)], PRIOR_GAPS, prior_strength)
+
+
+@dataclass(frozen=True)
+class TurnModel:
+    """Gap models by the turn state of the response before the gap, and the share of responses that end
+    their turn. ``by_turn`` is empty when no row says its turn state: every gap then comes from ``all``."""
+
+    all: GapModel
+    by_turn: dict[str, GapModel]
+    p_end: float
+
+    def of(self, turn: str | None) -> GapModel:
+        return self.by_turn.get(turn or "", self.all)
+
+    @classmethod
+    def untyped(cls, gaps: GapModel) -> TurnModel:
+        return cls(gaps, {}, 0.0)
+
+
+def turn_model(rows: Sequence[UsageRow], prior_strength: float, end_strength: float) -> TurnModel:
+    """The gaps after each kind of response (see module doc), each with its prior, and ``p_end``."""
+    gaps = _gaps(rows)
+    pooled = _weighted([g for _, g in gaps], PRIOR_GAPS, prior_strength)
+    counts = {t: [g for k, g in gaps if k == t] for t in TURNS}
+    if not any(r.turn in TURNS for r in rows):
+        return TurnModel.untyped(pooled)
+    by_turn = {t: _weighted(counts[t], PRIOR_TURN_GAPS[t], prior_strength) for t in TURNS}
+    ends, typed = len(counts["end"]), len(counts["end"]) + len(counts["tool"])
+    p_end = (ends + end_strength * PRIOR_END_SHARE) / (typed + end_strength)
+    return TurnModel(pooled, by_turn, p_end)
 
 
 def tokens_per_call(window: Block, recent: int) -> float:
@@ -110,20 +169,30 @@ def context_growth(window: Block, recent: int) -> float:
     return max(rise / (len(ctx) - recent), 0.0)
 
 
-def simulate(rng: random.Random, gaps: GapModel, idle_s: float, left_s: float, per_call: float, growth: float,
-             used: int, limit: int | None, p: RenewalParams) -> tuple[list[float], list[float | None]]:
+def simulate(rng: random.Random, gaps: GapModel | TurnModel, idle_s: float, left_s: float, per_call: float,
+             growth: float, used: int, limit: int | None, p: RenewalParams,
+             turn: str | None = None) -> tuple[list[float], list[float | None]]:
     """Final totals and first limit crossings (seconds from ``at``; None: never) of ``p.paths`` paths, fewer
     (``p.min_paths`` at least) when they hold more than ``p.work`` calls in all: a heavy user's window is
-    forecast in bounded time. The inner loop is the whole cost, hence its local names and inlined draw."""
+    forecast in bounded time. ``turn`` is the last response's turn state: its kind of gap comes first; when
+    it is known, each simulated call ends its turn with probability ``p_end`` and its gap is drawn from that
+    kind, else every gap comes from the pooled model. The inner loop is the whole cost, hence its local
+    names and inlined draws."""
+    model = gaps if isinstance(gaps, TurnModel) else TurnModel.untyped(gaps)
+    typed = bool(model.by_turn) and turn in model.by_turn
+    tool, end = model.of("tool" if typed else None), model.of("end" if typed else None)
+    tool_g, tool_c, tool_w, tool_last = tool.gaps, tool.cum, tool.total, len(tool.gaps) - 1
+    end_g, end_c, end_w, end_last = end.gaps, end.cum, end.total, len(end.gaps) - 1
+    p_end = model.p_end if typed else 0.0
+    first_model = model.of(turn if typed else None)
     finals: list[float] = []
     crossings: list[float | None] = []
-    values, cum, total_w = gaps.gaps, gaps.cum, gaps.total
-    last, rand, find = len(values) - 1, rng.random, bisect.bisect_left
+    rand, find = rng.random, bisect.bisect_left
     span = max(p.max_context - per_call, 0.0)  # context to grow before a compaction brings it back
     work = 0
     while len(finals) < p.paths and (work < p.work or len(finals) < p.min_paths):
         total, crossed = float(used), (0.0 if limit is not None and used >= limit else None)
-        first = gaps.draw(rng, idle_s)
+        first = first_model.draw(rng, idle_s)
         t = first - idle_s if first is not None else left_s + 1
         calls = 0
         while t <= left_s and calls < p.max_calls:
@@ -131,7 +200,10 @@ def simulate(rng: random.Random, gaps: GapModel, idle_s: float, left_s: float, p
             total += per_call + (growth * calls) % span if span else per_call
             if crossed is None and limit is not None and total >= limit:
                 crossed = t
-            t += values[min(find(cum, rand() * total_w), last)]
+            if p_end and rand() < p_end:
+                t += end_g[min(find(end_c, rand() * end_w), end_last)]
+            else:
+                t += tool_g[min(find(tool_c, rand() * tool_w), tool_last)]
         work += calls
         finals.append(total)
         crossings.append(crossed)

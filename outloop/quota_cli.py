@@ -18,15 +18,16 @@ import typer
 from outloop import clicommon
 from outloop.agents.quota import UsageRow, WindowKind
 from outloop.agents.quota_status import Official, official_from
+from outloop.sinks.quotarows import USAGE_COLUMNS
 
 out, err = clicommon.out, clicommon.err
 quota_app = typer.Typer(help="Quota windows, burn rates, forecasts, throttling (docs/quota.md).",
                         invoke_without_command=True)
 
-USAGE_SQL = """
-SELECT "timestamp", input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, model
-FROM usage WHERE "timestamp" IS NOT NULL AND (? IS NULL OR "timestamp" <= CAST(? AS TIMESTAMPTZ))
-ORDER BY "timestamp", id
+USAGE_SQL = f"""
+SELECT {USAGE_COLUMNS}
+WHERE u."timestamp" IS NOT NULL AND (? IS NULL OR u."timestamp" <= CAST(? AS TIMESTAMPTZ))
+ORDER BY u."timestamp", u.id
 """
 OFFICIAL_SQL = """
 SELECT received_at, CAST((payload->'rate_limits') AS VARCHAR) FROM hook_events
@@ -84,10 +85,10 @@ def load_rows(db: Path | None, at: datetime | None) -> list[UsageRow]:
 def usage_rows(rows: list[list[Any]]) -> list[UsageRow]:
     """The rows of ``USAGE_SQL`` as :class:`UsageRow` (rows without a readable time left out)."""
     out = []
-    for ts, i, o, w, r, cost, model in rows:
+    for ts, i, o, w, r, cost, model, turn in rows:
         when = _time(ts)
         if when is not None:
-            out.append(UsageRow(when, int(i), int(o), int(w), int(r), cost, model))
+            out.append(UsageRow(when, int(i), int(o), int(w), int(r), cost, model, turn))
     return out
 
 

@@ -29,6 +29,7 @@ from outloop.agents.quota_budget import answer, estimate_from_history
 from outloop.agents.quota_risk import QuotaConfig
 from outloop.agents.quota_signals import merge_official, rate_limit_stops
 from outloop.agents.quota_status import assess, official_from
+from outloop.sinks.quotarows import USAGE_COLUMNS
 
 log = logging.getLogger("outloop.sink")
 QUOTA_REFRESH_S = 5.0
@@ -36,9 +37,8 @@ HISTORY = timedelta(days=40)
 DEFAULT_TTL_S = 3600.0
 
 
-_USAGE = """SELECT "timestamp", input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
-cost_usd, model FROM usage WHERE "timestamp" IS NOT NULL AND "timestamp" > ? AND "timestamp" <= ?
-ORDER BY "timestamp", id"""
+_USAGE = f"""SELECT {USAGE_COLUMNS}
+WHERE u."timestamp" IS NOT NULL AND u."timestamp" > ? AND u."timestamp" <= ? ORDER BY u."timestamp", u.id"""
 _OFFICIAL = """SELECT received_at, CAST((payload->'rate_limits') AS VARCHAR) FROM hook_events
 WHERE hook_event_name = 'Status' AND (payload->'rate_limits') IS NOT NULL AND received_at <= ?
 ORDER BY received_at DESC, id LIMIT 20"""
@@ -71,7 +71,8 @@ def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, last_key:
                              ).fetchone()
     stop_row = con.execute("SELECT max(received_at), count(*) FROM hook_events WHERE hook_event_name = 'ApiError' "
                            "AND payload->>'error' = 'rate_limit'").fetchone()
-    key = (found, status_row, stop_row)
+    turn_row = con.execute("SELECT count(*), sum(json_array_length(tool_use_ids)) FROM api_messages").fetchone()
+    key = (found, status_row, stop_row, turn_row)
     at = found[0] if found else None
     if at is not None and stop_row and stop_row[0] is not None and stop_row[0] > at:
         at = stop_row[0]  # a rate-limit stop writes no usage: it is the latest time of the data

@@ -56,26 +56,31 @@ _ROWS = """
 import json, sys
 from outloop.streams.importers import ImportStats
 from outloop.streams.importers.detect import iter_paths
-best = {}
-for env in iter_paths([__import__("pathlib").Path(sys.argv[1])], ImportStats()):
+best, turns = {}, {}
+for env in iter_paths([__import__("pathlib").Path(sys.argv[1])], ImportStats(), messages=True):
     d = env.data
+    if env.type == "transcript.message":  # the version with the most content blocks wins, as in the sink
+        if d["id"] not in turns or d["content_blocks"] > turns[d["id"]][0]:
+            turns[d["id"]] = (d["content_blocks"], "tool" if d["tool_use_ids"] else "end")
+        continue
     if env.type != "usage.record" or d.get("timestamp") is None or d.get("model") == "<synthetic>":
         continue
     row = [str(d["timestamp"]), d["input_tokens"], d["output_tokens"], d.get("cache_creation_input_tokens", 0),
            d.get("cache_read_input_tokens", 0)]
     if d["id"] not in best or sum(row[1:]) > sum(best[d["id"]][1:]):
         best[d["id"]] = row
-json.dump(list(best.values()), sys.stdout)
+json.dump([[*row, turns.get(i, (0, None))[1]] for i, row in best.items()], sys.stdout)
 """
 
 
 def usage_rows(folder: Path) -> list[UsageRow]:
-    """Usage rows as the pipeline stores them: one per id, the record with the largest totals. Read in a
-    child process, so that the traces never swell this process (children forked later inherit its size)."""
+    """Usage rows as the pipeline stores them: one per id, the record with the largest totals, with the turn
+    state of its response. Read in a child process, so that the traces never swell this process (children
+    forked later inherit its size)."""
     proc = subprocess.run([sys.executable, "-c", _ROWS, str(folder)], capture_output=True, text=True, timeout=300,
                           check=True)
-    return [UsageRow(datetime.fromisoformat(ts.replace("Z", "+00:00")), i, o, w, r)
-            for ts, i, o, w, r in json.loads(proc.stdout)]
+    return [UsageRow(datetime.fromisoformat(ts.replace("Z", "+00:00")), i, o, w, r, turn=turn)
+            for ts, i, o, w, r, turn in json.loads(proc.stdout)]
 
 
 @pytest.mark.traces

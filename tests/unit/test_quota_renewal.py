@@ -10,13 +10,16 @@ import pytest
 from outloop.agents.quota import Block, UsageRow
 from outloop.agents.quota_forecast import ModelParams, forecast
 from outloop.agents.quota_renewal import (
+    PRIOR_END_SHARE,
     PRIOR_GAPS,
+    PRIOR_TURN_GAPS,
     GapModel,
     RenewalParams,
     context_growth,
     gap_model,
     simulate,
     tokens_per_call,
+    turn_model,
 )
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -113,3 +116,51 @@ def test_the_point_stays_inside_the_interval() -> None:
                  params=ModelParams(renewal=RenewalParams(paths=300)))
     assert f.used_tokens == 50_100
     assert f.p10 <= f.projected_tokens <= f.p90
+
+
+def typed(seconds: float, turn: str | None, context: int = 20_000) -> UsageRow:
+    return call(seconds, context)._replace(turn=turn)
+
+
+def test_turn_model_keeps_the_gaps_after_each_kind_of_response_apart() -> None:
+    # turns of four tool calls 10 s apart, each ending with an answer the user takes 5 min to answer
+    rows = [typed(330 * k + 10 * i, "tool" if i < 3 else "end") for k in range(5) for i in range(4)]
+    model = turn_model(rows, prior_strength=2.0, end_strength=10.0)
+    tool, end = model.of("tool"), model.of("end")
+    assert tool.total == pytest.approx(15 + 2) and end.total == pytest.approx(4 + 2)  # own gaps + the prior
+    assert tool.survival(11) == pytest.approx(2 * sum(w for g, w in PRIOR_TURN_GAPS["tool"] if g >= 11) / 17)
+    assert end.survival(300) == pytest.approx((4 + 2 * sum(w for g, w in PRIOR_TURN_GAPS["end"] if g >= 300)) / 6)
+    assert model.p_end == pytest.approx((4 + 10 * PRIOR_END_SHARE) / (19 + 10))
+    assert model.of(None) is model.all and model.all.total == pytest.approx(19 + 2)
+
+
+def test_rows_without_a_turn_state_give_the_pooled_model() -> None:
+    rows = [call(s, 1000) for s in (0, 10, 20, 30)]
+    model = turn_model(rows, prior_strength=3.0, end_strength=10.0)
+    assert model.by_turn == {} and model.of("tool") is model.all
+    assert model.all.gaps == gap_model(rows, 3.0).gaps and model.all.cum == gap_model(rows, 3.0).cum
+    p = RenewalParams(paths=200)
+    pooled, _ = simulate(random.Random(3), gap_model(rows, 3.0), 0.0, 600.0, 100.0, 0.0, 0, None, p)
+    same, _ = simulate(random.Random(3), model, 0.0, 600.0, 100.0, 0.0, 0, None, p, "tool")
+    assert pooled == same  # a history that never says its turn state forecasts as before
+
+
+def test_ten_quiet_minutes_mean_a_slow_tool_or_a_user_who_left() -> None:
+    # the day before: turns of tool calls seconds apart (a few slow 15-minute builds among them); the user
+    # answered within 2 minutes, or left for the night after one answer in five
+    rows: list[UsageRow] = []
+    t = -80 * 3600.0
+    for k in range(40):
+        for i in range(6):
+            rows.append(typed(t, "tool"))
+            t += 900 if (k % 8 == 0 and i == 2) else 5
+        rows.append(typed(t, "end"))
+        t += 10 * 3600 if k % 5 == 4 else 90
+    at = T0 + timedelta(minutes=10)
+    p = ModelParams(renewal=RenewalParams(paths=400))
+    after_tool = forecast("five_hour", [*rows, typed(0, "tool")], at, params=p)
+    after_end = forecast("five_hour", [*rows, typed(0, "end")], at, params=p)
+    assert rows[-1].ts < T0 - timedelta(hours=5) and after_tool.used_tokens == 20_100  # one call in this window
+    assert after_tool.model["p_resume"] > 0.9 and after_tool.projected_tokens > after_tool.used_tokens
+    assert after_end.model["p_resume"] < 0.5 and after_end.projected_tokens == after_end.used_tokens
+    assert after_tool.model["last_turn"] == 1.0 and after_end.model["last_turn"] == 2.0
