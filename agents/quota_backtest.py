@@ -14,6 +14,15 @@ Figures: mean absolute percentage error (|forecast - final| / final) of each, an
 median width (relative to the final total) of the p10-p90 interval. All are measurements on the rows
 given; nothing is estimated.
 
+Calibration with an atom: a five-hour total has one: every path that stops ends exactly at the tokens so
+far. A closed interval whose lower bound sits on that atom holds more than 80% of the forecast's
+probability (``stated``: the share of paths inside it, averaged over the points), so a calibrated forecast
+covers more than 80% with it. Two figures say whether the forecast is calibrated all the same: coverage
+against ``stated``, and the randomized-PIT coverage (Czado, Gneiting and Held, 2009: the probability
+integral transform of a final that falls on an atom is spread uniformly over the atom's share) of the
+central ``high_q - low_q``, whose nominal level is exact for any distribution; its expectation over the
+uniform draw is used, so the figure is deterministic.
+
 The same backtest runs for the other windows (``kind``): ``seven_day`` windows (the same block rule
 with 7 days) and calendar ``month`` windows (every month holding usage; the "plan's target" of the
 monthly forecast is an error within 10%). A forecast only ever sees the rows up to its time, so
@@ -43,15 +52,25 @@ class Point:
     predictions: dict[str, float]
     p10: int
     p90: int
+    stated: float = 0.0  # the share of the forecast's paths inside [p10, p90]
+    pit: tuple[float, float] = (0.0, 0.0)  # the forecast's (P(final < actual), P(final <= actual))
 
     @property
     def covered(self) -> bool:
         return self.p10 <= self.final <= self.p90
 
+    def pit_covered(self, low: float, high: float) -> float:
+        """The probability that the randomized PIT of the final falls in [low, high]."""
+        below, upto = self.pit
+        if upto - below <= 1e-12:
+            return 1.0 if low <= below <= high else 0.0
+        return max(min(upto, high) - max(below, low), 0.0) / (upto - below)
+
     def as_dict(self) -> dict[str, object]:
         return {"block_start": self.block_start.isoformat(), "fraction": self.fraction, "at": self.at.isoformat(),
                 "so_far": self.so_far, "final": self.final, "p10": self.p10, "p90": self.p90,
-                "predictions": {k: round(v) for k, v in self.predictions.items()}}
+                "predictions": {k: round(v) for k, v in self.predictions.items()}, "stated": round(self.stated, 3),
+                "pit": [round(self.pit[0], 3), round(self.pit[1], 3)]}
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,8 @@ class Backtest:
     coverage: float = 0.0
     nominal: float = 0.8
     median_width: float = 0.0  # (p90 - p10) / final, median over points
+    stated: float = 0.0  # the share of paths inside [p10, p90], mean over points (see module doc)
+    pit_coverage: float = 0.0  # randomized-PIT coverage of the central `nominal` (see module doc)
 
     @property
     def best_baseline(self) -> str:
@@ -79,6 +100,7 @@ class Backtest:
                 "mape_by_fraction": self.mape_by_fraction, "best_baseline": self.best_baseline,
                 "ratio_to_best_baseline": round(self.ratio_to_best, 3), "interval": "p10-p90",
                 "coverage": round(self.coverage, 3), "nominal_coverage": self.nominal,
+                "stated_coverage": round(self.stated, 3), "pit_coverage": round(self.pit_coverage, 3),
                 "median_width_over_final": round(self.median_width, 3),
                 "detail": [p.as_dict() for p in self.points]}
 
@@ -130,12 +152,16 @@ def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: Model
             preds = {"model": float(fc.projected_tokens), "linear": linear_projection(block, at),
                      "persistence": float(so_far),
                      "mean_of_earlier": sum(finals) / len(finals) if finals else float(so_far)}
-            points.append(Point(block.start, frac, at, so_far, final, preds, fc.p10, fc.p90))
+            points.append(Point(block.start, frac, at, so_far, final, preds, fc.p10, fc.p90,
+                                fc.model["interval_mass"], fc.cdf(final)))
         finals.append(final)
     widths = sorted((p.p90 - p.p10) / p.final for p in points if p.final > 0)
-    nominal = round((params or ModelParams()).high_q - (params or ModelParams()).low_q, 3)
+    mp = params or ModelParams()
+    n = max(len(points), 1)
     return Backtest(
         points, len(found), kind, {m: _mape(points, m) for m in METHODS},
         {str(f): {m: _mape([p for p in points if p.fraction == f], m) for m in METHODS} for f in fractions},
-        sum(p.covered for p in points) / len(points) if points else 0.0, nominal,
-        widths[len(widths) // 2] if widths else 0.0)
+        sum(p.covered for p in points) / n, round(mp.high_q - mp.low_q, 3),
+        widths[len(widths) // 2] if widths else 0.0, sum(p.stated for p in points) / n,
+        sum(p.pit_covered(mp.low_q, mp.high_q) for p in points) / n)
+

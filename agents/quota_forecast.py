@@ -259,6 +259,7 @@ def _result(kind: WindowKind, window: Block, at: datetime, used: int, finals: li
             median_bin = sorted(c if c is not None else 10**9 for c in crossings)[(len(crossings) - 1) // 2]
             ttl = max(median_bin * width.total_seconds() - offset_s, 0.0) if median_bin else 0.0
     low, high = _quantile(finals, p.low_q), _quantile(finals, p.high_q)
+    model = {**model, "interval_mass": round(_mass(finals, low, high), 3)}
     return Forecast(kind, window.start, window.end, at, used, round(min(max(_ape_optimal(finals), low), high)),
                     round(low), round(high),
                     round(sum(finals) / max(len(finals), 1)), limit, ttl, p_exceed, "estimate", model,

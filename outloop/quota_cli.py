@@ -292,6 +292,9 @@ def backtest_command(db: DbOpt = None, as_json: JsonOpt = False,
     out.print(f"  model / best baseline ({result['best_baseline']}): {result['ratio_to_best_baseline']}")
     out.print(f"  p10-p90 coverage {100 * float(str(result['coverage'])):.0f}% (nominal 80%), median width "
               f"{result['median_width_over_final']}x the final total")
+    out.print(f"  stated p10-p90 probability {100 * float(str(result['stated_coverage'])):.0f}% on average "
+              "(the paths that stop sit on p10)")
+    out.print(f"  randomized-PIT coverage of the central 80%: {100 * float(str(result['pit_coverage'])):.0f}%")
 
 
 @quota_app.command("statusline")

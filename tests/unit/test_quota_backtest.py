@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from outloop.agents.quota import UsageRow, blocks
-from outloop.agents.quota_backtest import linear_projection, run_backtest, windows_of
+from outloop.agents.quota_backtest import Point, linear_projection, run_backtest, windows_of
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -91,11 +91,25 @@ def test_backtest_on_dev_traces(traces: Path) -> None:
     # than persistence; its p10-p90 interval covers within 10 points of 80% and stays narrow
     assert bt.mape["model"] < 0.2 * bt.mape["linear"]
     assert bt.mape["model"] < 0.2 * bt.mape["mean_of_earlier"]
-    # the renewal model (gaps between calls, context per call) beats persistence by a margin the
-    # previous five-minute-bin model (0.94x) did not reach; 0.8x, the target, is not reached
-    # robustly (0.79-0.81x with the simulation size, 0.97x over forecasts at 10%..90% of the blocks)
-    assert bt.mape["model"] <= 0.88 * bt.mape["persistence"]
+    # the renewal model (gaps between calls by turn state, context per call) beats persistence by the
+    # issue's margin: 0.767x measured (0.80x before the gaps were kept apart by turn state)
+    assert bt.mape["model"] <= 0.8 * bt.mape["persistence"]
     # 20 of the 30 points come after the session ended: the final equals the tokens so far, an atom the
-    # interval holds at its lower end, so coverage runs above the nominal 80% (93% measured)
+    # interval holds at its lower end, so coverage runs above the nominal 80% (93% measured) and matches the
+    # probability the forecasts gave their intervals (93%); the randomized PIT, exact for atoms, covers 80%
     assert 0.7 <= bt.coverage <= 0.95
+    assert abs(bt.coverage - bt.stated) <= 0.1
+    assert 0.7 <= bt.pit_coverage <= 0.9
     assert 0 < bt.median_width < 2.0
+
+
+@pytest.mark.parametrize(("pit", "covered"), [
+    ((0.5, 0.5), 1.0),  # no atom: the plain indicator
+    ((0.95, 0.95), 0.0),
+    ((0.0, 0.6), (0.6 - 0.1) / 0.6),  # an atom from 0 to 0.6: its part above 0.1
+    ((0.0, 1.0), 0.8),  # the whole distribution on one value: 80% of the time inside the central 80%
+    ((0.92, 1.0), 0.0),
+])
+def test_randomized_pit_coverage(pit: tuple[float, float], covered: float) -> None:
+    point = Point(T0, 0.25, T0, 0, 1, {}, 0, 0, 1.0, pit)
+    assert point.pit_covered(0.1, 0.9) == pytest.approx(covered)

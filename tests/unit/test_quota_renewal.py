@@ -164,3 +164,13 @@ def test_ten_quiet_minutes_mean_a_slow_tool_or_a_user_who_left() -> None:
     assert after_tool.model["p_resume"] > 0.9 and after_tool.projected_tokens > after_tool.used_tokens
     assert after_end.model["p_resume"] < 0.5 and after_end.projected_tokens == after_end.used_tokens
     assert after_tool.model["last_turn"] == 1.0 and after_end.model["last_turn"] == 2.0
+
+
+def test_forecast_percentiles_show_the_atom_of_the_paths_that_stop() -> None:
+    # an answer an hour ago, after a history where answers were followed by long absences half the time
+    rows = [typed(-30 * 3600 + 600 * k, "end") for k in range(20)] + [typed(0, "end")]
+    f = forecast("five_hour", rows, T0 + timedelta(hours=1), params=ModelParams(renewal=RenewalParams(paths=400)))
+    below, upto = f.cdf(f.used_tokens)
+    assert below == 0.0 and upto > 0.5  # most paths stop where the usage is now
+    assert f.p10 == f.used_tokens and f.model["interval_mass"] >= 0.8
+    assert f.cdf(f.p90 + 1)[0] >= 0.9 and f.cdf(f.percentiles[-1])[1] == 1.0 and len(f.percentiles) == 101
