@@ -153,7 +153,7 @@ def run_backtest(rows: Sequence[UsageRow], *, min_events: int = 2, params: Model
                      "persistence": float(so_far),
                      "mean_of_earlier": sum(finals) / len(finals) if finals else float(so_far)}
             points.append(Point(block.start, frac, at, so_far, final, preds, fc.p10, fc.p90,
-                                fc.model["interval_mass"], fc.cdf(final)))
+                                float(fc.model["interval_mass"]), fc.cdf(final)))
         finals.append(final)
     widths = sorted((p.p90 - p.p10) / p.final for p in points if p.final > 0)
     mp = params or ModelParams()

@@ -74,7 +74,7 @@ class Forecast:
     time_to_limit_s: float | None = None  # median time from `at` to the limit; None: most paths never reach it
     p_exceed: float | None = None  # share of paths that pass the limit before the window's end
     basis: str = "estimate"
-    model: dict[str, float] = field(default_factory=dict)
+    model: dict[str, float | str] = field(default_factory=dict)
     # the predictive distribution of the final total: its 0th, 1st, ..., 100th percentiles (for calibration
     # checks: ``cdf``); not part of ``as_dict``
     percentiles: tuple[float, ...] = field(default=(), repr=False, compare=False)
@@ -221,7 +221,7 @@ def forecast(kind: WindowKind, rows: Sequence[UsageRow], at: datetime, *, limit_
     finals, crossings = _simulate(rng, p.paths, remaining, streak, cont, rate, ratios, first_fraction,
                                   used, limit_tokens)
     finals.sort()
-    model = {"tokens_per_active_bin": round(rate, 1), "p_continue": round(cont[0], 3),
+    model: dict[str, float | str] = {"tokens_per_active_bin": round(rate, 1), "p_continue": round(cont[0], 3),
              "bin_seconds": width.total_seconds(), "history_windows": float(len(history))}
     offset_s = (1.0 - first_fraction) * width.total_seconds()  # part of the first simulated bin already past
     return _result(kind, window, at, used, finals, crossings, limit_tokens, width, offset_s, p, model)
@@ -250,7 +250,7 @@ def _simulate(rng: random.Random, paths: int, remaining: int, streak: int, cont:
 
 def _result(kind: WindowKind, window: Block, at: datetime, used: int, finals: list[float],
             crossings: list[int | None], limit: int | None, width: timedelta, offset_s: float, p: ModelParams,
-            model: dict[str, float]) -> Forecast:
+            model: dict[str, float | str]) -> Forecast:
     ttl = p_exceed = None
     if limit is not None:
         hit = sorted(c for c in crossings if c is not None)
@@ -288,9 +288,9 @@ def _renewal_forecast(kind: WindowKind, window: Block, seen: Sequence[UsageRow],
     low, high = _quantile(finals, p.low_q), _quantile(finals, p.high_q)
     first = gaps.of(last.turn)
     p_resume = 1 - first.survival(idle_s + left_s) / max(first.survival(idle_s), 1e-12)
-    model = {"tokens_per_call": round(per_call, 1), "growth_per_call": round(growth, 1),
+    model: dict[str, float | str] = {"tokens_per_call": round(per_call, 1), "growth_per_call": round(growth, 1),
              "p_resume": round(p_resume, 3), "idle_s": round(idle_s, 1), "gaps": float(len(seen) - 1),
-             "last_turn": {"tool": 1.0, "end": 2.0}.get(last.turn or "", 0.0), "p_end": round(gaps.p_end, 3),
+             "last_turn": last.turn or "unknown", "p_end": round(gaps.p_end, 3),
              "interval_mass": round(_mass(finals, low, high), 3)}
     return Forecast(kind, window.start, window.end, at, used, round(min(max(_ape_optimal(finals), low), high)),
                     round(low), round(high),

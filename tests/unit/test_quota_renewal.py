@@ -163,7 +163,7 @@ def test_ten_quiet_minutes_mean_a_slow_tool_or_a_user_who_left() -> None:
     assert rows[-1].ts < T0 - timedelta(hours=5) and after_tool.used_tokens == 20_100  # one call in this window
     assert after_tool.model["p_resume"] > 0.9 and after_tool.projected_tokens > after_tool.used_tokens
     assert after_end.model["p_resume"] < 0.5 and after_end.projected_tokens == after_end.used_tokens
-    assert after_tool.model["last_turn"] == 1.0 and after_end.model["last_turn"] == 2.0
+    assert after_tool.model["last_turn"] == "tool" and after_end.model["last_turn"] == "end"
 
 
 def test_forecast_percentiles_show_the_atom_of_the_paths_that_stop() -> None:
