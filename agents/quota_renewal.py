@@ -36,6 +36,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from outloop.agents.quota import Block, UsageRow
 
@@ -173,41 +174,112 @@ def simulate(rng: random.Random, gaps: GapModel | TurnModel, idle_s: float, left
              growth: float, used: int, limit: int | None, p: RenewalParams,
              turn: str | None = None) -> tuple[list[float], list[float | None]]:
     """Final totals and first limit crossings (seconds from ``at``; None: never) of ``p.paths`` paths, fewer
-    (``p.min_paths`` at least) when they hold more than ``p.work`` calls in all: a heavy user's window is
+    (``p.min_paths`` at least) once they hold more than ``p.work`` calls in all: a heavy user's window is
     forecast in bounded time. ``turn`` is the last response's turn state: its kind of gap comes first; when
     it is known, each simulated call ends its turn with probability ``p_end`` and its gap is drawn from that
-    kind, else every gap comes from the pooled model. The inner loop is the whole cost, hence its local
-    names and inlined draws."""
+    kind, else every gap comes from the pooled model. Paths are simulated in batches (see :func:`_batch`),
+    from a generator seeded by ``rng``: the same ``rng`` gives the same paths."""
+    import numpy as np
+
     model = gaps if isinstance(gaps, TurnModel) else TurnModel.untyped(gaps)
     typed = bool(model.by_turn) and turn in model.by_turn
-    tool, end = model.of("tool" if typed else None), model.of("end" if typed else None)
-    tool_g, tool_c, tool_w, tool_last = tool.gaps, tool.cum, tool.total, len(tool.gaps) - 1
-    end_g, end_c, end_w, end_last = end.gaps, end.cum, end.total, len(end.gaps) - 1
-    p_end = model.p_end if typed else 0.0
-    first_model = model.of(turn if typed else None)
+    tool = _Table(model.of("tool" if typed else None))
+    kinds = _Kinds(tool, _Table(model.of("end")) if typed else tool, model.p_end if typed else 0.0)
+    gen = np.random.default_rng(rng.getrandbits(64))
+    first = model.of(turn if typed else None)
     finals: list[float] = []
     crossings: list[float | None] = []
-    rand, find = rng.random, bisect.bisect_left
-    span = max(p.max_context - per_call, 0.0)  # context to grow before a compaction brings it back
     work = 0
     while len(finals) < p.paths and (work < p.work or len(finals) < p.min_paths):
-        total, crossed = float(used), (0.0 if limit is not None and used >= limit else None)
-        first = first_model.draw(rng, idle_s)
-        t = first - idle_s if first is not None else left_s + 1
-        calls = 0
-        while t <= left_s and calls < p.max_calls:
-            calls += 1
-            total += per_call + (growth * calls) % span if span else per_call
-            if crossed is None and limit is not None and total >= limit:
-                crossed = t
-            if p_end and rand() < p_end:
-                t += end_g[min(find(end_c, rand() * end_w), end_last)]
-            else:
-                t += tool_g[min(find(tool_c, rand() * tool_w), tool_last)]
+        # the first batch measures the calls a path holds; the next one fills what is left of the work bound
+        per_path = work / len(finals) if finals else 0.0
+        room = (p.work - work) / per_path if per_path else p.min_paths
+        n = max(min(p.paths - len(finals), max(int(room), p.min_paths - len(finals), 1)), 1)
+        t = _first_times(gen, first, idle_s, left_s, n)
+        batch_finals, batch_crossed, calls = _batch(gen, kinds, t, left_s, per_call, growth, used, limit, p)
+        finals += batch_finals
+        crossings += batch_crossed
         work += calls
-        finals.append(total)
-        crossings.append(crossed)
     return finals, crossings
+
+
+class _Table:
+    """A gap model as arrays, for drawing many gaps at once: the inverse of its weighted cumulative curve."""
+
+    def __init__(self, model: GapModel) -> None:
+        import numpy as np
+
+        self.values, self.cum, self.total = np.asarray(model.gaps), np.asarray(model.cum), model.total
+
+    def draw(self, u: Any) -> Any:
+        import numpy as np
+
+        return self.values[np.minimum(np.searchsorted(self.cum, u * self.total), len(self.values) - 1)]
+
+
+@dataclass(frozen=True)
+class _Kinds:
+    """The two gap tables a simulated call draws from (``p_end``: the chance of ``end``'s)."""
+
+    tool: _Table
+    end: _Table
+    p_end: float
+
+
+def _first_times(gen: Any, model: GapModel, idle_s: float, left_s: float, n: int) -> Any:
+    """Seconds from ``at`` to each path's first call: a gap of at least ``idle_s`` (the survival curve) minus
+    the idle time; past ``left_s`` when no gap that long was ever seen."""
+    import numpy as np
+
+    first = bisect.bisect_left(model.gaps, idle_s)
+    if first >= len(model.gaps):
+        return np.full(n, left_s + 1.0)
+    below = model.cum[first - 1] if first else 0.0
+    u = (below + gen.random(n) * (model.total - below)) / model.total
+    return _Table(model).draw(u) - idle_s
+
+
+def _batch(gen: Any, kinds: _Kinds, t: Any, left_s: float, per_call: float, growth: float, used: int,
+           limit: int | None, p: RenewalParams) -> tuple[list[float], list[float | None], int]:
+    """Simulate paths whose first calls come at ``t``, all at once: each round draws the next ``k`` gaps of
+    every path still active, takes their call times as running sums, and keeps the calls that fall in the
+    window (a prefix of each row); a path whose ``k`` calls all fell in goes on to the next round, with
+    ``k`` doubling up to 1,024. Call ``c`` of a path costs ``per_call + (growth * c) % span`` (the context
+    grows, and a compaction at ``max_context`` brings it back), as the scalar model says."""
+    import numpy as np
+
+    n = len(t)
+    total = np.full(n, float(used))
+    calls = np.zeros(n, dtype=np.int64)
+    crossed = np.full(n, 0.0 if limit is not None and used >= limit else np.nan)
+    span = max(p.max_context - per_call, 0.0)
+    active = np.nonzero(t <= left_s)[0]
+    k = 32
+    while active.size:
+        m = active.size
+        gaps = kinds.tool.draw(gen.random((m, k)))
+        if kinds.p_end:
+            ends = gen.random((m, k)) < kinds.p_end
+            gaps[ends] = kinds.end.draw(gen.random(int(ends.sum())))
+        steps = np.cumsum(gaps, axis=1)
+        times = t[active, None] + np.concatenate([np.zeros((m, 1)), steps[:, :-1]], axis=1)
+        number = calls[active, None] + np.arange(1, k + 1)
+        valid = (times <= left_s) & (number <= p.max_calls)
+        cost = per_call + (growth * number) % span if span else np.full((m, k), per_call)
+        running = total[active, None] + np.cumsum(np.where(valid, cost, 0.0), axis=1)
+        if limit is not None:
+            hit = valid & (running >= limit)
+            fresh = np.isnan(crossed[active]) & hit.any(axis=1)
+            rows = np.nonzero(fresh)[0]
+            crossed[active[rows]] = times[rows, hit[rows].argmax(axis=1)]
+        kept = valid.sum(axis=1)
+        total[active] = running[:, -1]
+        calls[active] += kept
+        t[active] = np.where(kept == k, times[:, -1] + gaps[:, -1], np.inf)
+        going = (kept == k) & (t[active] <= left_s) & (calls[active] < p.max_calls)
+        active = active[going]
+        k = min(k * 2, 1024)
+    return total.tolist(), [None if np.isnan(c) else float(c) for c in crossed], int(calls.sum())
 
 
 def seed(window: Block, at: datetime, used: int) -> str:

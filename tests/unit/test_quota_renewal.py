@@ -15,6 +15,7 @@ from outloop.agents.quota_renewal import (
     PRIOR_TURN_GAPS,
     GapModel,
     RenewalParams,
+    TurnModel,
     context_growth,
     gap_model,
     simulate,
@@ -174,3 +175,16 @@ def test_forecast_percentiles_show_the_atom_of_the_paths_that_stop() -> None:
     assert below == 0.0 and upto > 0.5  # most paths stop where the usage is now
     assert f.p10 == f.used_tokens and f.model["interval_mass"] >= 0.8
     assert f.cdf(f.p90 + 1)[0] >= 0.9 and f.cdf(f.percentiles[-1])[1] == 1.0 and len(f.percentiles) == 101
+
+
+def test_paths_stop_at_max_calls_and_a_typed_session_mixes_both_kinds_of_gap() -> None:
+    every_second = GapModel((1.0,), (1.0,))
+    capped, _ = simulate(random.Random(0), every_second, 0.0, 3600.0, 1.0, 0.0, 0, None,
+                         RenewalParams(paths=20, min_paths=20, max_calls=100))
+    assert set(capped) == {100.0}  # 3,601 calls fit in the hour; the bound keeps 100
+    # tool calls 10 s apart; an answer is followed by 1,000 s; one response in four ends its turn
+    model = TurnModel(every_second, {"tool": GapModel((10.0,), (1.0,)), "end": GapModel((1000.0,), (1.0,))}, 0.25)
+    finals, _ = simulate(random.Random(0), model, 0.0, 3600.0, 1.0, 0.0, 0, None, RenewalParams(paths=2000), "tool")
+    mean_gap = 0.75 * 10 + 0.25 * 1000  # 257.5 s: about 14 calls in the hour
+    assert sum(finals) / len(finals) == pytest.approx(3600 / mean_gap + 1, rel=0.1)
+    assert min(finals) < max(finals)  # the paths differ by how many answers they drew
