@@ -118,8 +118,11 @@ def binary_summary(log: str) -> Compact:
 
 
 def footer(log: str, raw_lines: int, raw_bytes: int, compact: bool) -> str:
-    """The log's path and how to see more, printed after every result."""
+    """The log's path and how to see more, printed after every compact result (``net.footer``); an
+    output printed unchanged gets no footer since the runner charges nothing to a command it does not
+    shorten, and ``compact=False`` gives the line older runners printed after one."""
     if not compact:
         return f"[outloop] log: {log}"
-    return (f"[outloop] full output ({raw_lines} lines, {raw_bytes} bytes): {log}\n"
-            "[outloop] see more: grep -n PATTERN LOG | head -50, or sed -n 'FROM,TOp' LOG (LOG: the path above)")
+    from outloop.runner.net import footer as net_footer
+
+    return net_footer(log, raw_lines, raw_bytes)

@@ -34,8 +34,8 @@ def printed_for(command: str, output: str, exit_code: int, family: str | None = 
             data = output.encode("utf-8", "surrogatepass")
             for start in range(0, len(data), 1 << 16):
                 pump.feed(data[start:start + (1 << 16)])
-            finish(opts, pump, files, exit_code, max_lines, max_tokens)
+            finish(opts, pump, files, exit_code, max_lines, max_tokens, env, live_log)
         finally:
             os.close(fd)
         text = b"".join(printed).decode("utf-8", "replace")
-        return text.replace(files.log, live_log)
+        return text.replace(files.log, live_log)  # a summary may name the log too

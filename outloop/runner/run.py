@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from outloop.runner import core, runlog
+from outloop.runner import core, net, runlog
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than the whole run
 
@@ -97,7 +97,7 @@ def main(argv: list[str], env: dict[str, str] | os._Environ[str] = os.environ,
         core.drain_raw(child, pump)
     code = child.wait()
     core.restore(old)
-    result = finish(opts, pump, files, code, max_lines, max_tokens)
+    result = finish(opts, pump, files, code, max_lines, max_tokens, env)
     if log_fd is not None:
         try:
             os.close(log_fd)
@@ -123,34 +123,65 @@ Result = tuple  # (family, kind, compact, failures, summary line)
 
 
 def finish(opts: Options, pump: core.Pump, files: runlog.RunFiles | None, code: int,
-           max_lines: int, max_tokens: int) -> Result:
-    """Print what the caller gets after the command ended; returns (family, kind, compact, failures,
-    summary line) for the metadata."""
+           max_lines: int, max_tokens: int, env: dict[str, str] | os._Environ[str] = os.environ,
+           log_shown: str | None = None) -> Result:
+    """Print what the caller gets after the command ended: the compact result when it saves tokens, else
+    the output exactly as the command printed it, nothing added (see ``net``); returns (family, kind,
+    compact, failures, summary line) for the metadata. ``log_shown`` is the log path the footer names
+    (a recorded run's: the path a live run would print, so that its size is the same)."""
     if pump.passthrough or files is None:  # everything was printed as it came
         reason = pump.log_error or "no log"
         pump.out(f"{_sep(pump)}[outloop] output passed through unchanged: no log ({reason})\n".encode())
         return opts.family, None, False, [], None
-    if not pump.over:
+    settings = net.Settings.from_env(env)
+    cpt = settings.chars_per_token
+    raw = net.tokens(net.agent_chars(_raw_chars(pump, settings.agent_limit), settings.agent_limit), cpt)
+    foot = net.footer(log_shown or files.log, pump.lines, pump.raw_bytes)
+    summary = None
+    if not net.surely_short(raw, net.tokens(len(foot) + 1, cpt), settings.min_saving):
+        try:
+            from outloop.runner import compact
+            from outloop.runner.families.base import Limits
+
+            limits = Limits(max_lines=max_lines, max_tokens=max_tokens)
+            summary = compact.summarise(opts.command, files.log, code, limits, opts.family)
+            text = f"{summary.text}\n{foot}\n"
+            if not net.passthrough(raw, net.tokens(len(text), cpt), settings.min_saving):
+                pump.out(text.encode())
+                return summary.family, summary.kind, True, summary.failures, summary.summary_line
+        except Exception:  # noqa: BLE001 - fall back to the whole output
+            summary = None
+    if pump.over:
+        pump.replay_log(pump.raw_bytes)
+    else:
         for chunk in pump.held:
             pump.out(chunk)
         pump.held = []
-        pump.out(f"{_sep(pump)}[outloop] log: {files.log}\n".encode())
-        return opts.family, None, False, *_short_failures(opts, files, code, max_lines, max_tokens)
-    try:
-        from outloop.runner import compact
-        from outloop.runner.families.base import Limits
+    if code == 0:  # the metadata and the API name a failed run's failures even when it is printed unchanged
+        return opts.family, None, False, [], None
+    if summary is not None:
+        return opts.family, None, False, list(summary.failures), summary.summary_line
+    return opts.family, None, False, *_short_failures(opts, files, code, max_lines, max_tokens)
 
-        limits = Limits(max_lines=max_lines, max_tokens=max_tokens)
-        c = compact.summarise(opts.command, files.log, code, limits, opts.family)
-        text = f"{c.text}\n{compact.footer(files.log, pump.lines, pump.raw_bytes, True)}\n".encode()
-        if len(text) < pump.raw_bytes:
-            pump.out(text)
-            return c.family, c.kind, True, c.failures, c.summary_line
-    except Exception:  # noqa: BLE001 - fall back to the whole output
-        pass
-    pump.replay_log(pump.raw_bytes)
-    pump.out(f"{_sep(pump)}[outloop] log: {files.log}\n".encode())
-    return opts.family, None, False, [], None
+
+def _raw_chars(pump: core.Pump, limit: int) -> int:
+    """Characters of the whole output as the agent's tool decodes it (UTF-8, bad bytes replaced): from
+    memory when it was held, else read back from the log when it may be within ``limit`` characters;
+    past ``4 * limit`` bytes it is certainly longer than ``limit``, and the log is not read."""
+    if not pump.over:
+        return len(b"".join(pump.held).decode("utf-8", "replace"))
+    if pump.raw_bytes > 4 * limit or pump.log_fd is None:
+        return pump.raw_bytes
+    data = b""
+    try:
+        while len(data) < pump.raw_bytes:
+            chunk = os.pread(pump.log_fd, pump.raw_bytes - len(data), len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        return pump.raw_bytes
+    return len(data.decode("utf-8", "replace"))
 
 
 def _short_failures(opts: Options, files: runlog.RunFiles, code: int, max_lines: int,

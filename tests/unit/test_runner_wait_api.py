@@ -89,7 +89,7 @@ def test_outloop_wait_until_and_timeout(tmp_path: Path) -> None:
 def test_outloop_run_cli(tmp_path: Path) -> None:
     env = runner_env(tmp_path / "runs")
     p = subprocess.run([OUTLOOP, "run", "--", "echo", "a  b"], capture_output=True, env=env, timeout=30)
-    assert p.returncode == 0 and p.stdout.startswith(b"a  b\n[outloop] log: ")
+    assert p.returncode == 0 and p.stdout == b"a  b\n"
     p = subprocess.run([OUTLOOP, "run", "--family", "pytest", "--", "printf 'x\\n'; exit 7"], capture_output=True,
                        env=env, timeout=30)
     assert p.returncode == 7 and p.stdout.startswith(b"x\n")
