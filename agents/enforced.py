@@ -13,6 +13,11 @@ such step of a context's timeline:
 - fidelity and the saving follow the same rules as shadow replay (:mod:`agents.fidelity`,
   :mod:`agents.savings`), with the agent's real next steps and the real carry of the session.
 
+When the compact result would not have saved tokens the runner prints the output exactly as the command
+printed it, with no footer (``outloop.runner.net``). The router names such a run after the tool call
+(``--run-id tu-<tool_use_id>``, :func:`outloop.runner.rewrite.run_id_for`), so the step is still found: its
+compact text is the raw text itself, and it is measured as saving 0 (never a cost).
+
 These are measurements of what happened (``basis = measured``), with token counts from the calibrated
 estimator. A measurement taken while the session goes on is a lower bound of the carry; it is taken
 again as the transcript grows. Pure: timeline, a run loader and prices in; measurements out.
@@ -77,28 +82,34 @@ def log_path(output: str | None) -> str | None:
     return found[-1] if found else None
 
 
-def enforced_steps(timeline: Timeline) -> list[tuple[ToolStep, str]]:
-    """The Bash steps whose recorded result is the runner's, with the log each names."""
+Locate = Callable[[str], str | None]  # tool_use_id -> the log of the run named after it, if one exists
+
+
+def enforced_steps(timeline: Timeline, locate: Locate | None = None) -> list[tuple[ToolStep, str, bool]]:
+    """The Bash steps whose recorded result is the runner's, with the log each names; with ``locate``,
+    also the steps without a footer whose tool call has a named run (printed unchanged: the flag)."""
     out = []
     for step in timeline.steps:
         if step.tool_name != "Bash":
             continue
         path = log_path(step.output)
         if path is not None:
-            out.append((step, path))
+            out.append((step, path, False))
+        elif locate is not None and step.tool_use_id and (path := locate(step.tool_use_id)) is not None:
+            out.append((step, path, True))
     return out
 
 
 def measure(timeline: Timeline, load: Callable[[str], RunLog | None], estimator: Estimator,
-            prices: PriceTable) -> list[Measured]:
+            prices: PriceTable, locate: Locate | None = None) -> list[Measured]:
     """The measurement of every runner step of ``timeline`` whose log ``load`` still finds (a pruned or
-    foreign log: no measurement, never a guess)."""
+    foreign log: no measurement, never a guess). A run printed unchanged saves exactly 0."""
     out = []
-    for step, path in enforced_steps(timeline):
+    for step, path, unchanged in enforced_steps(timeline, locate):
         run = load(path)
         if run is None:
             continue
-        printed = step.output or ""
+        printed = run.raw if unchanged else step.output or ""
         own = orjson.dumps(step.tool_input).decode()
         fid = fidelity(run.raw, printed, own, later_texts(timeline, step))
         sv = saving(timeline, replace(step, output=run.raw), printed, fid, estimator, prices)

@@ -29,6 +29,8 @@ from outloop.agents.enforced import AGENT_LIMIT, Measured, RunLog, agent_view, m
 from outloop.agents.pricing import PriceTable, active_table
 from outloop.agents.timeline import build_timeline
 from outloop.router.state import decision_id
+from outloop.runner.rewrite import RUN_ID_PREFIX, run_id_for
+from outloop.runner.runlog import runs_dir
 from outloop.schemas.events import Envelope, EventType, RoutingSaving
 from outloop.streams.importers import ImportStats, make_envelope
 from outloop.streams.importers.transcripts import read_jsonl
@@ -112,12 +114,25 @@ def _time(text: str) -> datetime | None:
         return None
 
 
-def measure_file(path: Path, prices: PriceTable | None = None, limit: int = AGENT_LIMIT) -> list[Envelope]:
-    """The ``routing.saving`` events of every runner step of one transcript file."""
+def named_run(tool_use_id: str, runs: str) -> str | None:
+    """The log of the run the router named after the tool call ``tool_use_id`` (``rewrite.run_id_for``),
+    when its metadata is in ``runs``: a run printed unchanged is found this way (no footer names it)."""
+    run_id = run_id_for(tool_use_id)
+    if run_id is None or not os.path.exists(os.path.join(runs, run_id + ".json")):
+        return None
+    return os.path.join(runs, run_id + ".log")
+
+
+def measure_file(path: Path, prices: PriceTable | None = None, limit: int = AGENT_LIMIT,
+                 runs: str | None = None) -> list[Envelope]:
+    """The ``routing.saving`` events of every runner step of one transcript file (``runs``: the runner's
+    folder, where runs named after their tool call are looked up; default ``$OUTLOOP_HOME/runs``)."""
     timeline = build_timeline(read_jsonl(path, ImportStats()), str(path))
     if not timeline.session_id:
         return []
-    found = measure(timeline, lambda p: load_run(p, limit), calibrate([timeline]), prices or active_table())
+    folder = runs or runs_dir(os.environ)
+    found = measure(timeline, lambda p: load_run(p, limit), calibrate([timeline]), prices or active_table(),
+                    lambda tool_use_id: named_run(tool_use_id, folder))
     return [saving_record(m) for m in found]
 
 
@@ -138,14 +153,26 @@ def _mentions_runner(path: Path, chunk: int = 1 << 20) -> bool:
 
 def measure_paths(paths: list[Path], prices: PriceTable | None = None) -> list[Envelope]:
     """The ``routing.saving`` events of the runner results in the Claude Code transcripts under
-    ``paths`` (``outloop replay``: runs the tailer did not see live are measured from their logs)."""
+    ``paths`` (``outloop replay``: runs the tailer did not see live are measured from their logs). When
+    the runs folder holds runs named after tool calls (printed unchanged, so no transcript names them),
+    every transcript is read for them."""
     from outloop.streams.importers.detect import collect_files
 
+    runs = runs_dir(os.environ)
+    named = _has_named_runs(runs)
     out: list[Envelope] = []
     for path in collect_files(paths, ImportStats()):
-        if path.suffix == ".jsonl" and _mentions_runner(path):
-            out.extend(measure_file(path, prices, agent_limit()))
+        if path.suffix == ".jsonl" and (named or _mentions_runner(path)):
+            out.extend(measure_file(path, prices, agent_limit(), runs))
     return out
+
+
+def _has_named_runs(runs: str) -> bool:
+    try:
+        with os.scandir(runs) as it:
+            return any(e.name.startswith(RUN_ID_PREFIX) and e.name.endswith(".json") for e in it)
+    except OSError:
+        return False
 
 
 class Measurer:
@@ -156,19 +183,22 @@ class Measurer:
     every = 10.0  # seconds between two measurements of one growing file
     forget_after = 3600.0  # a file unchanged this long is no longer watched
 
-    def __init__(self, prices: PriceTable | None = None, limit: int | None = None) -> None:
+    def __init__(self, prices: PriceTable | None = None, limit: int | None = None, runs: str | None = None) -> None:
         self.prices = prices
         self.limit = limit or agent_limit()
+        self.runs = runs or runs_dir(os.environ)
         self.files: dict[str, tuple[float, float]] = {}  # path -> (grew at, measured at)
         self.sent: dict[str, str] = {}  # decision_id -> envelope id last acknowledged
         self._last: list[str] = []  # the files measured by the last call of due()
 
     def note(self, path: str, envelopes: list[Envelope], now: float) -> None:
-        """New lines of ``path`` were read: watch it when one of them is a runner's result."""
+        """New lines of ``path`` were read: watch it when one of them is a runner's result (its footer, or
+        a run named after its tool call: one printed unchanged)."""
         if path in self.files:
             self.files[path] = (now, self.files[path][1])
             return
-        if any(e.type is EventType.TOOL_RESULT and "[outloop] " in str(e.data.get("output_text") or "")
+        if any(e.type is EventType.TOOL_RESULT and ("[outloop] " in str(e.data.get("output_text") or "")
+                                                    or named_run(str(e.data.get("tool_use_id")), self.runs))
                for e in envelopes):
             self.files[path] = (now, float("-inf"))
 
@@ -186,7 +216,7 @@ class Measurer:
             self.files[path] = (grew, now)
             self._last.append(path)
             try:
-                envs = measure_file(Path(path), self.prices, self.limit)
+                envs = measure_file(Path(path), self.prices, self.limit, self.runs)
             except Exception:  # noqa: BLE001 - a bad file costs its measurement, never the tailer
                 log.exception("savings: %s could not be measured", path)
                 continue

@@ -29,6 +29,7 @@ from outloop.agents.rereads import EDIT_TOOLS, Stamp, stamp_of
 from outloop.router.decide import Decision, answer, decide
 from outloop.router.guard import SessionState, response_text
 from outloop.router.rules import RulesError, RuleSet, build, load, read_user
+from outloop.runner.rewrite import run_id_for, with_run_id
 from outloop.sinks.snapshot import snapshot_path
 
 __all__ = ["Router", "snapshot_path"]
@@ -171,7 +172,7 @@ class Router:
                    self.rule_stats, self.sizes, stamp)
         command = tool_input.get("command") if tool == "Bash" else None
         step = state.pre(_str(payload.get("tool_use_id")), tool, command if isinstance(command, str) else None, now)
-        out = answer(d)
+        out = _named_run(answer(d), _str(payload.get("tool_use_id")))
         out, d = self._with_quota(out, d, tool, state, now)
         out, d = self._with_cache_note(out, d, payload, state, last_seen, now)
         if out is not None and d.action == "deny":
@@ -251,6 +252,19 @@ def _remember(state: SessionState, payload: dict[str, Any], now: float) -> None:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _named_run(out: dict[str, Any] | None, tool_use_id: str | None) -> dict[str, Any] | None:
+    """A rewrite's runner command names its run after the tool call (``rewrite.run_id_for``): the live
+    measurement finds a run the runner printed unchanged (no footer names its log) by the call's id."""
+    spec = (out or {}).get("hookSpecificOutput")
+    updated = spec.get("updatedInput") if isinstance(spec, dict) else None
+    run_id = run_id_for(tool_use_id)
+    if not isinstance(spec, dict) or not isinstance(updated, dict) or run_id is None \
+            or not isinstance(updated.get("command"), str):
+        return out
+    spec["updatedInput"] = {**updated, "command": with_run_id(updated["command"], run_id)}
+    return out
 
 
 def _quota_config() -> QuotaConfig:

@@ -12,6 +12,8 @@ import shlex
 import sys
 
 MARKER = "--outloop-run"  # present in every rewritten command: a command that has it is never wrapped again
+RUN_ID_PREFIX = "tu-"  # a run named after the agent's tool call (see run_id_for)
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 def runner_path() -> str:
@@ -30,6 +32,22 @@ def runner_command(command: str, family: str | None = None, rule: str | None = N
         argv += ["--rule", rule]
     argv += ["--", command]
     return shlex.join(argv)
+
+
+def run_id_for(tool_use_id: str | None) -> str | None:
+    """The run id the router gives the runner for an agent's tool call: ``tu-<tool_use_id>``, so that the
+    run is found from the session's transcript even when the runner printed the output unchanged (no
+    footer names its log). None when the id is missing or not a plain file name."""
+    if not tool_use_id or len(tool_use_id) > 128 or not set(tool_use_id) <= _ID_CHARS:
+        return None
+    return RUN_ID_PREFIX + tool_use_id
+
+
+def with_run_id(command: str, run_id: str) -> str:
+    """A runner command (``runner_command``'s) that names its run ``run_id``; any other command as is."""
+    if f" {MARKER} --run-id " in command:
+        return command
+    return command.replace(f" {MARKER} ", f" {MARKER} --run-id {shlex.quote(run_id)} ", 1)
 
 
 def is_wrapped(command: str) -> bool:

@@ -19,7 +19,7 @@ from outloop.agents.pricing import PriceTable
 from outloop.agents.timeline import build_timeline
 from outloop.router.measure import Measurer, load_run, measure_file, measure_paths
 from outloop.router.state import decision_id
-from outloop.runner.rewrite import runner_command
+from outloop.runner.rewrite import run_id_for, runner_command, with_run_id
 from outloop.streams.importers import ImportStats
 from outloop.streams.importers.detect import iter_paths
 
@@ -172,3 +172,36 @@ def test_a_file_without_runner_results_is_never_read(tmp_path: Path) -> None:
     m = Measurer()
     m.note(str(plain), list(iter_paths([plain], ImportStats())), now=0.0)
     assert m.due(0.0) == [] and m.files == {}
+
+
+@pytest.mark.parametrize(("tool_use_id", "run_id"), [
+    ("toolu_01AbC-9", "tu-toolu_01AbC-9"), (None, None), ("", None), ("../etc", None), ("a b", None),
+    ("x" * 129, None)])
+def test_a_run_is_named_after_its_tool_call_when_the_id_is_a_plain_name(tool_use_id: str | None,
+                                                                          run_id: str | None) -> None:
+    assert run_id_for(tool_use_id) == run_id
+
+
+def test_a_run_printed_unchanged_is_measured_as_saving_nothing(tmp_path: Path) -> None:
+    """The router names the run after the tool call; the runner prints the short output exactly (no
+    footer); the tailer still finds the run and measures it: net 0, never a cost."""
+    home = tmp_path / "home"
+    env = {**os.environ, "OUTLOOP_HOME": str(home)}
+    env.pop("OUTLOOP_RUNS_DIR", None)
+    cmd = with_run_id(runner_command("printf 'src/calc.py:3 needs a look\\n'; exit 1", "generic", "generic"),
+                      "tu-t1")
+    done = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == "src/calc.py:3 needs a look\n" and log_path(done.stdout) is None
+    transcript = tmp_path / "s-live.jsonl"
+    _write(transcript, _session(done.stdout, "src/calc.py:3"))
+    runs = str(home / "runs")
+    (m,) = measure_file(transcript, PriceTable.default(), runs=runs)
+    d = m.data
+    assert (d["basis"], d["run_id"], d["rule"], d["decision_id"]) == ("measured", "tu-t1", "generic",
+                                                                       decision_id("s-live", "t1", 0))
+    assert d["raw_tokens"] == d["compact_tokens"] > 0 and d["carry_calls"] == 3
+    assert d["net_tokens"] == 0 and d["net_usd"] == 0 and d["charged_tokens"] == 0
+    watcher = Measurer(PriceTable.default(), runs=runs)  # the tailer watches the file for that result alone
+    watcher.note(str(transcript), list(iter_paths([transcript], ImportStats())), now=0.0)
+    assert [e.id for e in watcher.due(0.0)] == [m.id]
+    assert measure_file(transcript, PriceTable.default(), runs=str(tmp_path / "elsewhere")) == []  # no run: none

@@ -98,6 +98,7 @@ def test_enforce_answers_updated_input_and_spools_payload_and_decision(running: 
     out = json.loads(proc.stdout)["hookSpecificOutput"]
     assert out["hookEventName"] == "PreToolUse" and out["permissionDecision"] == "allow"
     assert "--outloop-run" in out["updatedInput"]["command"] and out["updatedInput"]["description"] == "Run the tests"
+    assert " --outloop-run --run-id tu-toolu_01 " in out["updatedInput"]["command"]  # the run is named after the call
     hooks = [running.spool.read(i) for i in running.spool.ready()]
     assert [h.raw for h in hooks if h.source is None] == [body]  # the payload is spooled as before
     (decision,) = running.decisions(1)
