@@ -3,8 +3,10 @@ peak memory and wall time on a huge output.
 
 Added time: ``bash -c true`` alone vs through the runner (``runner_command``, as the router rewrites
 commands), with ``python -I -S -c pass`` (the bare start of the same interpreter, the same flags) in the
-same rounds. Each round runs every variant N times, interleaved; the figures are medians over the rounds
-of each round's median. Target: added time <= 2x the bare interpreter start.
+same rounds; and a 30-line output (1.7 KB: longer than the footer, so the runner summarises it to decide
+whether the summary saves tokens, and prints it unchanged when not). Each round runs every variant N
+times, interleaved; the figures are medians over the rounds of each round's median. Target: added time
+<= 2x the bare interpreter start.
 
 Huge output: ``yes`` lines through the runner (default 1 GB, a few of them error lines); the runner's
 peak RSS from ``wait4`` (``ru_maxrss`` is the largest of the runner and the processes it waited for:
@@ -29,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from outloop.runner.rewrite import runner_command  # noqa: E402
 
+MEDIUM = 'for i in $(seq 1 30); do echo "line $i of a medium output, the kind git status prints"; done'
+
 
 def run_once(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
@@ -45,6 +49,8 @@ def startup(runs: int, rounds: int, env: dict[str, str]) -> None:
         "bare command: bash -c true": ["bash", "-c", "true"],
         "runner: bash -c true through main.py": shlex.split(runner_command("true")),
         "bare interpreter: python -I -S -c pass": [py, "-I", "-S", "-c", "pass"],
+        "bare command: 30 lines": ["bash", "-c", MEDIUM],
+        "runner: 30 lines through main.py": shlex.split(runner_command(MEDIUM)),
     }
     names = list(variants)
     medians: dict[str, list[float]] = {n: [] for n in names}
@@ -56,13 +62,15 @@ def startup(runs: int, rounds: int, env: dict[str, str]) -> None:
         for n in names:
             medians[n].append(statistics.median(times[n]))
     med = {n: statistics.median(v) * 1000 for n, v in medians.items()}
-    bare_cmd, runner, interp = (med[n] for n in names)
+    bare_cmd, runner, interp, bare_medium, runner_medium = (med[n] for n in names)
     added = runner - bare_cmd
     for n in names:
         spread = ", ".join(f"{x * 1000:.2f}" for x in medians[n])
         print(f"  {n:44s} median {med[n]:7.2f} ms  (per round: {spread})")
     print(f"  runner's added time: {added:.2f} ms = {added / interp:.2f}x a bare interpreter start "
           f"(target <= 2x)")
+    print(f"  runner's added time on 30 lines: {runner_medium - bare_medium:.2f} ms = "
+          f"{(runner_medium - bare_medium) / interp:.2f}x a bare interpreter start")
     per_round = [(r - b) / i for r, b, i in zip(medians[names[1]], medians[names[0]], medians[names[2]],
                                                 strict=True)]
     print(f"  ratio per round: {', '.join(f'{x:.2f}' for x in per_round)}")

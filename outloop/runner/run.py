@@ -21,6 +21,7 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more t
 
 if TYPE_CHECKING:
     from outloop.runner.core import Write
+    from outloop.runner.families.base import Compact
 
 MARKER = "--outloop-run"  # as in rewrite.MARKER (not imported: rewrite imports shlex, which costs start-up)
 
@@ -127,31 +128,20 @@ def finish(opts: Options, pump: core.Pump, files: runlog.RunFiles | None, code: 
            log_shown: str | None = None) -> Result:
     """Print what the caller gets after the command ended: the compact result when it saves tokens, else
     the output exactly as the command printed it, nothing added (see ``net``); returns (family, kind,
-    compact, failures, summary line) for the metadata. ``log_shown`` is the log path the footer names
-    (a recorded run's: the path a live run would print, so that its size is the same)."""
+    compact, failures, summary line) for the metadata. An output that ended within the thresholds is
+    short: printed as is without paying for the summariser's import (about two interpreter starts).
+    ``log_shown`` is the log path the footer names (a recorded run's: the path a live run would print,
+    so that the footer's size is the same)."""
     if pump.passthrough or files is None:  # everything was printed as it came
         reason = pump.log_error or "no log"
         pump.out(f"{_sep(pump)}[outloop] output passed through unchanged: no log ({reason})\n".encode())
         return opts.family, None, False, [], None
-    settings = net.Settings.from_env(env)
-    cpt = settings.chars_per_token
-    raw = net.tokens(net.agent_chars(_raw_chars(pump, settings.agent_limit), settings.agent_limit), cpt)
-    foot = net.footer(log_shown or files.log, pump.lines, pump.raw_bytes)
     summary = None
-    if not net.surely_short(raw, net.tokens(len(foot) + 1, cpt), settings.min_saving):
-        try:
-            from outloop.runner import compact
-            from outloop.runner.families.base import Limits
-
-            limits = Limits(max_lines=max_lines, max_tokens=max_tokens)
-            summary = compact.summarise(opts.command, files.log, code, limits, opts.family)
-            text = f"{summary.text}\n{foot}\n"
-            if not net.passthrough(raw, net.tokens(len(text), cpt), settings.min_saving):
-                pump.out(text.encode())
-                return summary.family, summary.kind, True, summary.failures, summary.summary_line
-        except Exception:  # noqa: BLE001 - fall back to the whole output
-            summary = None
     if pump.over:
+        compacted, summary = _compact(opts, pump, (files.log, log_shown or files.log), code, max_lines, max_tokens,
+                                      env)
+        if compacted and summary is not None:
+            return summary.family, summary.kind, True, summary.failures, summary.summary_line
         pump.replay_log(pump.raw_bytes)
     else:
         for chunk in pump.held:
@@ -164,12 +154,39 @@ def finish(opts: Options, pump: core.Pump, files: runlog.RunFiles | None, code: 
     return opts.family, None, False, *_short_failures(opts, files, code, max_lines, max_tokens)
 
 
+def _compact(opts: Options, pump: core.Pump, logs: tuple[str, str], code: int, max_lines: int, max_tokens: int,
+             env: dict[str, str] | os._Environ[str]) -> tuple[bool, Compact | None]:
+    """Print the compact result of a long output when it costs fewer tokens than the output as the agent
+    would read it (``net.passthrough``); returns (printed, the summary or None). ``logs``: the log read
+    and the path its footer names."""
+    log, shown = logs
+    settings = net.Settings.from_env(env)
+    cpt = settings.chars_per_token
+    raw = net.tokens(net.agent_chars(_raw_chars(pump, settings.agent_limit), settings.agent_limit), cpt)
+    foot = net.footer(shown, pump.lines, pump.raw_bytes)
+    if net.surely_short(raw, net.tokens(len(foot) + 1, cpt), settings.min_saving):
+        return False, None
+    try:
+        from outloop.runner import compact
+        from outloop.runner.families.base import Limits
+
+        summary = compact.summarise(opts.command, log, code,
+                                    Limits(max_lines=max_lines, max_tokens=max_tokens), opts.family)
+        text = f"{summary.text}\n{foot}\n"
+        if net.passthrough(raw, net.tokens(len(text), cpt), settings.min_saving):
+            return False, summary
+        pump.out(text.encode())
+        return True, summary
+    except Exception:  # noqa: BLE001 - fall back to the whole output
+        return False, None
+
+
 def _raw_chars(pump: core.Pump, limit: int) -> int:
-    """Characters of the whole output as the agent's tool decodes it (UTF-8, bad bytes replaced): from
-    memory when it was held, else read back from the log when it may be within ``limit`` characters;
-    past ``4 * limit`` bytes it is certainly longer than ``limit``, and the log is not read."""
+    """Characters of the whole output as the agent's tool decodes it (UTF-8, bad bytes replaced), read
+    back from the log when it may be within ``limit`` characters; past ``4 * limit`` bytes it is
+    certainly longer than ``limit``, and the log is not read. A held output is short: not counted."""
     if not pump.over:
-        return len(b"".join(pump.held).decode("utf-8", "replace"))
+        return pump.raw_bytes
     if pump.raw_bytes > 4 * limit or pump.log_fd is None:
         return pump.raw_bytes
     data = b""

@@ -61,13 +61,17 @@ def test_long_output_is_compacted_and_the_log_keeps_every_byte(tmp_path: Path) -
 
 def test_thresholds_come_from_the_environment(tmp_path: Path) -> None:
     cmd = "seq 1 500"
-    assert run(cmd, tmp_path / "b").stdout.startswith(b"[outloop] 500 lines")  # past 100 lines: read back
-    # held in memory (within the line limit) or not, the sizes of the two texts decide, not a line count
-    assert run(cmd, tmp_path / "a", OUTLOOP_RUN_MAX_LINES="1000").stdout.startswith(b"[outloop] 500 lines")
+    assert run(cmd, tmp_path / "a", OUTLOOP_RUN_MAX_LINES="1000").stdout == bare(cmd).stdout  # within: as is
+    assert run(cmd, tmp_path / "b").stdout.startswith(b"[outloop] 500 lines")  # default: 100 lines
+    wide = "seq 1 2000"  # 8,893 bytes: within the default 2,500 tokens (about 10,000 bytes)
+    assert run(wide, tmp_path / "c", OUTLOOP_RUN_MAX_LINES="5000").stdout == bare(wide).stdout
+    tokens = run(wide, tmp_path / "e", OUTLOOP_RUN_MAX_LINES="5000", OUTLOOP_RUN_MAX_TOKENS="1000").stdout
+    assert tokens.startswith(b"[outloop] 2000 lines")
     assert run(cmd, tmp_path / "d", OUTLOOP_RUN_MAX_LINES="not-a-number").stdout.startswith(b"[outloop] 500")
-    kept = run(cmd, tmp_path / "c", OUTLOOP_RUN_MIN_SAVING_TOKENS="100000")  # the summary must save more
-    assert kept.stdout == bare(cmd).stdout
-    assert run("seq 1 30", tmp_path / "e").stdout == bare("seq 1 30").stdout  # shorter than the footer
+    # past the thresholds the two texts decide: a summary that does not save enough tokens is not printed
+    assert run(cmd, tmp_path / "f", OUTLOOP_RUN_MIN_SAVING_TOKENS="100000").stdout == bare(cmd).stdout
+    blank = "yes '' | head -n 300"  # 300 lines, 300 bytes: shorter than the footer alone
+    assert run(blank, tmp_path / "g").stdout == bare(blank).stdout
 
 
 def test_sigterm_is_forwarded_to_the_whole_command(tmp_path: Path) -> None:
