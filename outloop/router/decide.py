@@ -34,9 +34,9 @@ from outloop.runner.rewrite import is_wrapped, runner_command
 
 DETERMINISTIC = (RO, WR)  # the side-effect classes a replacement may act on
 # A signature whose outputs average fewer tokens than this (a few lines) is not rewritten: the runner
-# would print its output unchanged (it compacts past 100 lines or 2,500 tokens) and add its log line,
-# which every later call re-reads, so the rewrite can only cost. Measured on the dev traces' shadow
-# replay: git status, git log and short go builds routed cost 41k tokens net, saving none.
+# would print its output exactly (it compacts only past 100 lines or 2,500 tokens, and only when that
+# saves tokens), so the rewrite saves nothing and adds the runner's start. (When the runner still added
+# its log line, git status, git log and short go builds routed cost 41k tokens net on the dev traces.)
 SHORT_OUTPUT_TOKENS = 100
 _SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")", ";;", "|&"}
 _WRAPPERS = {"sudo", "env", "time", "nice", "nohup", "command", "exec", "stdbuf", "ionice", "timeout", "xargs"}
@@ -296,7 +296,7 @@ def _route(inp: Mapping[str, Any], command: str, sig: Signature, rules: RuleSet,
     typical = sizes.get(sig.signature)
     if why is None and typical is not None and typical < SHORT_OUTPUT_TOKENS:
         why = (f"its output is typically short ({typical:.0f} tokens on average < {SHORT_OUTPUT_TOKENS}): the runner "
-               "would print it unchanged and add its log line")
+               "would print it exactly: nothing to save")
     if why is not None:
         return _with_sig(_rule_decision(first, "pass", f"not rewritten: {why}", stats), sig, confidence)
     chosen: Rule | None = None

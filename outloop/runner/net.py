@@ -12,7 +12,10 @@ The two texts compared are what the agent would read either way:
 Both are counted with the project's token estimate (``ceil(characters / characters per token)``, as
 ``agents.calibration.Estimator.tokens``; ``OUTLOOP_CHARS_PER_TOKEN``, default 4). The compact text is
 printed only when it saves more than ``OUTLOOP_RUN_MIN_SAVING_TOKENS`` (default 0) tokens; otherwise the
-output goes through unchanged, so routing saves that command nothing and costs it nothing.
+output goes through unchanged, so routing saves that command nothing and costs it nothing. The runner
+(``run.finish``) asks only about an output past its thresholds (``OUTLOOP_RUN_MAX_LINES``/``_TOKENS``):
+one that ended within them is short and printed as is, without importing a summariser; shadow replay
+renders recorded outputs through the same code (``recorded.printed_for``).
 """
 
 from __future__ import annotations

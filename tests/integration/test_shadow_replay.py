@@ -49,6 +49,10 @@ def test_shadow_replay_prices_every_decision_and_stores_it_once(tmp_path: Path, 
         logged = con.execute("SELECT count(*), sum(net_tokens), count(*) FILTER (WHERE basis = 'estimate') "
                              "FROM cost_savings_log").fetchone()
         assert logged == (r["decisions"], r["net_tokens_saved"], r["decisions"])
+        # routing never costs: a short output is printed exactly (saves 0), so no kept decision is negative
+        negative = con.execute("SELECT rule, net_tokens FROM cost_savings_log "
+                               "WHERE net_tokens < 0 AND (fidelity IS NULL OR fidelity >= 1)").fetchall()
+        assert negative == [] and all(g["net_tokens"] >= 0 for g in r["by_rule"].values()), r["by_rule"]
     finally:
         con.close()
     before = _decisions(s.db)
