@@ -192,8 +192,8 @@ def simulate(rng: random.Random, gaps: GapModel | TurnModel, idle_s: float, left
     work = 0
     while len(finals) < p.paths and (work < p.work or len(finals) < p.min_paths):
         # the first batch measures the calls a path holds; the next one fills what is left of the work bound
-        per_path = work / len(finals) if finals else 0.0
-        room = (p.work - work) / per_path if per_path else p.min_paths
+        per_path = work / len(finals) if finals else None
+        room = p.min_paths if per_path is None else (p.work - work) / per_path if per_path else p.paths
         n = max(min(p.paths - len(finals), max(int(room), p.min_paths - len(finals), 1)), 1)
         t = _first_times(gen, first, idle_s, left_s, n)
         batch_finals, batch_crossed, calls = _batch(gen, kinds, t, left_s, per_call, growth, used, limit, p)
@@ -244,8 +244,8 @@ def _batch(gen: Any, kinds: _Kinds, t: Any, left_s: float, per_call: float, grow
     """Simulate paths whose first calls come at ``t``, all at once: each round draws the next ``k`` gaps of
     every path still active, takes their call times as running sums, and keeps the calls that fall in the
     window (a prefix of each row); a path whose ``k`` calls all fell in goes on to the next round, with
-    ``k`` doubling up to 1,024. Call ``c`` of a path costs ``per_call + (growth * c) % span`` (the context
-    grows, and a compaction at ``max_context`` brings it back), as the scalar model says."""
+    ``k`` doubling up to 1,024. Call ``c`` of a path costs ``per_call + (growth * c) % span``: the context
+    grows by ``growth`` a call, and a compaction at ``max_context`` brings it back."""
     import numpy as np
 
     n = len(t)
