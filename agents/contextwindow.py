@@ -1,5 +1,5 @@
 """Context-efficiency windows: a per-session window the sessions agent keeps, fed by the tool calls,
-usage records and hook events it produces. Pure: events and their times in, closed windows out.
+usage records, API messages and hook events it produces. Pure: events and their times in, closed windows out.
 
 A window is one stretch of a session's activity. It opens on the first event of a session that has
 no open window, and closes on the session's ``Stop`` or ``SessionEnd`` hook event, when the event-time
@@ -9,21 +9,30 @@ A closed window is emitted and forgotten: nothing of it stays in memory, so memo
 open windows only, never with the sessions seen. More events of that session open a new window
 (``seq`` + 1 is not known then: a window is named by its session and the time of its first event).
 
-Within a window, running figures (the session-wide figures are the sink's, recomputed from stored
-facts, see :mod:`agents.context`):
+Replaying the same input gives the same windows, however it is cut into batches. The agent feeds the
+fold one input event at a time, in the order of its partition (which a replay reproduces: the
+publisher keeps the input's order per partition); the fold never sorts a batch. Which window an event
+joins, and when a window closes, are therefore decided at the same point of that order in every replay.
+Within a window, the fold keeps its *facts*, one per id - each tool call (its latest view's file and size;
+its time that of its first completed view), each usage record (its largest version, as the sink keeps
+it), each hook event, and the ids the session's API messages mark as a sub-agent's - and the running
+figures are computed from them in event-time order when the window is emitted
+(:func:`figures`), so a fact delivered twice, or an update that came in a later batch, counts once and
+the order facts arrived in within the window changes nothing (a transcript's usage records come after
+its tool results, at the end of its file). The figures (the session-wide ones are the sink's, recomputed
+from stored facts, see :mod:`agents.context`):
 
 * outputs and their tokens, counted once per tool call id;
 * ``carry_tokens``: every API call of the main chain adds the tokens of the main chain's outputs that
   came back before it since the window opened or the last compaction (``PreCompact``) - what that call
-  re-read of them (a sub-agent's calls and outputs, known from the batch's API messages, are left out);
+  re-read of them (a sub-agent's calls and outputs, known from the session's API messages, are left out);
 * ``reread_tokens``: Reads of a path this window already read (same or narrower range), with no edit
   of it nor compaction between (the re-read rule of :mod:`agents.context`);
-* ``cache_break_tokens``: cache writes of at least ``BREAK_MIN_TOKENS`` and half the prompt after an
-  idle gap past the cache lifetime; a window re-opened after such a gap starts with one.
+* ``cache_break_tokens``: cache writes of at least ``BREAK_MIN_TOKENS`` and half the prompt by the
+  window's first API call or after an idle gap past the cache lifetime.
 
-Per window the state is bounded too: at most ``MAX_IDS`` tool call ids and ``MAX_PATHS`` paths are
-remembered (beyond, outputs still count, a repeated view of an old one may count twice, and re-reads
-of paths not remembered are not seen).
+Per window the state is bounded too: at most ``MAX_IDS`` facts of each kind are kept (beyond, events
+still count, their figures do not) and ``MAX_PATHS`` paths are followed for re-reads.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from outloop.agents.context import BREAK_MIN_TOKENS, CACHE_1H, CACHE_5M, EDIT_TOOLS
 
@@ -43,41 +52,70 @@ MAX_PATHS = 1_024
 CLOSING_HOOKS = frozenset({"Stop", "SessionEnd"})
 
 
+class Call(NamedTuple):
+    """A tool call as the window keeps it: ``at`` is None while it has not completed."""
+
+    at: datetime | None
+    tokens: int
+    tool: str | None
+    path: str | None
+    read_ok: bool
+    first: int
+    end: float
+
+
+class Api(NamedTuple):
+    """An API call (a usage record): its time, prompt, cache write and 1-hour cache write, and its total
+    (the largest version wins)."""
+
+    at: datetime
+    prompt: int
+    cache_write: int
+    cache_1h: int
+    total: int
+
+
+@dataclass
+class Figures:
+    outputs: int = 0
+    loaded_tokens: int = 0
+    carry_tokens: int = 0
+    reread_tokens: int = 0
+    api_calls: int = 0
+    max_prompt_tokens: int = 0
+    compactions: int = 0
+    cache_break_tokens: int = 0
+
+
 @dataclass
 class Window:
     session_id: str
     opened_at: datetime
     last_at: datetime
     events: int = 0
-    outputs: int = 0
-    loaded_tokens: int = 0
-    live_tokens: int = 0  # outputs since the window opened or the last compaction
-    carry_tokens: int = 0
-    reread_tokens: int = 0
-    api_calls: int = 0
-    last_prompt_tokens: int = 0
-    max_prompt_tokens: int = 0
-    compactions: int = 0
-    cache_break_tokens: int = 0
-    last_call_at: datetime | None = None
-    one_hour_cache: bool = False
     closed_at: datetime | None = None
     close_reason: str | None = None
-    ids: set[str] = field(default_factory=set)
-    reads: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    calls: dict[str, Call] = field(default_factory=dict)
+    usage: dict[str, Api] = field(default_factory=dict)
+    hooks: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    side: set[str] = field(default_factory=set)  # usage and tool call ids of a sub-agent
 
     @property
     def id(self) -> str:
         return f"{self.session_id}:{self.opened_at.isoformat()}"
 
+    def figures(self) -> Figures:
+        return figures(self)
+
     def record(self) -> dict[str, Any]:
         """The window as the ``context_windows`` row."""
+        f = figures(self)
         return {"id": self.id, "session_id": self.session_id, "opened_at": self.opened_at,
                 "last_event_at": self.last_at, "closed_at": self.closed_at, "close_reason": self.close_reason,
-                "events": self.events, "outputs": self.outputs, "loaded_tokens": self.loaded_tokens,
-                "carry_tokens": self.carry_tokens, "reread_tokens": self.reread_tokens, "api_calls": self.api_calls,
-                "max_prompt_tokens": self.max_prompt_tokens, "compactions": self.compactions,
-                "cache_break_tokens": self.cache_break_tokens}
+                "events": self.events, "outputs": f.outputs, "loaded_tokens": f.loaded_tokens,
+                "carry_tokens": f.carry_tokens, "reread_tokens": f.reread_tokens, "api_calls": f.api_calls,
+                "max_prompt_tokens": f.max_prompt_tokens, "compactions": f.compactions,
+                "cache_break_tokens": f.cache_break_tokens}
 
 
 def _range(tool_input: Any) -> tuple[int, float]:
@@ -87,84 +125,133 @@ def _range(tool_input: Any) -> tuple[int, float]:
     return first, (first + limit if isinstance(limit, int) and limit > 0 else float("inf"))
 
 
+def _timeline(w: Window) -> list[tuple[datetime, int, str, Any]]:
+    """The window's facts in event-time order; at one instant hook events first, then tool outputs, then API
+    calls, then by id (a total order: no tie depends on arrival)."""
+    items: list[tuple[datetime, int, str, Any]] = [(at, 0, hid, name) for hid, (at, name) in w.hooks.items()]
+    items += [(c.at, 1, cid, c) for cid, c in w.calls.items() if c.at is not None]
+    items += [(a.at, 2, uid, a) for uid, a in w.usage.items()]
+    items.sort(key=lambda i: (i[0], i[1], i[2]))
+    return items
+
+
+def figures(w: Window) -> Figures:
+    """The running figures of ``w``, from its facts in event-time order (see the module doc)."""
+    f = Figures()
+    live = 0
+    reads: dict[str, list[tuple[int, float]]] = {}
+    last_call: Api | None = None
+    for at, kind, fid, item in _timeline(w):
+        if kind == 0:
+            if item == "PreCompact":
+                f.compactions += 1
+                live = 0
+                reads.clear()
+        elif kind == 1:
+            f.outputs += 1
+            f.loaded_tokens += item.tokens
+            if fid not in w.side:
+                live += item.tokens
+                f.reread_tokens += _reread(reads, item)
+        elif fid not in w.side:
+            f.api_calls += 1
+            f.carry_tokens += live
+            f.max_prompt_tokens = max(f.max_prompt_tokens, item.prompt)
+            lifetime = CACHE_1H if last_call is not None and last_call.cache_1h else CACHE_5M
+            idle = last_call is None or at - last_call.at > lifetime
+            if idle and item.cache_write >= BREAK_MIN_TOKENS and 2 * item.cache_write >= item.prompt:
+                f.cache_break_tokens += item.cache_write
+            last_call = item
+    return f
+
+
+def _reread(reads: dict[str, list[tuple[int, float]]], c: Call) -> int:
+    """The tokens of ``c`` when it re-reads a range of a path read before (no edit between); follows the reads."""
+    if c.path is None:
+        return 0
+    if c.tool in EDIT_TOOLS:
+        reads.pop(c.path, None)
+    elif c.read_ok:
+        ranges = reads.get(c.path)
+        if ranges is not None and any(a <= c.first and c.end <= b for a, b in ranges):
+            return c.tokens
+        if ranges is not None:
+            ranges.append((c.first, c.end))
+        elif len(reads) < MAX_PATHS:
+            reads[c.path] = [(c.first, c.end)]
+    return 0
+
+
 @dataclass
 class ContextWindows:
-    """The open windows of one sessions agent, least recently active first."""
+    """The open windows of one sessions agent's partition, least recently active first. Feed it one
+    event at a time in the partition's order (see the module doc)."""
 
     timeout: timedelta = TIMEOUT
     max_open: int = MAX_OPEN
     open: OrderedDict[str, Window] = field(default_factory=OrderedDict)
     watermark: datetime | None = None
 
-    def _window(self, session: str, at: datetime) -> Window:
+    def _window(self, session: str, at: datetime, counted: bool = True) -> Window:
         w = self.open.get(session)
         if w is None:
             w = self.open[session] = Window(session, at, at)
         else:
             self.open.move_to_end(session)
             w.last_at = max(w.last_at, at)
-        w.events += 1
+        if counted:
+            w.events += 1
         if self.watermark is None or at > self.watermark:
             self.watermark = at
         return w
 
     def tool_call(self, view: dict[str, Any], at: datetime, main: bool = True) -> Iterator[Window]:
-        """A tool call view (the pairing fold's): its output once it completed. ``main=False``: a
-        sub-agent's call - its output is loaded into the sub-agent's context, not carried by the main
-        chain's API calls (nor a re-read of the main chain's files)."""
+        """A tool call view (the pairing fold's merged view); it is an output from its first completed view
+        on (whose time it keeps). ``main=False``: a sub-agent's call, known from elsewhere than its API
+        message - its output is loaded into the sub-agent's context, not carried by the main chain's calls
+        (nor a re-read of the main chain's files)."""
         w = self._window(view["session_id"], at)
-        status = view.get("status")
-        if status != "started" and view["id"] not in w.ids:
-            if len(w.ids) < MAX_IDS:
-                w.ids.add(view["id"])
-            tokens = int(view.get("output_tokens_est") or 0)
-            w.outputs += 1
-            w.loaded_tokens += tokens
-            if main:
-                w.live_tokens += tokens
-                self._file(w, view, tokens)
-        yield from self.expire()
-
-    def _file(self, w: Window, view: dict[str, Any], tokens: int) -> None:
-        path, tool = view.get("file_path"), view.get("tool_name")
-        if not isinstance(path, str):
+        cid = view["id"]
+        seen = w.calls.get(cid)
+        if seen is None and len(w.calls) >= MAX_IDS:
+            yield from self.expire()
             return
-        if tool in EDIT_TOOLS:
-            w.reads.pop(path, None)
-        elif tool == "Read" and view.get("status") == "ok":
-            first, end = _range(view.get("tool_input"))
-            ranges = w.reads.get(path)
-            if ranges is not None and any(a <= first and end <= b for a, b in ranges):
-                w.reread_tokens += tokens
-            elif ranges is not None:
-                ranges.append((first, end))
-            elif len(w.reads) < MAX_PATHS:
-                w.reads[path] = [(first, end)]
-
-    def usage(self, session: str, at: datetime, prompt: int, cache_write: int, cache_1h: int | None
-              ) -> Iterator[Window]:
-        """An API call: it re-reads the live outputs; a large write after an idle gap is a cache break."""
-        fresh = session not in self.open
-        w = self._window(session, at)
-        w.api_calls += 1
-        w.carry_tokens += w.live_tokens
-        w.last_prompt_tokens = prompt
-        w.max_prompt_tokens = max(w.max_prompt_tokens, prompt)
-        lifetime = CACHE_1H if w.one_hour_cache else CACHE_5M
-        idle = fresh or (w.last_call_at is not None and at - w.last_call_at > lifetime)
-        if idle and cache_write >= BREAK_MIN_TOKENS and 2 * cache_write >= prompt:
-            w.cache_break_tokens += cache_write
-        w.last_call_at = at
-        w.one_hour_cache = bool(cache_1h)
+        done = view.get("status") != "started"
+        first, end = _range(view.get("tool_input"))
+        path = view.get("file_path")
+        ended = (seen.at if seen is not None and seen.at is not None else at) if done else None
+        w.calls[cid] = Call(ended, int(view.get("output_tokens_est") or 0) if done else 0,
+                            view.get("tool_name"), path if isinstance(path, str) else None,
+                            view.get("tool_name") == "Read" and view.get("status") == "ok", first, end)
+        if not main:
+            w.side.add(cid)
         yield from self.expire()
 
-    def hook(self, session: str, name: str, at: datetime) -> Iterator[Window]:
+    def usage(self, uid: str, session: str, at: datetime, prompt: int, cache_write: int, cache_1h: int | None,
+              total: int | None = None) -> Iterator[Window]:
+        """An API call (a usage record; its largest version counts)."""
+        w = self._window(session, at)
+        total = prompt if total is None else total
+        seen = w.usage.get(uid)
+        if (seen is None and len(w.usage) < MAX_IDS) or (seen is not None and total > seen.total):
+            w.usage[uid] = Api(at, prompt, cache_write, int(cache_1h or 0), total)
+        yield from self.expire()
+
+    def message(self, session: str, at: datetime | None, ids: Iterable[str]) -> None:
+        """A sub-agent's API message of ``session``: its usage and tool call ids are not the main chain's.
+        It opens a window (counting no event) when none is open, so its calls that follow are known."""
+        if at is None and session not in self.open:
+            return
+        w = self._window(session, at, counted=False) if at is not None else self.open[session]
+        for i in ids:
+            if len(w.side) < 2 * MAX_IDS:
+                w.side.add(i)
+
+    def hook(self, session: str, name: str, at: datetime, hid: str | None = None) -> Iterator[Window]:
         """A hook event: ``PreCompact`` empties the context, ``Stop``/``SessionEnd`` close the window."""
         w = self._window(session, at)
-        if name == "PreCompact":
-            w.compactions += 1
-            w.live_tokens = 0
-            w.reads.clear()
+        if len(w.hooks) < MAX_IDS:
+            w.hooks[hid or f"{name}@{at.isoformat()}"] = (at, name)
         if name in CLOSING_HOOKS:
             yield self._close(session, at, name)
         yield from self.expire()
@@ -191,17 +278,17 @@ class ContextWindows:
 
 
 def feed(windows: ContextWindows, events: Iterable[tuple[datetime, str, Any]]) -> list[Window]:
-    """Fold ``(time, kind, item)`` events in time order (stable); returns the windows they closed.
-    ``kind``: ``tool_call`` (a view), ``side_call`` (a sub-agent's view), ``usage`` (a usage record of
-    the main chain), ``hook`` (an envelope)."""
+    """Fold ``(time, kind, item)`` events in the order given (never sorted: see the module doc); returns the
+    windows they closed. ``kind``: ``tool_call`` (a view), ``side_call`` (a sub-agent's view), ``usage`` (a
+    usage record), ``hook`` (an envelope)."""
     closed: list[Window] = []
-    for at, kind, item in sorted(events, key=lambda e: e[0]):
+    for at, kind, item in events:
         if kind in ("tool_call", "side_call"):
             closed += windows.tool_call(item, at, main=kind == "tool_call")
         elif kind == "usage":
             prompt = item.input_tokens + item.cache_read_input_tokens + item.cache_creation_input_tokens
-            closed += windows.usage(item.session_id, at, prompt, item.cache_creation_input_tokens,
-                                    item.cache_creation_1h_tokens)
+            closed += windows.usage(item.id, item.session_id, at, prompt, item.cache_creation_input_tokens,
+                                    item.cache_creation_1h_tokens, prompt + item.output_tokens)
         elif kind == "hook":
-            closed += windows.hook(item.subject, str(item.data.get("hook_event_name") or ""), at)
+            closed += windows.hook(item.subject, str(item.data.get("hook_event_name") or ""), at, item.id)
     return closed

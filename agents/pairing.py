@@ -139,6 +139,7 @@ class Pairing:
         # for that input makes their hook span wall-clock (Claude Code runs PreToolUse before it asks)
         self.pending: _LRU = _LRU(max_views)
         self.asked: _LRU = _LRU(max_views)  # ids of calls that waited on a permission dialog
+        self.touched: str | None = None  # the id of the view the last input updated, if any
 
     # -- per input ---------------------------------------------------------------------------
     def apply(self, env: Envelope | FastEnvelope, data: Any, out: BatchOut,
@@ -146,6 +147,7 @@ class Pairing:
         """Fold one decoded input: ``env`` and ``data`` are the pydantic models or their fast-path
         mirrors (:mod:`schemas.fast`), which have the same attributes."""
         t = env.type
+        self.touched = None
         if t is EventType.HOOK_EVENT:
             stored = env.data
             if sz.SIZES_KEY in stored:  # the publisher's bookkeeping, not part of the payload
@@ -177,6 +179,7 @@ class Pairing:
         merged = view if seen is None else tc.merge_tool_calls(seen, view)
         self.views.put(key, merged)
         out.tool_calls[key] = merged
+        self.touched = key
 
     def _hook(self, env: Envelope | FastEnvelope, ev: HookEvent, out: BatchOut,
               secrets: frozenset[str] | None) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from outloop.agents.quota import (
     WINDOW_KINDS,
+    Block,
     UsageRow,
     WindowKind,
     burn,
@@ -90,8 +91,10 @@ class QuotaStatus:
 
 def assess(rows: Sequence[UsageRow], at: datetime, config: QuotaConfig,
            official: Mapping[str, Official] | None = None, *, params: ModelParams | None = None,
-           kinds: Sequence[WindowKind] = WINDOW_KINDS) -> QuotaStatus:
-    """Use, burn rates, forecast and risk of each window at ``at`` from the rows up to ``at``."""
+           kinds: Sequence[WindowKind] = WINDOW_KINDS, forecasts: bool = True) -> QuotaStatus:
+    """Use, burn rates, forecast and risk of each window at ``at`` from the rows up to ``at``. Without
+    ``forecasts`` nothing is simulated: each window's forecast is its use so far (the decision and the
+    burn figures, which do not read the forecast, are the same)."""
     seen = [r for r in rows if r.ts <= at]
     official = official or {}
     uses: list[WindowUse] = []
@@ -99,7 +102,8 @@ def assess(rows: Sequence[UsageRow], at: datetime, config: QuotaConfig,
     for kind in kinds:
         window = window_at(kind, seen, at) or empty_window(kind, at)
         limit = config.limit_tokens(kind)
-        fc = forecast(kind, seen, at, limit_tokens=limit, params=params)
+        fc = (forecast(kind, seen, at, limit_tokens=limit, params=params) if forecasts
+              else _used(kind, window, at, limit))
         off = official.get(kind)
         use = WindowUse(kind, fc.used_tokens, limit, off.used_percentage if off else None,
                         off.resets_at if off else None)
@@ -126,6 +130,12 @@ def assess(rows: Sequence[UsageRow], at: datetime, config: QuotaConfig,
                                                                       "otpm": config.otpm}}
     today, usual = daily_rates(seen, at)
     return QuotaStatus(at, windows, decide(uses, at, config, today=today, usual=usual), minute_view)
+
+
+def _used(kind: WindowKind, window: Block, at: datetime, limit: int | None) -> Forecast:
+    """A forecast that simulates nothing: the window's use up to ``at``, as every forecast counts it."""
+    used = sum(r.total for r in window.rows if r.ts <= at)
+    return Forecast(kind, window.start, window.end, at, used, used, used, used, used, limit, basis="used")
 
 
 def _forecast_view(fc: Forecast, official: Official | None) -> dict[str, object]:

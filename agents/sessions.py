@@ -26,7 +26,7 @@ from typing import Any
 import faust
 import orjson
 
-from outloop.agents.contextwindow import ContextWindows, feed
+from outloop.agents.contextwindow import ContextWindows, Window
 from outloop.agents.pairing import BatchOut, Pairing, tool_call_json
 from outloop.schemas.events import ContextWindow, EventType, Flush
 from outloop.streams.app import Topics
@@ -227,9 +227,11 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
                     stats: dict[str, int], windows: dict[int, ContextWindows] | None = None) -> list[Record]:
     """What the sessions agent emits for one batch of input records, in order: decode, fold, encode,
     dead-letter. Pure but for the fold's memory (``pairing``, ``windows`` per partition) and ``stats``;
-    ``now`` stamps dead letters."""
+    ``now`` stamps dead letters. The context windows are fed one input at a time, in each partition's
+    order, so how the input is cut into batches changes none of them (``agents.contextwindow``)."""
     out: list[Record] = []
     per_partition: dict[int, BatchOut] = {}
+    closed: dict[int, list[Window]] = {}
 
     def reject(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                reason: Rejected) -> None:
@@ -263,44 +265,42 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
             log.exception("event %s could not be folded", result.envelope.id)
             reject(topic, partition, offset, key, value, Rejected("agent_error", f"{type(exc).__name__}: {exc}"[:500]))
             continue
+        if windows is not None:
+            fold = windows.setdefault(partition, ContextWindows())
+            closed.setdefault(partition, []).extend(
+                _window_events(fold, result.envelope, result.data, batch.tool_calls.get(pairing.touched or "")))
         if kind is EventType.FLUSH:
-            _partition_records(out, names, partition, per_partition.pop(partition), windows)
+            _partition_records(out, names, partition, per_partition.pop(partition), closed.pop(partition, []),
+                               windows)
         stats["events"] += 1
     for partition, batch in per_partition.items():
-        _partition_records(out, names, partition, batch, windows)
+        _partition_records(out, names, partition, batch, closed.pop(partition, []), windows)
     return out
 
 
-def _window_records(out: list[Record], names: SessionOutputs, partition: int, batch: BatchOut,
-                    windows: dict[int, ContextWindows]) -> None:
-    """Feed the partition's context windows with what the batch produced; emit the windows that closed,
-    and at a flush marker every open one as it stands. A sub-agent's API calls and tool outputs (those of
-    the batch's sidechain API messages) are not the main context's: its calls re-read nothing of the
-    window, its outputs are loaded but carried by no main call."""
-    fold = windows.setdefault(partition, ContextWindows())
-    events: list[tuple[datetime, str, Any]] = []
-    side = [m for m in batch.messages.values() if m.is_sidechain]  # a sub-agent's: not the main context
-    side_usage = {m.id for m in side}
-    side_calls = {t for m in side for t in m.tool_use_ids}
-    for env in batch.hook_events:
-        if env.time is not None:
-            events.append((env.time, "hook", env))
-    for view in batch.tool_calls.values():
+def _window_events(fold: ContextWindows, env: Any, data: Any, view: dict[str, Any] | None) -> list[Window]:
+    """Feed one input's share to its partition's context windows; returns the windows that closed. A
+    sub-agent's API message marks its usage and tool calls as not the main context's (its calls re-read
+    nothing of the window, its outputs are loaded but carried by no main call)."""
+    done: list[Window] = []
+    kind = env.type
+    if kind is EventType.HOOK_EVENT and env.time is not None:
+        done += fold.hook(env.subject, str(env.data.get("hook_event_name") or ""), env.time, env.id)
+    if view is not None:
         at = view.get("ended_at") or view.get("started_at")
         if at is not None:
-            events.append((at, "side_call" if view["id"] in side_calls else "tool_call", view))
-    for usage in batch.usage.values():
-        if usage.timestamp is not None and usage.id not in side_usage:
-            events.append((usage.timestamp, "usage", usage))
-    done = feed(fold, events)
-    if batch.flushes:
-        done += fold.snapshot()
-    for w in done:
-        out.append((names.context_windows, _key(w.session_id), encode(ContextWindow(**w.record())), partition))
+            done += fold.tool_call(view, at)
+    elif kind is EventType.USAGE and data.timestamp is not None:
+        prompt = data.input_tokens + data.cache_read_input_tokens + data.cache_creation_input_tokens
+        done += fold.usage(data.id, data.session_id, data.timestamp, prompt, data.cache_creation_input_tokens,
+                           data.cache_creation_1h_tokens, prompt + data.output_tokens)
+    elif kind is EventType.MESSAGE and data.is_sidechain:
+        fold.message(data.session_id, data.timestamp, [data.id, *data.tool_use_ids])
+    return done
 
 
 def _partition_records(out: list[Record], names: SessionOutputs, partition: int, batch: BatchOut,
-                       windows: dict[int, ContextWindows] | None = None) -> None:
+                       closed: list[Window], windows: dict[int, ContextWindows] | None = None) -> None:
     for env in batch.hook_events:
         out.append((names.hook_events, _key(env.subject), encode(env), partition))
     for view in batch.tool_calls.values():
@@ -310,8 +310,10 @@ def _partition_records(out: list[Record], names: SessionOutputs, partition: int,
     if names.api_messages:
         for message in batch.messages.values():
             out.append((names.api_messages, _key(message.session_id), encode(message), partition))
-    if windows is not None:
-        _window_records(out, names, partition, batch, windows)
+    if windows is not None:  # the windows that closed, and at a flush marker every open one as it stands
+        shown = closed + (windows[partition].snapshot() if batch.flushes and partition in windows else [])
+        for w in shown:
+            out.append((names.context_windows, _key(w.session_id), encode(ContextWindow(**w.record())), partition))
     for marker in batch.flushes:
         value = flush_value(marker, partition)
         for t in names.flushed():

@@ -39,6 +39,8 @@ from outloop.projections.quota import (
     QUOTA_REFRESH_S,
     check_budget,
     latest_decision,
+    mark_all,
+    mark_quota,
     quota_config,
     refresh_quota,
     release_budget,
@@ -169,35 +171,46 @@ class Context(Projection):
 
 
 class Quota(Projection):
-    """``quota_snapshots``, ``quota_forecasts``, ``throttle_decisions`` at the usage watermark; budget checks;
-    the throttle decisions it stored, for the consumer to publish once their transaction committed."""
+    """``quota_snapshots``, ``quota_forecasts``, ``throttle_decisions`` at event-time points (one per hour of
+    data, ``projections.quota``); budget checks; the throttle decisions it stored, for the consumer to publish
+    once their transaction committed."""
 
     name = "quota"
     essential = False
 
     def __init__(self) -> None:
         self.config = quota_config()
-        self._owed, self._last, self._key = True, 0.0, None
+        self._owed, self._last, self._final = True, 0.0, False
         self._pending: list[dict[str, Any]] = []  # stored by a refresh whose transaction has not committed yet
         self._outbox: deque[dict[str, Any]] = deque(maxlen=QUOTA_OUTBOX)  # committed, not yet taken
         self.requests = {"budget": self._budget, "budget_release": self._release, "quota_decisions": self._take}
 
+    @property
+    def version(self) -> str:
+        return "2"  # statuses at hourly event-time points (1: at the watermark of each refresh)
+
+    def rebuild(self, writer: Writer) -> None:
+        with writer.transaction() as con:
+            mark_all(con)
+        self._owed = True
+
     def mark(self, con: duckdb.DuckDBPyConnection, batch: Folded) -> None:
-        self._owed = True  # refresh_quota itself skips when neither usage nor status events changed
+        if mark_quota(con, batch.arrow("usage"), batch.arrow("hook_events"), batch.arrow("api_messages")):
+            self._owed = True
 
     def flush(self, con: duckdb.DuckDBPyConnection, now: float) -> bool:
-        self._last = 0.0  # the quota refresh follows right after this batch commits
+        self._last, self._final = 0.0, True  # the quota refresh follows right after this batch commits, in full
         return False
 
     def due(self, now: float) -> bool:
         return self._owed and now - self._last >= QUOTA_REFRESH_S
 
     def refresh(self, con: duckdb.DuckDBPyConnection, now: float, deadline: float) -> bool:
-        self._owed, self._last = False, now  # a failure waits for the next batch and interval too
+        self._last = now  # a failure waits for the next batch and interval too
         self._pending.clear()
-        key = refresh_quota(con, self.config, self._key, self._pending)
-        changed, self._key = key != self._key, key
-        return changed  # the router reads the decision
+        complete = refresh_quota(con, self.config, self._pending, None if self._final else deadline)
+        self._owed, self._final = not complete, False
+        return bool(self._pending)  # the router reads the decision
 
     def committed(self) -> None:
         self._outbox.extend(self._pending)

@@ -1,13 +1,18 @@
 """Quota materialization and workflow budget checks, run by the sink (the one writer of the database).
 
-Projection (:func:`refresh_quota`): after a batch that stored usage or status-line events (at most every
-``QUOTA_REFRESH_S`` seconds, and with every flush marker), the status of every window is computed by
-:func:`agents.quota_status.assess` at the event-time watermark ``W`` = the latest usage time, from the
-usage of the 40 days before ``W`` and the official figures seen up to ``W`` (status-line figures, and
-rate-limit stops: ``agents.quota_signals``; a stop, which writes no usage, moves ``W`` to its time), and stored in
-``quota_snapshots`` and ``quota_forecasts`` (keyed by window and ``W``) and ``throttle_decisions``
-(keyed by ``W``, window and level). ``W`` is a time of the data, not of the clock, so replaying the same
-input writes the same rows.
+Projection (:func:`refresh_quota`): the quota status is stored at *points* of event time, one per hour
+of data: the time ``W`` of the latest usage record (or rate-limit stop: ``agents.quota_signals``; a stop
+writes no usage) within that hour. At each point every window's status is computed by
+:func:`agents.quota_status.assess` from the usage of the 40 days before ``W`` and the official figures
+seen up to ``W`` (status-line figures and rate-limit stops), and stored in ``quota_snapshots`` and
+``quota_forecasts`` (keyed by window and ``W``) and ``throttle_decisions`` (keyed by ``W``, window and
+level). A status at ``W`` reads only facts at or before ``W``, so every batch marks dirty the hour of the
+earliest usage, status-line or API-error time it holds (``pattern_dirty`` kind ``quota``, in its
+transaction), and the refresh recomputes every point from that hour on, replacing the hour's rows (its
+``W`` may have moved). Points, keys and values are thus functions of the events alone: a second replay of
+the same input, or one cut into other batches, stores the same rows, whenever the refreshes ran. Live,
+events come in time order and a refresh recomputes the current hour's point; a late import recomputes
+the points after it, within the writer's time budget (the rest stays marked for the next refresh).
 
 Budgets (:func:`check_budget`, :func:`release_budget`): each check runs in one write transaction of
 the sink, so checks are serialized: the reservations a check reads include every one made before it
@@ -19,10 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from outloop.agents.quota import UsageRow, window_at
 from outloop.agents.quota_budget import answer, estimate_from_history
@@ -30,6 +38,7 @@ from outloop.agents.quota_risk import QuotaConfig
 from outloop.agents.quota_signals import merge_official, rate_limit_stops
 from outloop.agents.quota_status import assess, official_from
 from outloop.sinks.quotarows import USAGE_COLUMNS
+from outloop.sinks.upsert import unregister_quietly
 
 log = logging.getLogger("outloop.sink")
 QUOTA_REFRESH_S = 5.0
@@ -60,37 +69,98 @@ def quota_config() -> QuotaConfig:
         return QuotaConfig()
 
 
-def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, last_key: Any = None,
-                  decisions: list[dict[str, Any]] | None = None) -> Any:
-    """Store the quota status at the usage watermark (see module doc), unless neither usage nor status
-    events changed since the refresh that returned ``last_key``; returns the key to pass next time.
-    The stored throttle decision is appended to ``decisions`` (the sink publishes it)."""
-    found = con.execute('SELECT max("timestamp"), count(*), sum(input_tokens + output_tokens + '
-                        'cache_read_input_tokens + cache_creation_input_tokens) FROM usage').fetchone()
-    status_row = con.execute("SELECT max(received_at), count(*) FROM hook_events WHERE hook_event_name = 'Status'"
-                             ).fetchone()
-    stop_row = con.execute("SELECT max(received_at), count(*) FROM hook_events WHERE hook_event_name = 'ApiError' "
-                           "AND payload->>'error' = 'rate_limit'").fetchone()
-    turn_row = con.execute("SELECT count(*), sum(json_array_length(tool_use_ids)) FROM api_messages").fetchone()
-    key = (found, status_row, stop_row, turn_row)
-    at = found[0] if found else None
-    if at is not None and stop_row and stop_row[0] is not None and stop_row[0] > at:
-        at = stop_row[0]  # a rate-limit stop writes no usage: it is the latest time of the data
-    if at is None or key == last_key:
-        return key
+_POINTS = """SELECT date_trunc('hour', t) AS hour, max(t) AS w FROM (
+    SELECT "timestamp" AS t FROM usage WHERE "timestamp" >= ?
+    UNION ALL SELECT received_at FROM hook_events WHERE hook_event_name = 'ApiError'
+        AND payload->>'error' = 'rate_limit' AND received_at >= ?) GROUP BY 1 ORDER BY 1"""
+QUOTA_TABLES = ("quota_snapshots", "quota_forecasts", "throttle_decisions")
+POINT = timedelta(hours=1)
+
+
+def _hour(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def mark_quota(con: duckdb.DuckDBPyConnection, usage: pa.Table, hooks: pa.Table, messages: pa.Table) -> bool:
+    """Mark dirty the hour of the earliest time a batch's staged rows (in its transaction) bring to a status:
+    usage times, status-line and API-error times, and the times of the usage rows whose API response (its turn
+    state, ``sinks.quotarows``) came; whether a mark was made."""
+    times = [pc.min(usage.column("timestamp")).as_py()] if usage.num_rows else []
+    if messages.num_rows:
+        times.append(pc.min(messages.column("timestamp")).as_py())
+        con.register("quota_msgs", messages.select(["id"]))
+        try:
+            row = con.execute('SELECT min(u."timestamp") FROM usage u JOIN quota_msgs m ON m.id = u.id').fetchone()
+        finally:
+            unregister_quietly(con, "quota_msgs")
+        times.append(row[0] if row else None)
+    if hooks.num_rows:
+        names = hooks.column("hook_event_name")
+        signals = hooks.filter(pc.fill_null(pc.is_in(names, pa.array(["Status", "ApiError"])), False))
+        if signals.num_rows:
+            times.append(pc.min(signals.column("received_at")).as_py())
+    found = [t for t in times if t is not None]
+    if not found:
+        return False
+    con.execute("INSERT INTO pattern_dirty VALUES ('quota', ?) ON CONFLICT DO NOTHING", [_hour(min(found)).isoformat()])
+    return True
+
+
+def mark_all(con: duckdb.DuckDBPyConnection) -> None:
+    """Forget every stored status and mark the first hour of the data dirty (a rebuild)."""
+    for table in QUOTA_TABLES:
+        con.execute(f"DELETE FROM {table}")
+    row = con.execute('SELECT min("timestamp") FROM usage').fetchone()
+    if row and row[0] is not None:
+        con.execute("INSERT INTO pattern_dirty VALUES ('quota', ?) ON CONFLICT DO NOTHING", [_hour(row[0]).isoformat()])
+
+
+def refresh_quota(con: duckdb.DuckDBPyConnection, config: QuotaConfig, decisions: list[dict[str, Any]] | None = None,
+                  deadline: float | None = None) -> bool:
+    """Recompute the points the marks owe (see the module doc): the latest first (the current status: its
+    throttle decision is appended to ``decisions``, for the sink to publish), then the others oldest first,
+    stopping after the point that passes ``deadline`` (``time.monotonic``; None: no limit) with the rest
+    still marked. Returns whether every point owed was computed."""
+    row = con.execute("SELECT min(key) FROM pattern_dirty WHERE kind = 'quota'").fetchone()
+    if not row or row[0] is None:
+        return True
+    since = datetime.fromisoformat(row[0])
+    points = con.execute(_POINTS, [since, since]).fetchall()
+    if not points:
+        con.execute("DELETE FROM pattern_dirty WHERE kind = 'quota'")
+        return True
+    latest = _point(con, config, *points[-1], forecasts=True)
+    con.execute('DELETE FROM quota_forecasts WHERE "at" < ?', [points[-1][0]])  # the latest point's only
+    if latest is not None and decisions is not None:
+        decisions.append(latest)
+    for hour, at in points[:-1]:
+        if deadline is not None and time.monotonic() > deadline:
+            con.execute("DELETE FROM pattern_dirty WHERE kind = 'quota'")
+            con.execute("INSERT INTO pattern_dirty VALUES ('quota', ?)", [hour.isoformat()])
+            return False
+        _point(con, config, hour, at, forecasts=False)
+    con.execute("DELETE FROM pattern_dirty WHERE kind = 'quota'")
+    return True
+
+
+def _point(con: duckdb.DuckDBPyConnection, config: QuotaConfig, hour: datetime, at: datetime, *,
+           forecasts: bool) -> dict[str, Any] | None:
+    """Replace the rows of the hour starting at ``hour`` by the status at ``at`` (with its forecasts at the
+    latest point only: they are simulated, and only the current one is read); its throttle decision."""
+    for table in QUOTA_TABLES:
+        con.execute(f'DELETE FROM {table} WHERE "at" >= ? AND "at" < ?', [hour, hour + POINT])
     try:
-        decision = _store(con, config, at)
-        if decisions is not None:
-            decisions.append(decision)
-    except OverflowError:  # a watermark near year 1 or 9999: no window fits in the calendar
+        return _store(con, config, at, forecasts)
+    except OverflowError:  # a time near year 1 or 9999: no window fits in the calendar
         log.info("sink: no quota status at %s (out of the calendar's range)", at)
-    return key
+        return None
 
 
-def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime) -> dict[str, Any]:
+def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime, forecasts: bool = True
+           ) -> dict[str, Any]:
     official = merge_official(official_from(con.execute(_OFFICIAL, [at]).fetchall(), at),
                               rate_limit_stops(con.execute(_STOPS, [at, at - timedelta(days=8)]).fetchall(), at))
-    status: dict[str, Any] = assess(_rows(con, at - HISTORY, at), at, config, official).as_dict()
+    status: dict[str, Any] = assess(_rows(con, at - HISTORY, at), at, config, official, forecasts=forecasts).as_dict()
     for w in status["windows"]:
         used, fc, off = w["used"], w["forecast"], w.get("official") or {}
         key = f"{w['window']}:{at.isoformat()}"
@@ -100,6 +170,8 @@ def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime) ->
                                used["requests"], w["tokens_per_hour"], w["recent_tokens_per_hour"],
                                w["limit_tokens"], w["percent"], w["basis"], off.get("used_percentage"),
                                off.get("resets_at")])
+        if not forecasts:
+            continue
         con.execute("INSERT OR REPLACE INTO quota_forecasts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [key, at, w["window"], fc["start"], fc["end"], fc["used_tokens"], fc["projected_tokens"],
                      fc["p10"], fc["p90"], fc["mean_tokens"], fc["limit_tokens"], fc["time_to_limit_s"],

@@ -64,7 +64,7 @@ def test_idle_gap_inside_a_window_past_the_cache_lifetime_is_a_cache_break() -> 
     feed(w, [usage(1, 0, write=30_000, read=0), usage(2, 10, write=40_000, read=0, w1=40_000),
              usage(3, 10 + 20 * 60, write=45_000, read=0),  # 20 min < the 1-hour lifetime: not a break
              usage(4, 10 + 30 * 60), usage(5, 10 + 36 * 60, write=50_000, read=1_000)])  # 6 min > 5 min: a break
-    assert w.open["s"].cache_break_tokens == 30_000 + 50_000  # the window's first call came after no call
+    assert w.open["s"].figures().cache_break_tokens == 30_000 + 50_000  # the window's first call came after no call
 
 
 def test_open_windows_are_capped() -> None:
@@ -77,13 +77,13 @@ def test_open_windows_are_capped() -> None:
 
 
 def state_bytes(windows: ContextWindows) -> int:
-    """Bytes held by the fold's state: its open windows with their id sets and read ranges."""
+    """Bytes held by the fold's state: its open windows with their facts."""
     total = sys.getsizeof(windows.open)
     for key, w in windows.open.items():
         total += sys.getsizeof(key) + sys.getsizeof(w) + sys.getsizeof(w.__dict__)
-        total += sys.getsizeof(w.ids) + sum(sys.getsizeof(i) for i in w.ids)
-        total += sys.getsizeof(w.reads) + sum(sys.getsizeof(p) + sys.getsizeof(r) + 64 * len(r)
-                                               for p, r in w.reads.items())
+        for facts in (w.calls, w.usage, w.hooks):
+            total += sys.getsizeof(facts) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in facts.items())
+        total += sys.getsizeof(w.side) + sum(sys.getsizeof(i) for i in w.side)
     return total
 
 

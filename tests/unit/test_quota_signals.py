@@ -117,9 +117,10 @@ def test_the_sink_stores_a_critical_decision_at_the_stop(tmp_path: Path, monkeyp
         next(p for p in sink.projections if p.name == "quota")._last = 0.0  # as if the refresh interval had passed
         sink.write_batch(batch)  # redelivered: nothing changes
         assert sink.query("SELECT * FROM throttle_decisions ORDER BY id")[1] == first
-    assert len(first) == 1
-    _id, at, level, action, window, percent, basis, _abnormal, _reason = first[0]
-    assert at == STOP_AT  # the stop moved the watermark past the last usage
+    # one status per hour of data, at its latest usage or stop: 02:59:27 (usage) and the stop at 03:18:27
+    assert [row[1] for row in first] == [t0 + timedelta(minutes=1), STOP_AT]
+    _id, at, level, action, window, percent, basis, _abnormal, _reason = first[1]
+    assert at == STOP_AT  # the stop is the latest time of its hour's data, past the last usage
     assert (level, action, window, percent, basis) == ("critical", "warn", "five_hour", 100.0, "official")
 
 
