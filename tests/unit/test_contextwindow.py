@@ -117,3 +117,19 @@ def test_a_sub_agents_outputs_are_loaded_but_not_carried_by_the_main_chain() -> 
     assert (r["outputs"], r["loaded_tokens"]) == (3, 1_200)
     assert r["carry_tokens"] == 100 + 200  # the sub-agent's 1,000 tokens are in its own context
     assert r["reread_tokens"] == 100  # t3 re-reads the main chain's /a; the sub-agent's read changes nothing
+
+
+def test_the_order_facts_arrive_in_within_a_window_and_repeated_versions_change_no_figure() -> None:
+    """A transcript's usage records come after its tool results, and a record may come again, larger, in a
+    later batch: the figures are those of the facts in time order, each counted once."""
+    timeline = [tool(1, 1, file_path="/a"), usage(1, 2, write=30_000, read=0), tool(2, 4, file_path="/a"),
+                usage(2, 5), hook("PreCompact", 6), tool(3, 7, file_path="/b"), usage(3, 8)]
+    in_order = ContextWindows()
+    feed(in_order, timeline)
+    arrived = ContextWindows()
+    smaller = usage(1, 2, write=20, read=0)  # an earlier, smaller version of u1
+    feed(arrived, [e for e in timeline if e[1] != "usage"] + [smaller] + [e for e in timeline if e[1] == "usage"])
+    want, got = in_order.open["s"].record(), arrived.open["s"].record()
+    assert {**got, "events": 0} == {**want, "events": 0}
+    assert (want["api_calls"], want["carry_tokens"], want["reread_tokens"], want["cache_break_tokens"]) == (
+        3, 100 + 200 + 100, 100, 30_000)  # u1, the window's first call, wrote its whole prompt

@@ -152,3 +152,31 @@ def test_the_rate_limit_stop_of_the_dev_traces_resets_at_the_end_of_its_block(tr
     block = next(b for b in blocks(usage_rows(traces)) if b.start <= seen < b.end)
     assert parse_reset(data["text"], seen) == block.end  # Claude Code's reset is the block's end
     assert rate_limit_stops([(seen, data)], seen)["five_hour"].resets_at == block.end
+
+
+def test_a_late_usage_record_recomputes_its_hour_and_the_hours_after(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quota rows are kept at one point per hour of data; a record that arrives after a later hour was
+    computed makes the sink recompute its hour and every later one: the rows equal those of an in-order ingest."""
+    monkeypatch.setenv("OUTLOOP_HOME", str(tmp_path))
+    t10 = datetime(2026, 1, 17, 10, 5, tzinfo=UTC)
+    times = [t10, t10 + timedelta(minutes=35), t10 + timedelta(minutes=75)]  # 10:05, 10:40, 11:20
+    usage = [d.usage_msg(id=f"m{i}:r", timestamp=t, input_tokens=10 + i, output_tokens=5) for i, t in enumerate(times)]
+
+    def rows(sink: Any) -> list[Any]:
+        return [sink.query(f'SELECT * FROM {t} ORDER BY id')[1] for t in
+                ("quota_snapshots", "quota_forecasts", "throttle_decisions")]
+
+    with open_sink(tmp_path / "in-order.duckdb", clock=d.clock) as sink:
+        sink.write_batch(d.with_offsets(usage))
+        want = rows(sink)
+    with open_sink(tmp_path / "late.duckdb", clock=d.clock) as sink:
+        sink.write_batch(d.with_offsets(usage[2:]))  # 11:20 first: its point is computed alone
+        assert [r[1] for r in rows(sink)[2]] == [times[2]]
+        next(p for p in sink.projections if p.name == "quota")._last = 0.0  # as if the refresh interval had passed
+        sink.write_batch([(t, p, o + 1, k, v) for t, p, o, k, v in d.with_offsets(usage[:2])])
+        got = rows(sink)
+    assert got == want
+    snapshots, forecasts, decisions = want
+    assert sorted({r[1] for r in snapshots}) == [times[1], times[2]]  # the latest usage of each hour
+    assert {r[1] for r in forecasts} == {times[2]} and [r[1] for r in decisions] == [times[1], times[2]]
