@@ -7,7 +7,8 @@ writes no usage) within that hour. At each point every window's status is comput
 seen up to ``W`` (status-line figures and rate-limit stops), and stored in ``quota_snapshots`` and
 ``quota_forecasts`` (keyed by window and ``W``) and ``throttle_decisions`` (keyed by ``W``, window and
 level). A status at ``W`` reads only facts at or before ``W``, so every batch marks dirty the hour of the
-earliest usage, status-line or API-error time it holds (``pattern_dirty`` kind ``quota``, in its
+earliest fact it brings - a usage, status-line or API-error time, or the time of a usage record whose API
+response (its turn state, ``sinks.quotarows``) it brings (``pattern_dirty`` kind ``quota``, in its
 transaction), and the refresh recomputes every point from that hour on, replacing the hour's rows (its
 ``W`` may have moved). Points, keys and values are thus functions of the events alone: a second replay of
 the same input, or one cut into other batches, stores the same rows, whenever the refreshes ran. Live,

@@ -79,7 +79,7 @@ class Folded:
 
     def arrow(self, table: str) -> pa.Table:
         schema = SCHEMAS[table]
-        rows = list(self.rows[table].values())
+        rows = list(self.rows.get(table, {}).values())  # a table the reference does not store: no rows
         if table == "tool_calls":
             rows = [tool_call_row(r) for r in rows]
         return pa.Table.from_arrays([pa.array([r.get(name) for r in rows], type=f.type)
