@@ -38,7 +38,7 @@ still count, their figures do not) and ``MAX_PATHS`` paths are followed for re-r
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -205,7 +205,7 @@ class ContextWindows:
             self.watermark = at
         return w
 
-    def tool_call(self, view: dict[str, Any], at: datetime, main: bool = True) -> Iterator[Window]:
+    def tool_call(self, view: dict[str, Any], at: datetime, main: bool = True) -> list[Window]:
         """A tool call view (the pairing fold's merged view); it is an output from its first completed view
         on (whose time it keeps). ``main=False``: a sub-agent's call, known from elsewhere than its API
         message - its output is loaded into the sub-agent's context, not carried by the main chain's calls
@@ -214,8 +214,7 @@ class ContextWindows:
         cid = view["id"]
         seen = w.calls.get(cid)
         if seen is None and len(w.calls) >= MAX_IDS:
-            yield from self.expire()
-            return
+            return self.expire()
         done = view.get("status") != "started"
         first, end = _range(view.get("tool_input"))
         path = view.get("file_path")
@@ -225,17 +224,17 @@ class ContextWindows:
                             view.get("tool_name") == "Read" and view.get("status") == "ok", first, end)
         if not main:
             w.side.add(cid)
-        yield from self.expire()
+        return self.expire()
 
     def usage(self, uid: str, session: str, at: datetime, prompt: int, cache_write: int, cache_1h: int | None,
-              total: int | None = None) -> Iterator[Window]:
+              total: int | None = None) -> list[Window]:
         """An API call (a usage record; its largest version counts)."""
         w = self._window(session, at)
         total = prompt if total is None else total
         seen = w.usage.get(uid)
         if (seen is None and len(w.usage) < MAX_IDS) or (seen is not None and total > seen.total):
             w.usage[uid] = Api(at, prompt, cache_write, int(cache_1h or 0), total)
-        yield from self.expire()
+        return self.expire()
 
     def message(self, session: str, at: datetime | None, ids: Iterable[str]) -> None:
         """A sub-agent's API message of ``session``: its usage and tool call ids are not the main chain's.
@@ -247,30 +246,31 @@ class ContextWindows:
             if len(w.side) < 2 * MAX_IDS:
                 w.side.add(i)
 
-    def hook(self, session: str, name: str, at: datetime, hid: str | None = None) -> Iterator[Window]:
+    def hook(self, session: str, name: str, at: datetime, hid: str | None = None) -> list[Window]:
         """A hook event: ``PreCompact`` empties the context, ``Stop``/``SessionEnd`` close the window."""
         w = self._window(session, at)
         if len(w.hooks) < MAX_IDS:
             w.hooks[hid or f"{name}@{at.isoformat()}"] = (at, name)
-        if name in CLOSING_HOOKS:
-            yield self._close(session, at, name)
-        yield from self.expire()
+        closed = [self._close(session, at, name)] if name in CLOSING_HOOKS else []
+        return closed + self.expire() if closed else self.expire()
 
     def _close(self, session: str, at: datetime, reason: str) -> Window:
         w = self.open.pop(session)
         w.closed_at, w.close_reason = at, reason
         return w
 
-    def expire(self) -> Iterator[Window]:
+    def expire(self) -> list[Window]:
         """Close the windows idle past the timeout (by event time) and the least active beyond ``max_open``."""
+        closed: list[Window] = []
         while self.open:
             session, w = next(iter(self.open.items()))
             if len(self.open) > self.max_open:
-                yield self._close(session, w.last_at, "evicted")
+                closed.append(self._close(session, w.last_at, "evicted"))
             elif self.watermark is not None and self.watermark - w.last_at > self.timeout:
-                yield self._close(session, w.last_at + self.timeout, "inactive")
+                closed.append(self._close(session, w.last_at + self.timeout, "inactive"))
             else:
-                return
+                break
+        return closed
 
     def snapshot(self) -> list[Window]:
         """The open windows as they stand (emitted at a flush marker: their rows so far)."""

@@ -266,9 +266,13 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
             reject(topic, partition, offset, key, value, Rejected("agent_error", f"{type(exc).__name__}: {exc}"[:500]))
             continue
         if windows is not None:
-            fold = windows.setdefault(partition, ContextWindows())
-            closed.setdefault(partition, []).extend(
-                _window_events(fold, result.envelope, result.data, batch.tool_calls.get(pairing.touched or "")))
+            fold = windows.get(partition)
+            if fold is None:
+                fold = windows[partition] = ContextWindows()
+            done = _window_events(fold, result.envelope, result.data,
+                                  batch.tool_calls.get(pairing.touched) if pairing.touched else None)
+            if done:
+                closed.setdefault(partition, []).extend(done)
         if kind is EventType.FLUSH:
             _partition_records(out, names, partition, per_partition.pop(partition), closed.pop(partition, []),
                                windows)
@@ -285,15 +289,15 @@ def _window_events(fold: ContextWindows, env: Any, data: Any, view: dict[str, An
     done: list[Window] = []
     kind = env.type
     if kind is EventType.HOOK_EVENT and env.time is not None:
-        done += fold.hook(env.subject, str(env.data.get("hook_event_name") or ""), env.time, env.id)
+        done = fold.hook(env.subject, str(env.data.get("hook_event_name") or ""), env.time, env.id)
     if view is not None:
         at = view.get("ended_at") or view.get("started_at")
         if at is not None:
             done += fold.tool_call(view, at)
     elif kind is EventType.USAGE and data.timestamp is not None:
         prompt = data.input_tokens + data.cache_read_input_tokens + data.cache_creation_input_tokens
-        done += fold.usage(data.id, data.session_id, data.timestamp, prompt, data.cache_creation_input_tokens,
-                           data.cache_creation_1h_tokens, prompt + data.output_tokens)
+        done = fold.usage(data.id, data.session_id, data.timestamp, prompt, data.cache_creation_input_tokens,
+                          data.cache_creation_1h_tokens, prompt + data.output_tokens)
     elif kind is EventType.MESSAGE and data.is_sidechain:
         fold.message(data.session_id, data.timestamp, [data.id, *data.tool_use_ids])
     return done
