@@ -111,7 +111,8 @@ def mark_all(con: duckdb.DuckDBPyConnection) -> None:
     """Forget every stored status and mark the first hour of the data dirty (a rebuild)."""
     for table in QUOTA_TABLES:
         con.execute(f"DELETE FROM {table}")
-    row = con.execute('SELECT min("timestamp") FROM usage').fetchone()
+    row = con.execute('SELECT least((SELECT min("timestamp") FROM usage), (SELECT min(received_at) FROM hook_events '
+                      "WHERE hook_event_name IN ('Status', 'ApiError')))").fetchone()
     if row and row[0] is not None:
         con.execute("INSERT INTO pattern_dirty VALUES ('quota', ?) ON CONFLICT DO NOTHING", [_hour(row[0]).isoformat()])
 

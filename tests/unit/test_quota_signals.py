@@ -180,3 +180,23 @@ def test_a_late_usage_record_recomputes_its_hour_and_the_hours_after(tmp_path: P
     snapshots, forecasts, decisions = want
     assert sorted({r[1] for r in snapshots}) == [times[1], times[2]]  # the latest usage of each hour
     assert {r[1] for r in forecasts} == {times[2]} and [r[1] for r in decisions] == [times[1], times[2]]
+
+
+def test_rows_of_the_former_version_at_refresh_watermarks_are_replaced_by_the_points(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database whose quota rows were written at each refresh's watermark (version 1) is rebuilt at open:
+    those rows go, and the next refresh stores the hourly points of the stored usage."""
+    monkeypatch.setenv("OUTLOOP_HOME", str(tmp_path))
+    t10 = datetime(2026, 1, 17, 10, 5, tzinfo=UTC)
+    usage = [d.usage_msg(id=f"m{i}:r", timestamp=t10 + timedelta(minutes=35 * i)) for i in range(3)]
+    with open_sink(tmp_path / "old.duckdb", clock=d.clock) as sink:
+        sink.write_batch(d.with_offsets(usage))
+        want = sink.query('SELECT * FROM quota_snapshots ORDER BY id')[1]
+        with sink.transaction() as con:  # as version 1 left it: a row at a watermark of its own
+            con.execute("INSERT INTO quota_snapshots SELECT 'five_hour:x', TIMESTAMPTZ '2026-01-17 10:10:00+00', "
+                        "* EXCLUDE (id, \"at\") FROM quota_snapshots LIMIT 1")
+            con.execute("UPDATE projection_versions SET version = '1' WHERE name = 'quota'")
+    with open_sink(tmp_path / "old.duckdb", clock=d.clock) as sink:
+        assert sink.query("SELECT count(*) FROM quota_snapshots")[1] == [[0]]
+        sink.write_batch([])
+        assert sink.query('SELECT * FROM quota_snapshots ORDER BY id')[1] == want
