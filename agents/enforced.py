@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import orjson
 
@@ -109,11 +109,24 @@ def measure(timeline: Timeline, load: Callable[[str], RunLog | None], estimator:
         run = load(path)
         if run is None:
             continue
-        printed = run.raw if unchanged else step.output or ""
-        own = orjson.dumps(step.tool_input).decode()
-        fid = fidelity(run.raw, printed, own, later_texts(timeline, step))
-        sv = saving(timeline, replace(step, output=run.raw), printed, fid, estimator, prices)
-        at = timeline.calls[step.issued_by].timestamp if step.issued_by < len(timeline.calls) else None
-        out.append(Measured(timeline.session_id, step.tool_use_id, run, fid, sv,
-                            at or "1970-01-01T00:00:00Z"))
+        fid = step_fidelity(step, run.raw, later_texts(timeline, step), unchanged)
+        out.append(measured(timeline, step, run, len(run.raw), fid, estimator, prices, unchanged))
     return out
+
+
+def step_fidelity(step: ToolStep, raw: str, later: list[str], unchanged: bool = False) -> Fidelity:
+    """Fidelity of the step's printed result (the recorded one; ``raw`` itself for a run printed
+    unchanged) as the stand-in for the run's ``raw`` text."""
+    printed = raw if unchanged else step.output or ""
+    return fidelity(raw, printed, orjson.dumps(step.tool_input).decode(), later)
+
+
+def measured(timeline: Timeline, step: ToolStep, run: RunLog, raw_chars: int, fid: Fidelity, estimator: Estimator,
+             prices: PriceTable, unchanged: bool = False) -> Measured:
+    """The measurement of one runner step whose raw text had ``raw_chars`` characters (only its length
+    counts once fidelity is known, so a live measurer need not keep it; a run printed unchanged printed
+    exactly that many)."""
+    compact: str | int = raw_chars if unchanged else step.output or ""
+    sv = saving(timeline, step, compact, fid, estimator, prices, raw_chars=raw_chars)
+    at = timeline.calls[step.issued_by].timestamp if step.issued_by < len(timeline.calls) else None
+    return Measured(timeline.session_id, step.tool_use_id, run, fid, sv, at or "1970-01-01T00:00:00Z")

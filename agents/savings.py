@@ -49,10 +49,11 @@ def _rates(prices: PriceTable, model: str | None) -> tuple[float, float] | None:
     return r.cache_write_5m, r.cache_read
 
 
-def saving(timeline: Timeline, step: ToolStep, compact: str, fid: Fidelity, estimator: Estimator,
-           prices: PriceTable) -> Saving:
-    """The net saving of printing ``compact`` instead of the step's recorded output."""
-    raw = estimator.tokens(step.output or "")
+def saving(timeline: Timeline, step: ToolStep, compact: str | int, fid: Fidelity, estimator: Estimator,
+           prices: PriceTable, raw_chars: int | None = None) -> Saving:
+    """The net saving of printing ``compact`` instead of the step's recorded output (or instead of an
+    output of ``raw_chars`` characters: only lengths count, so either may be given as one)."""
+    raw = estimator.tokens(step.output or "" if raw_chars is None else raw_chars)
     small = estimator.tokens(compact)
     carry = timeline.carry(step)
     call = timeline.calls[step.seen_by] if step.seen_by is not None else None

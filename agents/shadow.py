@@ -59,10 +59,26 @@ Decide = Callable[[ToolStep, Timeline], ShadowDecision | None]
 Render = Callable[[ShadowDecision, ToolStep], str | None]
 
 
-def later_texts(timeline: Timeline, step: ToolStep, window: int = WINDOW) -> list[str]:
-    """The agent's next ``window`` tool inputs after ``step`` and its messages up to the last of them."""
-    i = timeline.steps.index(step)
-    nxt = [s for s in timeline.steps[i + 1:] if s.issued_by >= step.issued_by][:window]
+def later_steps(timeline: Timeline, i: int, window: int = WINDOW) -> list[ToolStep]:
+    """The agent's next ``window`` tool calls after the ``i``-th step (those issued by a later call or its own)."""
+    steps = timeline.steps
+    out: list[ToolStep] = []
+    if window <= 0:
+        return out
+    for j in range(i + 1, len(steps)):
+        s = steps[j]
+        if s.issued_by >= steps[i].issued_by:
+            out.append(s)
+            if len(out) == window:
+                break
+    return out
+
+
+def later_texts(timeline: Timeline, step: ToolStep, window: int = WINDOW, index: int | None = None) -> list[str]:
+    """The agent's next ``window`` tool inputs after ``step`` and its messages up to the last of them
+    (``index``: the step's place in ``timeline.steps`` when the caller knows it)."""
+    i = timeline.steps.index(step) if index is None else index
+    nxt = later_steps(timeline, i, window)
     texts = [orjson.dumps(s.tool_input).decode() for s in nxt]
     last = nxt[-1].issued_by if nxt else len(timeline.calls) - 1
     texts += [c.text for c in timeline.calls[step.issued_by:last + 1] if c.text]

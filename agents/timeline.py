@@ -102,13 +102,32 @@ def _usage(raw: Any) -> dict[str, int] | None:
     return out
 
 
-class _Builder:
-    def __init__(self, session_id: str, context_id: str) -> None:
-        self.t = Timeline(session_id, context_id)
+class TimelineBuilder:
+    """Builds one context's timeline record by record: :func:`build_timeline` feeds it a whole file, the
+    live measurer (``outloop.router.follow``) each new piece of a growing one. Records before the first
+    one with a ``sessionId`` are skipped. ``late`` counts the records of an API call that was not the
+    last one any more (Claude Code writes a response's records together; a later one could change what
+    an earlier call said)."""
+
+    def __init__(self, context_id: str) -> None:
+        self.t = Timeline("", context_id)
+        self.started = False
         self.by_key: dict[str, int] = {}
         self.by_tool: dict[str, ToolStep] = {}
         self.uuids: set[str] = set()
         self.pending: list[ToolStep] = []  # results recorded since the last call
+        self.late = 0
+
+    def add(self, rec: Any) -> None:
+        """Take the next record of the file."""
+        if not isinstance(rec, Mapping):
+            return
+        if not self.started:
+            sid = rec.get("sessionId")
+            if not isinstance(sid, str):
+                return
+            self.t.session_id, self.started = sid, True
+        self.record(rec)
 
     def assistant(self, rec: Mapping[str, Any]) -> None:
         msg = rec.get("message")
@@ -125,6 +144,8 @@ class _Builder:
             for step in self.pending:
                 step.seen_by = index
             self.pending = []
+        elif index != len(self.t.calls) - 1:
+            self.late += 1
         call = self.t.calls[index]
         if sum(usage.values()) > call.total_tokens:
             call.usage = usage
@@ -181,14 +202,7 @@ class _Builder:
 
 def build_timeline(records: Iterable[Mapping[str, Any]], context_id: str) -> Timeline:
     """The timeline of one transcript file's records (in file order)."""
-    builder: _Builder | None = None
+    builder = TimelineBuilder(context_id)
     for rec in records:
-        if not isinstance(rec, Mapping):
-            continue
-        if builder is None:
-            sid = rec.get("sessionId")
-            if not isinstance(sid, str):
-                continue
-            builder = _Builder(sid, context_id)
-        builder.record(rec)
-    return builder.t if builder is not None else Timeline("", context_id)
+        builder.add(rec)
+    return builder.t

@@ -4,8 +4,9 @@
 The runner stays stdlib-only and off this work: it only keeps its log and metadata
 (``$OUTLOOP_HOME/runs/<run_id>.log`` and ``.json``) and prints the log's path. The transcript tailer
 (a component of ``outloop up``) hands every transcript whose new lines hold a runner's result to a
-:class:`Measurer`; at most every :attr:`Measurer.every` seconds per file, while it grows, the whole file
-is read again as a timeline and each runner step measured (:mod:`outloop.agents.enforced`). A
+:class:`Measurer`; at most every :attr:`Measurer.every` seconds per file, while it grows, the lines
+written since are added to the file's timeline and each runner step measured (:mod:`outloop.agents.enforced`;
+incremental, with results equal to reading the whole file again: :mod:`outloop.router.follow`). A
 measurement is published when it differs from the one last acknowledged, so the carry and the evidence
 grow with the session; the sink keeps the most complete version of each decision.
 
@@ -28,6 +29,7 @@ from outloop.agents.calibration import calibrate
 from outloop.agents.enforced import AGENT_LIMIT, Measured, RunLog, agent_view, measure
 from outloop.agents.pricing import PriceTable, active_table
 from outloop.agents.timeline import build_timeline
+from outloop.router.follow import FollowedTranscript
 from outloop.router.state import decision_id
 from outloop.runner.rewrite import RUN_ID_PREFIX, run_id_for
 from outloop.runner.runlog import runs_dir
@@ -190,6 +192,7 @@ class Measurer:
         self.files: dict[str, tuple[float, float]] = {}  # path -> (grew at, measured at)
         self.sent: dict[str, str] = {}  # decision_id -> envelope id last acknowledged
         self._last: list[str] = []  # the files measured by the last call of due()
+        self.followed: dict[str, FollowedTranscript] = {}  # path -> what was read of it (incremental)
 
     def note(self, path: str, envelopes: list[Envelope], now: float) -> None:
         """New lines of ``path`` were read: watch it when one of them is a runner's result (its footer, or
@@ -210,15 +213,19 @@ class Measurer:
         for path, (grew, measured) in list(self.files.items()):
             if now - grew > self.forget_after:
                 del self.files[path]
+                self.followed.pop(path, None)
                 continue
             if grew <= measured or now - measured < self.every:
                 continue
             self.files[path] = (grew, now)
             self._last.append(path)
+            followed = self.followed.get(path) or self.followed.setdefault(path, FollowedTranscript(path))
             try:
-                envs = measure_file(Path(path), self.prices, self.limit, self.runs)
+                found = followed.measure(lambda p: load_run(p, self.limit), self.prices or active_table())
+                envs = [saving_record(m) for m in found]
             except Exception:  # noqa: BLE001 - a bad file costs its measurement, never the tailer
                 log.exception("savings: %s could not be measured", path)
+                self.followed.pop(path, None)  # read again from its start next time
                 continue
             out.extend(e for e in envs if self.sent.get(e.data["decision_id"]) != e.id)
         return out

@@ -1,0 +1,229 @@
+"""One growing transcript followed by the live measurer: each measurement reads only the bytes written
+since the last one, and keeps no more than the measurements still need.
+
+Measuring a runner step needs the whole session after it (the carry grows with every later API call,
+and the estimator is calibrated on every interval of the context), so re-reading the file each time
+made a long session's measurements quadratic. Here the file is read once, incrementally, into a
+:class:`~outloop.agents.timeline.TimelineBuilder`, and what no measurement can use any more is
+dropped as it goes:
+
+- the recorded output of every tool step that is not a runner's (its length was already counted);
+- once a runner step's *later texts* (its next five tool inputs and the messages up to the last of
+  them) can no longer change, its fidelity is kept and its run's raw text is not (only its length
+  counts afterwards); the assistant texts and tool inputs older than every runner step still open
+  (whose later texts may change) are dropped.
+
+What stays per file is the calls' numbers (usage, model, time), the steps' ids and links, and the
+record ids seen (duplicates are skipped by ``uuid``): tens of bytes per record, not the file.
+
+The results are those of reading the whole file again (:func:`outloop.router.measure.measure_file`),
+checked in the tests on real transcripts: when something would make them differ, the state is rebuilt
+from the file (which is how it starts, after a restart too): a file truncated, replaced or rewritten
+in place; a record of an API call that was no longer the last one (a later record could change what
+an earlier call said; Claude Code does not write these); a runner's result for a tool call so old that
+what its fidelity needs was dropped; a run's log that changed after its step's fidelity was kept.
+Used by one thread (the tailer's).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from outloop.agents.calibration import calibrate
+from outloop.agents.enforced import Measured, RunLog, log_path, measured, step_fidelity
+from outloop.agents.fidelity import WINDOW, Fidelity
+from outloop.agents.pricing import PriceTable
+from outloop.agents.shadow import later_steps, later_texts
+from outloop.agents.timeline import Timeline, TimelineBuilder, ToolStep
+from outloop.streams.importers import ImportStats
+from outloop.streams.importers.transcripts import parse_lines
+from outloop.streams.tailing import TAIL_BYTES, Mark, Step, decide, read_from, rewritten, seen_of
+
+log = logging.getLogger("outloop.router.measure")
+
+Signature = tuple[int, int, int, int, int, int] | None  # a run's two files: inode, size, mtime each
+
+
+def run_signature(path: str) -> Signature:
+    """What the file system says of a run's log and metadata (None when either is gone)."""
+    try:
+        a, b = os.stat(path), os.stat(path[:-4] + ".json")
+    except (OSError, ValueError):
+        return None
+    return a.st_ino, a.st_size, a.st_mtime_ns, b.st_ino, b.st_size, b.st_mtime_ns
+
+
+@dataclass
+class RunnerStep:
+    """A runner step of the timeline and what its measurement keeps between two measurements."""
+
+    index: int  # its place in timeline.steps
+    step: ToolStep
+    log: str
+    signature: Signature = None
+    run: RunLog | None = None  # without its raw text once the fidelity is settled
+    raw_chars: int = 0
+    fidelity: Fidelity | None = None
+    settled: bool = False  # its later texts can no longer change: ``fidelity`` is final for this run
+
+
+@dataclass
+class FollowedTranscript:
+    """The incremental state of one transcript (see the module docstring)."""
+
+    path: str
+    mark: Mark | None = None
+    builder: TimelineBuilder = field(init=False)
+    runner: list[RunnerStep] = field(default_factory=list)
+    classified: int = 0  # steps[:classified] with a result were looked at (runner or dropped output)
+    unresolved: list[int] = field(default_factory=list)  # steps before ``classified`` still without a result
+    pruned_calls: int = 0  # calls[:pruned_calls] had their text dropped
+    pruned_steps: int = 0  # steps[:pruned_steps] had their input dropped
+    stale: bool = False  # something dropped is needed again: rebuild from the file
+    rebuilds: int = 0
+    bytes_read: int = 0  # over the state's life: the file's size when every byte was read once
+
+    def __post_init__(self) -> None:
+        self.builder = TimelineBuilder(self.path)
+
+    @property
+    def timeline(self) -> Timeline:
+        return self.builder.t
+
+    def reset(self) -> None:
+        """Forget everything: the next read starts from the file's first byte."""
+        self.mark, self.builder, self.runner = None, TimelineBuilder(self.path), []
+        self.classified, self.unresolved, self.pruned_calls, self.pruned_steps, self.stale = 0, [], 0, 0, False
+        self.rebuilds, self.bytes_read = self.rebuilds + 1, 0
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self) -> bool:
+        """Take the file's new complete lines; False when the file is gone (nothing to measure)."""
+        seen = seen_of(self.path)
+        step = decide(self.mark, seen)
+        if step is Step.DROP:
+            return False
+        assert seen is not None
+        if self.mark is not None and step is not Step.RESTART and self.mark.tail:
+            before = read_from(self.path, self.mark.offset - len(self.mark.tail), seen.inode, len(self.mark.tail))
+            if before is None or rewritten(self.mark, before[: len(self.mark.tail)]):
+                step = Step.RESTART
+        if step is Step.RESTART or self.mark is None:
+            if self.mark is not None:
+                log.info("savings: %s was truncated, replaced or rewritten; measured again from its start", self.path)
+                self.reset()
+            self.mark = Mark(0, seen.inode)
+        if step is Step.IDLE:
+            return True
+        late, fresh = self.builder.late, self.mark.offset == 0
+        self._feed(seen.inode)
+        if self.builder.late > late and not fresh:
+            log.info("savings: %s has a late record of an earlier API call; measured again from its start",
+                     self.path)
+            self.reset()
+            self.mark = Mark(0, seen.inode)
+            self._feed(seen.inode)
+        return True
+
+    def _feed(self, inode: int) -> None:
+        """Feed the complete lines after the mark to the builder, line by line (memory stays flat)."""
+        assert self.mark is not None
+        offset, tail = self.mark.offset, self.mark.tail
+        stats, p = ImportStats(), Path(self.path)
+        try:
+            with open(self.path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_ino != inode:
+                    return
+                fh.seek(offset)
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        break  # being written: taken once complete
+                    offset += len(line)
+                    tail = (tail + line[-TAIL_BYTES:])[-TAIL_BYTES:]
+                    for rec in parse_lines((line,), stats, p):
+                        self.builder.add(rec)
+        except OSError:
+            pass
+        self.bytes_read += offset - self.mark.offset
+        self.mark = Mark(offset, self.mark.inode, tail)
+
+    # -- what the measurements keep ----------------------------------------------------------------
+    def _classify(self) -> None:
+        """Look at the steps whose result came since the last time: a runner's is kept; another's
+        output is dropped (its length already counted)."""
+        steps = self.timeline.steps
+        waiting = []
+        for i in [*self.unresolved, *range(self.classified, len(steps))]:
+            step = steps[i]
+            if step.output is None:
+                waiting.append(i)
+                continue
+            path = log_path(step.output) if step.tool_name == "Bash" else None
+            if path is not None:
+                if i < self.pruned_steps or step.issued_by < self.pruned_calls:
+                    self.stale = True  # a late result: what its later texts need was dropped
+                self.runner.append(RunnerStep(i, step, path))
+            else:
+                step.output = ""
+        self.runner.sort(key=lambda r: r.index)
+        self.classified, self.unresolved = len(steps), waiting
+
+    def _prune(self) -> None:
+        """Drop the texts and inputs older than every step that is still open."""
+        t = self.timeline
+        open_steps = [r.index for r in self.runner if not r.settled]
+        first = min(open_steps, default=self.classified)
+        keep_calls = min((t.steps[i].issued_by for i in open_steps), default=len(t.calls) - 1)
+        for call in t.calls[self.pruned_calls:keep_calls]:
+            call.text = ""
+        self.pruned_calls = max(self.pruned_calls, keep_calls)
+        for i in range(self.pruned_steps, first):
+            t.steps[i].tool_input = {}
+        self.pruned_steps = max(self.pruned_steps, first)
+
+    # -- measuring ---------------------------------------------------------------------------------
+    def measure(self, load: Callable[[str], RunLog | None], prices: PriceTable) -> list[Measured]:
+        """Read what was written since the last call and measure every runner step (as
+        :func:`outloop.agents.enforced.measure` on the whole file would)."""
+        if not self.read():
+            return []
+        self._classify()
+        sigs = [run_signature(r.log) for r in self.runner]
+        if self.stale or any(r.settled and sig is not None and sig != r.signature
+                             for r, sig in zip(self.runner, sigs, strict=True)):
+            log.info("savings: a late result or a changed log in %s; measured again from its start", self.path)
+            self.reset()
+            return self.measure(load, prices)
+        t = self.timeline
+        if not t.session_id:
+            return []
+        estimator = calibrate([t])
+        out = []
+        for r, sig in zip(self.runner, sigs, strict=True):
+            if not self._refresh(r, sig, load):
+                continue
+            assert r.run is not None and r.fidelity is not None
+            out.append(measured(t, r.step, r.run, r.raw_chars, r.fidelity, estimator, prices))
+        self._prune()
+        return out
+
+    def _refresh(self, r: RunnerStep, sig: Signature, load: Callable[[str], RunLog | None]) -> bool:
+        """Bring one runner step's run and fidelity up to date; False when its log is gone."""
+        if sig is None:
+            return False
+        if r.settled and sig == r.signature:
+            return True
+        run = load(r.log)
+        if run is None:
+            return False
+        t = self.timeline
+        nxt = later_steps(t, r.index)
+        settled = len(nxt) == WINDOW and nxt[-1].issued_by < len(t.calls) - 1
+        r.fidelity = step_fidelity(r.step, run.raw, later_texts(t, r.step, index=r.index))
+        r.signature, r.raw_chars, r.settled = sig, len(run.raw), settled
+        r.run = RunLog(run.run_id, "", run.rule, run.family, run.kind) if settled else run
+        return True
