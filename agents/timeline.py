@@ -15,6 +15,7 @@ whose usage is the record with the largest total.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ _EXIT = re.compile(r"\AExit code (\d+)\b")
 TEXT_CAP = 20_000  # characters of assistant text kept per call (what fidelity looks for in messages)
 
 
-@dataclass
+@dataclass(slots=True)
 class ApiCall:
     """One distinct API response (``message.id:requestId``)."""
 
@@ -55,7 +56,7 @@ class ApiCall:
                 "cache_creation_1h_tokens": self.cache_1h}
 
 
-@dataclass
+@dataclass(slots=True)
 class ToolStep:
     """One tool call and its recorded result. ``seen_by`` is the index of the first API call whose
     prompt held the result (None when no later call came: the session ended)."""
@@ -140,7 +141,9 @@ class TimelineBuilder:
         index = self.by_key.get(key)
         if index is None:
             index = self.by_key[key] = len(self.t.calls)
-            self.t.calls.append(ApiCall(key, msg.get("model"), rec.get("timestamp"), usage))
+            model = msg.get("model")
+            self.t.calls.append(ApiCall(key, sys.intern(model) if isinstance(model, str) else model,
+                                        rec.get("timestamp"), usage))
             for step in self.pending:
                 step.seen_by = index
             self.pending = []
@@ -159,7 +162,7 @@ class TimelineBuilder:
             if block.get("type") == "tool_use" and block.get("id") and block["id"] not in self.by_tool:
                 raw = block.get("input")
                 inp: dict[str, Any] = raw if isinstance(raw, dict) else {}
-                step = ToolStep(block["id"], str(block.get("name") or ""), inp, index)
+                step = ToolStep(block["id"], sys.intern(str(block.get("name") or "")), inp, index)
                 self.by_tool[block["id"]] = step
                 self.t.steps.append(step)
                 call.tool_use_ids.append(block["id"])

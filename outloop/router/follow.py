@@ -45,6 +45,7 @@ from outloop.streams.tailing import TAIL_BYTES, Mark, Step, decide, read_from, r
 
 log = logging.getLogger("outloop.router.measure")
 
+DIGEST_BYTES = 4 * 2**20  # read this much of a file, then settle and drop what can be (a long first read)
 Signature = tuple[int, int, int, int, int, int] | None  # a run's two files: inode, size, mtime each
 
 
@@ -69,6 +70,7 @@ class RunnerStep:
     raw_chars: int = 0
     fidelity: Fidelity | None = None
     settled: bool = False  # its later texts can no longer change: ``fidelity`` is final for this run
+    at: int = -1  # lines of the file read when ``fidelity`` was computed
 
 
 @dataclass
@@ -84,8 +86,10 @@ class FollowedTranscript:
     pruned_calls: int = 0  # calls[:pruned_calls] had their text dropped
     pruned_steps: int = 0  # steps[:pruned_steps] had their input dropped
     stale: bool = False  # something dropped is needed again: rebuild from the file
+    late_seen: int = 0  # the builder's late records when the state was last digested
     rebuilds: int = 0
     bytes_read: int = 0  # over the state's life: the file's size when every byte was read once
+    lines: int = 0  # complete lines read over the state's life
 
     def __post_init__(self) -> None:
         self.builder = TimelineBuilder(self.path)
@@ -97,12 +101,15 @@ class FollowedTranscript:
     def reset(self) -> None:
         """Forget everything: the next read starts from the file's first byte."""
         self.mark, self.builder, self.runner = None, TimelineBuilder(self.path), []
-        self.classified, self.unresolved, self.pruned_calls, self.pruned_steps, self.stale = 0, [], 0, 0, False
-        self.rebuilds, self.bytes_read = self.rebuilds + 1, 0
+        self.classified, self.unresolved, self.pruned_calls, self.pruned_steps = 0, [], 0, 0
+        self.stale, self.late_seen = False, 0
+        self.rebuilds, self.bytes_read, self.lines = self.rebuilds + 1, 0, 0
 
     # -- reading ---------------------------------------------------------------------------------
-    def read(self) -> bool:
-        """Take the file's new complete lines; False when the file is gone (nothing to measure)."""
+    def read(self, load: Callable[[str], RunLog | None], eager: bool = True) -> bool:
+        """Take the file's new complete lines; False when the file is gone (nothing to measure).
+        ``eager``: settle and drop what it can every :data:`DIGEST_BYTES` (a long file read at once
+        never holds its whole timeline); a rebuild reads without it (see :meth:`measure`)."""
         seen = seen_of(self.path)
         step = decide(self.mark, seen)
         if step is Step.DROP:
@@ -117,22 +124,14 @@ class FollowedTranscript:
                 log.info("savings: %s was truncated, replaced or rewritten; measured again from its start", self.path)
                 self.reset()
             self.mark = Mark(0, seen.inode)
-        if step is Step.IDLE:
-            return True
-        late, fresh = self.builder.late, self.mark.offset == 0
-        self._feed(seen.inode)
-        if self.builder.late > late and not fresh:
-            log.info("savings: %s has a late record of an earlier API call; measured again from its start",
-                     self.path)
-            self.reset()
-            self.mark = Mark(0, seen.inode)
-            self._feed(seen.inode)
+        if step is not Step.IDLE:
+            self._feed(seen.inode, load, eager)
         return True
 
-    def _feed(self, inode: int) -> None:
+    def _feed(self, inode: int, load: Callable[[str], RunLog | None], eager: bool) -> None:
         """Feed the complete lines after the mark to the builder, line by line (memory stays flat)."""
         assert self.mark is not None
-        offset, tail = self.mark.offset, self.mark.tail
+        offset, tail, since = self.mark.offset, self.mark.tail, 0
         stats, p = ImportStats(), Path(self.path)
         try:
             with open(self.path, "rb") as fh:
@@ -143,13 +142,31 @@ class FollowedTranscript:
                     if not line.endswith(b"\n"):
                         break  # being written: taken once complete
                     offset += len(line)
+                    self.lines += 1
                     tail = (tail + line[-TAIL_BYTES:])[-TAIL_BYTES:]
                     for rec in parse_lines((line,), stats, p):
                         self.builder.add(rec)
+                    since += len(line)
+                    if eager and since >= DIGEST_BYTES:
+                        self._digest(load)
+                        since = 0
         except OSError:
             pass
         self.bytes_read += offset - self.mark.offset
         self.mark = Mark(offset, self.mark.inode, tail)
+        self._digest(load)
+
+    def _digest(self, load: Callable[[str], RunLog | None]) -> None:
+        """Classify the new steps, settle the runner steps whose later texts are complete, drop what no
+        open step needs. A late record once a fidelity was settled makes the state stale."""
+        if self.builder.late > self.late_seen and any(r.settled for r in self.runner):
+            self.stale = True
+        self.late_seen = self.builder.late
+        self._classify()
+        for r in self.runner:
+            if not r.settled:
+                self._refresh(r, run_signature(r.log), load)
+        self._prune()
 
     # -- what the measurements keep ----------------------------------------------------------------
     def _classify(self) -> None:
@@ -189,15 +206,17 @@ class FollowedTranscript:
     def measure(self, load: Callable[[str], RunLog | None], prices: PriceTable) -> list[Measured]:
         """Read what was written since the last call and measure every runner step (as
         :func:`outloop.agents.enforced.measure` on the whole file would)."""
-        if not self.read():
+        if not self.read(load):
             return []
-        self._classify()
         sigs = [run_signature(r.log) for r in self.runner]
         if self.stale or any(r.settled and sig is not None and sig != r.signature
                              for r, sig in zip(self.runner, sigs, strict=True)):
-            log.info("savings: a late result or a changed log in %s; measured again from its start", self.path)
+            log.info("savings: a late record, a late result or a changed log in %s; measured again from its start",
+                     self.path)
             self.reset()
-            return self.measure(load, prices)
+            if not self.read(load, eager=False):  # nothing dropped before the end: the same cannot recur
+                return []
+            sigs = [run_signature(r.log) for r in self.runner]
         t = self.timeline
         if not t.session_id:
             return []
@@ -208,15 +227,14 @@ class FollowedTranscript:
                 continue
             assert r.run is not None and r.fidelity is not None
             out.append(measured(t, r.step, r.run, r.raw_chars, r.fidelity, estimator, prices))
-        self._prune()
         return out
 
     def _refresh(self, r: RunnerStep, sig: Signature, load: Callable[[str], RunLog | None]) -> bool:
         """Bring one runner step's run and fidelity up to date; False when its log is gone."""
         if sig is None:
             return False
-        if r.settled and sig == r.signature:
-            return True
+        if sig == r.signature and (r.settled or r.at == self.lines):
+            return True  # final, or already brought up to date since the last read
         run = load(r.log)
         if run is None:
             return False
@@ -224,6 +242,6 @@ class FollowedTranscript:
         nxt = later_steps(t, r.index)
         settled = len(nxt) == WINDOW and nxt[-1].issued_by < len(t.calls) - 1
         r.fidelity = step_fidelity(r.step, run.raw, later_texts(t, r.step, index=r.index))
-        r.signature, r.raw_chars, r.settled = sig, len(run.raw), settled
+        r.signature, r.raw_chars, r.settled, r.at = sig, len(run.raw), settled, self.lines
         r.run = RunLog(run.run_id, "", run.rule, run.family, run.kind) if settled else run
         return True

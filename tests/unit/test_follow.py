@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from outloop.agents.pricing import PriceTable
+from outloop.router import follow
 from outloop.router.follow import FollowedTranscript
 from outloop.router.measure import load_run, measure_file, saving_record
 
@@ -65,7 +66,10 @@ def session(traces: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return runner_transcript(traces, tmp_path_factory.mktemp("runs"))
 
 
-def test_growing_in_pieces_measures_what_the_whole_file_does(session: bytes, tmp_path: Path) -> None:
+@pytest.mark.parametrize("digest", [follow.DIGEST_BYTES, 40_000])  # 40 KB: settled within each read too
+def test_growing_in_pieces_measures_what_the_whole_file_does(session: bytes, tmp_path: Path, digest: int,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(follow, "DIGEST_BYTES", digest)
     path = tmp_path / "s.jsonl"
     path.write_bytes(b"")
     f = FollowedTranscript(str(path))
@@ -103,7 +107,8 @@ def test_a_truncated_replaced_or_rewritten_file_is_measured_again_from_its_start
     assert incremental(f) == whole(path) and f.rebuilds == 3
 
 
-def test_a_late_record_of_an_earlier_call_rebuilds_the_state(session: bytes, tmp_path: Path) -> None:
+def test_a_late_record_of_an_earlier_call_rebuilds_the_state(session: bytes, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.jsonl"
     lines = session.splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:400]))
@@ -115,6 +120,9 @@ def test_a_late_record_of_an_earlier_call_rebuilds_the_state(session: bytes, tmp
     with path.open("ab") as fh:
         fh.write(orjson.dumps(early) + b"\n" + b"".join(lines[400:]))
     assert incremental(f) == whole(path) and f.rebuilds == 1
+    monkeypatch.setattr(follow, "DIGEST_BYTES", 40_000)  # read at once, but settled as it goes: rebuilt too
+    f = FollowedTranscript(str(path))
+    assert incremental(f) == whole(path) and f.rebuilds == 1 and not f.stale  # the rebuild drops nothing early
 
 
 def test_a_changed_log_is_measured_again(traces: Path, tmp_path: Path) -> None:
