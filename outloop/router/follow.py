@@ -46,6 +46,7 @@ from outloop.streams.tailing import TAIL_BYTES, Mark, Step, decide, read_from, r
 log = logging.getLogger("outloop.router.measure")
 
 DIGEST_BYTES = 4 * 2**20  # read this much of a file, then settle and drop what can be (a long first read)
+IN_FLIGHT = 2  # a tool call of one of the last API calls may still get its result: what it would need is kept
 Signature = tuple[int, int, int, int, int, int] | None  # a run's two files: inode, size, mtime each
 
 
@@ -190,9 +191,14 @@ class FollowedTranscript:
         self.classified, self.unresolved = len(steps), waiting
 
     def _prune(self) -> None:
-        """Drop the texts and inputs older than every step that is still open."""
+        """Drop the texts and inputs older than every step that is still open: a runner step whose later
+        texts may change, or a tool call of the last :data:`IN_FLIGHT` API calls still waiting for its
+        result (Claude Code records a call's results before the next call; an older one without its
+        result was abandoned, and should its result come after all, the state is rebuilt)."""
         t = self.timeline
+        recent = len(t.calls) - IN_FLIGHT
         open_steps = [r.index for r in self.runner if not r.settled]
+        open_steps += [i for i in self.unresolved if t.steps[i].issued_by >= recent]
         first = min(open_steps, default=self.classified)
         keep_calls = min((t.steps[i].issued_by for i in open_steps), default=len(t.calls) - 1)
         for call in t.calls[self.pruned_calls:keep_calls]:

@@ -148,3 +148,24 @@ def test_a_runner_result_long_after_its_call_rebuilds_the_state(session: bytes, 
     assert incremental(f) == whole(path) and f.pruned_steps > late // 2  # what its later texts need is dropped
     path.write_bytes(b"".join(moved))
     assert incremental(f) == whole(path) and f.rebuilds == 1
+
+
+def test_a_measurement_between_a_call_and_its_result_keeps_what_the_result_needs(session: bytes,
+                                                                               tmp_path: Path) -> None:
+    """Live, the runner's result is written seconds after its tool call: a measurement in between
+    must not drop what the coming result's fidelity needs (no rebuild, the same measurements)."""
+    lines = session.splitlines(keepends=True)
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"")
+    f = FollowedTranscript(str(path))
+    calls = 0
+    with path.open("ab") as fh:
+        for line in lines:
+            fh.write(line)
+            fh.flush()
+            if b'"name":"Bash"' in line and b'"tool_use"' in line:
+                calls += 1
+                if calls % 3 == 0:
+                    incremental(f)  # the call is written, its result not yet
+    assert calls > 60
+    assert incremental(f) == whole(path) and f.rebuilds == 0
