@@ -10,18 +10,24 @@ dropped as it goes:
 - the recorded output of every tool step that is not a runner's (its length was already counted);
 - once a runner step's *later texts* (its next five tool inputs and the messages up to the last of
   them) can no longer change, its fidelity is kept and its run's raw text is not (only its length
-  counts afterwards); the assistant texts and tool inputs older than every runner step still open
-  (whose later texts may change) are dropped.
+  counts afterwards); the assistant texts and tool inputs older than every step still open (a runner
+  step whose later texts may change, a tool call of the last API calls waiting for its result) are
+  dropped.
 
-What stays per file is the calls' numbers (usage, model, time), the steps' ids and links, and the
-record ids seen (duplicates are skipped by ``uuid``): tens of bytes per record, not the file.
+What stays per file is the calls' numbers (usage, model, time), the steps' ids and links, the runner's
+printed results, and the record ids seen (duplicates are skipped by ``uuid``): a few hundred bytes per
+record, about a quarter of the file's size on real transcripts (``bench/bench_tailer_growth.py``).
+Reading settles and drops as it goes (every :data:`DIGEST_BYTES`), so the first read of a long file
+after a restart never holds its whole timeline either.
 
 The results are those of reading the whole file again (:func:`outloop.router.measure.measure_file`),
-checked in the tests on real transcripts: when something would make them differ, the state is rebuilt
-from the file (which is how it starts, after a restart too): a file truncated, replaced or rewritten
-in place; a record of an API call that was no longer the last one (a later record could change what
-an earlier call said; Claude Code does not write these); a runner's result for a tool call so old that
-what its fidelity needs was dropped; a run's log that changed after its step's fidelity was kept.
+checked in the tests on real transcripts (only complete lines are read: a last line still being
+written waits for its newline, as the tailer's own reading does). When something would make them
+differ, the state is rebuilt from the file (which is how it starts, after a restart too): a file
+truncated, replaced or rewritten in place; a record of an API call that was no longer the last one
+(a later record could change what an earlier call said; Claude Code does not write these); a runner's
+result for a tool call so old that what its fidelity needs was dropped; a run's log that changed after
+its step's fidelity was kept.
 Used by one thread (the tailer's).
 """
 
