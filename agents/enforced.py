@@ -105,11 +105,12 @@ def measure(timeline: Timeline, load: Callable[[str], RunLog | None], estimator:
     """The measurement of every runner step of ``timeline`` whose log ``load`` still finds (a pruned or
     foreign log: no measurement, never a guess). A run printed unchanged saves exactly 0."""
     out = []
+    place = {id(s): i for i, s in enumerate(timeline.steps)}  # steps.index per step was quadratic
     for step, path, unchanged in enforced_steps(timeline, locate):
         run = load(path)
         if run is None:
             continue
-        fid = step_fidelity(step, run.raw, later_texts(timeline, step), unchanged)
+        fid = step_fidelity(step, run.raw, later_texts(timeline, step, index=place[id(step)]), unchanged)
         out.append(measured(timeline, step, run, len(run.raw), fid, estimator, prices, unchanged))
     return out
 

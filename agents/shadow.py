@@ -89,7 +89,7 @@ def route_timeline(timeline: Timeline, decide: Decide, render: Render, estimator
                    prices: PriceTable, skip_calls: set[int] = frozenset()) -> list[Routed]:  # type: ignore[assignment]
     """Every routed step of one timeline (steps issued by a call in ``skip_calls`` are left out)."""
     out: list[Routed] = []
-    for step in timeline.steps:
+    for i, step in enumerate(timeline.steps):
         if step.output is None or step.issued_by in skip_calls:
             continue
         decision = decide(step, timeline)
@@ -101,7 +101,7 @@ def route_timeline(timeline: Timeline, decide: Decide, render: Render, estimator
         own = orjson.dumps(step.tool_input).decode()
         # a denied identical repeat loses nothing: the same output is already in the context
         kept_text = step.output if decision.action == "deny" else compact
-        fid = fidelity(step.output, kept_text, own, later_texts(timeline, step))
+        fid = fidelity(step.output, kept_text, own, later_texts(timeline, step, index=i))
         at = timeline.calls[step.issued_by].timestamp or _first_time(timeline)
         out.append(Routed(timeline.session_id, timeline.context_id, step.tool_use_id, decision, fid,
                           saving(timeline, step, compact, fid, estimator, prices), at))
