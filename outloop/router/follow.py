@@ -7,7 +7,9 @@ made a long session's measurements quadratic. Here the file is read once, increm
 :class:`~outloop.agents.timeline.TimelineBuilder`, and what no measurement can use any more is
 dropped as it goes:
 
-- the recorded output of every tool step that is not a runner's (its length was already counted);
+- the recorded output of every tool step that is not a runner's, or is a run printed unchanged (its
+  length was already counted; a run printed unchanged is found by the run named after its tool call,
+  looked up once, when its result is read);
 - once a runner step's *later texts* (its next five tool inputs and the messages up to the last of
   them) can no longer change, its fidelity is kept and its run's raw text is not (only its length
   counts afterwards); the assistant texts and tool inputs older than every step still open (a runner
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outloop.agents.calibration import calibrate
-from outloop.agents.enforced import Measured, RunLog, log_path, measured, step_fidelity
+from outloop.agents.enforced import Locate, Measured, RunLog, log_path, measured, step_fidelity
 from outloop.agents.fidelity import WINDOW, Fidelity
 from outloop.agents.pricing import PriceTable
 from outloop.agents.shadow import later_steps, later_texts
@@ -77,6 +79,8 @@ class RunnerStep:
     raw_chars: int = 0
     fidelity: Fidelity | None = None
     settled: bool = False  # its later texts can no longer change: ``fidelity`` is final for this run
+    unchanged: bool = False  # printed unchanged (no footer; found by the run named after its tool call)
+    pending: bool = False  # its result is not in the transcript yet (a named run: measured already)
     at: int = -1  # lines of the file read when ``fidelity`` was computed
 
 
@@ -85,6 +89,7 @@ class FollowedTranscript:
     """The incremental state of one transcript (see the module docstring)."""
 
     path: str
+    locate: Locate | None = None  # tool_use_id -> the log of a run named after it (printed unchanged)
     mark: Mark | None = None
     builder: TimelineBuilder = field(init=False)
     runner: list[RunnerStep] = field(default_factory=list)
@@ -178,23 +183,36 @@ class FollowedTranscript:
     # -- what the measurements keep ----------------------------------------------------------------
     def _classify(self) -> None:
         """Look at the steps whose result came since the last time: a runner's is kept; another's
-        output is dropped (its length already counted)."""
+        output is dropped (its length already counted). A Bash call still without its result whose
+        named run exists is measured already (as the whole re-read does), until its result comes."""
         steps = self.timeline.steps
         waiting = []
+        pending = {r.index: r for r in self.runner if r.pending}
         for i in [*self.unresolved, *range(self.classified, len(steps))]:
             step = steps[i]
             if step.output is None:
                 waiting.append(i)
+                if i not in pending and (path := self._named(step)) is not None:
+                    self.runner.append(RunnerStep(i, step, path, unchanged=True, pending=True))
                 continue
+            if i in pending:
+                self.runner.remove(pending[i])
             path = log_path(step.output) if step.tool_name == "Bash" else None
+            unchanged = path is None and (path := self._named(step)) is not None
             if path is not None:
                 if i < self.pruned_steps or step.issued_by < self.pruned_calls:
                     self.stale = True  # a late result: what its later texts need was dropped
-                self.runner.append(RunnerStep(i, step, path))
-            else:
-                step.output = ""
+                self.runner.append(RunnerStep(i, step, path, unchanged=unchanged))
+            if path is None or unchanged:
+                step.output = ""  # its length is counted; a run printed unchanged printed its raw text
         self.runner.sort(key=lambda r: r.index)
         self.classified, self.unresolved = len(steps), waiting
+
+    def _named(self, step: ToolStep) -> str | None:
+        """The log of the run named after a Bash call (one printed unchanged), when there is one."""
+        if step.tool_name != "Bash" or self.locate is None or not step.tool_use_id:
+            return None
+        return self.locate(step.tool_use_id)
 
     def _prune(self) -> None:
         """Drop the texts and inputs older than every step that is still open: a runner step whose later
@@ -238,7 +256,7 @@ class FollowedTranscript:
             if not self._refresh(r, sig, load):
                 continue
             assert r.run is not None and r.fidelity is not None
-            out.append(measured(t, r.step, r.run, r.raw_chars, r.fidelity, estimator, prices))
+            out.append(measured(t, r.step, r.run, r.raw_chars, r.fidelity, estimator, prices, r.unchanged))
         return out
 
     def _refresh(self, r: RunnerStep, sig: Signature, load: Callable[[str], RunLog | None]) -> bool:
@@ -253,7 +271,7 @@ class FollowedTranscript:
         t = self.timeline
         nxt = later_steps(t, r.index)
         settled = len(nxt) == WINDOW and nxt[-1].issued_by < len(t.calls) - 1
-        r.fidelity = step_fidelity(r.step, run.raw, later_texts(t, r.step, index=r.index))
+        r.fidelity = step_fidelity(r.step, run.raw, later_texts(t, r.step, index=r.index), r.unchanged)
         r.signature, r.raw_chars, r.settled, r.at = sig, len(run.raw), settled, self.lines
         r.run = RunLog(run.run_id, "", run.rule, run.family, run.kind) if settled else run
         return True

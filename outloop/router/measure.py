@@ -219,7 +219,8 @@ class Measurer:
                 continue
             self.files[path] = (grew, now)
             self._last.append(path)
-            followed = self.followed.get(path) or self.followed.setdefault(path, FollowedTranscript(path))
+            followed = self.followed.get(path) or self.followed.setdefault(
+                path, FollowedTranscript(path, lambda tool_use_id: named_run(tool_use_id, self.runs)))
             try:
                 found = followed.measure(lambda p: load_run(p, self.limit), self.prices or active_table())
                 envs = [saving_record(m) for m in found]
