@@ -168,13 +168,13 @@ def setup(tmp: Path, bootstrap: str, poll: float) -> tuple[Any, Path, Grower]:
     transcript.parent.mkdir(parents=True)
     transcript.write_bytes(b"")
     s = settings_for(tmp, bootstrap, projects=projects, tail_poll=poll)
-    return s, transcript, Grower(source_records(), session, tmp / "runs")
+    return s, transcript, Grower(source_records(), session, s.home / "runs")  # where the runner keeps them
 
 
 def growth(s: Any, transcript: Path, lines: Iterator[bytes], mb: float, rate_kb: float,
            poll: float) -> dict[str, float]:
     """Phase 1: append and pass on a simulated clock until the file holds ``mb`` MB."""
-    measurer = Measurer()
+    measurer = Measurer(runs=str(s.home / "runs"))
     tailer = Tailer(s, measurer=measurer)
     now, cpu, passes, measured, longest = 0.0, 0.0, 0, 0, 0.0
     in_due = [0.0]
@@ -212,7 +212,7 @@ def memory(s: Any, transcript: Path, lines: Iterator[bytes], more_mb: float, rat
     """Phase 2: a restarted tailer catches up, then follows ``more_mb`` MB; tracemalloc figures."""
     gc.collect()
     tracemalloc.start()
-    tailer = Tailer(s, measurer=Measurer())
+    tailer = Tailer(s, measurer=Measurer(runs=str(s.home / "runs")))
     tailer.checkpoint.path.unlink(missing_ok=True)
     tailer.marks = {}
     now = 10_000.0
@@ -245,7 +245,7 @@ def memory(s: Any, transcript: Path, lines: Iterator[bytes], more_mb: float, rat
 
 def visibility(s: Any, transcript: Path, lines: Iterator[bytes], seconds: float) -> list[float]:
     """Phase 3: the tailer's own loop on the real clock; append -> mark covers it, per record."""
-    tailer = Tailer(s, measurer=Measurer())
+    tailer = Tailer(s, measurer=Measurer(runs=str(s.home / "runs")))
     stop = threading.Event()
     thread = threading.Thread(target=tailer.run_forever, args=(stop,), daemon=True)
     thread.start()
