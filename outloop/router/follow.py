@@ -260,13 +260,13 @@ class FollowedTranscript:
         return out
 
     def _refresh(self, r: RunnerStep, sig: Signature, load: Callable[[str], RunLog | None]) -> bool:
-        """Bring one runner step's run and fidelity up to date; False when its log is gone."""
-        if sig is None:
-            return False
+        """Bring one runner step's run and fidelity up to date; False when its log is gone or unreadable
+        (settled so: nothing to measure and nothing kept for it; files that come back are rebuilt)."""
         if sig == r.signature and (r.settled or r.at == self.lines):
-            return True  # final, or already brought up to date since the last read
-        run = load(r.log)
+            return r.run is not None  # final, or already brought up to date since the last read
+        run = load(r.log) if sig is not None else None
         if run is None:
+            r.signature, r.settled, r.run, r.fidelity = sig, True, None, None
             return False
         t = self.timeline
         nxt = later_steps(t, r.index)

@@ -156,6 +156,8 @@ def test_a_changed_log_is_measured_again(traces: Path, tmp_path: Path) -> None:
     os.unlink(settled.log)  # a pruned log: no measurement
     got = incremental(f)
     assert got == whole(path, runs) and settled.step.tool_use_id not in {d["tool_use_id"] for _, d in got}
+    fresh = follower(path, runs)  # read from the start with that log gone: it keeps nothing open for it
+    assert incremental(fresh) == got and next(r for r in fresh.runner if r.log == settled.log).settled
 
 
 def test_a_runner_result_long_after_its_call_rebuilds_the_state(session: bytes, runs: Path, tmp_path: Path) -> None:
