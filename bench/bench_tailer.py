@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson  # noqa: E402
-from common import header, median, pct, settings_for  # noqa: E402
+from common import empty_transcript, header, median, pct, settings_for  # noqa: E402
 
 from outloop.runtime import Stack  # noqa: E402
 from outloop.sample import write_sample  # noqa: E402
@@ -65,11 +65,7 @@ def run(rounds: int, poll: float) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         template = assistant_line(tmp)
-        projects = tmp / "projects"
-        session = str(uuid.uuid4())
-        transcript = projects / "-bench" / f"{session}.jsonl"
-        transcript.parent.mkdir(parents=True)
-        transcript.write_bytes(b"")
+        projects, session, transcript = empty_transcript(tmp)
         s = settings_for(tmp, None, projects=projects, tail_poll=poll)
         tail_delays: list[float] = []
         hook_delays: list[float] = []

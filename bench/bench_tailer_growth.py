@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson  # noqa: E402
-from common import TRACES, header, median, pct, row, settings_for  # noqa: E402
+from common import TRACES, empty_transcript, header, median, pct, row, settings_for  # noqa: E402
 
 from outloop.router.measure import Measurer  # noqa: E402
 from outloop.streams.broker import EmbeddedBroker  # noqa: E402
@@ -162,11 +162,7 @@ def plain_read(path: Path) -> float:
 
 
 def setup(tmp: Path, bootstrap: str, poll: float) -> tuple[Any, Path, Grower]:
-    projects = tmp / "projects"
-    session = str(uuid.uuid4())
-    transcript = projects / "-bench" / f"{session}.jsonl"
-    transcript.parent.mkdir(parents=True)
-    transcript.write_bytes(b"")
+    projects, session, transcript = empty_transcript(tmp)
     s = settings_for(tmp, bootstrap, projects=projects, tail_poll=poll)
     return s, transcript, Grower(source_records(), session, s.home / "runs")  # where the runner keeps them
 

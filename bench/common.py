@@ -131,6 +131,16 @@ def settings_for(tmp: Path, broker: str | None, **overrides: Any) -> Settings:
     return Settings.from_env({}, **values)
 
 
+def empty_transcript(tmp: Path) -> tuple[Path, str, Path]:
+    """(projects folder, session id, its empty transcript file) under ``tmp``, laid out as Claude Code does."""
+    projects = tmp / "projects"
+    session = str(uuid.uuid4())
+    transcript = projects / "-bench" / f"{session}.jsonl"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_bytes(b"")
+    return projects, session, transcript
+
+
 def publish(bootstrap: str, topic: str, records: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes]],
             partitions: int = 4) -> tuple[int, float]:
     """Publish with the project's kafka-python Publisher; returns (count, seconds)."""
