@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-fast bench lint clean
 
+# write the bytecode of outloop's own modules once (an environment may turn that off): the tests start
+# many worker, sink and CLI interpreters, each of which would compile them again
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("outloop needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +26,12 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	# the unit tests on both cores (each test is independent of the others); the broker-backed
-	# integration and reliability tests one at a time, as their time-outs assume
-	$(BIN)/pytest -q -n 2 tests/unit
-	$(BIN)/pytest -q tests/integration tests/reliability
+	# every test on both cores (each isolates itself: its own topics, group, ports, folders; a broker per
+	# pytest worker), one test at a time to whichever is free,
+	# the long reliability scenarios first so neither core idles at the end; then the tests
+	# that time themselves against a throughput or wall-clock bound (marked serial) alone, one at a time
+	$(BIN)/pytest -q -n 2 --maxschedchunk 1 -m "not serial" tests/reliability tests/integration tests/unit
+	$(BIN)/pytest -q -m serial tests
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not integration"

@@ -22,7 +22,7 @@ from outloop.streams.shim import DEADLINE, MAX_BYTES, TAIL_BYTES
 from outloop.streams.spool import Spool
 from tests import reliability as rel
 
-BUDGET = DEADLINE + 1.0  # wall seconds a shim run may take, whatever it is fed
+BUDGET = DEADLINE + 1.0  # wall seconds a shim run may take, whatever it is fed (tests that check it: serial)
 HOOKS = 600  # exactly-once and byte-for-byte hold per record; the latency figures come from bench_hook_reliability.py
 
 
@@ -138,6 +138,7 @@ UNPARSEABLE = {  # name: (stdin, reason of its dead letter)
 HOSTILE = {"empty": b"", "five_mib": rel.FIVE_MIB, **{k: v for k, (v, _) in UNPARSEABLE.items()}}
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_stdin_exits_0_silently_and_is_spooled_as_read(tmp_path: Path, case: str) -> None:
     body = HOSTILE[case]
@@ -147,6 +148,7 @@ def test_hostile_stdin_exits_0_silently_and_is_spooled_as_read(tmp_path: Path, c
     assert rec.raw == body and rec.trunc is None
 
 
+@pytest.mark.serial
 def test_stdin_beyond_the_limit_is_cut_and_marked(tmp_path: Path) -> None:
     body = os.urandom(1024) * (MAX_BYTES // 1024 + 512)
     r = rel.run(rel.shim_cmd(), rel.shim_env(tmp_path / "spool"), body)
@@ -155,6 +157,7 @@ def test_stdin_beyond_the_limit_is_cut_and_marked(tmp_path: Path) -> None:
     assert rec.raw == body[:MAX_BYTES] + body[-TAIL_BYTES:] and rec.trunc == "size" and rec.tail == TAIL_BYTES
 
 
+@pytest.mark.serial
 def test_closed_stdin(tmp_path: Path) -> None:
     r = rel.run(["sh", "-c", 'exec "$@" 0<&-', "sh", *rel.shim_cmd()], rel.shim_env(tmp_path / "spool"), None)
     assert ok(r) and r.wall < BUDGET, r
@@ -162,6 +165,7 @@ def test_closed_stdin(tmp_path: Path) -> None:
     assert rec.raw == b"" and rec.trunc is None
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickling"])
 def test_stdin_never_closed_ends_at_the_watchdog_keeping_what_was_read(tmp_path: Path, trickle: bool) -> None:
     r, written = rel.run_unclosed_stdin(rel.shim_cmd(), rel.shim_env(tmp_path / "spool"), trickle)
@@ -171,6 +175,7 @@ def test_stdin_never_closed_ends_at_the_watchdog_keeping_what_was_read(tmp_path:
     assert rec.raw == written[: len(rec.raw)] and (len(rec.raw) > 0) == trickle
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("where", ["is_a_file", "below_a_file"])
 def test_unwritable_spool_exits_0_silently(tmp_path: Path, where: str) -> None:
     blocker = tmp_path / "blocker"
@@ -182,6 +187,7 @@ def test_unwritable_spool_exits_0_silently(tmp_path: Path, where: str) -> None:
     assert blocker.read_bytes() == b"not a folder" and os.listdir(tmp_path) == ["blocker"]
 
 
+@pytest.mark.serial
 def test_full_spool_exits_0_silently_leaves_nothing_half_written_and_recovers(tiny_fs: Path) -> None:
     spool = tiny_fs / "spool"
     spool.mkdir()
@@ -212,6 +218,7 @@ def test_full_spool_exits_0_silently_leaves_nothing_half_written_and_recovers(ti
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.serial
 def test_unparseable_hook_input_ends_as_dead_letters_with_its_exact_bytes(
         tmp_path: Path, broker: str, drained_stack: Any) -> None:
     spool = tmp_path / "spool"

@@ -387,6 +387,7 @@ def _check_pair(reference: Result, poison: Result, flood: Flood, live: Flood, n_
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.serial  # a throughput ratio and a latency bound: measured alone
 def test_poison_flood(tmp_path: Path, broker: str) -> None:
     """CI size: 50,000 valid + 5,000 malformed records, 96% as a backlog and 4% (2,200 records) live
     at 500 records/s (``bench/bench_poison.py`` runs 100,000 + 10,000).

@@ -148,6 +148,7 @@ def test_loop_guard_never_fires_when_the_output_changed(running: Running) -> Non
     assert b"deny" in last.stdout  # two identical passing runs in a row since the change
 
 
+@pytest.mark.serial  # a wall-clock bound of 1 s: measured alone
 def test_router_down_answers_nothing_within_the_budget(tmp_path: Path) -> None:
     r = Running(tmp_path / "h", {})
     proc, took = r.shim(claude_payload("PreToolUse", "pytest -q", "toolu_03"))
@@ -156,6 +157,7 @@ def test_router_down_answers_nothing_within_the_budget(tmp_path: Path) -> None:
     assert len(r.spool.ready()) == 1
 
 
+@pytest.mark.serial  # a wall-clock bound of 1 s: measured alone
 def test_router_that_never_answers_costs_at_most_the_budget(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()

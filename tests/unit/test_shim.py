@@ -154,6 +154,7 @@ def test_unwritable_spool_still_exits_0_silently_and_fast(tmp_path: Path, where:
     assert blocker.read_text() == "a regular file"
 
 
+@pytest.mark.serial  # a wall-clock bound of 1 s: measured alone
 def test_no_broker_is_irrelevant(tmp_path: Path) -> None:
     """The shim never talks to a broker: an unreachable one changes nothing."""
     env = shim_env(tmp_path / "spool", OUTLOOP_BROKER="127.0.0.1:1", OUTLOOP_HOME=str(tmp_path / "home"))
