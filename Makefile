@@ -6,10 +6,6 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-fast bench lint clean
 
-# write the bytecode of outloop's own modules once (an environment may turn that off): the tests start
-# many worker, sink and CLI interpreters, each of which would compile them again
-unexport PYTHONDONTWRITEBYTECODE
-
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("outloop needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
