@@ -43,6 +43,9 @@ from outloop.streams.heaps import gc_paused
 log = logging.getLogger("outloop.sink")
 
 REFRESH_BUDGET_S = 2.0  # the time the refreshes after one batch may take, where a projection can stop early
+READ_RETRIES = 3  # a read that ran out of memory beside a write, or was cut by a reopen, runs again this often
+READ_RETRY_S = 0.2  # first wait before a read runs again, doubled each time
+REOPEN_WAIT_S = 10.0  # how long a reopen waits for the reads it interrupted to let go of their cursors
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -124,6 +127,9 @@ class DuckSink:
         self._reader: duckdb.DuckDBPyConnection | None = None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._reads_done = threading.Condition(self._read_lock)
+        self._reading: set[duckdb.DuckDBPyConnection] = set()  # cursors of reads in flight
+        self._generation = 0  # closings so far: a read whose connections were closed under it runs again
         self.totals = WriteResult()
         self.optimism = Optimism()
         self.projections = list(projections or ())
@@ -150,10 +156,27 @@ class DuckSink:
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
-            for con in (self._reader, self._con):
-                if con is not None:
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        """Close both connections (the read lock held): the reads in flight are interrupted first and
+        waited for (DuckDB refuses to close a connection whose cursor is busy); they run again on the
+        connections opened next, if any (see :meth:`_read`)."""
+        self._generation += 1  # before the interrupts: each read then knows why it stopped
+        for cursor in list(self._reading):
+            with suppress(duckdb.Error):
+                cursor.interrupt()
+        deadline = time.monotonic() + REOPEN_WAIT_S
+        while self._reading and self._reads_done.wait(max(deadline - time.monotonic(), 0.0)):
+            pass
+        if self._reading:
+            log.warning("sink: %d reads still running after %.0f s; closing anyway", len(self._reading),
+                        REOPEN_WAIT_S)
+        for con in (self._reader, self._con):
+            if con is not None:
+                with suppress(duckdb.Error):
                     con.close()
-            self._con = self._reader = None
+        self._con = self._reader = None
 
     def __enter__(self) -> DuckSink:
         return self.open()
@@ -218,10 +241,7 @@ class DuckSink:
         log.warning("sink: a write ran out of DuckDB memory at %d MiB; limit raised to %d MiB (set "
                     "OUTLOOP_DB_MEMORY to start there)", self._memory_bytes >> 20, grown >> 20)
         with self._read_lock:
-            for con in (self._reader, self._con):
-                if con is not None:
-                    con.close()
-            self._con = self._reader = None
+            self._close_connections()
             self.memory_limit = f"{grown}B"
             self.open()
 
@@ -364,23 +384,41 @@ class DuckSink:
               ) -> tuple[list[str], list[list[Any]]]:
         """One read-only statement (see ``sinks.query``) on a cursor of its own; safe to call from
         other threads while a write runs. Sees committed batches only."""
-        with self._read_lock:
-            if self._reader is None:
-                raise SinkError("the sink is closed")
-            cursor = self._reader.cursor()
-        try:
-            return run_readonly(cursor, sql, params, max_rows)
-        finally:
-            cursor.close()
+        return self._read(lambda cursor, _left: run_readonly(cursor, sql, params, max_rows))
 
     def query_bounded(self, sql: str, params: Any, max_rows: int, timeout: float) -> Bounded:
         """:meth:`query` within a time limit and a row cap (see ``sinks.query.run_bounded``): what the
         worker's HTTP endpoint runs."""
-        with self._read_lock:
-            if self._reader is None:
-                raise SinkError("the sink is closed")
-            cursor = self._reader.cursor()
-        try:
-            return run_bounded(cursor, sql, params, max_rows, timeout)
-        finally:
-            cursor.close()
+        return self._read(lambda cursor, left: run_bounded(cursor, sql, params, max_rows, left), timeout)
+
+    def _read(self, run: Callable[[duckdb.DuckDBPyConnection, float], Any], timeout: float | None = None) -> Any:
+        """``run(cursor, seconds left)`` on a cursor of its own. Reads share DuckDB's memory with the writer:
+        one that ran out of memory beside a write, or that a reopen (:meth:`_grow_memory`) interrupted, runs
+        again after a pause, at most READ_RETRIES times and within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = READ_RETRY_S
+        for attempt in range(READ_RETRIES + 1):
+            with self._read_lock:
+                if self._reader is None:
+                    raise SinkError("the sink is closed")
+                cursor = self._reader.cursor()
+                generation = self._generation
+                self._reading.add(cursor)
+            left = float("inf") if deadline is None else deadline - time.monotonic()
+            try:
+                return run(cursor, left)
+            except Exception as exc:
+                reopened = generation != self._generation
+                if not (reopened or _out_of_memory(exc)) or attempt == READ_RETRIES \
+                        or (deadline is not None and time.monotonic() + pause >= deadline):
+                    raise
+                log.info("sink: a read runs again after %r", exc)
+            finally:
+                with self._read_lock:
+                    self._reading.discard(cursor)
+                    with suppress(duckdb.Error):
+                        cursor.close()
+                    self._reads_done.notify_all()
+            time.sleep(pause)
+            pause *= 2
+        raise AssertionError("unreachable")

@@ -22,9 +22,16 @@ from outloop.agents.context import Call, chars_per_token
 from outloop.agents.overhead import mcp_servers, memory_files, overhead_row, read_file
 from outloop.sinks.upsert import unregister_quietly
 
-_CWD = ("SELECT session_id, coalesce(arg_min(c, received_at), min(c)) FROM (SELECT session_id, received_at, "
-        "json_extract_string(payload, '$.cwd') AS c FROM hook_events WHERE session_id IN (SELECT s FROM ovh_sessions)"
-        ") WHERE c IS NOT NULL GROUP BY session_id")
+# A session's cwd: that of its first hook payload (every Claude Code hook payload carries one), parsing that
+# payload alone: parsing all of them took memory in proportion to the session's payloads (600 hooks of 17 MB
+# needed over 120 MiB) inside the batch's transaction. Sessions whose first payload has none: _CWD_LATER.
+_CWD = ("SELECT session_id, c FROM (SELECT session_id, json_extract_string(arg_min(payload, received_at), '$.cwd') "
+        "AS c FROM hook_events WHERE session_id IN (SELECT s FROM ovh_sessions) GROUP BY session_id) "
+        "WHERE c IS NOT NULL")
+_CWD_LATER = ("SELECT session_id, coalesce(arg_min(c, received_at), min(c)) FROM (SELECT session_id, received_at, "
+              "json_extract_string(payload, '$.cwd') AS c FROM hook_events WHERE session_id IN "
+              "(SELECT unnest(?::VARCHAR[]))) "
+              "WHERE c IS NOT NULL GROUP BY session_id")
 _KEPT = ("SELECT session_id, cwd, memory_files, mcp_servers_configured, measured_at FROM context_overhead "
          "WHERE measured_at IS NOT NULL AND session_id IN (SELECT s FROM ovh_sessions)")
 
@@ -36,7 +43,8 @@ def _measure(cwd: str, now: datetime) -> dict[str, Any] | None:
             "servers": mcp_servers(cwd, read_file), "measured_at": now}
 
 
-def _memories(con: duckdb.DuckDBPyConnection, now: datetime) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+def _memories(con: duckdb.DuckDBPyConnection, sessions: list[str], now: datetime
+              ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """(session -> its memory measurement: the one kept, else one made now where the folder is at hand;
     session -> its cwd)."""
     out: dict[str, dict[str, Any]] = {}
@@ -44,6 +52,9 @@ def _memories(con: duckdb.DuckDBPyConnection, now: datetime) -> tuple[dict[str, 
         out[sid] = {"cwd": cwd, "files": orjson.loads(files) if files else [],
                     "servers": orjson.loads(servers) if servers else None, "measured_at": at}
     cwds = dict(con.execute(_CWD).fetchall())
+    rest = [s for s in sessions if s not in cwds]
+    if rest:  # a first payload without a cwd: the earliest that has one
+        cwds.update(con.execute(_CWD_LATER, [rest]).fetchall())
     for sid, cwd in cwds.items():
         if sid not in out:
             found = _measure(cwd, now)
@@ -58,7 +69,7 @@ def store_overhead(con: duckdb.DuckDBPyConnection, sessions: list[str],
     fixed prefix tokens)."""
     con.register("ovh_sessions", pa.table({"s": sessions}))
     try:
-        memories, cwds = _memories(con, now or datetime.now(UTC))
+        memories, cwds = _memories(con, sessions, now or datetime.now(UTC))
         con.execute("DELETE FROM context_overhead WHERE session_id IN (SELECT s FROM ovh_sessions)")
     finally:
         unregister_quietly(con, "ovh_sessions")

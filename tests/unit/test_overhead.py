@@ -17,6 +17,7 @@ from outloop.agents.context import Call
 from outloop.agents.overhead import mcp_server, mcp_servers, memory_files, memory_paths, overhead_row, read_file
 from outloop.projections import open_sink
 from outloop.projections.context import refresh_context
+from outloop.projections.overhead import store_overhead
 from tests.conftest import traces_dir
 from tests.unit.contextdata import load
 
@@ -103,3 +104,48 @@ def test_real_hook_payloads_in_a_folder_at_hand_are_measured_once(tmp_path: Path
     assert files[0] == {"path": str(cwd / "CLAUDE.md"), "bytes": 912, "tokens": 228}  # the first measurement
     assert row[1] == sum(f["tokens"] for f in files) and row[3] is None  # hook payloads only: no usage, no prefix
     assert row[4] == 0 and row[5] is not None and datetime.now(UTC) - row[5] < timedelta(minutes=5)
+
+
+def _hook_rows(con: duckdb.DuckDBPyConnection, sid: str, payloads: list[dict[str, object]]) -> None:
+    for i, p in enumerate(payloads):
+        con.execute("INSERT INTO hook_events (id, session_id, hook_event_name, received_at, source, payload) "
+                    "VALUES (?, ?, ?, ?, 'hook', ?)",
+                    [f"{sid}-{i}", sid, p["hook_event_name"], T0 + timedelta(seconds=i), orjson.dumps(p).decode()])
+
+
+def test_a_first_payload_without_a_cwd_takes_the_earliest_that_has_one(tmp_path: Path, tree: Path) -> None:
+    payloads = json.loads((traces_dir() / "claude-code-hooks" / "templar@a46211b7" / "pre_tool_use.json").read_text())
+    sid = payloads[0]["session_id"]
+    cwd = tree / "home" / "proj" / "app"
+    first = {k: v for k, v in payloads[0].items() if k != "cwd"}
+    sink = open_sink(tmp_path / "o.duckdb").open()
+    try:
+        with sink.transaction() as con:
+            _hook_rows(con, sid, [first, {**payloads[1], "cwd": str(cwd)}, {**payloads[2], "cwd": "/elsewhere"}])
+            store_overhead(con, [sid, "no-hooks"], {sid: ([], 0), "no-hooks": ([], 0)}, T0)
+        _, rows = sink.query("SELECT session_id, cwd, memory_tokens FROM context_overhead ORDER BY session_id")
+    finally:
+        sink.close()
+    found = {r[0]: r[1:] for r in rows}
+    assert found["no-hooks"][0] is None
+    assert found[sid][0] == str(cwd) and found[sid][1] > 0
+
+
+def test_the_cwd_of_a_session_with_large_payloads_fits_a_small_memory_limit(tmp_path: Path) -> None:
+    """600 real PostToolUse payloads of a session, each carrying a 30 kB read (18 MB in all): finding the
+    session's cwd parsed every payload and needed over 120 MiB inside the batch's transaction (the sink's
+    default limit is 128 MB); it now parses the first one."""
+    payloads = json.loads((traces_dir() / "claude-code-hooks" / "templar@a46211b7" / "post_tool_use.json").read_text())
+    big = [{**payloads[i % len(payloads)], "tool_response": {"content": f"{i:06d}" + "x" * 30_000}}
+           for i in range(600)]
+    sid = big[0]["session_id"]
+    sink = open_sink(tmp_path / "o.duckdb", memory_limit="48MB").open()
+    try:
+        with sink.transaction() as con:
+            _hook_rows(con, sid, big)
+        with sink.transaction() as con:
+            store_overhead(con, [sid], {sid: ([], 0)}, T0)
+        _, rows = sink.query("SELECT cwd FROM context_overhead")
+    finally:
+        sink.close()
+    assert rows == [[big[0]["cwd"]]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -308,6 +310,50 @@ def test_out_of_memory_raises_the_limit_and_the_retry_succeeds(tmp_path: Path) -
         sink.close()
 
 
+def test_a_read_in_flight_when_the_limit_grows_runs_again_on_the_reopened_database(tmp_path: Path) -> None:
+    """Growing the limit reopens the database, and DuckDB refuses to close a connection whose cursor is busy:
+    a read running at that moment (a client polling for a flush marker) made the grow raise, which stopped
+    the sink ("the sink is closed"). The reopen now interrupts the read, and the read runs again on the new
+    connection and answers."""
+    path = tmp_path / "db.duckdb"
+    with open_sink(path, clock=d.clock) as big:
+        big.con.execute("CREATE TABLE filler (id VARCHAR PRIMARY KEY)")
+        big.con.execute("INSERT INTO filler SELECT 'f' || md5(i::VARCHAR) FROM range(400000) r(i)")
+    sink = open_sink(path, clock=d.clock, memory_limit="4MB")
+    answers: list[Any] = []
+
+    def read() -> None:
+        try:
+            answers.append(sink.query("SELECT count(*) FROM range(300000000) t(i) WHERE i % 7 = 1")[1])
+        except Exception as exc:  # noqa: BLE001 - the test asserts on it
+            answers.append(exc)
+
+    reader = threading.Thread(target=read)
+    try:
+        start = sink._memory_bytes
+        assert start is not None
+        reader.start()
+        deadline = time.monotonic() + 10
+        while not sink._reading and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sink._reading, "the read never started"
+        messages = d.with_offsets([d.tool_msg(d.tool_view(f"toolu_{i}", command=f"echo {i} " + "x" * 200))
+                                   for i in range(3000)])
+        for _ in range(12):
+            try:
+                sink.write_batch(messages)
+                break
+            except duckdb.Error as exc:
+                assert classify_error(exc) is ErrorKind.TRANSIENT, exc
+        reader.join(60)
+        assert sink._memory_bytes is not None and sink._memory_bytes > start  # the limit grew: it reopened
+        assert answers == [[[42857143]]]
+        assert sink.query("SELECT count(*) FROM tool_calls")[1] == [[3000]]
+    finally:
+        reader.join(60)
+        sink.close()
+
+
 def test_optimism_backs_off_a_conflicting_table_and_comes_back() -> None:
     o = Optimism()
     assert o.plain() == frozenset(PLAIN)
@@ -473,3 +519,26 @@ def test_an_out_of_memory_hidden_behind_an_aborted_transaction_still_grows_the_l
     assert isinstance(kept.value, duckdb.OutOfMemoryException) and _out_of_memory(kept.value)
     assert not _out_of_memory(duckdb.TransactionException("Current transaction is aborted (please ROLLBACK)"))
     con.close()
+
+
+def test_a_read_that_runs_out_of_memory_runs_again_a_bounded_number_of_times(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Reads share DuckDB's memory with the writer, so running out of it can be the write's doing and a read
+    runs again after a pause; one that needs more than the whole limit still fails, after READ_RETRIES runs
+    and within a bounded query's time limit."""
+    from outloop.sinks.writer import READ_RETRIES
+
+    sink = open_sink(tmp_path / "db.duckdb", clock=d.clock, memory_limit="16MB")
+    try:
+        with caplog.at_level("INFO", logger="outloop.sink"), pytest.raises(duckdb.OutOfMemoryException):
+            sink.query("SELECT list(i) FROM range(3000000) t(i)")
+        assert sum("a read runs again" in r.getMessage() for r in caplog.records) == READ_RETRIES
+        caplog.clear()
+        started = time.monotonic()
+        with caplog.at_level("INFO", logger="outloop.sink"), pytest.raises(duckdb.OutOfMemoryException):
+            sink.query_bounded("SELECT list(i) FROM range(3000000) t(i)", None, 10, timeout=0.5)
+        assert time.monotonic() - started < 2.0
+        assert sum("a read runs again" in r.getMessage() for r in caplog.records) <= 1
+        assert sink.query("SELECT 1")[1] == [[1]]
+    finally:
+        sink.close()
