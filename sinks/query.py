@@ -91,10 +91,11 @@ class Bounded:
 
 
 def run_bounded(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] | None,
-                max_rows: int, timeout: float) -> Bounded:
+                max_rows: int, timeout: float, stated: float | None = None) -> Bounded:
     """Run one checked read-only statement on ``con`` (a cursor of its own: the interrupt stops
     only it), fetching at most ``max_rows`` rows; past ``timeout`` seconds, execution or fetch is
-    interrupted and :class:`QueryTimeout` raised."""
+    interrupted and :class:`QueryTimeout` raised, naming the limit as ``stated`` (the whole limit, when
+    ``timeout`` is what is left of it)."""
     statement = check_readonly(sql)
     timer = threading.Timer(timeout, con.interrupt)
     timer.daemon = True
@@ -104,7 +105,8 @@ def run_bounded(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] 
         columns = [d[0] for d in result.description or []]
         rows = result.fetchmany(max_rows + 1)
     except duckdb.InterruptException:
-        raise QueryTimeout(f"query cancelled after {timeout:g} s (OUTLOOP_QUERY_TIMEOUT)") from None
+        limit = timeout if stated is None else stated
+        raise QueryTimeout(f"query cancelled after {limit:g} s (OUTLOOP_QUERY_TIMEOUT)") from None
     finally:
         timer.cancel()
     truncated = len(rows) > max_rows

@@ -389,7 +389,7 @@ class DuckSink:
     def query_bounded(self, sql: str, params: Any, max_rows: int, timeout: float) -> Bounded:
         """:meth:`query` within a time limit and a row cap (see ``sinks.query.run_bounded``): what the
         worker's HTTP endpoint runs."""
-        return self._read(lambda cursor, left: run_bounded(cursor, sql, params, max_rows, left), timeout)
+        return self._read(lambda cursor, left: run_bounded(cursor, sql, params, max_rows, left, timeout), timeout)
 
     def _read(self, run: Callable[[duckdb.DuckDBPyConnection, float], Any], timeout: float | None = None) -> Any:
         """``run(cursor, seconds left)`` on a cursor of its own. Reads share DuckDB's memory with the writer:
