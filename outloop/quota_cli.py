@@ -17,7 +17,7 @@ import typer
 
 from outloop import clicommon
 from outloop.agents.quota import UsageRow, WindowKind
-from outloop.agents.quota_status import Official, official_from
+from outloop.agents.quota_status import OFFICIAL_MAX_AGE_S, Official, official_from
 from outloop.sinks.quotarows import USAGE_COLUMNS
 
 out, err = clicommon.out, clicommon.err
@@ -29,10 +29,13 @@ SELECT {USAGE_COLUMNS}
 WHERE u."timestamp" IS NOT NULL AND (? IS NULL OR u."timestamp" <= CAST(? AS TIMESTAMPTZ))
 ORDER BY u."timestamp", u.id
 """
-OFFICIAL_SQL = """
+# the status-line figures that can still count at a time (params: that time twice): only the last
+# OFFICIAL_MAX_AGE_S before it, so the statement reads a few status lines, not every one ever seen
+OFFICIAL_SQL = f"""
 SELECT received_at, CAST((payload->'rate_limits') AS VARCHAR) FROM hook_events
-WHERE hook_event_name = 'Status' AND (payload->'rate_limits') IS NOT NULL
-  AND (? IS NULL OR received_at <= CAST(? AS TIMESTAMPTZ))
+WHERE hook_event_name = 'Status' AND received_at <= CAST(? AS TIMESTAMPTZ)
+  AND received_at >= CAST(? AS TIMESTAMPTZ) - INTERVAL {OFFICIAL_MAX_AGE_S} SECOND
+  AND (payload->'rate_limits') IS NOT NULL
 ORDER BY received_at DESC, id LIMIT 50
 """
 STOPS_SQL = """

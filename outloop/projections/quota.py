@@ -37,7 +37,7 @@ from outloop.agents.quota import UsageRow, window_at
 from outloop.agents.quota_budget import answer, estimate_from_history
 from outloop.agents.quota_risk import QuotaConfig
 from outloop.agents.quota_signals import merge_official, rate_limit_stops
-from outloop.agents.quota_status import assess, official_from
+from outloop.agents.quota_status import OFFICIAL_MAX_AGE_S, assess, official_from
 from outloop.sinks.quotarows import USAGE_COLUMNS
 from outloop.sinks.upsert import unregister_quietly
 
@@ -50,8 +50,8 @@ DEFAULT_TTL_S = 3600.0
 _USAGE = f"""SELECT {USAGE_COLUMNS}
 WHERE u."timestamp" IS NOT NULL AND u."timestamp" > ? AND u."timestamp" <= ? ORDER BY u."timestamp", u.id"""
 _OFFICIAL = """SELECT received_at, CAST((payload->'rate_limits') AS VARCHAR) FROM hook_events
-WHERE hook_event_name = 'Status' AND (payload->'rate_limits') IS NOT NULL AND received_at <= ?
-ORDER BY received_at DESC, id LIMIT 20"""
+WHERE hook_event_name = 'Status' AND received_at <= ? AND received_at >= ? AND (payload->'rate_limits') IS NOT NULL
+ORDER BY received_at DESC, id LIMIT 20"""  # only those that can still count (OFFICIAL_MAX_AGE_S), not every one
 _STOPS = """SELECT received_at, CAST(payload AS VARCHAR) FROM hook_events
 WHERE hook_event_name = 'ApiError' AND payload->>'error' = 'rate_limit' AND received_at <= ? AND received_at > ?
 ORDER BY received_at DESC, id LIMIT 20"""
@@ -160,7 +160,8 @@ def _point(con: duckdb.DuckDBPyConnection, config: QuotaConfig, hour: datetime, 
 
 def _store(con: duckdb.DuckDBPyConnection, config: QuotaConfig, at: datetime, forecasts: bool = True
            ) -> dict[str, Any]:
-    official = merge_official(official_from(con.execute(_OFFICIAL, [at]).fetchall(), at),
+    seen = con.execute(_OFFICIAL, [at, at - timedelta(seconds=OFFICIAL_MAX_AGE_S)]).fetchall()
+    official = merge_official(official_from(seen, at),
                               rate_limit_stops(con.execute(_STOPS, [at, at - timedelta(days=8)]).fetchall(), at))
     status: dict[str, Any] = assess(_rows(con, at - HISTORY, at), at, config, official, forecasts=forecasts).as_dict()
     for w in status["windows"]:
