@@ -2,9 +2,19 @@
 usage records, API messages and hook events it produces. Pure: events and their times in, closed windows out.
 
 A window is one stretch of a session's activity. It opens on the first event of a session that has
-no open window, and closes on the session's ``Stop`` or ``SessionEnd`` hook event, when the event-time
-watermark (the latest event time the fold has seen) passes its last event by ``timeout`` (inactivity),
-or when more than ``max_open`` windows are open (the least recently active is closed, ``evicted``).
+no open window, and closes (each by event time):
+
+* on the session's ``Stop`` or ``SessionEnd`` hook event;
+* inactive, at its last event + ``timeout``: when the session's own next event comes later than that,
+  or when an event of another session does (the fold then knows the window is idle: this is what
+  bounds memory); an event never closes its own session's window, and one earlier than a window's
+  last event closes nothing (a replay may bring an older session after a newer one: its events must
+  not each make a window of their own);
+* evicted, when more than ``max_open`` windows are open (the least recently active).
+
+For input in event-time order (live hooks) and for input where each session's events come together
+(a replay of transcripts, file after file), a session's windows therefore depend on its own events
+only, not on which sessions share its partition (nor on how many partitions there are).
 A closed window is emitted and forgotten: nothing of it stays in memory, so memory grows with the
 open windows only, never with the sessions seen. More events of that session open a new window
 (``seq`` + 1 is not known then: a window is named by its session and the time of its first event).
@@ -37,6 +47,7 @@ still count, their figures do not) and ``MAX_PATHS`` paths are followed for re-r
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -190,20 +201,37 @@ class ContextWindows:
     timeout: timedelta = TIMEOUT
     max_open: int = MAX_OPEN
     open: OrderedDict[str, Window] = field(default_factory=OrderedDict)
-    watermark: datetime | None = None
+    now: datetime | None = None  # the time of the event folded last
+    # the open windows, one entry each, earliest first: (a last event, order, session, opened); an entry whose
+    # window has had events since goes back in with its new last event when it comes up (one push per window
+    # instead of one per event), one whose window closed is dropped
+    idle: list[tuple[datetime, int, str, datetime]] = field(default_factory=list)
+    _pushed: int = 0
+    _closed: list[Window] = field(default_factory=list)  # closed while folding the current event
 
     def _window(self, session: str, at: datetime, counted: bool = True) -> Window:
+        self.now = at
         w = self.open.get(session)
+        if w is not None and at - w.last_at > self.timeout:  # the session came back after idling past it
+            self._closed.append(self._close(session, w.last_at + self.timeout, "inactive"))
+            w = None
         if w is None:
             w = self.open[session] = Window(session, at, at)
+            self._push(w)
         else:
             self.open.move_to_end(session)
-            w.last_at = max(w.last_at, at)
+            if at > w.last_at:
+                w.last_at = at
         if counted:
             w.events += 1
-        if self.watermark is None or at > self.watermark:
-            self.watermark = at
         return w
+
+    def _push(self, w: Window) -> None:
+        self._pushed += 1
+        heapq.heappush(self.idle, (w.last_at, self._pushed, w.session_id, w.opened_at))
+        if len(self.idle) > 4 * len(self.open) + 1024:  # mostly entries skipped later: keep the live ones
+            self.idle = [(o.last_at, i, o.session_id, o.opened_at) for i, o in enumerate(self.open.values())]
+            heapq.heapify(self.idle)
 
     def tool_call(self, view: dict[str, Any], at: datetime, main: bool = True) -> list[Window]:
         """A tool call view (the pairing fold's merged view); it is an output from its first completed view
@@ -236,23 +264,25 @@ class ContextWindows:
             w.usage[uid] = Api(at, prompt, cache_write, int(cache_1h or 0), total)
         return self.expire()
 
-    def message(self, session: str, at: datetime | None, ids: Iterable[str]) -> None:
+    def message(self, session: str, at: datetime | None, ids: Iterable[str]) -> list[Window]:
         """A sub-agent's API message of ``session``: its usage and tool call ids are not the main chain's.
         It opens a window (counting no event) when none is open, so its calls that follow are known."""
         if at is None and session not in self.open:
-            return
+            return []
         w = self._window(session, at, counted=False) if at is not None else self.open[session]
         for i in ids:
             if len(w.side) < 2 * MAX_IDS:
                 w.side.add(i)
+        return self.expire()
 
     def hook(self, session: str, name: str, at: datetime, hid: str | None = None) -> list[Window]:
         """A hook event: ``PreCompact`` empties the context, ``Stop``/``SessionEnd`` close the window."""
         w = self._window(session, at)
         if len(w.hooks) < MAX_IDS:
             w.hooks[hid or f"{name}@{at.isoformat()}"] = (at, name)
-        closed = [self._close(session, at, name)] if name in CLOSING_HOOKS else []
-        return closed + self.expire() if closed else self.expire()
+        if name in CLOSING_HOOKS:
+            self._closed.append(self._close(session, at, name))
+        return self.expire()
 
     def _close(self, session: str, at: datetime, reason: str) -> Window:
         w = self.open.pop(session)
@@ -260,16 +290,23 @@ class ContextWindows:
         return w
 
     def expire(self) -> list[Window]:
-        """Close the windows idle past the timeout (by event time) and the least active beyond ``max_open``."""
-        closed: list[Window] = []
-        while self.open:
-            session, w = next(iter(self.open.items()))
-            if len(self.open) > self.max_open:
-                closed.append(self._close(session, w.last_at, "evicted"))
-            elif self.watermark is not None and self.watermark - w.last_at > self.timeout:
+        """The windows the current event closed: its own session's, those idle past the timeout at its time
+        (by event time), and the least active beyond ``max_open``."""
+        closed, self._closed = self._closed, []
+        if self.now is not None:
+            limit = self.now - self.timeout
+            while self.idle and self.idle[0][0] < limit:
+                _, _, session, opened = heapq.heappop(self.idle)
+                w = self.open.get(session)
+                if w is None or w.opened_at != opened:
+                    continue  # closed since
+                if w.last_at >= limit:
+                    self._push(w)
+                    continue
                 closed.append(self._close(session, w.last_at + self.timeout, "inactive"))
-            else:
-                break
+        while len(self.open) > self.max_open:
+            session, w = next(iter(self.open.items()))
+            closed.append(self._close(session, w.last_at, "evicted"))
         return closed
 
     def snapshot(self) -> list[Window]:

@@ -299,7 +299,7 @@ def _window_events(fold: ContextWindows, env: Any, data: Any, view: dict[str, An
         done = fold.usage(data.id, data.session_id, data.timestamp, prompt, data.cache_creation_input_tokens,
                           data.cache_creation_1h_tokens, prompt + data.output_tokens)
     elif kind is EventType.MESSAGE and data.is_sidechain:
-        fold.message(data.session_id, data.timestamp, [data.id, *data.tool_use_ids])
+        done = fold.message(data.session_id, data.timestamp, [data.id, *data.tool_use_ids])
     return done
 
 

@@ -84,7 +84,7 @@ def state_bytes(windows: ContextWindows) -> int:
         for facts in (w.calls, w.usage, w.hooks):
             total += sys.getsizeof(facts) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in facts.items())
         total += sys.getsizeof(w.side) + sum(sys.getsizeof(i) for i in w.side)
-    return total
+    return total + sys.getsizeof(windows.idle) + sum(sys.getsizeof(e) for e in windows.idle)
 
 
 def _held(sessions: int, windows: ContextWindows) -> list[int]:
@@ -133,3 +133,73 @@ def test_the_order_facts_arrive_in_within_a_window_and_repeated_versions_change_
     assert {**got, "events": 0} == {**want, "events": 0}
     assert (want["api_calls"], want["carry_tokens"], want["reread_tokens"], want["cache_break_tokens"]) == (
         3, 100 + 200 + 100, 100, 30_000)  # u1, the window's first call, wrote its whole prompt
+
+
+def _usage_of(session: str, n: int, at: Any) -> tuple[Any, str, Any]:
+    return (at, "usage", UsageRecord(id=f"u:{session}:{n}", session_id=session, model="m", timestamp=at,
+                                     input_tokens=5, output_tokens=10, cache_read_input_tokens=1_000,
+                                     cache_creation_input_tokens=100))
+
+
+def test_an_older_session_replayed_after_a_newer_one_keeps_one_window() -> None:
+    """A replay brings a session from 10:30-11:30 after one of 10:00-12:00 that ended (its ``Stop``): each
+    event of the older session used to close its own window at once (the latest time seen was 12:00), so
+    it made seven windows of one event each."""
+    w = ContextWindows()
+    closed = feed(w, [_usage_of("A", i, T0 + timedelta(minutes=10 * i)) for i in range(13)])
+    closed += feed(w, [_hook("A", "Stop", 0, T0 + timedelta(minutes=121))])
+    closed += feed(w, [_usage_of("B", i, T0 + timedelta(minutes=30 + 10 * i)) for i in range(7)])
+    assert [(c.session_id, c.close_reason, c.events) for c in closed] == [("A", "Stop", 14)]
+    assert [(o.session_id, o.events) for o in w.snapshot()] == [("B", 7)]
+
+
+def test_two_older_sessions_replayed_interleaved_after_a_newer_one_keep_one_window_each() -> None:
+    w = ContextWindows()
+    closed = feed(w, [_usage_of("new", 0, T0 + timedelta(days=30))])
+    closed += feed(w, [_usage_of(s, i, T0 + timedelta(minutes=5 * i)) for i in range(10) for s in ("A", "B")])
+    assert closed == []
+    assert sorted((o.session_id, o.events) for o in w.snapshot()) == [("A", 10), ("B", 10), ("new", 1)]
+    closed = feed(w, [_usage_of("newer", 0, T0 + timedelta(days=31))])  # the clock moves on: idle ones close
+    assert sorted((c.session_id, c.close_reason, c.events) for c in closed) == [
+        ("A", "inactive", 10), ("B", "inactive", 10), ("new", "inactive", 1)]
+
+
+def _windows_by_partition(events: list[tuple[Any, str, Any]], partitions: int) -> list[dict[str, Any]]:
+    """The windows of ``events`` (in time order) folded by ``partitions`` folds, each session's events to
+    one of them, then every open window as it stands (a flush)."""
+    folds = [ContextWindows() for _ in range(partitions)]
+    out = []
+    for ev in events:
+        item = ev[2]
+        session = item.subject if ev[1] == "hook" else item.session_id
+        out += feed(folds[int(session[1:]) % partitions], [ev])
+    out += [o for f in folds for o in f.snapshot()]
+    return sorted((o.record() for o in out), key=lambda r: r["id"])
+
+
+def test_a_sessions_windows_do_not_depend_on_the_sessions_sharing_its_partition() -> None:
+    """Live input (in event-time order) from 30 sessions, some idle past the timeout and back, folded by
+    1, 4 and 7 partitions: the same windows with the same figures. A session that came back after idling
+    past the timeout used to stay in one window unless another session's event came in between, in its
+    partition. What may differ is only whether the last window of a session shows as closed at the end of
+    the input (a later event of another session in its partition closes it, none leaves it open)."""
+    import random
+
+    rng = random.Random(5)
+    events = []
+    for i in range(30):
+        at = T0 + timedelta(minutes=rng.randrange(120))
+        for n in range(rng.randint(3, 12)):
+            at += timedelta(minutes=rng.choice([1, 2, 5, 45 if rng.random() < 0.15 else 3]))
+            events.append(_usage_of(f"s{i:02d}", n, at))
+        if i % 3 == 0:
+            events.append(_hook(f"s{i:02d}", "Stop", 0, at + timedelta(seconds=5)))
+    events.sort(key=lambda ev: ev[0])
+    def settled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        last = {r["session_id"]: r["id"] for r in sorted(rows, key=lambda r: r["opened_at"])}
+        return [{**r, "closed_at": None, "close_reason": None} if r["id"] == last[r["session_id"]]
+                and r["close_reason"] in ("inactive", None) else r for r in rows]
+
+    one = _windows_by_partition(events, 1)
+    assert settled(_windows_by_partition(events, 4)) == settled(one) == settled(_windows_by_partition(events, 7))
+    assert len(one) > 30 and sum(r["close_reason"] == "inactive" for r in settled(one)) >= 3  # sessions came back
