@@ -314,13 +314,17 @@ class ContextWindows:
         return list(self.open.values())
 
 
-def feed(windows: ContextWindows, events: Iterable[tuple[datetime, str, Any]]) -> list[Window]:
+def feed(windows: ContextWindows, events: Iterable[tuple[datetime | None, str, Any]]) -> list[Window]:
     """Fold ``(time, kind, item)`` events in the order given (never sorted: see the module doc); returns the
     windows they closed. ``kind``: ``tool_call`` (a view), ``side_call`` (a sub-agent's view), ``usage`` (a
-    usage record), ``hook`` (an envelope)."""
+    usage record), ``hook`` (an envelope), ``message`` (a sub-agent's API message; its time may be None)."""
     closed: list[Window] = []
     for at, kind, item in events:
-        if kind in ("tool_call", "side_call"):
+        if kind == "message":
+            closed += windows.message(item.session_id, at, [item.id, *item.tool_use_ids])
+        elif at is None:  # only a message may come without its time
+            continue
+        elif kind in ("tool_call", "side_call"):
             closed += windows.tool_call(item, at, main=kind == "tool_call")
         elif kind == "usage":
             prompt = item.input_tokens + item.cache_read_input_tokens + item.cache_creation_input_tokens

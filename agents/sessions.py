@@ -26,7 +26,7 @@ from typing import Any
 import faust
 import orjson
 
-from outloop.agents.contextwindow import ContextWindows, Window
+from outloop.agents.contextwindow import ContextWindows, Window, feed
 from outloop.agents.pairing import BatchOut, Pairing, tool_call_json
 from outloop.schemas.events import ContextWindow, EventType, Flush
 from outloop.streams.app import Topics
@@ -283,24 +283,22 @@ def session_records(pairing: Pairing, messages: Iterable[Message], names: Sessio
 
 
 def _window_events(fold: ContextWindows, env: Any, data: Any, view: dict[str, Any] | None) -> list[Window]:
-    """Feed one input's share to its partition's context windows; returns the windows that closed. A
-    sub-agent's API message marks its usage and tool calls as not the main context's (its calls re-read
-    nothing of the window, its outputs are loaded but carried by no main call)."""
-    done: list[Window] = []
+    """Feed one input's share to its partition's context windows (``agents.contextwindow.feed``); returns the
+    windows that closed. A sub-agent's API message marks its usage and tool calls as not the main context's
+    (its calls re-read nothing of the window, its outputs are loaded but carried by no main call)."""
+    events: list[tuple[datetime | None, str, Any]] = []
     kind = env.type
     if kind is EventType.HOOK_EVENT and env.time is not None:
-        done = fold.hook(env.subject, str(env.data.get("hook_event_name") or ""), env.time, env.id)
+        events.append((env.time, "hook", env))
     if view is not None:
         at = view.get("ended_at") or view.get("started_at")
         if at is not None:
-            done += fold.tool_call(view, at)
+            events.append((at, "tool_call", view))
     elif kind is EventType.USAGE and data.timestamp is not None:
-        prompt = data.input_tokens + data.cache_read_input_tokens + data.cache_creation_input_tokens
-        done = fold.usage(data.id, data.session_id, data.timestamp, prompt, data.cache_creation_input_tokens,
-                          data.cache_creation_1h_tokens, prompt + data.output_tokens)
+        events.append((data.timestamp, "usage", data))
     elif kind is EventType.MESSAGE and data.is_sidechain:
-        done = fold.message(data.session_id, data.timestamp, [data.id, *data.tool_use_ids])
-    return done
+        events.append((data.timestamp, "message", data))
+    return feed(fold, events)
 
 
 def _partition_records(out: list[Record], names: SessionOutputs, partition: int, batch: BatchOut,
